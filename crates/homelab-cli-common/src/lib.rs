@@ -1,0 +1,169 @@
+//! What every homelab binary does at start.
+//!
+//! - [`install_crypto_provider`]: install exactly one rustls crypto provider (ring) before any
+//!   TLS use. kube and reqwest together pull in more than one provider, and rustls then
+//!   panics at the first handshake unless one was installed explicitly.
+//! - [`LogArgs`]: the `-v`/`-vv`/`-q` and `--log-format` flags, flattened into each CLI, and
+//!   [`LogArgs::init`] to set up `tracing` from them (`RUST_LOG` still wins when set).
+//! - [`OutputFormat`]: the `-o text|json|yaml|toml` choice shared by the tools.
+
+use std::io::IsTerminal;
+
+use clap::{Args, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Installs the ring crypto provider as rustls' process default.
+///
+/// Idempotent: a second call (or a provider installed earlier by the same process) is fine.
+pub fn install_crypto_provider() {
+    // `Err` means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logging flags shared by every tool.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LogArgs {
+    /// More log output: -v for debug, -vv for trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less log output: errors only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// `RUST_LOG` holds a filter that does not parse.
+    #[error("RUST_LOG={value:?} is not a valid filter: {source}")]
+    BadFilter {
+        /// The variable's value.
+        value: String,
+        /// The parse error.
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// A global subscriber was already installed.
+    #[error("logging was already initialized: {0}")]
+    AlreadySet(String),
+}
+
+impl LogArgs {
+    /// The filter these flags ask for: `info` by default, `debug` with `-v`, `trace` with
+    /// `-vv`, `error` with `-q`; dependencies stay at `warn` unless `-vv`.
+    pub fn filter_directives(&self) -> String {
+        let ours = match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => "info",
+            (false, 1) => "debug",
+            (false, _) => "trace",
+        };
+        if self.verbose >= 2 {
+            ours.to_owned()
+        } else {
+            format!(
+                "warn,homelab={ours},homelab_config={ours},{}",
+                crate_directives(ours)
+            )
+        }
+    }
+
+    /// Installs the global `tracing` subscriber, writing to standard error.
+    ///
+    /// # Errors
+    /// `RUST_LOG` does not parse, or a subscriber is already installed.
+    pub fn init(&self) -> Result<(), LoggingError> {
+        let filter = match std::env::var("RUST_LOG") {
+            Ok(value) if !value.is_empty() => EnvFilter::try_new(&value)
+                .map_err(|source| LoggingError::BadFilter { value, source })?,
+            _ => EnvFilter::new(self.filter_directives()),
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let result = match self.log_format {
+            LogFormat::Text => builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(self.verbose > 0)
+                .try_init(),
+            LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        };
+        result.map_err(|e| LoggingError::AlreadySet(e.to_string()))
+    }
+}
+
+/// Every workspace crate logs at the level the flags ask for.
+fn crate_directives(level: &str) -> String {
+    [
+        "homelab_vm",
+        "homelab_boot",
+        "homelab_gitops",
+        "harbor",
+        "virt_vm",
+        "libvirt_vm",
+        "kubeadm_boot",
+        "platform",
+        "gitops",
+        "harbor_client",
+        "esc_secrets",
+    ]
+    .iter()
+    .map(|c| format!("{c}={level}"))
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// Output format of a command's result (logs always go to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+    /// TOML.
+    Toml,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbosity_maps_to_levels() {
+        let mut args = LogArgs::default();
+        assert!(args.filter_directives().contains("homelab=info"));
+        args.verbose = 1;
+        assert!(args.filter_directives().contains("homelab=debug"));
+        assert!(args.filter_directives().starts_with("warn,"));
+        args.verbose = 2;
+        assert_eq!(args.filter_directives(), "trace");
+        args = LogArgs {
+            quiet: true,
+            ..LogArgs::default()
+        };
+        assert!(args.filter_directives().contains("homelab=error"));
+        EnvFilter::try_new(args.filter_directives()).expect("directives parse");
+    }
+
+    #[test]
+    fn crypto_provider_installs_once_and_is_idempotent() {
+        install_crypto_provider();
+        install_crypto_provider();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
+}

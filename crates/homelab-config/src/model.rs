@@ -1,0 +1,577 @@
+//! The configuration model: what `homelab.toml` holds.
+//!
+//! Every section has a `Default` equal to the embedded default file, so a file only needs the
+//! keys it changes. Layer crates never see these types: each layer has its own spec types and
+//! the bins convert.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::SecretRef;
+use crate::types::{
+    HumanDuration, IpRange, KubeVersion, MacAddress, Mebibytes, PinnedVersion, Quantity,
+};
+
+/// The whole of `homelab.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(
+    title = "homelab.toml",
+    description = "Configuration of a homelab Kubernetes platform."
+)]
+pub struct Config {
+    /// Cluster identity and Kubernetes release.
+    pub cluster: ClusterConfig,
+    /// How the tools log in to the nodes.
+    pub ssh: SshConfig,
+    /// Addresses: the NAT network, the Kubernetes CIDRs and the load-balancer pool.
+    pub network: NetworkConfig,
+    /// Where and how the virtual machines run.
+    pub libvirt: LibvirtConfig,
+    /// Pinned versions of every platform component.
+    pub versions: ComponentVersions,
+    /// The Harbor registry.
+    pub harbor: HarborConfig,
+    /// Pulumi ESC, the source of secrets (needed when `features.external_secrets` is on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub esc: Option<EscConfig>,
+    /// GitHub owner and self-hosted runners (needed when `features.runners` is on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub github: Option<GithubConfig>,
+    /// The GitOps manifests repository ArgoCD follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitopsConfig>,
+    /// Timeouts and retries of each phase.
+    pub phases: Phases,
+    /// Optional parts of the platform.
+    pub features: Features,
+    /// The machines of the cluster (`[[nodes]]`, one table per node).
+    pub nodes: Vec<Node>,
+}
+
+/// Cluster identity and Kubernetes release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// Cluster name: a DNS label; names the kubeconfig context and the libvirt objects.
+    pub name: String,
+    /// The Kubernetes release (MAJOR.MINOR.PATCH). Drives the package channel, kubeadm's
+    /// `kubernetesVersion` and the upgrade target.
+    pub kubernetes_version: KubeVersion,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            name: "homelab".into(),
+            kubernetes_version: KubeVersion {
+                major: 1,
+                minor: 33,
+                patch: 5,
+            },
+        }
+    }
+}
+
+/// SSH access to the nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct SshConfig {
+    /// The login user created on every node by cloud-init (with passwordless sudo).
+    pub user: String,
+    /// Private key used to log in (`~` is expanded).
+    pub private_key: PathBuf,
+    /// Public key installed on the nodes (`~` is expanded).
+    pub public_key: PathBuf,
+    /// known_hosts file the tools record node host keys in (trust on first use).
+    pub known_hosts: PathBuf,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            user: "homelab".into(),
+            private_key: "~/.ssh/id_ed25519".into(),
+            public_key: "~/.ssh/id_ed25519.pub".into(),
+            known_hosts: "~/.config/homelab/known_hosts".into(),
+        }
+    }
+}
+
+/// Role of a node in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeRole {
+    /// Runs the Kubernetes control plane (API server, etcd, scheduler, controller manager).
+    ControlPlane,
+    /// Runs workloads.
+    Worker,
+}
+
+/// One machine of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct Node {
+    /// Host name and libvirt domain name: a DNS label, unique.
+    pub name: String,
+    /// `control-plane` or `worker`.
+    pub role: NodeRole,
+    /// Virtual CPUs (the control plane needs at least 2).
+    pub vcpus: u32,
+    /// Memory, e.g. "8GiB" (the control plane needs at least 1700MiB).
+    pub memory: Mebibytes,
+    /// Disk size of the node's overlay, e.g. "50GiB".
+    pub disk: Mebibytes,
+    /// Static IPv4 address inside `network.nat_cidr`.
+    pub ip: Ipv4Addr,
+    /// MAC address of the node's interface; derived from the IP when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddress>,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            role: NodeRole::Worker,
+            vcpus: 2,
+            memory: Mebibytes::gib(4),
+            disk: Mebibytes::gib(30),
+            ip: Ipv4Addr::UNSPECIFIED,
+            mac: None,
+        }
+    }
+}
+
+fn default_nodes() -> Vec<Node> {
+    let worker = |name: &str, last: u8| Node {
+        name: name.into(),
+        role: NodeRole::Worker,
+        vcpus: 2,
+        memory: Mebibytes::gib(4),
+        disk: Mebibytes::gib(30),
+        ip: Ipv4Addr::new(192, 168, 122, last),
+        mac: None,
+    };
+    vec![
+        Node {
+            name: "k8s-cp-1".into(),
+            role: NodeRole::ControlPlane,
+            vcpus: 4,
+            memory: Mebibytes::gib(8),
+            disk: Mebibytes::gib(50),
+            ip: Ipv4Addr::new(192, 168, 122, 10),
+            mac: None,
+        },
+        worker("k8s-worker-1", 11),
+        worker("k8s-worker-2", 12),
+    ]
+}
+
+/// Addresses of the platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct NetworkConfig {
+    /// Name of the libvirt NAT network.
+    pub name: String,
+    /// Linux bridge of the NAT network (at most 15 characters).
+    pub bridge: String,
+    /// The NAT network the nodes live on.
+    #[schemars(with = "String")]
+    pub nat_cidr: Ipv4Net,
+    /// Gateway (the host's address on the NAT network), also the nodes' DNS server.
+    pub gateway: Ipv4Addr,
+    /// Pod network (Flannel), must not overlap the service or NAT networks.
+    #[schemars(with = "String")]
+    pub pod_cidr: Ipv4Net,
+    /// Service network, must not overlap the pod or NAT networks.
+    #[schemars(with = "String")]
+    pub service_cidr: Ipv4Net,
+    /// Addresses MetalLB hands to LoadBalancer services, inside `nat_cidr`.
+    pub metallb_range: IpRange,
+    /// Fixed load-balancer addresses, inside `metallb_range`.
+    pub load_balancer_ips: LoadBalancerIps,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            name: "homelab".into(),
+            bridge: "virbr-homelab".into(),
+            nat_cidr: Ipv4Net::new_assert(Ipv4Addr::new(192, 168, 122, 0), 24),
+            gateway: Ipv4Addr::new(192, 168, 122, 1),
+            pod_cidr: Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 16),
+            service_cidr: Ipv4Net::new_assert(Ipv4Addr::new(10, 96, 0, 0), 12),
+            metallb_range: IpRange {
+                start: Ipv4Addr::new(192, 168, 122, 100),
+                end: Ipv4Addr::new(192, 168, 122, 150),
+            },
+            load_balancer_ips: LoadBalancerIps::default(),
+        }
+    }
+}
+
+/// Fixed LoadBalancer addresses of the platform's front doors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct LoadBalancerIps {
+    /// The ingress controller.
+    pub ingress: Ipv4Addr,
+    /// Harbor.
+    pub harbor: Ipv4Addr,
+    /// ArgoCD's server.
+    pub argocd: Ipv4Addr,
+}
+
+impl Default for LoadBalancerIps {
+    fn default() -> Self {
+        Self {
+            ingress: Ipv4Addr::new(192, 168, 122, 100),
+            harbor: Ipv4Addr::new(192, 168, 122, 101),
+            argocd: Ipv4Addr::new(192, 168, 122, 102),
+        }
+    }
+}
+
+/// Virtualization type of the domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainType {
+    /// `kvm` when the host's KVM really runs guests, else `qemu`.
+    Auto,
+    /// Hardware virtualization.
+    Kvm,
+    /// Software emulation (TCG).
+    Qemu,
+}
+
+/// Where and how the virtual machines run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct LibvirtConfig {
+    /// libvirt connection URI, e.g. `qemu:///system` or `qemu+ssh://host/system`.
+    pub uri: String,
+    /// Name of the storage pool (a directory pool).
+    pub pool_name: String,
+    /// Directory of the storage pool.
+    pub pool_path: PathBuf,
+    /// Base image the node overlays are made on (qcow2 or raw).
+    pub base_image: PathBuf,
+    /// Build the base image with debootstrap when it does not exist.
+    pub build_base_image: bool,
+    /// `auto`, `kvm` or `qemu`.
+    pub domain_type: DomainType,
+}
+
+impl Default for LibvirtConfig {
+    fn default() -> Self {
+        Self {
+            uri: "qemu:///system".into(),
+            pool_name: "homelab".into(),
+            pool_path: "/var/lib/libvirt/images/homelab".into(),
+            base_image: "/var/lib/libvirt/images/homelab/debian-12-base.qcow2".into(),
+            build_base_image: true,
+            domain_type: DomainType::Auto,
+        }
+    }
+}
+
+/// Pinned versions of the platform's components (never "latest").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ComponentVersions {
+    /// Flannel CNI.
+    pub flannel: PinnedVersion,
+    /// MetalLB.
+    pub metallb: PinnedVersion,
+    /// ingress-nginx Helm chart.
+    pub ingress_nginx: PinnedVersion,
+    /// cert-manager.
+    pub cert_manager: PinnedVersion,
+    /// External Secrets Operator Helm chart.
+    pub external_secrets: PinnedVersion,
+    /// Argo CD Helm chart.
+    pub argocd: PinnedVersion,
+    /// Harbor Helm chart.
+    pub harbor: PinnedVersion,
+    /// Actions Runner Controller (gha-runner-scale-set) charts.
+    pub actions_runner_controller: PinnedVersion,
+    /// local-path-provisioner.
+    pub local_path_provisioner: PinnedVersion,
+}
+
+fn pinned(text: &str) -> PinnedVersion {
+    // Only called with the literals below; a unit test parses every one of them.
+    PinnedVersion::new_unchecked(text)
+}
+
+impl Default for ComponentVersions {
+    fn default() -> Self {
+        Self {
+            flannel: pinned("v0.27.4"),
+            metallb: pinned("v0.15.2"),
+            ingress_nginx: pinned("4.13.3"),
+            cert_manager: pinned("v1.19.1"),
+            external_secrets: pinned("0.20.4"),
+            argocd: pinned("9.1.0"),
+            harbor: pinned("1.18.0"),
+            actions_runner_controller: pinned("0.13.0"),
+            local_path_provisioner: pinned("v0.0.32"),
+        }
+    }
+}
+
+/// The Harbor registry deployed on the platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct HarborConfig {
+    /// External URL of Harbor.
+    pub url: String,
+    /// Project the platform's images live in.
+    pub project: String,
+    /// Harbor's admin password.
+    pub admin_password: SecretRef,
+    /// Persistent volume sizes.
+    pub storage: HarborStorage,
+}
+
+impl Default for HarborConfig {
+    fn default() -> Self {
+        Self {
+            url: "https://harbor.homelab.lan".into(),
+            project: "homelab".into(),
+            admin_password: SecretRef::Env("HARBOR_ADMIN_PASSWORD".into()),
+            storage: HarborStorage::default(),
+        }
+    }
+}
+
+/// Persistent volume sizes of Harbor's parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct HarborStorage {
+    /// Image blobs.
+    pub registry: Quantity,
+    /// PostgreSQL.
+    pub database: Quantity,
+    /// Redis.
+    pub redis: Quantity,
+    /// Job service logs.
+    pub jobservice: Quantity,
+    /// Trivy's vulnerability database.
+    pub trivy: Quantity,
+}
+
+fn quantity(text: &str) -> Quantity {
+    // Only called with the literals below; a unit test parses every one of them.
+    Quantity::new_unchecked(text)
+}
+
+impl Default for HarborStorage {
+    fn default() -> Self {
+        Self {
+            registry: quantity("50Gi"),
+            database: quantity("5Gi"),
+            redis: quantity("1Gi"),
+            jobservice: quantity("1Gi"),
+            trivy: quantity("5Gi"),
+        }
+    }
+}
+
+/// Pulumi ESC, where the platform's secrets come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct EscConfig {
+    /// Pulumi organization.
+    pub organization: String,
+    /// ESC project.
+    pub project: String,
+    /// ESC environment within the project.
+    pub environment: String,
+    /// Pulumi access token.
+    pub token: SecretRef,
+}
+
+impl Default for EscConfig {
+    fn default() -> Self {
+        Self {
+            organization: String::new(),
+            project: "homelab".into(),
+            environment: "dev".into(),
+            token: SecretRef::Env("PULUMI_ACCESS_TOKEN".into()),
+        }
+    }
+}
+
+/// GitHub account and self-hosted runners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct GithubConfig {
+    /// User or organization that owns the repositories.
+    pub owner: String,
+    /// Token (or GitHub App key) Actions Runner Controller registers runners with.
+    pub token: SecretRef,
+    /// One runner scale set per repository (`[[github.runners]]`).
+    pub runners: Vec<RunnerRepo>,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            owner: String::new(),
+            token: SecretRef::Env("GITHUB_TOKEN".into()),
+            runners: Vec::new(),
+        }
+    }
+}
+
+/// Runners for one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct RunnerRepo {
+    /// Repository name (without the owner).
+    pub name: String,
+    /// Runners kept idle.
+    pub min: u32,
+    /// Upper bound of runners.
+    pub max: u32,
+}
+
+impl Default for RunnerRepo {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            min: 0,
+            max: 3,
+        }
+    }
+}
+
+/// The GitOps repository ArgoCD follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct GitopsConfig {
+    /// Clone URL (https or ssh); never with credentials in it.
+    pub repo_url: String,
+    /// Branch ArgoCD tracks.
+    pub branch: String,
+    /// Directory inside the repository holding the root application.
+    pub path: String,
+}
+
+impl Default for GitopsConfig {
+    fn default() -> Self {
+        Self {
+            repo_url: String::new(),
+            branch: "main".into(),
+            path: "bootstrap".into(),
+        }
+    }
+}
+
+/// Timeout and retries of one phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct PhaseSettings {
+    /// How long the phase may take before it fails.
+    pub timeout: HumanDuration,
+    /// How often a failed step is retried (with backoff).
+    pub retries: u32,
+}
+
+impl PhaseSettings {
+    const fn minutes(minutes: u64, retries: u32) -> Self {
+        Self {
+            timeout: HumanDuration(Duration::from_secs(minutes * 60)),
+            retries,
+        }
+    }
+}
+
+impl Default for PhaseSettings {
+    fn default() -> Self {
+        Self::minutes(20, 2)
+    }
+}
+
+/// Timeouts and retries per phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct Phases {
+    /// Creating the VMs and waiting for SSH.
+    pub vms: PhaseSettings,
+    /// Preparing nodes, kubeadm init/join, CNI.
+    pub cluster: PhaseSettings,
+    /// Platform components, wave by wave.
+    pub platform: PhaseSettings,
+    /// GitOps bootstrap and sync.
+    pub gitops: PhaseSettings,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Self {
+            vms: PhaseSettings::minutes(20, 2),
+            cluster: PhaseSettings::minutes(30, 2),
+            platform: PhaseSettings::minutes(30, 3),
+            gitops: PhaseSettings::minutes(20, 3),
+        }
+    }
+}
+
+/// Optional parts of the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent on/off switches of the file"
+)]
+pub struct Features {
+    /// External Secrets Operator fed from Pulumi ESC (needs `[esc]`).
+    pub external_secrets: bool,
+    /// GitHub Actions runners (needs `[github]` with runners).
+    pub runners: bool,
+    /// Monitoring stack.
+    pub monitoring: bool,
+    /// Backups of etcd and volumes.
+    pub backups: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cluster: ClusterConfig::default(),
+            ssh: SshConfig::default(),
+            network: NetworkConfig::default(),
+            libvirt: LibvirtConfig::default(),
+            versions: ComponentVersions::default(),
+            harbor: HarborConfig::default(),
+            esc: None,
+            github: None,
+            gitops: None,
+            phases: Phases::default(),
+            features: Features::default(),
+            nodes: default_nodes(),
+        }
+    }
+}
+
+impl Config {
+    /// The nodes with the control-plane role.
+    pub fn control_plane_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::ControlPlane)
+    }
+
+    /// The nodes with the worker role.
+    pub fn worker_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == NodeRole::Worker)
+    }
+}

@@ -1,0 +1,801 @@
+//! Semantic checks of a [`Config`]: every rule runs and every problem is collected.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::diagnostic::Diagnostic;
+use crate::model::{Config, NodeRole, PhaseSettings};
+use crate::path::KeyPath;
+use crate::secret::SecretRef;
+
+/// kubeadm's preflight minimum for a control-plane node.
+pub const MIN_CONTROL_PLANE_VCPUS: u32 = 2;
+/// kubeadm's preflight minimum memory for a control-plane node, in MiB.
+pub const MIN_CONTROL_PLANE_MEMORY_MIB: u64 = 1700;
+/// Smallest memory a worker can run the kubelet, containerd and system pods with, in MiB.
+pub const MIN_WORKER_MEMORY_MIB: u64 = 1024;
+/// Smallest node disk that holds the OS, container images and etcd, in MiB.
+pub const MIN_DISK_MIB: u64 = 10 * 1024;
+/// The oldest Kubernetes minor release the tools install.
+pub const MIN_KUBERNETES_MINOR: u32 = 29;
+
+fn p(text: &str) -> KeyPath {
+    KeyPath::parse(text).unwrap_or_default()
+}
+
+/// Runs every semantic rule on `config` and returns all problems (errors and warnings).
+pub fn validate(config: &Config) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    cluster(config, &mut out);
+    nodes(config, &mut out);
+    network(config, &mut out);
+    ssh(config, &mut out);
+    libvirt(config, &mut out);
+    harbor(config, &mut out);
+    integrations(config, &mut out);
+    phases(config, &mut out);
+    out
+}
+
+/// A DNS-1123 label: lower-case letters, digits and `-`, 1–63 characters, alphanumeric ends.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn label_problem(value: &str) -> String {
+    if value.is_empty() {
+        "is required".into()
+    } else {
+        format!("`{value}` is not a DNS label (a-z, 0-9 and '-', at most 63, no '-' at either end)")
+    }
+}
+
+fn cluster(config: &Config, out: &mut Vec<Diagnostic>) {
+    if !is_dns_label(&config.cluster.name) {
+        out.push(Diagnostic::error(
+            p("cluster.name"),
+            label_problem(&config.cluster.name),
+        ));
+    }
+    let version = config.cluster.kubernetes_version;
+    if version.major != 1 || version.minor < MIN_KUBERNETES_MINOR {
+        out.push(
+            Diagnostic::error(
+                p("cluster.kubernetes_version"),
+                format!("Kubernetes {version} is not supported"),
+            )
+            .with_help(format!("use 1.{MIN_KUBERNETES_MINOR}.0 or newer")),
+        );
+    }
+}
+
+fn nodes(config: &Config, out: &mut Vec<Diagnostic>) {
+    if config.nodes.is_empty() {
+        out.push(Diagnostic::error(
+            p("nodes"),
+            "at least one node is required",
+        ));
+        return;
+    }
+    if !config
+        .nodes
+        .iter()
+        .any(|n| n.role == NodeRole::ControlPlane)
+    {
+        let mut d = Diagnostic::error(p("nodes"), "no node has role = \"control-plane\"")
+            .with_help("set role = \"control-plane\" on the first node");
+        for i in 0..config.nodes.len() {
+            d = d.with_related(KeyPath::root().key("nodes").index(i).key("role"));
+        }
+        out.push(d);
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut macs = HashMap::new();
+    for (i, node) in config.nodes.iter().enumerate() {
+        let at = |key: &str| KeyPath::root().key("nodes").index(i).key(key);
+        if !is_dns_label(&node.name) {
+            out.push(Diagnostic::error(at("name"), label_problem(&node.name)));
+        } else if let Some(first) = names.insert(&node.name, i) {
+            names.insert(&node.name, first);
+            out.push(
+                Diagnostic::error(
+                    at("name"),
+                    format!("node name `{}` is used twice", node.name),
+                )
+                .with_related(KeyPath::root().key("nodes").index(first).key("name")),
+            );
+        }
+        let (min_cpu, min_mem) = match node.role {
+            NodeRole::ControlPlane => (MIN_CONTROL_PLANE_VCPUS, MIN_CONTROL_PLANE_MEMORY_MIB),
+            NodeRole::Worker => (1, MIN_WORKER_MEMORY_MIB),
+        };
+        if node.vcpus < min_cpu {
+            out.push(Diagnostic::error(
+                at("vcpus"),
+                format!(
+                    "{} vCPU is below the minimum of {min_cpu} for a {} node (kubeadm preflight)",
+                    node.vcpus,
+                    role_name(node.role)
+                ),
+            ));
+        }
+        if node.memory.0 < min_mem {
+            out.push(Diagnostic::error(
+                at("memory"),
+                format!(
+                    "{} is below the minimum of {min_mem}MiB for a {} node",
+                    node.memory,
+                    role_name(node.role)
+                ),
+            ));
+        }
+        if node.disk.0 < MIN_DISK_MIB {
+            out.push(Diagnostic::error(
+                at("disk"),
+                format!(
+                    "{} is below the minimum of 10GiB (OS, images and etcd)",
+                    node.disk
+                ),
+            ));
+        }
+        node_ip(config, i, node.ip, &mut ips, out);
+        if let Some(mac) = node.mac {
+            if let Some(first) = macs.insert(mac, i) {
+                out.push(
+                    Diagnostic::error(at("mac"), format!("MAC address {mac} is used twice"))
+                        .with_related(KeyPath::root().key("nodes").index(first).key("mac")),
+                );
+            }
+            if mac.0[0] & 1 == 1 {
+                out.push(Diagnostic::error(
+                    at("mac"),
+                    format!("{mac} is a multicast address"),
+                ));
+            }
+        }
+    }
+}
+
+fn role_name(role: NodeRole) -> &'static str {
+    match role {
+        NodeRole::ControlPlane => "control-plane",
+        NodeRole::Worker => "worker",
+    }
+}
+
+fn node_ip(
+    config: &Config,
+    i: usize,
+    ip: Ipv4Addr,
+    seen: &mut HashMap<Ipv4Addr, usize>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let path = KeyPath::root().key("nodes").index(i).key("ip");
+    let net = &config.network;
+    if ip.is_unspecified() {
+        out.push(Diagnostic::error(path, "is required"));
+        return;
+    }
+    if let Some(first) = seen.get(&ip) {
+        out.push(
+            Diagnostic::error(path.clone(), format!("address {ip} is used by two nodes"))
+                .with_related(KeyPath::root().key("nodes").index(*first).key("ip")),
+        );
+    } else {
+        seen.insert(ip, i);
+    }
+    if let Some(problem) = host_address_problem(net.nat_cidr, ip) {
+        out.push(
+            Diagnostic::error(path.clone(), format!("node address {ip} {problem}"))
+                .with_related(p("network.nat_cidr")),
+        );
+    }
+    if ip == net.gateway {
+        out.push(
+            Diagnostic::error(
+                path.clone(),
+                format!("node address {ip} is network.gateway"),
+            )
+            .with_related(p("network.gateway")),
+        );
+    }
+    if net.metallb_range.contains(ip) {
+        out.push(
+            Diagnostic::error(
+                path,
+                format!(
+                    "node address {ip} lies inside network.metallb_range {}",
+                    net.metallb_range
+                ),
+            )
+            .with_related(p("network.metallb_range")),
+        );
+    }
+}
+
+/// Why `ip` cannot be a host on `net`, if it cannot.
+fn host_address_problem(net: Ipv4Net, ip: Ipv4Addr) -> Option<String> {
+    if !net.contains(&ip) {
+        Some(format!("is outside network.nat_cidr {net}"))
+    } else if net.prefix_len() < 31 && ip == net.network() {
+        Some(format!("is the network address of {net}"))
+    } else if net.prefix_len() < 31 && ip == net.broadcast() {
+        Some(format!("is the broadcast address of {net}"))
+    } else {
+        None
+    }
+}
+
+fn network(config: &Config, out: &mut Vec<Diagnostic>) {
+    let net = &config.network;
+    if !is_dns_label(&net.name) {
+        out.push(Diagnostic::error(
+            p("network.name"),
+            label_problem(&net.name),
+        ));
+    }
+    if net.bridge.is_empty()
+        || net.bridge.len() > 15
+        || !net
+            .bridge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        out.push(Diagnostic::error(
+            p("network.bridge"),
+            format!(
+                "`{}` is not a Linux interface name (1-15 characters: letters, digits, '-', '_')",
+                net.bridge
+            ),
+        ));
+    }
+    for (key, cidr) in [
+        ("network.nat_cidr", net.nat_cidr),
+        ("network.pod_cidr", net.pod_cidr),
+        ("network.service_cidr", net.service_cidr),
+    ] {
+        if cidr.trunc() != cidr {
+            out.push(
+                Diagnostic::error(p(key), format!("{cidr} has host bits set"))
+                    .with_help(format!("did you mean {}?", cidr.trunc())),
+            );
+        }
+    }
+    if net.nat_cidr.prefix_len() > 29 {
+        out.push(Diagnostic::error(
+            p("network.nat_cidr"),
+            format!("{} is too small for a gateway and nodes", net.nat_cidr),
+        ));
+    }
+    if let Some(problem) = host_address_problem(net.nat_cidr, net.gateway) {
+        out.push(
+            Diagnostic::error(p("network.gateway"), format!("{} {problem}", net.gateway))
+                .with_related(p("network.nat_cidr")),
+        );
+    }
+    let overlaps = [
+        (
+            "network.pod_cidr",
+            net.pod_cidr,
+            "network.service_cidr",
+            net.service_cidr,
+        ),
+        (
+            "network.pod_cidr",
+            net.pod_cidr,
+            "network.nat_cidr",
+            net.nat_cidr,
+        ),
+        (
+            "network.service_cidr",
+            net.service_cidr,
+            "network.nat_cidr",
+            net.nat_cidr,
+        ),
+    ];
+    for (a_key, a, b_key, b) in overlaps {
+        if a.contains(&b.network()) || b.contains(&a.network()) {
+            out.push(
+                Diagnostic::error(p(a_key), format!("{a_key} {a} and {b_key} {b} overlap"))
+                    .with_related(p(b_key)),
+            );
+        }
+    }
+    if net.service_cidr.prefix_len() < 12 {
+        out.push(Diagnostic::error(
+            p("network.service_cidr"),
+            format!(
+                "{} is larger than /12, which kube-apiserver refuses",
+                net.service_cidr
+            ),
+        ));
+    }
+    // Flannel gives every node a /24 out of the pod network.
+    let node_subnets = 1u64 << 24u8.saturating_sub(net.pod_cidr.prefix_len()).min(32);
+    if net.pod_cidr.prefix_len() > 24 || node_subnets < config.nodes.len() as u64 {
+        out.push(Diagnostic::error(
+            p("network.pod_cidr"),
+            format!(
+                "{} has room for {} node subnets (/24 each) but there are {} nodes",
+                net.pod_cidr,
+                if net.pod_cidr.prefix_len() > 24 {
+                    0
+                } else {
+                    node_subnets
+                },
+                config.nodes.len()
+            ),
+        ));
+    }
+    load_balancers(config, out);
+}
+
+fn load_balancers(config: &Config, out: &mut Vec<Diagnostic>) {
+    let net = &config.network;
+    let range = net.metallb_range;
+    if range.is_empty() {
+        out.push(Diagnostic::error(
+            p("network.metallb_range"),
+            format!("{range} is empty: the first address is after the last"),
+        ));
+    }
+    for (end, ip) in [("first", range.start), ("last", range.end)] {
+        if let Some(problem) = host_address_problem(net.nat_cidr, ip) {
+            out.push(
+                Diagnostic::error(
+                    p("network.metallb_range"),
+                    format!("the {end} address {ip} of network.metallb_range {problem}"),
+                )
+                .with_related(p("network.nat_cidr")),
+            );
+        }
+    }
+    if range.contains(net.gateway) {
+        out.push(
+            Diagnostic::error(
+                p("network.metallb_range"),
+                format!(
+                    "network.metallb_range {range} contains network.gateway {}",
+                    net.gateway
+                ),
+            )
+            .with_related(p("network.gateway")),
+        );
+    }
+    let lbs = [
+        ("ingress", net.load_balancer_ips.ingress),
+        ("harbor", net.load_balancer_ips.harbor),
+        ("argocd", net.load_balancer_ips.argocd),
+    ];
+    for (i, (key, ip)) in lbs.iter().enumerate() {
+        let path = p("network.load_balancer_ips").key(*key);
+        if !range.contains(*ip) {
+            out.push(
+                Diagnostic::error(
+                    path.clone(),
+                    format!("load-balancer address {ip} is outside network.metallb_range {range}"),
+                )
+                .with_related(p("network.metallb_range")),
+            );
+        }
+        if let Some((other, _)) = lbs[..i].iter().find(|(_, other)| other == ip) {
+            out.push(
+                Diagnostic::error(
+                    path,
+                    format!("{ip} is both the {other} and the {key} address"),
+                )
+                .with_related(p("network.load_balancer_ips").key(*other)),
+            );
+        }
+    }
+}
+
+fn ssh(config: &Config, out: &mut Vec<Diagnostic>) {
+    let user = &config.ssh.user;
+    let valid_user = !user.is_empty()
+        && user.len() <= 32
+        && user.as_bytes()[0].is_ascii_lowercase()
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !valid_user {
+        out.push(Diagnostic::error(
+            p("ssh.user"),
+            format!("`{user}` is not a valid login name (lower-case letter first, then a-z, 0-9, '-', '_')"),
+        ));
+    } else if user == "root" {
+        out.push(
+            Diagnostic::warning(p("ssh.user"), "logging in as root")
+                .with_help("use an unprivileged user; the tools use sudo where needed"),
+        );
+    }
+    for (key, path) in [
+        ("ssh.private_key", &config.ssh.private_key),
+        ("ssh.public_key", &config.ssh.public_key),
+        ("ssh.known_hosts", &config.ssh.known_hosts),
+    ] {
+        if path.as_os_str().is_empty() {
+            out.push(Diagnostic::error(p(key), "is required"));
+        }
+    }
+    if config.ssh.private_key == config.ssh.public_key {
+        out.push(
+            Diagnostic::error(p("ssh.public_key"), "is the same file as ssh.private_key")
+                .with_related(p("ssh.private_key")),
+        );
+    }
+}
+
+fn libvirt(config: &Config, out: &mut Vec<Diagnostic>) {
+    let lv = &config.libvirt;
+    match lv.uri.split_once("://") {
+        Some((scheme, _)) if !scheme.is_empty() => {}
+        _ => out.push(
+            Diagnostic::error(
+                p("libvirt.uri"),
+                format!("`{}` is not a libvirt URI", lv.uri),
+            )
+            .with_help("e.g. qemu:///system, qemu+ssh://user@host/system or test:///default"),
+        ),
+    }
+    if !is_dns_label(&lv.pool_name) {
+        out.push(Diagnostic::error(
+            p("libvirt.pool_name"),
+            label_problem(&lv.pool_name),
+        ));
+    }
+    if !lv.pool_path.is_absolute() {
+        out.push(Diagnostic::error(
+            p("libvirt.pool_path"),
+            format!("`{}` must be an absolute path", lv.pool_path.display()),
+        ));
+    }
+    if !lv.base_image.is_absolute() {
+        out.push(Diagnostic::error(
+            p("libvirt.base_image"),
+            format!("`{}` must be an absolute path", lv.base_image.display()),
+        ));
+    }
+}
+
+fn harbor(config: &Config, out: &mut Vec<Diagnostic>) {
+    let h = &config.harbor;
+    url_check("harbor.url", &h.url, &["https", "http"], out);
+    let project_ok = !h.project.is_empty()
+        && h.project.len() <= 255
+        && h.project
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && h.project.as_bytes()[0].is_ascii_alphanumeric();
+    if !project_ok {
+        out.push(Diagnostic::error(
+            p("harbor.project"),
+            format!(
+                "`{}` is not a Harbor project name (lower-case letters, digits, '.', '_', '-')",
+                h.project
+            ),
+        ));
+    }
+}
+
+/// Checks that `value` is a URL with one of `schemes` and no credentials in it.
+fn url_check(key: &str, value: &str, schemes: &[&str], out: &mut Vec<Diagnostic>) {
+    match url::Url::parse(value) {
+        Ok(url) => {
+            if !schemes.contains(&url.scheme()) {
+                out.push(Diagnostic::error(
+                    p(key),
+                    format!(
+                        "scheme `{}` is not one of {}",
+                        url.scheme(),
+                        schemes.join(", ")
+                    ),
+                ));
+            }
+            if url.password().is_some() {
+                // Never repeat the URL: it holds a password.
+                out.push(
+                    Diagnostic::error(p(key), "the URL has a password in it").with_help(
+                        "remove user:password@; credentials come from secret references",
+                    ),
+                );
+            }
+        }
+        Err(_) if value.is_empty() => out.push(Diagnostic::error(p(key), "is required")),
+        Err(e) => out.push(Diagnostic::error(
+            p(key),
+            format!("`{value}` is not a URL: {e}"),
+        )),
+    }
+}
+
+fn non_empty(key: &str, value: &str, why: &str, out: &mut Vec<Diagnostic>) {
+    if value.trim().is_empty() {
+        out.push(Diagnostic::error(p(key), format!("is required {why}")));
+    }
+}
+
+fn integrations(config: &Config, out: &mut Vec<Diagnostic>) {
+    esc(config, out);
+    github(config, out);
+    if let Some(gitops) = &config.gitops {
+        gitops_url(&gitops.repo_url, out);
+        non_empty("gitops.branch", &gitops.branch, "", out);
+        let path = std::path::Path::new(&gitops.path);
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            out.push(Diagnostic::error(
+                p("gitops.path"),
+                format!(
+                    "`{}` must be a path inside the repository (relative, no '..')",
+                    gitops.path
+                ),
+            ));
+        }
+    }
+}
+
+fn esc(config: &Config, out: &mut Vec<Diagnostic>) {
+    match &config.esc {
+        Some(esc) => {
+            let why = "for Pulumi ESC";
+            non_empty("esc.organization", &esc.organization, why, out);
+            non_empty("esc.project", &esc.project, why, out);
+            non_empty("esc.environment", &esc.environment, why, out);
+            secret_ref_check("esc.token", &esc.token, out);
+        }
+        None if config.features.external_secrets => out.push(
+            Diagnostic::error(
+                p("esc"),
+                "features.external_secrets is on but there is no [esc] section",
+            )
+            .with_related(p("features.external_secrets")),
+        ),
+        None => {}
+    }
+}
+
+fn github(config: &Config, out: &mut Vec<Diagnostic>) {
+    let Some(gh) = &config.github else {
+        if config.features.runners {
+            out.push(
+                Diagnostic::error(
+                    p("github"),
+                    "features.runners is on but there is no [github] section",
+                )
+                .with_related(p("features.runners")),
+            );
+        }
+        return;
+    };
+    if config.features.runners {
+        non_empty(
+            "github.owner",
+            &gh.owner,
+            "when features.runners is on",
+            out,
+        );
+        if gh.runners.is_empty() {
+            out.push(
+                Diagnostic::error(
+                    p("github.runners"),
+                    "features.runners is on but no [[github.runners]] is listed",
+                )
+                .with_related(p("features.runners")),
+            );
+        }
+    }
+    secret_ref_check("github.token", &gh.token, out);
+    let mut seen = HashMap::new();
+    for (i, runner) in gh.runners.iter().enumerate() {
+        let at = |key: &str| p("github.runners").index(i).key(key);
+        let name_ok = !runner.name.is_empty()
+            && runner.name.len() <= 100
+            && runner
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !name_ok {
+            out.push(Diagnostic::error(
+                at("name"),
+                format!("`{}` is not a GitHub repository name", runner.name),
+            ));
+        } else if let Some(first) = seen.insert(runner.name.to_ascii_lowercase(), i) {
+            out.push(
+                Diagnostic::error(
+                    at("name"),
+                    format!("repository `{}` is listed twice", runner.name),
+                )
+                .with_related(p("github.runners").index(first).key("name")),
+            );
+        }
+        if runner.max == 0 {
+            out.push(Diagnostic::error(at("max"), "must be at least 1"));
+        }
+        if runner.min > runner.max {
+            out.push(
+                Diagnostic::error(
+                    at("min"),
+                    format!("min = {} is more than max = {}", runner.min, runner.max),
+                )
+                .with_related(at("max")),
+            );
+        }
+    }
+}
+
+fn gitops_url(value: &str, out: &mut Vec<Diagnostic>) {
+    // scp-like ssh form: git@github.com:owner/repo.git
+    if let Some((user_host, repo)) = value.split_once(':')
+        && !user_host.contains('/')
+        && user_host.contains('@')
+        && !repo.starts_with("//")
+    {
+        if repo.is_empty() {
+            out.push(Diagnostic::error(
+                p("gitops.repo_url"),
+                format!("`{value}` names no repository"),
+            ));
+        }
+        return;
+    }
+    url_check(
+        "gitops.repo_url",
+        value,
+        &["https", "http", "ssh", "git", "file"],
+        out,
+    );
+}
+
+fn secret_ref_check(key: &str, secret: &SecretRef, out: &mut Vec<Diagnostic>) {
+    if let SecretRef::File(path) = secret
+        && path.as_os_str().is_empty()
+    {
+        out.push(Diagnostic::error(p(key), "the secret file path is empty"));
+    }
+}
+
+fn phases(config: &Config, out: &mut Vec<Diagnostic>) {
+    let phases: [(&str, PhaseSettings); 4] = [
+        ("vms", config.phases.vms),
+        ("cluster", config.phases.cluster),
+        ("platform", config.phases.platform),
+        ("gitops", config.phases.gitops),
+    ];
+    for (name, phase) in phases {
+        if phase.timeout.0.as_secs() == 0 {
+            out.push(Diagnostic::error(
+                p("phases").key(name).key("timeout"),
+                "must be at least one second",
+            ));
+        }
+        if phase.retries > 10 {
+            out.push(Diagnostic::warning(
+                p("phases").key(name).key("retries"),
+                format!(
+                    "{} retries will hide a real failure for a long time",
+                    phase.retries
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Node;
+    use crate::types::Mebibytes;
+
+    fn errors_at(config: &Config) -> Vec<String> {
+        validate(config)
+            .into_iter()
+            .filter(Diagnostic::is_error)
+            .map(|d| d.path.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn default_is_clean() {
+        assert_eq!(validate(&Config::default()), vec![]);
+    }
+
+    #[test]
+    fn control_plane_minimums() {
+        let mut c = Config::default();
+        c.nodes[0].vcpus = 1;
+        c.nodes[0].memory = Mebibytes(1699);
+        c.nodes[0].disk = Mebibytes(1024);
+        assert_eq!(
+            errors_at(&c),
+            ["nodes[0].vcpus", "nodes[0].memory", "nodes[0].disk"]
+        );
+        // A worker may have one vCPU.
+        let mut c = Config::default();
+        c.nodes[1].vcpus = 1;
+        assert!(errors_at(&c).is_empty());
+    }
+
+    #[test]
+    fn duplicates_name_both_places() {
+        let mut c = Config::default();
+        c.nodes[2].name = c.nodes[1].name.clone();
+        c.nodes[2].ip = c.nodes[1].ip;
+        let diags = validate(&c);
+        assert_eq!(diags.len(), 2, "{diags:?}");
+        assert!(
+            diags
+                .iter()
+                .all(|d| d.related[0].path.to_string().starts_with("nodes[1]."))
+        );
+    }
+
+    #[test]
+    fn network_rules() {
+        let mut c = Config::default();
+        c.network.pod_cidr = "10.96.0.0/16".parse().unwrap();
+        c.network.gateway = "192.168.123.1".parse().unwrap();
+        c.network.load_balancer_ips.harbor = "192.168.122.200".parse().unwrap();
+        c.nodes[1].ip = "192.168.122.120".parse().unwrap();
+        assert_eq!(
+            errors_at(&c),
+            [
+                "nodes[1].ip",
+                "network.gateway",
+                "network.pod_cidr",
+                "network.load_balancer_ips.harbor"
+            ]
+        );
+    }
+
+    #[test]
+    fn no_control_plane() {
+        let mut c = Config::default();
+        c.nodes.retain(|n| n.role == NodeRole::Worker);
+        assert_eq!(errors_at(&c), ["nodes"]);
+        c.nodes.clear();
+        assert_eq!(errors_at(&c), ["nodes"]);
+    }
+
+    #[test]
+    fn features_need_their_sections() {
+        let mut c = Config::default();
+        c.features.external_secrets = true;
+        c.features.runners = true;
+        assert_eq!(errors_at(&c), ["esc", "github"]);
+    }
+
+    #[test]
+    fn url_with_password_is_refused_without_echo() {
+        let mut c = Config {
+            gitops: Some(crate::model::GitopsConfig {
+                repo_url: "https://me:hunter2@example.com/x.git".into(),
+                ..Default::default()
+            }),
+            ..Config::default()
+        };
+        let diags = validate(&c);
+        assert_eq!(diags.len(), 1);
+        assert!(!diags[0].message.contains("hunter2"));
+        c.gitops.as_mut().unwrap().repo_url = "git@github.com:me/gitops.git".into();
+        assert!(validate(&c).is_empty());
+    }
+
+    #[test]
+    fn missing_node_fields_are_required() {
+        let mut c = Config::default();
+        c.nodes.push(Node::default());
+        assert_eq!(errors_at(&c), ["nodes[3].name", "nodes[3].ip"]);
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, every test of every crate, and doc tests.
+# `make test` runs this after installing what the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Doc tests first: the suite's closing lines are then the test runner's summary.
+echo "== doc tests"
+cargo test --workspace --locked --doc --quiet
+
+if cargo nextest --version >/dev/null 2>&1; then
+  echo "== cargo nextest run"
+  cargo nextest run --workspace --locked --profile "${NEXTEST_PROFILE:-default}"
+else
+  echo "== cargo test (cargo-nextest not installed)"
+  cargo test --workspace --locked --lib --bins --tests
+fi
+
