@@ -10,6 +10,7 @@ set -euo pipefail
 PACKAGES=(
   "pkg-config:pkg-config"
   "make:make"
+  "libvirt-dev:/usr/include/libvirt/libvirt.h"
 )
 
 missing=()

@@ -1,0 +1,760 @@
+//! The planner: compares the desired objects with what libvirt has and decides, per object,
+//! create / change / replace / start / unchanged / delete — or refuses to touch an object
+//! that belongs to someone else. Pure: no libvirt calls, so it is tested exhaustively.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::xml::OwnerMeta;
+
+/// Kind of a libvirt object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    /// A virtual network.
+    Network,
+    /// A storage pool.
+    Pool,
+    /// A storage volume (overlay or seed).
+    Volume,
+    /// A domain (virtual machine).
+    Domain,
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Network => "network",
+            Self::Pool => "pool",
+            Self::Volume => "volume",
+            Self::Domain => "domain",
+        })
+    }
+}
+
+/// What the plan does to one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "lowercase")]
+pub enum Change {
+    /// The object does not exist and is created.
+    Create,
+    /// The object exists and is changed in place.
+    Update {
+        /// What differs.
+        reasons: Vec<String>,
+    },
+    /// The object is deleted and created again.
+    Replace {
+        /// Why it cannot be changed in place.
+        reasons: Vec<String>,
+    },
+    /// The object is defined but not running; it is started.
+    Start,
+    /// Nothing to do.
+    Unchanged,
+    /// The object is ours but no longer wanted; it is deleted.
+    Delete,
+    /// The object is in the way and is not ours (or cannot be changed); nothing is done and
+    /// apply refuses to run.
+    Conflict {
+        /// Why.
+        reason: String,
+    },
+    /// The object is not ours; destroy leaves it alone.
+    Keep {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Change {
+    /// Whether applying this change does anything.
+    pub fn is_noop(&self) -> bool {
+        matches!(self, Self::Unchanged | Self::Keep { .. })
+    }
+
+    /// A one-word label for tables.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update { .. } => "change",
+            Self::Replace { .. } => "replace",
+            Self::Start => "start",
+            Self::Unchanged => "unchanged",
+            Self::Delete => "delete",
+            Self::Conflict { .. } => "conflict",
+            Self::Keep { .. } => "keep",
+        }
+    }
+}
+
+/// One object and what happens to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Action {
+    /// Object kind.
+    pub kind: ObjectKind,
+    /// Object name (volumes: the volume name inside the pool).
+    pub name: String,
+    /// The change.
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+/// The plan: actions in the order apply performs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The actions.
+    pub actions: Vec<Action>,
+}
+
+impl Plan {
+    /// Whether applying the plan changes nothing.
+    pub fn is_noop(&self) -> bool {
+        self.actions.iter().all(|a| a.change.is_noop())
+    }
+
+    /// The conflicts that keep the plan from being applied.
+    pub fn conflicts(&self) -> impl Iterator<Item = &Action> {
+        self.actions
+            .iter()
+            .filter(|a| matches!(a.change, Change::Conflict { .. }))
+    }
+
+    /// Counts per change label, e.g. `{"create": 7, "unchanged": 2}`.
+    pub fn summary(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for action in &self.actions {
+            *counts.entry(action.change.label()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for a in &self.actions {
+            write!(f, "{:>9}  {:<7} {}", a.change.label(), a.kind, a.name)?;
+            match &a.change {
+                Change::Update { reasons } | Change::Replace { reasons } => {
+                    write!(f, " ({})", reasons.join("; "))?;
+                }
+                Change::Conflict { reason } | Change::Keep { reason } => write!(f, " ({reason})")?,
+                _ => {}
+            }
+            writeln!(f)?;
+        }
+        let summary: Vec<String> = self
+            .summary()
+            .into_iter()
+            .map(|(label, n)| format!("{n} {label}"))
+            .collect();
+        write!(f, "plan: {}", summary.join(", "))
+    }
+}
+
+// ---------- inputs ----------
+
+/// What is wanted, reduced to what the planner compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// Ownership id.
+    pub cluster: String,
+    /// Network name and fingerprint of its definition.
+    pub network: (String, String),
+    /// Pool name and directory.
+    pub pool: (String, PathBuf),
+    /// The nodes.
+    pub nodes: Vec<DesiredNode>,
+}
+
+/// One wanted node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredNode {
+    /// Domain name.
+    pub name: String,
+    /// Fingerprint of the domain definition (changes are applied in place).
+    pub spec: String,
+    /// Fingerprint of the first-boot configuration (changes need a new node).
+    pub seed: String,
+    /// Overlay volume name.
+    pub disk_volume: String,
+    /// Seed volume name.
+    pub seed_volume: String,
+    /// Wanted disk size in bytes.
+    pub disk_bytes: u64,
+}
+
+/// What libvirt has, reduced to what the planner compares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Networks by name.
+    pub networks: BTreeMap<String, LiveNetwork>,
+    /// Pools by name.
+    pub pools: BTreeMap<String, LivePool>,
+    /// Domains by name.
+    pub domains: BTreeMap<String, LiveDomain>,
+}
+
+/// A network libvirt has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveNetwork {
+    /// Our metadata, if any.
+    pub owner: Option<OwnerMeta>,
+    /// Running.
+    pub active: bool,
+}
+
+/// A pool libvirt has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LivePool {
+    /// Its directory.
+    pub path: PathBuf,
+    /// Running.
+    pub active: bool,
+    /// Volume capacities by name (only known when the pool is active).
+    pub volumes: BTreeMap<String, u64>,
+}
+
+/// A domain libvirt has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveDomain {
+    /// Our metadata, if any.
+    pub owner: Option<OwnerMeta>,
+    /// Running.
+    pub active: bool,
+    /// Files of its disks.
+    pub disks: Vec<String>,
+}
+
+fn is_ours(owner: Option<&OwnerMeta>, cluster: &str) -> bool {
+    owner.is_some_and(|o| o.cluster == cluster)
+}
+
+fn foreign(owner: Option<&OwnerMeta>) -> String {
+    match owner {
+        Some(o) => format!("it belongs to cluster `{}`", o.cluster),
+        None => "it was not created by homelab".to_owned(),
+    }
+}
+
+/// The actions that make `live` match `desired`.
+pub fn plan(desired: &Desired, live: &Live) -> Plan {
+    let mut actions = Vec::new();
+    let push = |actions: &mut Vec<Action>, kind, name: &str, change| {
+        actions.push(Action {
+            kind,
+            name: name.to_owned(),
+            change,
+        });
+    };
+
+    // Network.
+    let (net_name, net_fp) = &desired.network;
+    let change = match live.networks.get(net_name) {
+        None => Change::Create,
+        Some(n) if !is_ours(n.owner.as_ref(), &desired.cluster) => Change::Conflict {
+            reason: format!("network exists and {}", foreign(n.owner.as_ref())),
+        },
+        Some(n) if n.owner.as_ref().is_some_and(|o| &o.spec != net_fp) => Change::Replace {
+            reasons: vec!["network definition changed".into()],
+        },
+        Some(n) if !n.active => Change::Start,
+        Some(_) => Change::Unchanged,
+    };
+    push(&mut actions, ObjectKind::Network, net_name, change);
+
+    // Pool.
+    let (pool_name, pool_path) = &desired.pool;
+    let live_pool = live.pools.get(pool_name);
+    let change = match live_pool {
+        None => Change::Create,
+        Some(p) if &p.path != pool_path => Change::Conflict {
+            reason: format!(
+                "pool exists with directory {}, not {}",
+                p.path.display(),
+                pool_path.display()
+            ),
+        },
+        Some(p) if !p.active => Change::Start,
+        Some(_) => Change::Unchanged,
+    };
+    push(&mut actions, ObjectKind::Pool, pool_name, change);
+
+    // Nodes.
+    for node in &desired.nodes {
+        for (kind, name, change) in plan_node(desired, live, node) {
+            push(&mut actions, kind, &name, change);
+        }
+    }
+
+    // Our domains that are no longer wanted.
+    for (name, d) in &live.domains {
+        if is_ours(d.owner.as_ref(), &desired.cluster)
+            && !desired.nodes.iter().any(|n| &n.name == name)
+        {
+            push(&mut actions, ObjectKind::Domain, name, Change::Delete);
+            for vol in owned_volumes(d, desired, live) {
+                push(&mut actions, ObjectKind::Volume, &vol, Change::Delete);
+            }
+        }
+    }
+    Plan { actions }
+}
+
+/// The volume and domain actions of one wanted node.
+fn plan_node(
+    desired: &Desired,
+    live: &Live,
+    node: &DesiredNode,
+) -> Vec<(ObjectKind, String, Change)> {
+    let live_pool = live.pools.get(&desired.pool.0);
+    let volume = |name: &str| live_pool.and_then(|p| p.volumes.get(name)).copied();
+    let domain = live.domains.get(&node.name);
+    let mut node_actions: Vec<(ObjectKind, String, Change)> = Vec::new();
+    match domain {
+        Some(d) if !is_ours(d.owner.as_ref(), &desired.cluster) => {
+            node_actions.push((
+                ObjectKind::Domain,
+                node.name.clone(),
+                Change::Conflict {
+                    reason: format!("domain exists and {}", foreign(d.owner.as_ref())),
+                },
+            ));
+        }
+        None => {
+            // A volume without its domain is left over from an interrupted apply: its
+            // first-boot state no longer matches, so it is made again.
+            for vol in [&node.disk_volume, &node.seed_volume] {
+                let change = if volume(vol).is_some() {
+                    Change::Replace {
+                        reasons: vec!["left over without its domain".into()],
+                    }
+                } else {
+                    Change::Create
+                };
+                node_actions.push((ObjectKind::Volume, vol.clone(), change));
+            }
+            node_actions.push((ObjectKind::Domain, node.name.clone(), Change::Create));
+        }
+        Some(d) => {
+            let owner = d.owner.clone().unwrap_or_default();
+            let mut replace = Vec::new();
+            if owner.extra.get("seed") != Some(&node.seed) {
+                replace.push(
+                    "first-boot settings changed (user, keys, address): cloud-init applies them only to a new node"
+                        .to_owned(),
+                );
+            }
+            if live_pool.is_some_and(|p| p.active) {
+                for vol in [&node.disk_volume, &node.seed_volume] {
+                    if volume(vol).is_none() {
+                        replace.push(format!("volume {vol} is missing"));
+                    }
+                }
+            }
+            if let Some(current) = volume(&node.disk_volume)
+                && current > node.disk_bytes
+            {
+                replace.push(format!(
+                    "disk shrinks from {current} to {} bytes",
+                    node.disk_bytes
+                ));
+            }
+            if replace.is_empty() {
+                let disk_change = match volume(&node.disk_volume) {
+                    Some(current) if current < node.disk_bytes => Change::Update {
+                        reasons: vec![format!(
+                            "disk grows from {current} to {} bytes",
+                            node.disk_bytes
+                        )],
+                    },
+                    _ => Change::Unchanged,
+                };
+                node_actions.push((ObjectKind::Volume, node.disk_volume.clone(), disk_change));
+                node_actions.push((
+                    ObjectKind::Volume,
+                    node.seed_volume.clone(),
+                    Change::Unchanged,
+                ));
+                let change = if owner.spec != node.spec {
+                    Change::Update {
+                        reasons: vec![if d.active {
+                            "definition changed (takes effect at the next restart)".into()
+                        } else {
+                            "definition changed".into()
+                        }],
+                    }
+                } else if !d.active {
+                    Change::Start
+                } else {
+                    Change::Unchanged
+                };
+                node_actions.push((ObjectKind::Domain, node.name.clone(), change));
+            } else {
+                for vol in [&node.disk_volume, &node.seed_volume] {
+                    node_actions.push((
+                        ObjectKind::Volume,
+                        vol.clone(),
+                        Change::Replace {
+                            reasons: replace.clone(),
+                        },
+                    ));
+                }
+                node_actions.push((
+                    ObjectKind::Domain,
+                    node.name.clone(),
+                    Change::Replace { reasons: replace },
+                ));
+            }
+        }
+    }
+    node_actions
+}
+
+/// The volumes of an owned domain that live in the cluster's pool.
+fn owned_volumes(domain: &LiveDomain, desired: &Desired, live: &Live) -> Vec<String> {
+    let (pool_name, pool_path) = &desired.pool;
+    let Some(pool) = live.pools.get(pool_name) else {
+        return Vec::new();
+    };
+    domain
+        .disks
+        .iter()
+        .filter_map(|file| {
+            let path = std::path::Path::new(file);
+            (path.parent() == Some(pool_path.as_path()))
+                .then(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .flatten()
+        })
+        .filter(|name| pool.volumes.contains_key(name) || !pool.active)
+        .collect()
+}
+
+/// The actions that remove everything this cluster owns: its domains and their volumes, and
+/// the network (and the pool, when the network records that this tool created it). Objects
+/// with the same names that are not ours are listed as kept.
+pub fn destroy_plan(desired: &Desired, live: &Live) -> Plan {
+    let mut actions = Vec::new();
+    for (name, d) in &live.domains {
+        if is_ours(d.owner.as_ref(), &desired.cluster) {
+            actions.push(Action {
+                kind: ObjectKind::Domain,
+                name: name.clone(),
+                change: Change::Delete,
+            });
+            for vol in owned_volumes(d, desired, live) {
+                actions.push(Action {
+                    kind: ObjectKind::Volume,
+                    name: vol,
+                    change: Change::Delete,
+                });
+            }
+        } else if desired.nodes.iter().any(|n| &n.name == name) {
+            actions.push(Action {
+                kind: ObjectKind::Domain,
+                name: name.clone(),
+                change: Change::Keep {
+                    reason: foreign(d.owner.as_ref()),
+                },
+            });
+        }
+    }
+    let (net_name, _) = &desired.network;
+    let mut pool_owned = false;
+    if let Some(n) = live.networks.get(net_name) {
+        if is_ours(n.owner.as_ref(), &desired.cluster) {
+            pool_owned = n
+                .owner
+                .as_ref()
+                .and_then(|o| o.extra.get("pool"))
+                .is_some_and(|p| p == &desired.pool.0);
+            actions.push(Action {
+                kind: ObjectKind::Network,
+                name: net_name.clone(),
+                change: Change::Delete,
+            });
+        } else {
+            actions.push(Action {
+                kind: ObjectKind::Network,
+                name: net_name.clone(),
+                change: Change::Keep {
+                    reason: foreign(n.owner.as_ref()),
+                },
+            });
+        }
+    }
+    let (pool_name, _) = &desired.pool;
+    if live.pools.contains_key(pool_name) {
+        actions.push(Action {
+            kind: ObjectKind::Pool,
+            name: pool_name.clone(),
+            change: if pool_owned {
+                Change::Delete
+            } else {
+                Change::Keep {
+                    reason: "not created by this cluster's apply".into(),
+                }
+            },
+        });
+    }
+    Plan { actions }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn owner(cluster: &str, spec: &str, seed: &str) -> OwnerMeta {
+        let mut o = OwnerMeta {
+            cluster: cluster.into(),
+            spec: spec.into(),
+            extra: BTreeMap::new(),
+        };
+        o.extra.insert("seed".into(), seed.into());
+        o
+    }
+
+    fn desired(nodes: &[(&str, &str, &str, u64)]) -> Desired {
+        Desired {
+            cluster: "lab".into(),
+            network: ("net".into(), "netfp".into()),
+            pool: ("pool".into(), PathBuf::from("/p")),
+            nodes: nodes
+                .iter()
+                .map(|(name, spec, seed, disk)| DesiredNode {
+                    name: (*name).into(),
+                    spec: (*spec).into(),
+                    seed: (*seed).into(),
+                    disk_volume: format!("{name}.qcow2"),
+                    seed_volume: format!("{name}-seed.img"),
+                    disk_bytes: *disk,
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies a plan to a model of libvirt, the way `apply` does to the real thing.
+    fn simulate(desired: &Desired, live: &mut Live, plan: &Plan) {
+        for a in &plan.actions {
+            match (&a.kind, &a.change) {
+                (_, Change::Conflict { .. } | Change::Keep { .. } | Change::Unchanged) => {}
+                (ObjectKind::Network, Change::Delete) => {
+                    live.networks.remove(&a.name);
+                }
+                (ObjectKind::Network, _) => {
+                    let mut o = owner(&desired.cluster, &desired.network.1, "");
+                    o.extra.insert("pool".into(), desired.pool.0.clone());
+                    live.networks.insert(
+                        a.name.clone(),
+                        LiveNetwork {
+                            owner: Some(o),
+                            active: true,
+                        },
+                    );
+                }
+                (ObjectKind::Pool, Change::Delete) => {
+                    live.pools.remove(&a.name);
+                }
+                (ObjectKind::Pool, _) => {
+                    let volumes = live
+                        .pools
+                        .get(&a.name)
+                        .map(|p| p.volumes.clone())
+                        .unwrap_or_default();
+                    live.pools.insert(
+                        a.name.clone(),
+                        LivePool {
+                            path: desired.pool.1.clone(),
+                            active: true,
+                            volumes,
+                        },
+                    );
+                }
+                (ObjectKind::Volume, Change::Delete) => {
+                    if let Some(p) = live.pools.get_mut(&desired.pool.0) {
+                        p.volumes.remove(&a.name);
+                    }
+                }
+                (ObjectKind::Volume, _) => {
+                    let size = desired
+                        .nodes
+                        .iter()
+                        .find(|n| n.disk_volume == a.name)
+                        .map_or(1 << 20, |n| n.disk_bytes);
+                    live.pools
+                        .get_mut(&desired.pool.0)
+                        .unwrap()
+                        .volumes
+                        .insert(a.name.clone(), size);
+                }
+                (ObjectKind::Domain, Change::Delete) => {
+                    live.domains.remove(&a.name);
+                }
+                (ObjectKind::Domain, _) => {
+                    let n = desired.nodes.iter().find(|n| n.name == a.name).unwrap();
+                    live.domains.insert(
+                        a.name.clone(),
+                        LiveDomain {
+                            owner: Some(owner(&desired.cluster, &n.spec, &n.seed)),
+                            active: true,
+                            disks: vec![
+                                format!("/p/{}", n.disk_volume),
+                                format!("/p/{}", n.seed_volume),
+                            ],
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_host_creates_everything_in_order() {
+        let d = desired(&[("a", "s", "x", 10)]);
+        let p = plan(&d, &Live::default());
+        let got: Vec<(ObjectKind, &str, &str)> = p
+            .actions
+            .iter()
+            .map(|a| (a.kind, a.name.as_str(), a.change.label()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (ObjectKind::Network, "net", "create"),
+                (ObjectKind::Pool, "pool", "create"),
+                (ObjectKind::Volume, "a.qcow2", "create"),
+                (ObjectKind::Volume, "a-seed.img", "create"),
+                (ObjectKind::Domain, "a", "create"),
+            ]
+        );
+    }
+
+    #[test]
+    fn foreign_objects_are_conflicts_and_destroy_keeps_them() {
+        let d = desired(&[("a", "s", "x", 10)]);
+        let mut live = Live::default();
+        live.networks.insert(
+            "net".into(),
+            LiveNetwork {
+                owner: None,
+                active: true,
+            },
+        );
+        live.domains.insert(
+            "a".into(),
+            LiveDomain {
+                owner: Some(owner("other", "s", "x")),
+                active: true,
+                disks: vec![],
+            },
+        );
+        let p = plan(&d, &live);
+        assert_eq!(p.conflicts().count(), 2);
+        assert!(p.to_string().contains("belongs to cluster `other`"));
+        let destroy = destroy_plan(&d, &live);
+        assert!(
+            destroy
+                .actions
+                .iter()
+                .all(|a| matches!(a.change, Change::Keep { .. })),
+            "{destroy}"
+        );
+    }
+
+    #[test]
+    fn seed_change_replaces_spec_change_updates_disk_growth_resizes() {
+        let before = desired(&[("a", "s1", "x1", 10), ("b", "s1", "x1", 10)]);
+        let mut live = Live::default();
+        let first = plan(&before, &live);
+        simulate(&before, &mut live, &first);
+        let after = desired(&[("a", "s2", "x1", 20), ("b", "s1", "x2", 10)]);
+        let p = plan(&after, &live);
+        let label = |kind, name: &str| {
+            p.actions
+                .iter()
+                .find(|a| a.kind == kind && a.name == name)
+                .unwrap()
+                .change
+                .label()
+        };
+        assert_eq!(label(ObjectKind::Domain, "a"), "change");
+        assert_eq!(label(ObjectKind::Volume, "a.qcow2"), "change");
+        assert_eq!(label(ObjectKind::Domain, "b"), "replace");
+        assert_eq!(label(ObjectKind::Volume, "b.qcow2"), "replace");
+    }
+
+    #[test]
+    fn removed_node_is_deleted_with_its_volumes() {
+        let before = desired(&[("a", "s", "x", 10), ("b", "s", "x", 10)]);
+        let mut live = Live::default();
+        let first = plan(&before, &live);
+        simulate(&before, &mut live, &first);
+        let after = desired(&[("a", "s", "x", 10)]);
+        let p = plan(&after, &live);
+        let deleted: Vec<&str> = p
+            .actions
+            .iter()
+            .filter(|a| a.change == Change::Delete)
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(deleted, ["b", "b.qcow2", "b-seed.img"]);
+    }
+
+    fn node_strategy() -> impl Strategy<Value = (String, String, String, u64)> {
+        (
+            prop::sample::select(vec!["a", "b", "c", "d"]),
+            prop::sample::select(vec!["s1", "s2"]),
+            prop::sample::select(vec!["x1", "x2"]),
+            prop::sample::select(vec![10u64, 20, 30]),
+        )
+            .prop_map(|(n, s, x, d)| (n.to_owned(), s.to_owned(), x.to_owned(), d))
+    }
+
+    fn spec_strategy() -> impl Strategy<Value = Desired> {
+        prop::collection::btree_map(
+            prop::sample::select(vec!["a", "b", "c", "d"]),
+            node_strategy(),
+            0..4,
+        )
+        .prop_map(|m| {
+            let nodes: Vec<(String, String, String, u64)> = m
+                .into_iter()
+                .map(|(name, (_, s, x, d))| (name.to_owned(), s, x, d))
+                .collect();
+            let refs: Vec<(&str, &str, &str, u64)> = nodes
+                .iter()
+                .map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), *d))
+                .collect();
+            desired(&refs)
+        })
+    }
+
+    proptest! {
+        /// Any sequence of specs converges: after applying the plan for a spec, planning the
+        /// same spec again is a no-op, and the live state holds exactly the wanted nodes.
+        #[test]
+        fn any_sequence_of_specs_converges(specs in prop::collection::vec(spec_strategy(), 1..6)) {
+            let mut live = Live::default();
+            for d in &specs {
+                let p = plan(d, &live);
+                prop_assert_eq!(p.conflicts().count(), 0);
+                simulate(d, &mut live, &p);
+                let again = plan(d, &live);
+                prop_assert!(again.is_noop(), "second plan not a no-op:\n{}", again);
+                let names: Vec<&String> = live.domains.keys().collect();
+                let wanted: Vec<&String> = d.nodes.iter().map(|n| &n.name).collect();
+                prop_assert_eq!(names, wanted);
+            }
+            // Destroy removes everything, and a second destroy has nothing left to do.
+            let last = specs.last().unwrap();
+            let destroy = destroy_plan(last, &live);
+            simulate(last, &mut live, &destroy);
+            prop_assert!(live.domains.is_empty() && live.networks.is_empty() && live.pools.is_empty());
+            prop_assert!(destroy_plan(last, &live).actions.is_empty());
+        }
+    }
+}
