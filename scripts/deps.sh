@@ -2,21 +2,31 @@
 # Installs the system packages the build and the tests need, only when one is missing.
 # Safe to run again: it changes nothing when everything is present.
 #
-#   scripts/deps.sh            packages for building and for the test suite
+#   scripts/deps.sh            packages for building and for the whole test suite
 #   scripts/deps.sh --check    only report what is missing (exit 1 if anything is)
 set -euo pipefail
 
-# One package per line: Debian package name, then the command or file that proves it is there.
+# Debian package, then the command or file that proves it is installed.
 PACKAGES=(
   "pkg-config:pkg-config"
   "make:make"
-  "libvirt-dev:/usr/include/libvirt/libvirt.h"
+  "libvirt-dev:/usr/include/libvirt/libvirt.h"     # the virt crate links libvirt
+  "libvirt-daemon-system:/usr/sbin/libvirtd"       # real VMs (qemu:///system)
+  "libvirt-clients:/usr/bin/virsh"
+  "qemu-system-x86:/usr/bin/qemu-system-x86_64"
+  "qemu-utils:/usr/bin/qemu-img"
+  "dnsmasq-base:/usr/sbin/dnsmasq"                 # libvirt NAT networks
+  "debootstrap:/usr/sbin/debootstrap"              # the base image builder
+  "e2fsprogs:/sbin/mkfs.ext4"
+  "openssh-server:/usr/sbin/sshd"                  # SSH tests against a real server
+  "openssh-client:/usr/bin/ssh"
 )
 
 missing=()
 for entry in "${PACKAGES[@]}"; do
   pkg=${entry%%:*}
   probe=${entry#*:}
+  probe=${probe%% *}
   if [[ $probe == /* ]]; then
     [[ -e $probe ]] || missing+=("$pkg")
   else
@@ -49,7 +59,21 @@ if [[ $(id -u) -ne 0 ]]; then
   command -v sudo >/dev/null 2>&1 || { echo "deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
   sudo=(sudo)
 fi
+apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
 
 echo "deps: installing ${missing[*]}"
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"${apt[@]}" update -qq
+extra=()
+# qemu-system-x86 and qemu-utils must come from the same QEMU release; a machine whose
+# qemu-utils came from backports would otherwise refuse the install.
+if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]]; then
+  want=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+  for pkg in qemu-utils qemu-block-extra; do
+    have=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || true)
+    if [[ -n $have && -n $want && $have != "$want" ]]; then
+      echo "deps: aligning $pkg $have with qemu-system-x86 $want"
+      extra+=("$pkg=$want")
+    fi
+  done
+fi
+"${apt[@]}" install -y -qq --no-install-recommends --allow-downgrades "${missing[@]}" "${extra[@]}"

@@ -16,9 +16,11 @@ cargo test --workspace --locked --doc --quiet
 
 if cargo nextest --version >/dev/null 2>&1; then
   echo "== cargo nextest run"
-  cargo nextest run --workspace --locked --profile "${NEXTEST_PROFILE:-default}"
+  # --run-ignored all: the slow suites that boot real VMs are #[ignore]d for quick runs
+  # (`cargo nextest run`), and run here.
+  cargo nextest run --workspace --locked --profile "${NEXTEST_PROFILE:-default}" --run-ignored all
 else
   echo "== cargo test (cargo-nextest not installed)"
-  cargo test --workspace --locked --lib --bins --tests
+  cargo test --workspace --locked --lib --bins --tests -- --include-ignored
 fi
 

@@ -48,6 +48,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Build the platform, phase by phase. Phases today: VMs (libvirt network, pool, disks,
+    /// cloud-init, boot, wait for SSH). Re-running changes only what differs.
+    Up(homelab_vm::ApplyArgs),
+    /// Show what `up` would change, per object, without changing anything.
+    Plan,
+    /// The state of every node.
+    Status,
+    /// Remove everything `up` created for this cluster (and nothing else).
+    Destroy(homelab_vm::DestroyArgs),
     /// Write, check, show and describe homelab.toml.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -62,14 +71,46 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Config(cmd) => config_cmd::run(cmd, cli.config.as_deref()),
+        phase => run_phase(phase, cli.config),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", homelab_cli_common::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a phase command on a tokio runtime.
+fn run_phase(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let global = homelab_vm::Global {
+        config,
+        uri: None,
+        output: homelab_vm::Output::Text,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Up(args) => {
+                let phase = homelab_vm::Phase::load(&global)?;
+                homelab_vm::apply(&phase, &args, false).await
+            }
+            Command::Plan => {
+                let phase = homelab_vm::Phase::load(&global)?;
+                println!("== phase 1: VMs ({})", phase.uri);
+                homelab_vm::print_plan(&homelab_vm::plan(&phase).await?, false)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Status => homelab_vm::run(homelab_vm::Command::List, &global).await,
+            Command::Destroy(args) => {
+                homelab_vm::run(homelab_vm::Command::Destroy(args), &global).await
+            }
+            Command::Config(_) => Ok(ExitCode::SUCCESS),
+        }
+    })
 }
 
 #[cfg(test)]

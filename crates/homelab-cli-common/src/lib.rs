@@ -167,3 +167,45 @@ mod tests {
         assert!(rustls::crypto::CryptoProvider::get_default().is_some());
     }
 }
+
+/// An error and its causes on one line, `outer: cause: root cause`, skipping a cause whose
+/// text the line already holds (many errors quote their source in their own message).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read x: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("loading failed")]
+    struct Outer(#[source] Quoting);
+
+    #[test]
+    fn causes_are_appended_once() {
+        let e = Outer(Quoting {
+            source: std::io::Error::other("disk on fire"),
+        });
+        assert_eq!(
+            error_chain(&e),
+            "loading failed: cannot read x: disk on fire"
+        );
+    }
+}

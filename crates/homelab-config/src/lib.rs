@@ -28,6 +28,8 @@
 //! assert!(text.contains("did you mean `name`?"));
 //! ```
 
+#[cfg(feature = "vm")]
+mod convert_vm;
 mod diagnostic;
 mod load;
 mod model;
@@ -80,6 +82,14 @@ pub(crate) fn schema_json() -> &'static serde_json::Value {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serialize the configuration as TOML: {0}")]
 pub struct SerializeError(#[from] toml::ser::Error);
+
+/// `path` with a leading `~/` replaced by `$HOME/`.
+pub fn expand_home(path: &std::path::Path) -> std::path::PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => std::path::PathBuf::from(home).join(rest),
+        _ => path.to_owned(),
+    }
+}
 
 impl Config {
     /// The configuration as TOML text; parsing it gives back an equal `Config`.

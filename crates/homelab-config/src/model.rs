@@ -262,8 +262,20 @@ pub struct LibvirtConfig {
     pub pool_path: PathBuf,
     /// Base image the node overlays are made on (qcow2 or raw).
     pub base_image: PathBuf,
-    /// Build the base image with debootstrap when it does not exist.
+    /// Build the base image with debootstrap when it does not exist (with its kernel and
+    /// initrd beside it, booted directly).
     pub build_base_image: bool,
+    /// Debian mirror the base image is built from (an offline mirror works).
+    pub image_mirror: String,
+    /// Kernel for direct kernel boot; unset: boot the image's own boot loader, or the
+    /// built image's kernel when `build_base_image` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk for direct kernel boot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line for direct kernel boot.
+    pub kernel_cmdline: String,
     /// `auto`, `kvm` or `qemu`.
     pub domain_type: DomainType,
 }
@@ -276,6 +288,10 @@ impl Default for LibvirtConfig {
             pool_path: "/var/lib/libvirt/images/homelab".into(),
             base_image: "/var/lib/libvirt/images/homelab/debian-12-base.qcow2".into(),
             build_base_image: true,
+            image_mirror: "http://deb.debian.org/debian".into(),
+            kernel: None,
+            initrd: None,
+            kernel_cmdline: "root=/dev/vda rw console=ttyS0 net.ifnames=0".into(),
             domain_type: DomainType::Auto,
         }
     }

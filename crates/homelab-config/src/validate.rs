@@ -458,11 +458,36 @@ fn libvirt(config: &Config, out: &mut Vec<Diagnostic>) {
             format!("`{}` must be an absolute path", lv.pool_path.display()),
         ));
     }
-    if !lv.base_image.is_absolute() {
-        out.push(Diagnostic::error(
-            p("libvirt.base_image"),
-            format!("`{}` must be an absolute path", lv.base_image.display()),
-        ));
+    for (key, path) in [
+        ("libvirt.base_image", Some(&lv.base_image)),
+        ("libvirt.kernel", lv.kernel.as_ref()),
+        ("libvirt.initrd", lv.initrd.as_ref()),
+    ] {
+        if let Some(path) = path
+            && !path.is_absolute()
+        {
+            out.push(Diagnostic::error(
+                p(key),
+                format!("`{}` must be an absolute path", path.display()),
+            ));
+        }
+    }
+    if lv.initrd.is_some() && lv.kernel.is_none() {
+        out.push(
+            Diagnostic::error(
+                p("libvirt.initrd"),
+                "an initrd needs libvirt.kernel as well",
+            )
+            .with_related(p("libvirt.kernel")),
+        );
+    }
+    if lv.build_base_image {
+        url_check(
+            "libvirt.image_mirror",
+            &lv.image_mirror,
+            &["http", "https", "file"],
+            out,
+        );
     }
 }
 

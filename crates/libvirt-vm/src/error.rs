@@ -49,6 +49,12 @@ pub enum Error {
         /// One line per node that is not ready: name, what was last seen, console log path.
         nodes: Vec<String>,
     },
+    /// Preflight checks failed.
+    #[error("preflight failed:\n  {}", .0.join("\n  "))]
+    Preflight(Vec<String>),
+    /// The base image could not be built.
+    #[error("image build: {0}")]
+    Image(String),
     /// The spec is unusable.
     #[error("invalid VM spec: {0}")]
     Spec(String),

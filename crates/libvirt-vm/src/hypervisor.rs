@@ -109,8 +109,8 @@ impl Hypervisor {
     }
 
     /// Resolves the domain type: the test driver's own type on `test://` connections;
-    /// `auto` picks `kvm` only when the host's KVM can really run guests (libvirt offers
-    /// it and, on a local host, the CPU has vmx/svm), else `qemu`.
+    /// `auto` picks `kvm` only when the host's KVM can really run guests (on this machine:
+    /// /dev/kvm and a CPU with vmx/svm; on a remote host: libvirt offers kvm), else `qemu`.
     ///
     /// # Errors
     /// libvirt's capabilities cannot be read.
@@ -121,6 +121,18 @@ impl Hypervisor {
         match choice {
             DomainTypeChoice::Kvm => Ok(DomainType::Kvm),
             DomainTypeChoice::Qemu => Ok(DomainType::Qemu),
+            DomainTypeChoice::Auto if is_local_uri(&self.uri) => {
+                // Decided from this machine directly: asking libvirt for its capabilities
+                // takes seconds on some hosts, and a /dev/kvm without vmx/svm (a paravirtual
+                // KVM) is offered by libvirt but cannot run Linux guests.
+                Ok(
+                    if Path::new("/dev/kvm").exists() && host_cpu_has_virtualization() {
+                        DomainType::Kvm
+                    } else {
+                        DomainType::Qemu
+                    },
+                )
+            }
             DomainTypeChoice::Auto => {
                 let caps = self
                     .conn
@@ -128,8 +140,7 @@ impl Hypervisor {
                     .map_err(libvirt("read host capabilities"))?;
                 let offers_kvm =
                     caps.contains("<domain type='kvm'") || caps.contains("<domain type=\"kvm\"");
-                let cpu_ok = !is_local_uri(&self.uri) || host_cpu_has_virtualization();
-                Ok(if offers_kvm && cpu_ok {
+                Ok(if offers_kvm {
                     DomainType::Kvm
                 } else {
                     DomainType::Qemu

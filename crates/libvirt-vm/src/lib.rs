@@ -22,9 +22,13 @@
 
 mod error;
 mod hypervisor;
+pub mod image;
 pub mod plan;
+pub mod preflight;
+pub mod provision;
 pub mod seed;
 mod spec;
+pub mod wait;
 pub mod xml;
 
 pub use error::{Error, Result};

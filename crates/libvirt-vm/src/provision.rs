@@ -1,0 +1,288 @@
+//! The whole VM phase in one call: preflight, base image, apply, wait until every node is
+//! ready, and record the nodes' host keys in `known_hosts`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::hypervisor::{Hypervisor, KnownHost};
+use crate::image::{self, BuildOutcome, ImageFiles, ImageRecipe};
+use crate::plan::{Action, Plan};
+use crate::preflight::{self, Check, Status};
+use crate::spec::ClusterSpec;
+use crate::wait::{self, ReadyTarget, Seen};
+use crate::xml::console_log_path;
+
+/// How [`up`] runs.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// libvirt URI.
+    pub uri: String,
+    /// Build this base image first when it is missing or stale.
+    pub image: Option<(ImageRecipe, ImageFiles)>,
+    /// Where the image build keeps its temporary root filesystem.
+    pub work_dir: PathBuf,
+    /// Wait for SSH and cloud-init after applying.
+    pub wait: bool,
+    /// How long to wait.
+    pub timeout: Duration,
+    /// Private key to log in with while waiting.
+    pub private_key: PathBuf,
+    /// `known_hosts` file to record the nodes' host keys in.
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// Something [`up`] reports while it works.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A preflight check's result.
+    Check(Check),
+    /// Image build progress.
+    Image {
+        /// What is happening.
+        message: String,
+    },
+    /// An action about to be performed.
+    Action(Action),
+    /// A node's readiness changed.
+    Node {
+        /// Node name.
+        node: String,
+        /// What was seen.
+        seen: String,
+    },
+}
+
+/// What [`up`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpReport {
+    /// Whether the base image was built or reused.
+    pub image: Option<BuildOutcome>,
+    /// The applied plan.
+    pub plan: Plan,
+    /// The nodes' SSH identities.
+    pub known_hosts: Vec<KnownHost>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Spec(format!("a libvirt worker failed: {e}")))?
+}
+
+/// Runs the preflight checks (a failed connection is reported as a failed check).
+pub async fn check(spec: &ClusterSpec, uri: &str) -> Vec<Check> {
+    let spec = spec.clone();
+    let uri = uri.to_owned();
+    tokio::task::spawn_blocking(move || match Hypervisor::connect(&uri) {
+        Ok(hv) => preflight::preflight(&spec, &uri, Some(&hv), None),
+        Err(e) => preflight::preflight(&spec, &uri, None, Some(&e.to_string())),
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// Preflight, image, apply, wait, known_hosts. Stops at the first failed preflight check.
+///
+/// # Errors
+/// A preflight check fails (all failures are listed), the image build or a libvirt call
+/// fails, or the nodes are not ready in time.
+pub async fn up(
+    spec: &ClusterSpec,
+    options: &UpOptions,
+    events: &(dyn Fn(Event) + Send + Sync),
+) -> Result<UpReport> {
+    let checks = check(spec, &options.uri).await;
+    let failures: Vec<String> = checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| {
+            format!(
+                "{}: {}{}",
+                c.name,
+                c.detail,
+                c.fix
+                    .as_ref()
+                    .map(|f| format!(" (fix: {f})"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    for c in checks {
+        events(Event::Check(c));
+    }
+    if !failures.is_empty() {
+        return Err(Error::Preflight(failures));
+    }
+
+    let mut image_outcome = None;
+    if let Some((recipe, files)) = options.image.clone() {
+        let work_dir = options.work_dir.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let build = tokio::task::spawn_blocking(move || {
+            image::build(&recipe, &files, &work_dir, &mut |m| {
+                let _ = tx.send(m.to_owned());
+            })
+        });
+        while let Some(message) = rx.recv().await {
+            events(Event::Image { message });
+        }
+        image_outcome = Some(
+            build
+                .await
+                .map_err(|e| Error::Image(format!("the build worker failed: {e}")))??,
+        );
+    }
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Action>();
+    let uri = options.uri.clone();
+    let owned = spec.clone();
+    let apply = blocking(move || {
+        let hv = Hypervisor::connect(&uri)?;
+        let plan = hv.apply(&owned, &mut |a| {
+            let _ = tx.send(a.clone());
+        })?;
+        Ok(plan)
+    });
+    let apply = tokio::spawn(apply);
+    while let Some(action) = rx.recv().await {
+        events(Event::Action(action));
+    }
+    let plan = apply
+        .await
+        .map_err(|e| Error::Spec(format!("the apply worker failed: {e}")))??;
+
+    let uri = options.uri.clone();
+    let owned = spec.clone();
+    let known = blocking(move || Hypervisor::connect(&uri)?.known_hosts(&owned)).await?;
+    if let Some(path) = &options.known_hosts {
+        write_known_hosts(path, &known)?;
+    }
+    if options.wait {
+        let targets = ready_targets(spec, &known, &options.private_key);
+        let uri = options.uri.clone();
+        let describe = move |node: &str| {
+            Hypervisor::connect(&uri).map_or_else(
+                |e| format!("unknown ({e})"),
+                |hv| format!("domain {}", hv.domain_state(node)),
+            )
+        };
+        wait::wait_ready(
+            &targets,
+            options.timeout,
+            &|node: &str, seen: &Seen| {
+                events(Event::Node {
+                    node: node.to_owned(),
+                    seen: seen.to_string(),
+                });
+            },
+            &describe,
+        )
+        .await?;
+    }
+    Ok(UpReport {
+        image: image_outcome,
+        plan,
+        known_hosts: known,
+    })
+}
+
+/// What [`wait::wait_ready`] needs for each node of `spec`.
+pub fn ready_targets(
+    spec: &ClusterSpec,
+    known: &[KnownHost],
+    private_key: &Path,
+) -> Vec<ReadyTarget> {
+    spec.nodes
+        .iter()
+        .filter_map(|n| {
+            let k = known.iter().find(|k| k.node == n.name)?;
+            Some(ReadyTarget {
+                name: n.name.clone(),
+                ip: n.ip.into(),
+                port: 22,
+                host_key: k.host_key.clone(),
+                user: spec.access.user.clone(),
+                private_key: private_key.to_owned(),
+                console_log: console_log_path(&n.name),
+                ready_command: wait::CLOUD_INIT_DONE.into(),
+            })
+        })
+        .collect()
+}
+
+/// Records the nodes' host keys in a `known_hosts` file: lines for the same addresses are
+/// replaced (a rebuilt node has a new key, recorded by this tool, not trusted on first use),
+/// other lines are kept. Written atomically, mode 0600.
+///
+/// # Errors
+/// The file or its directory cannot be written.
+pub fn write_known_hosts(path: &Path, entries: &[KnownHost]) -> Result<()> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io("read", path)(e)),
+    };
+    let ours: Vec<&str> = entries.iter().map(|e| e.ip.as_str()).collect();
+    let mut out: Vec<String> = existing
+        .lines()
+        .filter(|line| {
+            let hosts = line.split_whitespace().next().unwrap_or("");
+            !hosts.split(',').any(|h| ours.contains(&h))
+        })
+        .map(str::to_owned)
+        .collect();
+    out.extend(entries.iter().map(KnownHost::line));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io("create a file in", dir))?;
+    std::io::Write::write_all(&mut tmp, (out.join("\n") + "\n").as_bytes())
+        .map_err(io("write", path))?;
+    tmp.persist(path)
+        .map_err(|e| io("replace", path)(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_hosts_replaces_only_our_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/known_hosts");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "github.com ssh-ed25519 AAAAgh\n192.168.150.10 ssh-ed25519 AAAAold\n192.168.150.100 ssh-ed25519 AAAAkeep\n").unwrap();
+        let entries = vec![KnownHost {
+            node: "n1".into(),
+            ip: "192.168.150.10".into(),
+            host_key: "ssh-ed25519 AAAAnew n1 host key".into(),
+        }];
+        write_known_hosts(&path, &entries).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "github.com ssh-ed25519 AAAAgh\n192.168.150.100 ssh-ed25519 AAAAkeep\n192.168.150.10 ssh-ed25519 AAAAnew n1 host key\n"
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        write_known_hosts(&path, &entries).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "idempotent");
+    }
+}

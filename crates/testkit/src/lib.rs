@@ -1,0 +1,246 @@
+//! Real peers for tests: [`Sshd`] starts OpenSSH's `sshd` on 127.0.0.1 with throwaway host
+//! and client keys, and stops it when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::{Algorithm, PrivateKey};
+
+/// Why a fixture could not start.
+#[derive(Debug)]
+pub struct FixtureError(pub String);
+
+impl std::fmt::Display for FixtureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FixtureError {}
+
+fn err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FixtureError {
+    let what = what.into();
+    move |e| FixtureError(format!("{what}: {e}"))
+}
+
+/// The path of OpenSSH's server, if installed.
+pub fn sshd_path() -> Option<PathBuf> {
+    ["/usr/sbin/sshd", "/usr/bin/sshd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// A throwaway ed25519 key pair written to `dir`.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    /// Private key file (OpenSSH format, mode 0600).
+    pub private_path: PathBuf,
+    /// Public key line (`ssh-ed25519 AAAA... comment`).
+    pub public: String,
+}
+
+impl KeyPair {
+    /// Generates a key pair and writes the private key to `dir/name`.
+    ///
+    /// # Errors
+    /// The key cannot be written.
+    pub fn generate(dir: &Path, name: &str) -> Result<Self, FixtureError> {
+        let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+            .map_err(|e| FixtureError(format!("generate key: {e}")))?;
+        let private = key
+            .to_openssh(LineEnding::LF)
+            .map_err(|e| FixtureError(format!("encode key: {e}")))?;
+        let private_path = dir.join(name);
+        std::fs::write(&private_path, private.as_bytes()).map_err(err("write private key"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&private_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(err("chmod private key"))?;
+        }
+        let mut public = key.public_key().clone();
+        public.set_comment(name);
+        let public = public
+            .to_openssh()
+            .map_err(|e| FixtureError(format!("encode public key: {e}")))?;
+        Ok(Self {
+            private_path,
+            public,
+        })
+    }
+}
+
+/// An OpenSSH server on loopback, for as long as the value lives.
+#[derive(Debug)]
+pub struct Sshd {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its host key (what a client must accept).
+    pub host_key: KeyPair,
+    /// A client key that may log in.
+    pub client_key: KeyPair,
+    /// The user that may log in (the user running the tests).
+    pub user: String,
+}
+
+impl Sshd {
+    /// Starts `sshd -D -e` on a free 127.0.0.1 port and waits until it sends its banner.
+    ///
+    /// # Errors
+    /// `sshd` is not installed or does not come up within 10 s.
+    pub fn start() -> Result<Self, FixtureError> {
+        let sshd = sshd_path().ok_or_else(|| {
+            FixtureError("OpenSSH server not installed (apt-get install openssh-server)".into())
+        })?;
+        let dir = tempfile::tempdir().map_err(err("create temp dir"))?;
+        let host_key = KeyPair::generate(dir.path(), "host_ed25519")?;
+        let client_key = KeyPair::generate(dir.path(), "client_ed25519")?;
+        std::fs::write(
+            dir.path().join("authorized_keys"),
+            format!("{}\n", client_key.public),
+        )
+        .map_err(err("write authorized_keys"))?;
+        let user = current_user();
+        // sshd refuses to start without its privilege separation directory.
+        if !Path::new("/run/sshd").exists() {
+            let _ = std::fs::create_dir_all("/run/sshd");
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(err("find a free port"))?
+            .port();
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {dir}/authorized_keys\n\
+                 UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nPidFile {dir}/sshd.pid\n\
+                 Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n",
+                host = host_key.private_path.display(),
+                dir = dir.path().display(),
+            ),
+        )
+        .map_err(err("write sshd_config"))?;
+        let child = Command::new(&sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(err(format!("start {}", sshd.display())))?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut server = Self {
+            child,
+            dir,
+            addr,
+            host_key,
+            client_key,
+            user,
+        };
+        server.wait_for_banner()?;
+        Ok(server)
+    }
+
+    fn wait_for_banner(&mut self) -> Result<(), FixtureError> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(FixtureError(format!("sshd exited at start: {status}")));
+            }
+            if let Ok(stream) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
+                let mut line = String::new();
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                if BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("SSH-") {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(FixtureError("sshd did not answer within 10s".into()))
+    }
+
+    /// A scratch directory that lives as long as the server.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server now (e.g. to test a dropped connection).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn current_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            Command::new("id")
+                .arg("-un")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "root".into())
+}
+
+/// Makes sure `qemu:///system` answers: when no daemon runs (machines without systemd as
+/// PID 1), starts `virtlogd -d` and `libvirtd -d` and waits up to 60 s for them. Gives
+/// /dev/kvm the group and mode udev would.
+///
+/// # Errors
+/// The daemons are not installed or do not come up.
+pub fn ensure_libvirtd() -> Result<(), FixtureError> {
+    let answers = || {
+        Command::new("virsh")
+            .args(["-c", "qemu:///system", "version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // What udev does on a normal host: without it /dev/kvm is root-only and libvirt throws
+    // its QEMU capability cache away on every call (minutes per domain definition).
+    if Path::new("/dev/kvm").exists() {
+        let _ = Command::new("chgrp").args(["kvm", "/dev/kvm"]).status();
+        let _ = Command::new("chmod").args(["0660", "/dev/kvm"]).status();
+    }
+    if answers() {
+        return Ok(());
+    }
+    for daemon in ["virtlogd", "libvirtd"] {
+        Command::new(daemon)
+            .arg("-d")
+            .status()
+            .map_err(err(format!(
+                "start {daemon} (apt-get install libvirt-daemon-system)"
+            )))?;
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if answers() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(FixtureError(
+        "libvirtd started but qemu:///system does not answer after 60s".into(),
+    ))
+}
