@@ -6,10 +6,10 @@
 //! emulation. Runs alternate A, B, A, B... (`BENCH_RUNS`, default 2). Also times an
 //! idempotent re-run of A. Prints every run, the medians and the ratio A/B.
 //!
-//! Needs root, libvirt (qemu:///system), virt-install and cloud-localds, and the base image
+//! Needs root, libvirt (`qemu:///system`), virt-install and cloud-localds, and the base image
 //! built by the real-VM suite (or `homelab-vm image build`) in
 //! /var/cache/homelab/test-image. Run: `cargo bench -p homelab-vm --bench three_nodes`.
-#![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::format_push_string, missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
