@@ -20,6 +20,7 @@ PACKAGES=(
   "e2fsprogs:/sbin/mkfs.ext4"
   "openssh-server:/usr/sbin/sshd"                  # SSH tests against a real server
   "openssh-client:/usr/bin/ssh"
+  "sudo:/usr/bin/sudo"                             # the SSH layer's non-interactive sudo, tested on loopback
 )
 
 missing=()

@@ -168,6 +168,11 @@ impl Sshd {
         Err(FixtureError("sshd did not answer within 10s".into()))
     }
 
+    /// The listening server's process id (its children serve the connections).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A scratch directory that lives as long as the server.
     pub fn dir(&self) -> &Path {
         self.dir.path()

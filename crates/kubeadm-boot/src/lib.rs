@@ -1,0 +1,20 @@
+//! Turns SSH-reachable Linux nodes into a kubeadm cluster.
+//!
+//! This crate knows nothing of how the nodes were made: its input is a list of hosts
+//! (name, address, SSH user, key). Its parts:
+//!
+//! - [`ssh`]: the transport on russh — key login, a `known_hosts` policy that refuses
+//!   changed keys, commands with exit status and time limits, non-interactive sudo, atomic
+//!   uploads, reused connections.
+//! - [`steps`]: the step engine — check / describe / apply per step, hosts in parallel,
+//!   dry runs, a lock on each host, failures that name host, step, command and stderr.
+//! - [`kubeadm`]: InitConfiguration, ClusterConfiguration, JoinConfiguration and
+//!   KubeletConfiguration from one typed spec (v1beta3 or v1beta4 by release).
+//! - [`ca`]: the discovery hash of the cluster CA, computed here.
+//! - [`kubeconfig`]: merging the admin kubeconfig into a user's file.
+
+pub mod ca;
+pub mod kubeadm;
+pub mod kubeconfig;
+pub mod ssh;
+pub mod steps;

@@ -1,0 +1,506 @@
+//! The step engine (after k0sctl's phases). A step knows how to check whether a host is
+//! already in the wanted state, says in words what it would change, and applies the change.
+//! Steps run in order on each host; hosts run in parallel (bounded). `dry_run` runs the same
+//! checks and reports what would change. A lock directory on each host refuses a second run
+//! at the same time. Every failure names host, step, command, exit status and the tail of
+//! standard error.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::ssh::{Cmd, Pool, Session, SshError, Target, shell_quote};
+
+/// Default number of hosts worked on at once.
+pub const DEFAULT_PARALLELISM: usize = 10;
+/// The lock directory on each host.
+pub const LOCK_DIR: &str = "/run/lock/homelab";
+
+/// How to tell whether a host is already in the wanted state.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// In the wanted state when the command exits 0.
+    Command(Cmd),
+    /// In the wanted state when the file holds exactly these bytes with this mode.
+    File {
+        /// Remote path.
+        path: String,
+        /// Wanted contents.
+        contents: Vec<u8>,
+        /// Wanted mode, e.g. `0o644`.
+        mode: u32,
+    },
+}
+
+/// One change a step makes.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Run a command (must exit 0).
+    Run(Cmd),
+    /// Write a file atomically.
+    Upload {
+        /// Remote path.
+        path: String,
+        /// Contents (sent over standard input).
+        contents: Vec<u8>,
+        /// Mode.
+        mode: u32,
+        /// `user:group`, when not root's.
+        owner: Option<String>,
+    },
+}
+
+/// A unit of work on one host.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Short name, e.g. `swap-off`.
+    pub name: String,
+    /// What it changes, in words, for plans and dry runs.
+    pub description: String,
+    /// Whether the host is already in the wanted state.
+    pub check: Check,
+    /// The changes, in order.
+    pub changes: Vec<Change>,
+}
+
+impl Step {
+    /// A step that writes one file (checked by content and mode) and then, if it changed,
+    /// runs `then` (e.g. a reload).
+    pub fn file(
+        name: &str,
+        path: &str,
+        contents: impl Into<Vec<u8>>,
+        mode: u32,
+        then: Option<Cmd>,
+    ) -> Self {
+        let contents = contents.into();
+        let mut changes = vec![Change::Upload {
+            path: path.to_owned(),
+            contents: contents.clone(),
+            mode,
+            owner: None,
+        }];
+        changes.extend(then.map(Change::Run));
+        Self {
+            name: name.to_owned(),
+            description: format!("write {path} (mode {mode:04o})"),
+            check: Check::File {
+                path: path.to_owned(),
+                contents,
+                mode,
+            },
+            changes,
+        }
+    }
+
+    /// A step checked and applied by commands (both as root).
+    pub fn command(name: &str, description: &str, check: &str, apply: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            check: Check::Command(Cmd::new(check).sudo()),
+            changes: vec![Change::Run(Cmd::new(apply).sudo())],
+        }
+    }
+}
+
+/// What happened to a step on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Already in the wanted state.
+    Unchanged,
+    /// Changed.
+    Changed,
+    /// Would change (dry run).
+    WouldChange,
+}
+
+/// One step's result on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Host name.
+    pub host: String,
+    /// Step name.
+    pub step: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// What the step changes, in words.
+    pub description: String,
+    /// Time taken, in milliseconds.
+    pub millis: u64,
+}
+
+/// A step that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{host}: step {step}: {message}{}", command.as_ref().map(|c| format!(" (command `{c}`{}{})", exit_status.map(|s| format!(", exit status {s}")).unwrap_or_default(), if stderr_tail.is_empty() { String::new() } else { format!(", stderr: {stderr_tail}") })).unwrap_or_default())]
+pub struct StepFailure {
+    /// Host name.
+    pub host: String,
+    /// Step name (or `lock`/`connect`).
+    pub step: String,
+    /// What went wrong.
+    pub message: String,
+    /// The command that failed, if one did.
+    pub command: Option<String>,
+    /// Its exit status.
+    pub exit_status: Option<u32>,
+    /// The last lines of its standard error.
+    pub stderr_tail: String,
+}
+
+impl StepFailure {
+    fn from_ssh(host: &str, step: &str, e: SshError) -> Self {
+        let message = match &e {
+            SshError::Failed { .. } => "command failed".to_owned(),
+            other => other.to_string(),
+        };
+        let (command, exit_status, stderr_tail) = match e {
+            SshError::Failed {
+                command,
+                exit_status,
+                stderr_tail,
+                ..
+            } => (Some(command), Some(exit_status), stderr_tail),
+            SshError::Timeout { command, .. } | SshError::Channel { command, .. } => {
+                (Some(command), None, String::new())
+            }
+            _ => (None, None, String::new()),
+        };
+        Self {
+            host: host.to_owned(),
+            step: step.to_owned(),
+            message,
+            command,
+            exit_status,
+            stderr_tail,
+        }
+    }
+}
+
+/// The run failed on some hosts; the reports of what was done are kept.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} host{} failed:\n  {}", .failures.len(), if .failures.len() == 1 { "" } else { "s" }, .failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+pub struct RunError {
+    /// One failure per failed host.
+    pub failures: Vec<StepFailure>,
+    /// What was done before (and on other hosts).
+    pub reports: Vec<Report>,
+}
+
+/// Something the runner reports while it works.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// A step is being checked on a host.
+    Checking {
+        /// Host.
+        host: &'a str,
+        /// Step.
+        step: &'a str,
+    },
+    /// A step finished on a host.
+    Done(&'a Report),
+}
+
+/// Runs steps on hosts.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pool: Arc<Pool>,
+    /// Hosts worked on at once.
+    pub parallelism: usize,
+    /// Only check and report.
+    pub dry_run: bool,
+    /// Lock directory on each host ([`LOCK_DIR`]). `{host}` in it is replaced by the host's
+    /// name, for hosts that share a filesystem.
+    pub lock_dir: String,
+}
+
+impl Runner {
+    /// A runner over `pool` with the default parallelism.
+    pub fn new(pool: Arc<Pool>) -> Self {
+        Self {
+            pool,
+            parallelism: DEFAULT_PARALLELISM,
+            dry_run: false,
+            lock_dir: LOCK_DIR.to_owned(),
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Runs every host's steps, hosts in parallel (at most `parallelism` at once).
+    ///
+    /// # Errors
+    /// Some hosts failed; each failure names host, step and command.
+    pub async fn run(
+        &self,
+        work: Vec<(Target, Vec<Step>)>,
+        events: Arc<dyn Fn(Event<'_>) + Send + Sync>,
+    ) -> Result<Vec<Report>, RunError> {
+        let limit = Arc::new(Semaphore::new(self.parallelism.max(1)));
+        let mut set = JoinSet::new();
+        for (index, (target, steps)) in work.into_iter().enumerate() {
+            let runner = self.clone();
+            let limit = limit.clone();
+            let events = events.clone();
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let mut reports = Vec::new();
+                let result = runner
+                    .run_host(&target, &steps, &mut reports, &*events)
+                    .await;
+                (index, reports, result)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            if let Ok(r) = joined {
+                results.push(r);
+            }
+        }
+        results.sort_by_key(|(index, ..)| *index);
+        let mut reports = Vec::new();
+        let mut failures = Vec::new();
+        for (_, host_reports, result) in results {
+            reports.extend(host_reports);
+            if let Err(f) = result {
+                failures.push(f);
+            }
+        }
+        if failures.is_empty() {
+            Ok(reports)
+        } else {
+            Err(RunError { failures, reports })
+        }
+    }
+
+    async fn run_host(
+        &self,
+        target: &Target,
+        steps: &[Step],
+        reports: &mut Vec<Report>,
+        events: &(dyn Fn(Event<'_>) + Send + Sync),
+    ) -> Result<(), StepFailure> {
+        let host = target.name.as_str();
+        let session = self
+            .pool
+            .session(target)
+            .await
+            .map_err(|e| StepFailure::from_ssh(host, "connect", e))?;
+        let lock_dir = self.lock_dir.replace("{host}", host);
+        lock(&session, &lock_dir).await?;
+        let result = async {
+            for step in steps {
+                events(Event::Checking {
+                    host,
+                    step: &step.name,
+                });
+                let started = Instant::now();
+                let outcome = self.run_step(&session, step).await?;
+                let report = Report {
+                    host: host.to_owned(),
+                    step: step.name.clone(),
+                    outcome,
+                    description: step.description.clone(),
+                    millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                };
+                events(Event::Done(&report));
+                reports.push(report);
+            }
+            Ok(())
+        }
+        .await;
+        // Released even when a step failed: the next run must not find a stale lock.
+        let unlocked = unlock(&session, &lock_dir).await;
+        result?;
+        unlocked.map_err(|e| StepFailure::from_ssh(host, "unlock", e))
+    }
+
+    async fn run_step(&self, session: &Session, step: &Step) -> Result<Outcome, StepFailure> {
+        let host = &session.target().name;
+        let fail = |e| StepFailure::from_ssh(host, &step.name, e);
+        if is_done(session, &step.check).await.map_err(fail)? {
+            return Ok(Outcome::Unchanged);
+        }
+        if self.dry_run {
+            return Ok(Outcome::WouldChange);
+        }
+        for change in &step.changes {
+            match change {
+                Change::Run(cmd) => {
+                    session.run(cmd).await.map_err(fail)?;
+                }
+                Change::Upload {
+                    path,
+                    contents,
+                    mode,
+                    owner,
+                } => session
+                    .upload(path, contents, *mode, owner.as_deref(), true)
+                    .await
+                    .map_err(fail)?,
+            }
+        }
+        if is_done(session, &step.check).await.map_err(fail)? {
+            Ok(Outcome::Changed)
+        } else {
+            Err(StepFailure {
+                host: host.clone(),
+                step: step.name.clone(),
+                message: "the change was applied but the host is still not in the wanted state"
+                    .into(),
+                command: match &step.check {
+                    Check::Command(c) => Some(c.line.clone()),
+                    Check::File { path, .. } => Some(format!("sha256sum {path}")),
+                },
+                exit_status: None,
+                stderr_tail: String::new(),
+            })
+        }
+    }
+}
+
+/// Whether the host is in the state `check` describes.
+async fn is_done(session: &Session, check: &Check) -> Result<bool, SshError> {
+    match check {
+        Check::Command(cmd) => Ok(session.exec(cmd, &mut |_, _| {}).await?.exit_status == 0),
+        Check::File {
+            path,
+            contents,
+            mode,
+        } => {
+            let want = hex::encode(Sha256::digest(contents));
+            let cmd = Cmd::new(format!(
+                "if [ -f {p} ]; then stat -c %a {p} && sha256sum < {p}; fi",
+                p = shell_quote(path)
+            ))
+            .sudo();
+            let out = session.run(&cmd).await?.stdout_text();
+            let mut lines = out.lines();
+            let have_mode = lines
+                .next()
+                .and_then(|m| u32::from_str_radix(m.trim(), 8).ok());
+            let have_sum = lines.next().and_then(|l| l.split_whitespace().next());
+            Ok(have_mode == Some(*mode) && have_sum == Some(want.as_str()))
+        }
+    }
+}
+
+/// This process, as written into a lock: `<local host> <pid> <since>`.
+fn lock_owner() -> String {
+    format!(
+        "{} {} {}",
+        local_hostname(),
+        std::process::id(),
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    )
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "unknown".into(), |h| h.trim().to_owned())
+}
+
+/// Whether a lock written by [`lock_owner`] was left by a process of this machine that no
+/// longer runs (a killed run): such a lock is taken over.
+fn is_stale(owner: &str) -> bool {
+    let mut fields = owner.split_whitespace();
+    match (
+        fields.next(),
+        fields.next().and_then(|p| p.parse::<u32>().ok()),
+    ) {
+        (Some(host), Some(pid)) => {
+            host == local_hostname() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    }
+}
+
+/// Takes the host's lock, or explains who holds it.
+async fn lock(session: &Session, dir: &str) -> Result<(), StepFailure> {
+    let host = session.target().name.clone();
+    let take = Cmd::new(format!(
+        "d={}; mkdir -p \"$(dirname \"$d\")\" && if mkdir \"$d\" 2>/dev/null; then cat > \"$d/owner\"; else cat \"$d/owner\" 2>/dev/null; exit 75; fi",
+        shell_quote(dir)
+    ))
+    .sudo()
+    .stdin(lock_owner().into_bytes())
+    .timeout(Duration::from_secs(30));
+    for attempt in 0..2 {
+        let out = session
+            .exec(&take, &mut |_, _| {})
+            .await
+            .map_err(|e| StepFailure::from_ssh(&host, "lock", e))?;
+        match out.exit_status {
+            0 => return Ok(()),
+            75 => {
+                let owner = out.stdout_text().trim().to_owned();
+                if attempt == 0 && is_stale(&owner) {
+                    tracing::warn!(host = %host, lock = %dir, owner = %owner, "taking over the lock of a run that no longer exists");
+                    unlock(session, dir)
+                        .await
+                        .map_err(|e| StepFailure::from_ssh(&host, "lock", e))?;
+                    continue;
+                }
+                return Err(StepFailure {
+                    host,
+                    step: "lock".into(),
+                    message: format!(
+                        "another run holds {dir} (host, pid, since: {}); wait for it, or if it died, remove that directory on the host",
+                        if owner.is_empty() { "unknown" } else { &owner }
+                    ),
+                    command: None,
+                    exit_status: Some(75),
+                    stderr_tail: String::new(),
+                });
+            }
+            status => {
+                return Err(StepFailure {
+                    host,
+                    step: "lock".into(),
+                    message: "cannot take the lock".into(),
+                    command: Some(take.line.clone()),
+                    exit_status: Some(status),
+                    stderr_tail: out.stderr_tail(5),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn unlock(session: &Session, dir: &str) -> Result<(), SshError> {
+    session
+        .run(
+            &Cmd::new(format!("rm -rf {}", shell_quote(dir)))
+                .sudo()
+                .timeout(Duration::from_secs(30)),
+        )
+        .await
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_of_a_dead_local_process_is_stale() {
+        let me = lock_owner();
+        assert!(!is_stale(&me), "this process is alive");
+        let dead = format!("{} 4294967 2026-01-01T00:00:00Z", local_hostname());
+        assert!(is_stale(&dead));
+        assert!(
+            !is_stale("other-machine 4294967 2026-01-01T00:00:00Z"),
+            "another machine's process cannot be checked"
+        );
+        assert!(!is_stale("garbage"));
+    }
+}

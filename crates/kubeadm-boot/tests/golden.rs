@@ -1,0 +1,63 @@
+//! kubeadm configuration files compared with reviewed files in tests/golden/ (one set per
+//! API version). `UPDATE_GOLDEN=1` rewrites them after an intended change.
+#![allow(clippy::unwrap_used)]
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use kubeadm_boot::kubeadm::{
+    BootstrapToken, ClusterSpec, NodeSpec, Version, init_config, join_config,
+};
+
+fn check(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
+    assert_eq!(actual, expected, "{name}");
+}
+
+fn spec(minor: u32) -> ClusterSpec {
+    ClusterSpec {
+        name: "homelab".into(),
+        version: Version {
+            major: 1,
+            minor,
+            patch: 4,
+        },
+        control_plane_endpoint: "192.168.122.10:6443".into(),
+        pod_cidr: "10.244.0.0/16".parse().unwrap(),
+        service_cidr: "10.96.0.0/12".parse().unwrap(),
+        image_repository: Some("harbor.homelab.lan/k8s".into()),
+        cri_socket: "unix:///run/containerd/containerd.sock".into(),
+    }
+}
+
+#[test]
+fn init_and_join_per_api_version() {
+    let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
+    let cp = NodeSpec {
+        name: "k8s-cp-1".into(),
+        address: Ipv4Addr::new(192, 168, 122, 10),
+    };
+    let worker = NodeSpec {
+        name: "k8s-worker-1".into(),
+        address: Ipv4Addr::new(192, 168, 122, 11),
+    };
+    let hash = "sha256:9f0c4e0c1d7f2a8a0b7a0e8b5f8b6b7f9e3d2c1b0a9f8e7d6c5b4a3928170615";
+    for (minor, api) in [(30, "v1beta3"), (33, "v1beta4")] {
+        check(
+            &format!("init-{api}.yaml"),
+            &init_config(&spec(minor), &cp, Some(&token)).unwrap(),
+        );
+        check(
+            &format!("join-{api}.yaml"),
+            &join_config(&spec(minor), &worker, &token, hash).unwrap(),
+        );
+    }
+}

@@ -1,0 +1,408 @@
+//! The SSH transport and the step engine against real OpenSSH servers on loopback.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use homelab_testkit::Sshd;
+use kubeadm_boot::ssh::{
+    Cmd, HostKeyPolicy, Pool, Session, SshError, SshOptions, Stream, Target, load_key,
+};
+use kubeadm_boot::steps::{Check, Event, Outcome, Runner, Step};
+
+fn target(sshd: &Sshd, name: &str) -> Target {
+    Target {
+        name: name.into(),
+        address: sshd.addr.ip().to_string(),
+        port: sshd.addr.port(),
+        user: sshd.user.clone(),
+    }
+}
+
+fn options(sshd: &Sshd, known_hosts: &Path, policy: HostKeyPolicy) -> SshOptions {
+    SshOptions {
+        private_key: sshd.client_key.private_path.clone(),
+        known_hosts: known_hosts.to_owned(),
+        policy,
+        connect_timeout: Duration::from_secs(10),
+        attempts: 3,
+    }
+}
+
+async fn session(sshd: &Sshd) -> Session {
+    let opts = options(
+        sshd,
+        &sshd.dir().join("known_hosts"),
+        HostKeyPolicy::TrustOnFirstUse,
+    );
+    Session::connect(
+        &target(sshd, "n1"),
+        &opts,
+        &load_key(&opts.private_key).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn exec_streams_output_and_returns_exit_status() {
+    let sshd = Sshd::start().unwrap();
+    let s = session(&sshd).await;
+    let mut chunks = Vec::new();
+    let out = s
+        .exec(
+            &Cmd::new("echo out; echo err >&2; exit 7"),
+            &mut |stream, data| chunks.push((stream, data.to_vec())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_status, 7);
+    assert_eq!(out.stdout_text(), "out\n");
+    assert_eq!(out.stderr_tail(1), "err");
+    assert!(chunks.iter().any(|(s, _)| *s == Stream::Stderr));
+    match s.run(&Cmd::new("echo boom >&2; false")).await.unwrap_err() {
+        SshError::Failed {
+            exit_status,
+            stderr_tail,
+            host,
+            ..
+        } => {
+            assert_eq!(
+                (exit_status, stderr_tail.as_str(), host.as_str()),
+                (1, "boom", "n1")
+            );
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn large_output_and_stdin_are_complete() {
+    let sshd = Sshd::start().unwrap();
+    let s = session(&sshd).await;
+    let out = s
+        .run(&Cmd::new("head -c 8000000 /dev/zero | tr '\\0' x"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout.len(), 8_000_000);
+    let input: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let out = s.run(&Cmd::new("cat").stdin(input.clone())).await.unwrap();
+    assert_eq!(out.stdout, input);
+}
+
+#[tokio::test]
+async fn timeouts_name_the_command() {
+    let sshd = Sshd::start().unwrap();
+    let s = session(&sshd).await;
+    let err = s
+        .run(&Cmd::new("sleep 30").timeout(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::Timeout { .. }), "{err}");
+    assert!(
+        err.to_string().contains("`sleep 30` did not finish within"),
+        "{err}"
+    );
+    // The session is still usable.
+    assert_eq!(
+        s.run(&Cmd::new("echo ok")).await.unwrap().stdout_text(),
+        "ok\n"
+    );
+}
+
+#[tokio::test]
+async fn uploads_are_atomic_with_mode_and_secrets_stay_off_the_command_line() {
+    let sshd = Sshd::start().unwrap();
+    let s = session(&sshd).await;
+    let path = sshd.dir().join("etc/kubeadm/join.yaml");
+    let path = path.to_str().unwrap();
+    s.upload(path, b"token: abcdef.0123456789abcdef\n", 0o600, None, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(path).unwrap(),
+        "token: abcdef.0123456789abcdef\n"
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!Path::new(&format!("{path}.homelab-tmp")).exists());
+    s.upload(path, b"v2", 0o644, Some("root:root"), true)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), b"v2");
+    assert_eq!(s.read_file(path, false).await.unwrap().unwrap(), b"v2");
+    assert_eq!(s.read_file("/nonexistent/file", false).await.unwrap(), None);
+    let who = s
+        .run(&Cmd::new("id -u").sudo())
+        .await
+        .unwrap()
+        .stdout_text();
+    assert_eq!(who.trim(), "0", "sudo runs as root");
+}
+
+#[tokio::test]
+async fn unknown_hosts_are_recorded_and_changed_keys_refused() {
+    let sshd = Sshd::start().unwrap();
+    let known = sshd.dir().join("kh/known_hosts");
+    let key = load_key(&sshd.client_key.private_path).unwrap();
+    let strict = options(&sshd, &known, HostKeyPolicy::Strict);
+    let err = Session::connect(&target(&sshd, "n1"), &strict, &key)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::HostKeyUnknown { .. }), "{err}");
+
+    let tofu = options(&sshd, &known, HostKeyPolicy::TrustOnFirstUse);
+    Session::connect(&target(&sshd, "n1"), &tofu, &key)
+        .await
+        .unwrap();
+    let recorded = std::fs::read_to_string(&known).unwrap();
+    assert!(
+        recorded.contains(sshd.host_key.public.split_whitespace().nth(1).unwrap()),
+        "{recorded}"
+    );
+    Session::connect(&target(&sshd, "n1"), &strict, &key)
+        .await
+        .unwrap();
+
+    // Another server on the same address and port: a changed key.
+    let imposter = sshd
+        .client_key
+        .public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(
+        &known,
+        format!("[{}]:{} {imposter}\n", sshd.addr.ip(), sshd.addr.port()),
+    )
+    .unwrap();
+    let err = Session::connect(&target(&sshd, "n1"), &tofu, &key)
+        .await
+        .unwrap_err();
+    match &err {
+        SshError::HostKeyChanged { line, .. } => assert_eq!(*line, 1),
+        other => panic!("expected a refused changed key, got {other}"),
+    }
+    assert!(err.to_string().contains("HOST KEY CHANGED"));
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap().lines().count(),
+        1,
+        "nothing was learned"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_replaced() {
+    let mut sshd = Sshd::start().unwrap();
+    let opts = options(
+        &sshd,
+        &sshd.dir().join("known_hosts"),
+        HostKeyPolicy::TrustOnFirstUse,
+    );
+    let pool = Pool::new(opts).unwrap();
+    let t = target(&sshd, "n1");
+    pool.run(&t, &Cmd::new("true")).await.unwrap();
+    let first = pool.session(&t).await.unwrap();
+    // Kill the server side of our connection (sshd's per-connection child).
+    let _ = std::process::Command::new("pkill")
+        .args(["-P", &sshd.pid().to_string()])
+        .status();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = pool.run(&t, &Cmd::new("echo again")).await.unwrap();
+    assert_eq!(out.stdout_text(), "again\n");
+    assert!(
+        !Arc::ptr_eq(&first, &pool.session(&t).await.unwrap()),
+        "a new connection was made"
+    );
+    // Stop the server and its per-connection processes: nothing answers any more.
+    let _ = std::process::Command::new("pkill")
+        .args(["-P", &sshd.pid().to_string()])
+        .status();
+    sshd.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = pool.run(&t, &Cmd::new("true")).await.unwrap_err();
+    assert!(
+        matches!(err, SshError::Connect { .. } | SshError::Channel { .. }),
+        "{err}"
+    );
+}
+
+fn steps(dir: &Path) -> Vec<Step> {
+    let marker = dir.join("marker");
+    vec![
+        Step::file(
+            "config",
+            dir.join("conf/app.toml").to_str().unwrap(),
+            "a = 1\n",
+            0o640,
+            None,
+        ),
+        Step::command(
+            "marker",
+            "create the marker file",
+            &format!("test -f {}", marker.display()),
+            &format!("touch {}", marker.display()),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn steps_apply_once_then_report_unchanged_and_dry_run_changes_nothing() {
+    let servers: Vec<Sshd> = (0..3).map(|_| Sshd::start().unwrap()).collect();
+    let opts = options(
+        &servers[0],
+        &servers[0].dir().join("known_hosts"),
+        HostKeyPolicy::TrustOnFirstUse,
+    );
+    let mut runner = Runner::new(Arc::new(Pool::new(opts).unwrap()));
+    let work = |servers: &[Sshd]| -> Vec<(Target, Vec<Step>)> {
+        servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (target(s, &format!("n{i}")), steps(s.dir())))
+            .collect()
+    };
+    // All servers accept the same client key? Each server has its own; use each one's key.
+    // (The pool has one key, so give every server the first server's authorized key.)
+    for s in &servers[1..] {
+        std::fs::write(
+            s.dir().join("authorized_keys"),
+            format!("{}\n", servers[0].client_key.public),
+        )
+        .unwrap();
+    }
+    // The simulated hosts share this machine's filesystem: each gets its own lock.
+    let locks = servers[0].dir().join("locks");
+    runner.lock_dir = format!("{}/{{host}}", locks.display());
+
+    runner.dry_run = true;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let events: Arc<dyn Fn(Event<'_>) + Send + Sync> = Arc::new(move |e| {
+        if let Event::Done(r) = e {
+            sink.lock()
+                .unwrap()
+                .push(format!("{} {} {:?}", r.host, r.step, r.outcome));
+        }
+    });
+    let dry = runner.run(work(&servers), events.clone()).await.unwrap();
+    assert!(
+        dry.iter().all(|r| r.outcome == Outcome::WouldChange),
+        "{dry:?}"
+    );
+    assert!(
+        !servers[0].dir().join("marker").exists(),
+        "a dry run changes nothing"
+    );
+
+    runner.dry_run = false;
+    let first = runner.run(work(&servers), events.clone()).await.unwrap();
+    assert_eq!(first.len(), 6);
+    assert!(first.iter().all(|r| r.outcome == Outcome::Changed));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(servers[1].dir().join("conf/app.toml"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o640);
+    let second = runner.run(work(&servers), events).await.unwrap();
+    assert!(
+        second.iter().all(|r| r.outcome == Outcome::Unchanged),
+        "{second:?}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 18);
+    assert_eq!(
+        std::fs::read_dir(&locks).unwrap().count(),
+        0,
+        "every lock was released"
+    );
+}
+
+#[tokio::test]
+async fn failures_name_host_step_command_and_stderr() {
+    let sshd = Sshd::start().unwrap();
+    let opts = options(
+        &sshd,
+        &sshd.dir().join("known_hosts"),
+        HostKeyPolicy::TrustOnFirstUse,
+    );
+    let mut runner = Runner::new(Arc::new(Pool::new(opts).unwrap()));
+    runner.lock_dir = sshd.dir().join("lock").display().to_string();
+    let bad = Step::command(
+        "broken",
+        "do the impossible",
+        "false",
+        "echo 'no such thing' >&2; exit 3",
+    );
+    let never = Step {
+        name: "never-converges".into(),
+        description: "x".into(),
+        check: Check::Command(Cmd::new("false")),
+        changes: vec![],
+    };
+    let err = runner
+        .run(vec![(target(&sshd, "n1"), vec![bad])], Arc::new(|_| {}))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("n1: step broken: command failed (command `echo 'no such thing' >&2; exit 3`, exit status 3, stderr: no such thing)"), "{text}");
+    assert!(
+        !sshd.dir().join("lock").exists(),
+        "the lock is released after a failure"
+    );
+    let err = runner
+        .run(vec![(target(&sshd, "n1"), vec![never])], Arc::new(|_| {}))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("still not in the wanted state"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_run_is_refused_while_the_first_holds_the_lock() {
+    let sshd = Sshd::start().unwrap();
+    let opts = options(
+        &sshd,
+        &sshd.dir().join("known_hosts"),
+        HostKeyPolicy::TrustOnFirstUse,
+    );
+    let pool = Arc::new(Pool::new(opts).unwrap());
+    let lock = sshd.dir().join("lock");
+    let mut slow = Runner::new(pool.clone());
+    slow.lock_dir = lock.display().to_string();
+    let fast = slow.clone();
+    let slow_step = Step::command("slow", "wait", "false", "sleep 3");
+    let t = target(&sshd, "n1");
+    let first = tokio::spawn({
+        let t = t.clone();
+        async move { slow.run(vec![(t, vec![slow_step])], Arc::new(|_| {})).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let err = fast
+        .run(vec![(t, steps(sshd.dir()))], Arc::new(|_| {}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("another run holds"), "{err}");
+    // The first run fails its re-check (sleep changes nothing) but releases the lock.
+    let first = first.await.unwrap();
+    assert!(!lock.exists(), "{first:?}");
+    // A lock left by a killed run of this machine is taken over.
+    std::fs::create_dir_all(&lock).unwrap();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    std::fs::write(
+        lock.join("owner"),
+        format!("{} 4294967 2026-01-01T00:00:00Z\n", hostname.trim()),
+    )
+    .unwrap();
+    fast.run(
+        vec![(target(&sshd, "n1"), steps(sshd.dir()))],
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+}
