@@ -12,9 +12,11 @@
 //!   KubeletConfiguration from one typed spec (v1beta3 or v1beta4 by release).
 //! - [`ca`]: the discovery hash of the cluster CA, computed here.
 //! - [`kubeconfig`]: merging the admin kubeconfig into a user's file.
+//! - [`prepare`]: node preparation steps (swap, modules, sysctls, containerd, packages).
 
 pub mod ca;
 pub mod kubeadm;
 pub mod kubeconfig;
+pub mod prepare;
 pub mod ssh;
 pub mod steps;

@@ -163,6 +163,7 @@ impl Hypervisor {
                 LiveNetwork {
                     owner: xml::read_owner_meta(&xml),
                     active: net.is_active().unwrap_or(false),
+                    dhcp_hosts: xml::network_dhcp_hosts(&xml),
                 },
             );
         }
@@ -265,6 +266,10 @@ impl Hypervisor {
         Ok(plan)
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one match over every kind of action, in plan order"
+    )]
     fn execute(
         &self,
         spec: &ClusterSpec,
@@ -316,6 +321,14 @@ impl Hypervisor {
                         .map_err(libvirt(format!("start network {}", a.name)))?;
                 }
                 (ObjectKind::Network, Change::Delete) => self.remove_network(&a.name)?,
+                (ObjectKind::Network, Change::Update { .. }) => {
+                    let current = live
+                        .networks
+                        .get(&a.name)
+                        .map(|n| n.dhcp_hosts.clone())
+                        .unwrap_or_default();
+                    self.update_dhcp_hosts(spec, &current)?;
+                }
                 (ObjectKind::Pool, Change::Create) => self.create_pool(spec)?,
                 (ObjectKind::Pool, Change::Start) => {
                     self.pool(&a.name)?
@@ -404,12 +417,70 @@ impl Hypervisor {
         }
         let net = self
             .conn
-            .define_network_xml(&xml::network_xml(&spec.network, &owner)?)
+            .define_network_xml(&xml::network_xml(spec, &owner)?)
             .map_err(libvirt(format!("define network {name}")))?;
         net.create()
             .map_err(libvirt(format!("start network {name}")))?;
         net.set_autostart(true)
             .map_err(libvirt(format!("set autostart on network {name}")))?;
+        Ok(())
+    }
+
+    /// Adds and removes DHCP host entries of a running network in place (and in its
+    /// persistent definition): the nodes keep their connection.
+    fn update_dhcp_hosts(&self, spec: &ClusterSpec, current: &[String]) -> Result<()> {
+        const ADD_LAST: u32 = 3;
+        const DELETE: u32 = 2;
+        const SECTION_IP_DHCP_HOST: u32 = 4;
+        const AFFECT_LIVE: u32 = 1;
+        const AFFECT_CONFIG: u32 = 2;
+        let name = &spec.network.name;
+        let net = self.network(name)?;
+        let flags = if net.is_active().unwrap_or(false) {
+            AFFECT_LIVE | AFFECT_CONFIG
+        } else {
+            AFFECT_CONFIG
+        };
+        let wanted: Vec<(String, &crate::spec::NodeSpec)> = spec
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    xml::dhcp_host_key(&n.mac.to_string(), &n.ip.to_string(), &n.name),
+                    n,
+                )
+            })
+            .collect();
+        for key in current {
+            if !wanted.iter().any(|(k, _)| k == key) {
+                let mut parts = key.split(' ');
+                let (mac, ip, host) = (
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or(""),
+                );
+                let element = format!("<host mac='{mac}' name='{host}' ip='{ip}'/>");
+                net.update(DELETE, SECTION_IP_DHCP_HOST, -1, &element, flags)
+                    .map_err(libvirt(format!(
+                        "remove DHCP host {host} from network {name}"
+                    )))?;
+            }
+        }
+        for (key, node) in &wanted {
+            if !current.contains(key) {
+                net.update(
+                    ADD_LAST,
+                    SECTION_IP_DHCP_HOST,
+                    -1,
+                    &xml::dhcp_host_xml(node)?,
+                    flags,
+                )
+                .map_err(libvirt(format!(
+                    "add DHCP host {} to network {name}",
+                    node.name
+                )))?;
+            }
+        }
         Ok(())
     }
 
@@ -452,7 +523,7 @@ impl Hypervisor {
         {
             owner.extra.insert("pool".into(), name.clone());
             self.conn
-                .define_network_xml(&xml::network_xml(&spec.network, &owner)?)
+                .define_network_xml(&xml::network_xml(spec, &owner)?)
                 .map_err(libvirt(format!(
                     "record pool {name} on network {}",
                     spec.network.name
@@ -707,6 +778,11 @@ pub fn desired(spec: &ClusterSpec, kind: DomainType) -> Desired {
     Desired {
         cluster: spec.cluster_id.clone(),
         network: (spec.network.name.clone(), fingerprint(&spec.network)),
+        dhcp_hosts: spec
+            .nodes
+            .iter()
+            .map(|n| xml::dhcp_host_key(&n.mac.to_string(), &n.ip.to_string(), &n.name))
+            .collect(),
         pool: (spec.pool.name.clone(), spec.pool.path.clone()),
         nodes: spec
             .nodes

@@ -164,6 +164,8 @@ pub struct Desired {
     pub cluster: String,
     /// Network name and fingerprint of its definition.
     pub network: (String, String),
+    /// The network's DHCP host entries (`mac ip name`), applied to a running network in place.
+    pub dhcp_hosts: Vec<String>,
     /// Pool name and directory.
     pub pool: (String, PathBuf),
     /// The nodes.
@@ -205,6 +207,8 @@ pub struct LiveNetwork {
     pub owner: Option<OwnerMeta>,
     /// Running.
     pub active: bool,
+    /// Its DHCP host entries (`mac ip name`).
+    pub dhcp_hosts: Vec<String>,
 }
 
 /// A pool libvirt has.
@@ -227,6 +231,12 @@ pub struct LiveDomain {
     pub active: bool,
     /// Files of its disks.
     pub disks: Vec<String>,
+}
+
+fn sorted(items: &[String]) -> Vec<&String> {
+    let mut v: Vec<&String> = items.iter().collect();
+    v.sort();
+    v
 }
 
 fn is_ours(owner: Option<&OwnerMeta>, cluster: &str) -> bool {
@@ -260,6 +270,9 @@ pub fn plan(desired: &Desired, live: &Live) -> Plan {
         },
         Some(n) if n.owner.as_ref().is_some_and(|o| &o.spec != net_fp) => Change::Replace {
             reasons: vec!["network definition changed".into()],
+        },
+        Some(n) if sorted(&n.dhcp_hosts) != sorted(&desired.dhcp_hosts) => Change::Update {
+            reasons: vec!["DHCP host entries changed".into()],
         },
         Some(n) if !n.active => Change::Start,
         Some(_) => Change::Unchanged,
@@ -522,6 +535,10 @@ mod tests {
         Desired {
             cluster: "lab".into(),
             network: ("net".into(), "netfp".into()),
+            dhcp_hosts: nodes
+                .iter()
+                .map(|(name, ..)| format!("mac-{name} ip-{name} {name}"))
+                .collect(),
             pool: ("pool".into(), PathBuf::from("/p")),
             nodes: nodes
                 .iter()
@@ -553,6 +570,7 @@ mod tests {
                         LiveNetwork {
                             owner: Some(o),
                             active: true,
+                            dhcp_hosts: desired.dhcp_hosts.clone(),
                         },
                     );
                 }
@@ -642,6 +660,7 @@ mod tests {
             LiveNetwork {
                 owner: None,
                 active: true,
+                dhcp_hosts: vec![],
             },
         );
         live.domains.insert(

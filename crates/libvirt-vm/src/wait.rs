@@ -114,8 +114,58 @@ impl client::Handler for Verifier {
     }
 }
 
-/// Reads the SSH identification line the server sends first.
-async fn banner(addr: SocketAddr) -> Result<String, Seen> {
+/// A connection whose first bytes (the server's identification line, and whatever was read
+/// with it) were consumed to look at them; they are handed to the SSH client again first, so
+/// one TCP connection serves both the banner check and the session.
+struct Replay {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: tokio::net::TcpStream,
+}
+
+impl tokio::io::AsyncRead for Replay {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let n = buf.remaining().min(this.prefix.len() - this.pos);
+            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Replay {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Connects and reads the SSH identification line the server sends first.
+async fn banner(addr: SocketAddr) -> Result<(String, Replay), Seen> {
     let stream = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| Seen::NoAnswer("connect timed out".into()))?
@@ -123,7 +173,18 @@ async fn banner(addr: SocketAddr) -> Result<String, Seen> {
     let mut reader = tokio::io::BufReader::new(stream);
     let mut line = String::new();
     match tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await {
-        Ok(Ok(n)) if n > 0 && line.starts_with("SSH-") => Ok(line.trim_end().to_owned()),
+        Ok(Ok(n)) if n > 0 && line.starts_with("SSH-") => {
+            let mut prefix = line.clone().into_bytes();
+            prefix.extend_from_slice(reader.buffer());
+            Ok((
+                line.trim_end().to_owned(),
+                Replay {
+                    prefix,
+                    pos: 0,
+                    inner: reader.into_inner(),
+                },
+            ))
+        }
         Ok(Ok(_)) => Err(Seen::NoBanner(format!("got {:?}", line.trim_end()))),
         Ok(Err(e)) => Err(Seen::NoBanner(e.to_string())),
         Err(_) => Err(Seen::NoBanner("no banner within 5s".into())),
@@ -133,7 +194,7 @@ async fn banner(addr: SocketAddr) -> Result<String, Seen> {
 /// Probes one node once.
 pub async fn probe(target: &ReadyTarget, key: &Arc<PrivateKey>) -> Seen {
     let addr = SocketAddr::new(target.ip, target.port);
-    let banner = match banner(addr).await {
+    let (banner, stream) = match banner(addr).await {
         Ok(b) => b,
         Err(seen) => return seen,
     };
@@ -156,7 +217,7 @@ pub async fn probe(target: &ReadyTarget, key: &Arc<PrivateKey>) -> Seen {
     };
     let mut session = match tokio::time::timeout(
         Duration::from_secs(10),
-        client::connect(config, addr, verifier),
+        client::connect_stream(config, stream, verifier),
     )
     .await
     {
@@ -368,7 +429,8 @@ mod tests {
         });
         match banner(addr).await {
             Err(Seen::NoBanner(e)) => assert!(e.contains("HTTP/1.1"), "{e}"),
-            other => panic!("unexpected {other:?}"),
+            Err(other) => panic!("unexpected {other:?}"),
+            Ok((b, _)) => panic!("unexpected banner {b}"),
         }
     }
 }

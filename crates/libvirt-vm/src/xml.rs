@@ -8,7 +8,7 @@ use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use serde::Serialize;
 
-use crate::spec::{BootMode, ClusterSpec, DomainType, NetworkSpec, NodeSpec, PoolSpec};
+use crate::spec::{BootMode, ClusterSpec, DomainType, NodeSpec, PoolSpec};
 
 /// XML namespace of this library's `<metadata>` elements.
 pub const METADATA_NS: &str = "http://homelab.invalid/xmlns/libvirt-vm/1";
@@ -179,13 +179,76 @@ struct IpXml {
     address: String,
     #[serde(rename = "@netmask")]
     netmask: String,
+    dhcp: Dhcp,
 }
 
-/// The network's XML. Nodes have static addresses (cloud-init), so there is no DHCP: nothing
-/// else on the network can take a node's address.
+#[derive(Serialize)]
+struct Dhcp {
+    host: Vec<DhcpHostXml>,
+}
+
+#[derive(Serialize)]
+struct DhcpHostXml {
+    #[serde(rename = "@mac")]
+    mac: String,
+    #[serde(rename = "@name")]
+    name: String,
+    #[serde(rename = "@ip")]
+    ip: String,
+}
+
+/// A node's DHCP host entry, as compared by the planner: `mac ip name`.
+pub fn dhcp_host_key(mac: &str, ip: &str, name: &str) -> String {
+    format!("{} {ip} {name}", mac.to_ascii_lowercase())
+}
+
+/// The `<host .../>` element of a node, for `virNetworkUpdate`.
+///
+/// # Errors
+/// Only if serialization fails.
+pub fn dhcp_host_xml(node: &NodeSpec) -> Result<String, XmlError> {
+    let xml = to_xml(
+        "host",
+        &DhcpHostXml {
+            mac: node.mac.to_string(),
+            name: node.name.clone(),
+            ip: node.ip.to_string(),
+        },
+    )?;
+    Ok(xml.trim().to_owned())
+}
+
+/// The DHCP host entries of a live network's XML, as [`dhcp_host_key`] strings.
+pub fn network_dhcp_hosts(xml: &str) -> Vec<String> {
+    let mut reader = quick_xml::reader::Reader::from_str(xml);
+    let mut hosts = Vec::new();
+    loop {
+        match reader.read_event() {
+            Ok(Event::Empty(e) | Event::Start(e)) if e.name().as_ref() == b"host" => {
+                let attr = |name: &str| {
+                    e.try_get_attribute(name)
+                        .ok()
+                        .flatten()
+                        .and_then(|a| a.unescape_value().ok().map(std::borrow::Cow::into_owned))
+                        .unwrap_or_default()
+                };
+                hosts.push(dhcp_host_key(&attr("mac"), &attr("ip"), &attr("name")));
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    hosts
+}
+
+/// The network's XML. Nodes configure their static addresses themselves (cloud-init); the
+/// DHCP server only answers the nodes' own MAC addresses with their own addresses (no range),
+/// so nothing else on the network can take a node's address.
+///
 /// # Errors
 /// Only if serialization fails, which the fixed structure rules out in practice.
-pub fn network_xml(net: &NetworkSpec, owner: &OwnerMeta) -> Result<String, XmlError> {
+pub fn network_xml(spec: &ClusterSpec, owner: &OwnerMeta) -> Result<String, XmlError> {
+    let net = &spec.network;
     to_xml(
         "network",
         &NetworkXml {
@@ -200,6 +263,17 @@ pub fn network_xml(net: &NetworkSpec, owner: &OwnerMeta) -> Result<String, XmlEr
             ip: IpXml {
                 address: net.gateway.to_string(),
                 netmask: net.cidr.netmask().to_string(),
+                dhcp: Dhcp {
+                    host: spec
+                        .nodes
+                        .iter()
+                        .map(|n| DhcpHostXml {
+                            mac: n.mac.to_string(),
+                            name: n.name.clone(),
+                            ip: n.ip.to_string(),
+                        })
+                        .collect(),
+                },
             },
         },
     )

@@ -83,10 +83,7 @@ fn check(name: &str, actual: &str) {
 
 #[test]
 fn network() {
-    check(
-        "network.xml",
-        &xml::network_xml(&spec().network, &owner()).unwrap(),
-    );
+    check("network.xml", &xml::network_xml(&spec(), &owner()).unwrap());
 }
 
 #[test]

@@ -274,6 +274,46 @@ fn changes_are_applied_in_place_or_by_replacement() {
 }
 
 #[test]
+fn adding_a_node_updates_the_network_in_place() {
+    let host = TestHost::new();
+    host.apply(&host.spec(&[("cp", 10, 2)]));
+    let bigger = host.spec(&[("cp", 10, 2), ("w1", 11, 1)]);
+    let plan = host.hv.plan(&bigger).unwrap();
+    match &plan.actions[0].change {
+        Change::Update { reasons } => assert_eq!(reasons, &["DHCP host entries changed"]),
+        other => panic!("expected an in-place network update, got {other:?}"),
+    }
+    host.apply(&bigger);
+    let xml = host
+        .hv
+        .connection()
+        .lookup_network_by_name("lab-net")
+        .unwrap()
+        .xml_desc(0)
+        .unwrap();
+    assert_eq!(
+        libvirt_vm::xml::network_dhcp_hosts(&xml),
+        [
+            "52:54:00:a8:96:0a 192.168.150.10 cp",
+            "52:54:00:a8:96:0b 192.168.150.11 w1"
+        ]
+    );
+    assert!(host.hv.plan(&bigger).unwrap().is_noop());
+    host.apply(&host.spec(&[("cp", 10, 2)]));
+    let xml = host
+        .hv
+        .connection()
+        .lookup_network_by_name("lab-net")
+        .unwrap()
+        .xml_desc(0)
+        .unwrap();
+    assert_eq!(
+        libvirt_vm::xml::network_dhcp_hosts(&xml),
+        ["52:54:00:a8:96:0a 192.168.150.10 cp"]
+    );
+}
+
+#[test]
 fn an_interrupted_apply_converges() {
     let host = TestHost::new();
     let spec = host.spec(&[("cp", 10, 2)]);

@@ -1,0 +1,329 @@
+//! Node preparation as steps: swap off (now and in fstab), the `overlay` and `br_netfilter`
+//! modules (loaded and persistent), sysctls for bridged traffic and forwarding, containerd
+//! with its configuration written as TOML (systemd cgroups, registry mirrors under
+//! /etc/containerd/certs.d), and kubeadm/kubelet/kubectl from the package channel of the
+//! configured release, held, with the kubelet enabled.
+
+use serde::Serialize;
+
+use crate::kubeadm::Version;
+use crate::ssh::Cmd;
+use crate::steps::{Change, Check, Step};
+
+/// Where the Kubernetes packages come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageSource {
+    /// Base URL of the repository; the channel (`v1.33`) and `/deb/` are appended.
+    /// Override it for an offline mirror.
+    pub base_url: String,
+}
+
+impl Default for PackageSource {
+    fn default() -> Self {
+        Self {
+            base_url: "https://pkgs.k8s.io/core:/stable:".into(),
+        }
+    }
+}
+
+impl PackageSource {
+    /// The apt repository URL of a release's channel.
+    pub fn repository(&self, version: &Version) -> String {
+        format!(
+            "{}/{}/deb/",
+            self.base_url.trim_end_matches('/'),
+            version.channel()
+        )
+    }
+}
+
+/// The modules Kubernetes networking needs.
+pub const MODULES: &[&str] = &["overlay", "br_netfilter"];
+
+/// The sysctls Kubernetes networking needs.
+pub const SYSCTLS: &[(&str, &str)] = &[
+    ("net.bridge.bridge-nf-call-iptables", "1"),
+    ("net.bridge.bridge-nf-call-ip6tables", "1"),
+    ("net.ipv4.ip_forward", "1"),
+];
+
+/// containerd's configuration: CRI plugin with systemd cgroups and per-registry host files.
+pub fn containerd_config() -> String {
+    let mut runc_options = toml::Table::new();
+    runc_options.insert("SystemdCgroup".into(), true.into());
+    let mut runc = toml::Table::new();
+    runc.insert("runtime_type".into(), "io.containerd.runc.v2".into());
+    runc.insert("options".into(), runc_options.into());
+    let mut runtimes = toml::Table::new();
+    runtimes.insert("runc".into(), runc.into());
+    let mut containerd = toml::Table::new();
+    containerd.insert("runtimes".into(), runtimes.into());
+    let mut registry = toml::Table::new();
+    registry.insert("config_path".into(), "/etc/containerd/certs.d".into());
+    let mut cri = toml::Table::new();
+    cri.insert("containerd".into(), containerd.into());
+    cri.insert("registry".into(), registry.into());
+    let mut plugins = toml::Table::new();
+    plugins.insert("io.containerd.grpc.v1.cri".into(), cri.into());
+    let mut root = toml::Table::new();
+    root.insert("version".into(), 2.into());
+    root.insert("plugins".into(), plugins.into());
+    format!(
+        "# Written by homelab: edits are replaced on the next run.\n{}",
+        toml::to_string(&root).unwrap_or_default()
+    )
+}
+
+/// The steps that prepare a node for kubeadm, in order.
+pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
+    let modules = MODULES.join("\n") + "\n";
+    let sysctls = SYSCTLS
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    let sysctl_check = SYSCTLS
+        .iter()
+        .map(|(k, v)| format!("[ \"$(sysctl -n {k} 2>/dev/null)\" = {v} ]"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let modules_loaded = MODULES
+        .iter()
+        .map(|m| format!("[ -d /sys/module/{m} ]"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let repo = source.repository(version);
+    let channel = version.channel();
+    let pkg_version = format!("{}.{}.{}", version.major, version.minor, version.patch);
+    vec![
+        Step::command(
+            "swap-off",
+            "turn swap off and comment it out of /etc/fstab",
+            "[ -z \"$(swapon --show --noheadings)\" ] && ! grep -Eq '^[^#]\\S*\\s+\\S+\\s+swap\\s' /etc/fstab",
+            "swapoff -a && sed -ri 's/^([^#]\\S*\\s+\\S+\\s+swap\\s)/# homelab: swap off for the kubelet: \\1/' /etc/fstab",
+        ),
+        Step::file(
+            "modules-persistent",
+            "/etc/modules-load.d/homelab-k8s.conf",
+            modules,
+            0o644,
+            None,
+        ),
+        Step::command(
+            "modules-loaded",
+            "load the overlay and br_netfilter modules",
+            &modules_loaded,
+            &MODULES
+                .iter()
+                .map(|m| format!("modprobe {m}"))
+                .collect::<Vec<_>>()
+                .join(" && "),
+        ),
+        Step::file(
+            "sysctl",
+            "/etc/sysctl.d/99-homelab-k8s.conf",
+            sysctls,
+            0o644,
+            Some(Cmd::new("sysctl --system >/dev/null").sudo()),
+        ),
+        Step {
+            name: "sysctl-live".into(),
+            description: "apply the bridge and forwarding sysctls now".into(),
+            check: Check::Command(Cmd::new(sysctl_check).sudo()),
+            changes: vec![Change::Run(Cmd::new("sysctl --system >/dev/null").sudo())],
+        },
+        Step::command(
+            "containerd-installed",
+            "install containerd",
+            "command -v containerd >/dev/null",
+            "DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd",
+        ),
+        Step::file(
+            "containerd-config",
+            "/etc/containerd/config.toml",
+            containerd_config(),
+            0o644,
+            Some(
+                Cmd::new("mkdir -p /etc/containerd/certs.d && systemctl restart containerd").sudo(),
+            ),
+        ),
+        Step::command(
+            "kubernetes-repository",
+            &format!("add the Kubernetes {channel} package repository ({repo})"),
+            &format!("grep -qs '{repo}' /etc/apt/sources.list.d/kubernetes.list"),
+            &format!(
+                "mkdir -p /etc/apt/keyrings && curl -fsSL {repo}Release.key | gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg \
+                 && echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] {repo} /' > /etc/apt/sources.list.d/kubernetes.list \
+                 && apt-get update -qq"
+            ),
+        ),
+        Step::command(
+            "kubernetes-packages",
+            &format!("install kubeadm, kubelet and kubectl {pkg_version} and hold them"),
+            &format!(
+                "kubeadm version -o short 2>/dev/null | grep -qx 'v{pkg_version}' && apt-mark showhold | grep -qx kubelet"
+            ),
+            &format!(
+                "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-change-held-packages \
+                 kubeadm='{pkg_version}-*' kubelet='{pkg_version}-*' kubectl='{pkg_version}-*' && apt-mark hold kubeadm kubelet kubectl"
+            ),
+        ),
+        Step::command(
+            "kubelet-enabled",
+            "enable the kubelet",
+            "systemctl is-enabled --quiet kubelet",
+            "systemctl enable kubelet",
+        ),
+    ]
+}
+
+/// What a node is, read before anything changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NodeFacts {
+    /// `PRETTY_NAME` of /etc/os-release.
+    pub os: String,
+    /// CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Tools kubeadm's nodes need that are missing.
+    pub missing: Vec<String>,
+}
+
+/// The command whose output [`parse_facts`] reads.
+pub const FACTS_COMMAND: &str = "grep '^PRETTY_NAME=' /etc/os-release; echo cpus=$(nproc); grep '^MemTotal:' /proc/meminfo; \
+     for t in systemctl apt-get curl gpg modprobe sysctl swapon; do command -v $t >/dev/null || echo missing=$t; done";
+
+/// Reads the output of [`FACTS_COMMAND`].
+pub fn parse_facts(output: &str) -> NodeFacts {
+    let mut facts = NodeFacts::default();
+    for line in output.lines() {
+        if let Some(v) = line.strip_prefix("PRETTY_NAME=") {
+            v.trim_matches('"').clone_into(&mut facts.os);
+        } else if let Some(v) = line.strip_prefix("cpus=") {
+            facts.cpus = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("MemTotal:") {
+            facts.memory_mib = v
+                .split_whitespace()
+                .next()
+                .and_then(|k| k.parse::<u64>().ok())
+                .unwrap_or(0)
+                / 1024;
+        } else if let Some(v) = line.strip_prefix("missing=") {
+            facts.missing.push(v.trim().to_owned());
+        }
+    }
+    facts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containerd_config_is_toml_with_systemd_cgroups_and_mirrors() {
+        let text = containerd_config();
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        let cri = &doc["plugins"]["io.containerd.grpc.v1.cri"];
+        assert_eq!(
+            cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"].as_bool(),
+            Some(true)
+        );
+        assert_eq!(
+            cri["registry"]["config_path"].as_str(),
+            Some("/etc/containerd/certs.d")
+        );
+        assert_eq!(doc["version"].as_integer(), Some(2));
+    }
+
+    #[test]
+    fn steps_follow_the_configured_release_and_source() {
+        let version: Version = "1.33.5".parse().unwrap();
+        let mirror = PackageSource {
+            base_url: "http://mirror.lan/k8s/".into(),
+        };
+        let steps = node_steps(&version, &mirror);
+        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names.first(), Some(&"swap-off"));
+        assert_eq!(names.last(), Some(&"kubelet-enabled"));
+        let repo = steps
+            .iter()
+            .find(|s| s.name == "kubernetes-repository")
+            .unwrap();
+        assert!(
+            repo.description
+                .contains("http://mirror.lan/k8s/v1.33/deb/"),
+            "{}",
+            repo.description
+        );
+        let pkgs = steps
+            .iter()
+            .find(|s| s.name == "kubernetes-packages")
+            .unwrap();
+        match &pkgs.changes[0] {
+            Change::Run(cmd) => assert!(
+                cmd.line.contains("kubeadm='1.33.5-*'") && cmd.line.contains("apt-mark hold"),
+                "{}",
+                cmd.line
+            ),
+            Change::Upload { .. } => panic!("expected a command"),
+        }
+        assert_eq!(
+            PackageSource::default().repository(&version),
+            "https://pkgs.k8s.io/core:/stable:/v1.33/deb/"
+        );
+    }
+
+    #[test]
+    fn swap_lines_in_fstab_are_commented_out_and_then_found_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let fstab = dir.path().join("fstab");
+        std::fs::write(
+            &fstab,
+            "UUID=1 / ext4 defaults 0 1\n/swap.img none swap sw 0 0\n# /old none swap sw 0 0\nUUID=2 /home ext4 defaults 0 2\n",
+        )
+        .unwrap();
+        let step = &node_steps(&"1.33.5".parse().unwrap(), &PackageSource::default())[0];
+        let on_file = |line: &str| {
+            line.replace("/etc/fstab", fstab.to_str().unwrap())
+                .replace("swapoff -a && ", "")
+        };
+        let (Check::Command(check), Change::Run(apply)) = (&step.check, &step.changes[0]) else {
+            panic!("swap-off is a command step");
+        };
+        // Only the fstab half of the check: this machine's own swap is not touched.
+        let fstab_check = on_file(check.line.split(" && ").nth(1).unwrap());
+        let run = |line: &str| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(line)
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(!run(&fstab_check), "an active swap line is detected");
+        assert!(run(&on_file(&apply.line)));
+        assert!(run(&fstab_check), "after the change the check passes");
+        let text = std::fs::read_to_string(&fstab).unwrap();
+        assert!(
+            text.contains("# homelab: swap off for the kubelet: /swap.img none swap sw 0 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("UUID=1 / ext4 defaults 0 1\nUUID=2") || text.contains("UUID=2 /home"),
+            "{text}"
+        );
+        assert!(run(&on_file(&apply.line)), "idempotent");
+        assert_eq!(std::fs::read_to_string(&fstab).unwrap(), text);
+    }
+
+    #[test]
+    fn facts_are_parsed() {
+        let out = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\ncpus=2\nMemTotal:        2014212 kB\nmissing=curl\nmissing=gpg\n";
+        let facts = parse_facts(out);
+        assert_eq!(facts.os, "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!((facts.cpus, facts.memory_mib), (2, 1967));
+        assert_eq!(facts.missing, ["curl", "gpg"]);
+    }
+}
