@@ -475,40 +475,48 @@ impl Session {
                 .exec(true, line.as_str())
                 .await
                 .map_err(|e| channel_err(format!("cannot start: {e}")))?;
-            if let Some(Stdin(data)) = &cmd.stdin {
-                channel
-                    .data(&data[..])
-                    .await
-                    .map_err(|e| channel_err(format!("cannot send standard input: {e}")))?;
-            }
-            channel
-                .eof()
-                .await
-                .map_err(|e| channel_err(format!("cannot close standard input: {e}")))?;
+            // Standard input is written while the output is read: a command that echoes its
+            // input (cat) would otherwise fill the window and wait forever. Shutting the writer
+            // down sends end-of-file.
+            let mut writer = channel.make_writer();
+            let input = cmd.stdin.clone();
+            let write = async move {
+                if let Some(Stdin(data)) = input {
+                    tokio::io::AsyncWriteExt::write_all(&mut writer, &data).await?;
+                }
+                tokio::io::AsyncWriteExt::shutdown(&mut writer).await
+            };
             let mut out = Output {
                 exit_status: 255,
                 stdout: Vec::new(),
                 stderr: Vec::new(),
             };
             let mut status = None;
-            while let Some(msg) = channel.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => {
-                        sink(Stream::Stdout, &data);
-                        out.stdout.extend_from_slice(&data);
+            let read = async {
+                while let Some(msg) = channel.wait().await {
+                    match msg {
+                        ChannelMsg::Data { data } => {
+                            sink(Stream::Stdout, &data);
+                            out.stdout.extend_from_slice(&data);
+                        }
+                        ChannelMsg::ExtendedData { data, ext: 1 } => {
+                            sink(Stream::Stderr, &data);
+                            out.stderr.extend_from_slice(&data);
+                        }
+                        ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                        ChannelMsg::ExitSignal { signal_name, .. } => {
+                            out.stderr.extend_from_slice(
+                                format!("killed by signal {signal_name:?}").as_bytes(),
+                            );
+                        }
+                        _ => {}
                     }
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        sink(Stream::Stderr, &data);
-                        out.stderr.extend_from_slice(&data);
-                    }
-                    ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        out.stderr.extend_from_slice(
-                            format!("killed by signal {signal_name:?}").as_bytes(),
-                        );
-                    }
-                    _ => {}
                 }
+            };
+            let (written, ()) = tokio::join!(write, read);
+            if let Err(e) = written {
+                // A command may exit without reading all of its input; that is its business.
+                tracing::debug!(host = %self.target.name, error = %e, "standard input not fully written");
             }
             out.exit_status = status.ok_or_else(|| {
                 channel_err(

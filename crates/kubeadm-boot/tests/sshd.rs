@@ -86,7 +86,7 @@ async fn large_output_and_stdin_are_complete() {
         .await
         .unwrap();
     assert_eq!(out.stdout.len(), 8_000_000);
-    let input: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let input: Vec<u8> = (0..16_000_000u32).map(|i| (i % 251) as u8).collect();
     let out = s.run(&Cmd::new("cat").stdin(input.clone())).await.unwrap();
     assert_eq!(out.stdout, input);
 }
