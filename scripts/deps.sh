@@ -21,6 +21,8 @@ PACKAGES=(
   "openssh-server:/usr/sbin/sshd"                  # SSH tests against a real server
   "openssh-client:/usr/bin/ssh"
   "sudo:/usr/bin/sudo"                             # the SSH layer's non-interactive sudo, tested on loopback
+  "openssl:/usr/bin/openssl"                       # cross-checks the CA discovery hash
+  "procps:/usr/bin/pkill"
 )
 
 missing=()

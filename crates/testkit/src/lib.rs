@@ -249,3 +249,30 @@ pub fn ensure_libvirtd() -> Result<(), FixtureError> {
         "libvirtd started but qemu:///system does not answer after 60s".into(),
     ))
 }
+
+/// Compares `actual` with the reviewed file `dir/name`; with `UPDATE_GOLDEN` set in the
+/// environment, writes it instead (then review the diff).
+///
+/// # Panics
+/// When the file differs or is missing (the message says how to create it).
+pub fn check_golden(dir: &Path, name: &str, actual: &str) {
+    let path = dir.join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        if let Err(e) = std::fs::write(&path, actual) {
+            panic!("cannot write {}: {e}", path.display());
+        }
+        return;
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(expected) => assert_eq!(
+            actual,
+            expected,
+            "{name} differs from the golden file {}",
+            path.display()
+        ),
+        Err(e) => panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        ),
+    }
+}
