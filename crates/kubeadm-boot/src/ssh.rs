@@ -615,8 +615,13 @@ impl Session {
 pub struct Pool {
     options: SshOptions,
     key: Arc<PrivateKey>,
-    sessions: Mutex<HashMap<Target, Arc<Session>>>,
+    /// One slot per host; a slot is locked only while its host is being connected, so
+    /// different hosts connect in parallel and one host is never connected twice at once.
+    sessions: Mutex<HashMap<Target, Slot>>,
 }
+
+/// The session of one host, if connected.
+type Slot = Arc<Mutex<Option<Arc<Session>>>>;
 
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -645,8 +650,15 @@ impl Pool {
     /// # Errors
     /// Every attempt failed; host key and login errors are not retried.
     pub async fn session(&self, target: &Target) -> Result<Arc<Session>, SshError> {
-        let mut sessions = self.sessions.lock().await;
-        if let Some(s) = sessions.get(target)
+        let slot = self
+            .sessions
+            .lock()
+            .await
+            .entry(target.clone())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(s) = slot.as_ref()
             && !s.is_closed()
         {
             return Ok(s.clone());
@@ -665,13 +677,16 @@ impl Pool {
                 Err(e) => return Err(e),
             }
         };
-        sessions.insert(target.clone(), session.clone());
+        *slot = Some(session.clone());
         Ok(session)
     }
 
     /// Forgets the session to `target` (the next use reconnects).
     pub async fn forget(&self, target: &Target) {
-        self.sessions.lock().await.remove(target);
+        let slot = self.sessions.lock().await.get(target).cloned();
+        if let Some(slot) = slot {
+            *slot.lock().await = None;
+        }
     }
 
     /// Runs `cmd` on `target`; when the connection broke, reconnects once and runs it again.
