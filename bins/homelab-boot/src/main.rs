@@ -37,15 +37,8 @@ struct Cli {
 
 #[derive(Debug, Clone, Args)]
 struct Global {
-    /// Configuration file (default: ./homelab.toml if present, else the embedded default).
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "HOMELAB_CONFIG",
-        value_name = "FILE"
-    )]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: homelab_cli_common::ConfigArg,
     /// A node as NAME=ADDRESS[:PORT], instead of the configuration's nodes (repeatable).
     #[arg(long = "node", global = true, value_name = "NAME=ADDRESS[:PORT]")]
     nodes: Vec<String>,
@@ -115,7 +108,7 @@ struct Setup {
 }
 
 fn setup(global: &Global) -> Result<Setup> {
-    let loaded = ConfigSource::discover(global.config.as_deref()).load()?;
+    let loaded = ConfigSource::discover(global.config.config.as_deref()).load()?;
     let config = loaded.config;
     let user = global
         .user
@@ -406,29 +399,12 @@ async fn fan_out(
 }
 
 fn main() -> ExitCode {
-    homelab_cli_common::install_crypto_provider();
     let cli = Cli::parse();
-    if let Err(e) = cli.log.init() {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command, &cli.global)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {}", homelab_cli_common::error_chain(e.as_ref()));
-            ExitCode::FAILURE
-        }
-    }
+    let log = cli.log.clone();
+    homelab_cli_common::run_main(
+        &log,
+        move || async move { run(cli.command, &cli.global).await },
+    )
 }
 
 #[cfg(test)]

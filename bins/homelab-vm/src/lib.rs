@@ -39,15 +39,9 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// Configuration file (default: ./homelab.toml if present, else the embedded default).
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "HOMELAB_CONFIG",
-        value_name = "FILE"
-    )]
-    pub config: Option<PathBuf>,
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: homelab_cli_common::ConfigArg,
     /// libvirt URI, overriding libvirt.uri (e.g. qemu+ssh://root@host/system).
     #[arg(long, global = true, value_name = "URI")]
     pub uri: Option<String>,
@@ -142,7 +136,7 @@ impl Phase {
     /// # Errors
     /// The configuration is invalid or the public key cannot be read.
     pub fn load(global: &Global) -> Result<Self> {
-        let loaded = ConfigSource::discover(global.config.as_deref()).load()?;
+        let loaded = ConfigSource::discover(global.config.config.as_deref()).load()?;
         for w in &loaded.warnings {
             eprintln!("{}", w.render(&loaded.source_name));
         }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use homelab_cli_common::{LogArgs, install_crypto_provider};
+use homelab_cli_common::LogArgs;
 
 mod config_cmd;
 
@@ -29,15 +29,8 @@ mod config_cmd;
     max_term_width = 100
 )]
 struct Cli {
-    /// Configuration file (default: ./homelab.toml if present, else the embedded default).
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "HOMELAB_CONFIG",
-        value_name = "FILE"
-    )]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: homelab_cli_common::ConfigArg,
 
     #[command(flatten)]
     log: LogArgs,
@@ -63,54 +56,41 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    install_crypto_provider();
     let cli = Cli::parse();
-    if let Err(e) = cli.log.init() {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
-    let result = match cli.command {
-        Command::Config(cmd) => config_cmd::run(cmd, cli.config.as_deref()),
-        phase => run_phase(phase, cli.config),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {}", homelab_cli_common::error_chain(e.as_ref()));
-            ExitCode::FAILURE
+    let log = cli.log.clone();
+    homelab_cli_common::run_main(&log, move || async move {
+        let config = cli.config.config;
+        match cli.command {
+            Command::Config(cmd) => config_cmd::run(cmd, config.as_deref()),
+            phase => run_phase(phase, config).await,
         }
-    }
+    })
 }
 
-/// Runs a phase command on a tokio runtime.
-fn run_phase(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// Runs a phase command.
+async fn run_phase(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let global = homelab_vm::Global {
-        config,
+        config: homelab_cli_common::ConfigArg { config },
         uri: None,
         output: homelab_vm::Output::Text,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        match command {
-            Command::Up(args) => {
-                let phase = homelab_vm::Phase::load(&global)?;
-                homelab_vm::apply(&phase, &args, false).await
-            }
-            Command::Plan => {
-                let phase = homelab_vm::Phase::load(&global)?;
-                println!("== phase 1: VMs ({})", phase.uri);
-                homelab_vm::print_plan(&homelab_vm::plan(&phase).await?, false)?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Status => homelab_vm::run(homelab_vm::Command::List, &global).await,
-            Command::Destroy(args) => {
-                homelab_vm::run(homelab_vm::Command::Destroy(args), &global).await
-            }
-            Command::Config(_) => Ok(ExitCode::SUCCESS),
+    match command {
+        Command::Up(args) => {
+            let phase = homelab_vm::Phase::load(&global)?;
+            homelab_vm::apply(&phase, &args, false).await
         }
-    })
+        Command::Plan => {
+            let phase = homelab_vm::Phase::load(&global)?;
+            println!("== phase 1: VMs ({})", phase.uri);
+            homelab_vm::print_plan(&homelab_vm::plan(&phase).await?, false)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => homelab_vm::run(homelab_vm::Command::List, &global).await,
+        Command::Destroy(args) => {
+            homelab_vm::run(homelab_vm::Command::Destroy(args), &global).await
+        }
+        Command::Config(_) => Ok(ExitCode::SUCCESS),
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,51 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The `-c/--config` flag every tool takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArg {
+    /// Configuration file (default: ./homelab.toml if present, else the embedded default).
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "HOMELAB_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<std::path::PathBuf>,
+}
+
+/// The body of every tool's `main`: installs the crypto provider, sets up logging from
+/// `log`, runs `work` on a multi-threaded tokio runtime, and prints an error with its causes.
+pub fn run_main<F, E>(log: &LogArgs, work: impl FnOnce() -> F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<std::process::ExitCode, E>>,
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
+    install_crypto_provider();
+    if let Err(e) = log.init() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Format of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum LogFormat {

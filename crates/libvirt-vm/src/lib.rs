@@ -12,12 +12,12 @@
 //! before it boots, and [`wait`] verifies it instead of trusting on first use.
 //!
 //! ```no_run
-//! # fn spec() -> libvirt_vm::ClusterSpec { unimplemented!() }
-//! let hv = libvirt_vm::Hypervisor::connect("qemu:///system")?;
-//! let plan = hv.plan(&spec())?;
-//! println!("{plan}");
-//! hv.apply(&spec(), &mut |action| println!("{} {} {}", action.change.label(), action.kind, action.name))?;
-//! # Ok::<(), libvirt_vm::Error>(())
+//! fn bring_up(spec: &libvirt_vm::ClusterSpec) -> libvirt_vm::Result<()> {
+//!     let hv = libvirt_vm::Hypervisor::connect("qemu:///system")?;
+//!     println!("{}", hv.plan(spec)?);
+//!     hv.apply(spec, &mut |action| println!("{} {} {}", action.change.label(), action.kind, action.name))?;
+//!     Ok(())
+//! }
 //! ```
 
 mod error;
