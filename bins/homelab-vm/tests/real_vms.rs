@@ -149,12 +149,148 @@ fn check_nodes(dir: &Path) {
     }
 }
 
+/// The node preparation steps of kubeadm-boot on the three VMs: swap, modules, sysctls,
+/// containerd with its TOML configuration. Checked with OpenSSH afterwards, then run again to
+/// show that nothing changes.
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+fn prepare_nodes(dir: &Path) {
+    use kubeadm_boot::prepare::{PackageSource, node_steps};
+    use kubeadm_boot::ssh::{HostKeyPolicy, Pool, SshOptions, Target};
+    use kubeadm_boot::steps::{Outcome, Runner};
+    use std::sync::Arc;
+
+    // The Kubernetes package repository is not reachable from this machine (only Debian's
+    // archive is), so the steps that install kubeadm, kubelet and kubectl cannot run here.
+    const NEEDS_KUBERNETES_REPOSITORY: &[&str] = &[
+        "kubernetes-repository",
+        "kubernetes-packages",
+        "kubelet-enabled",
+    ];
+    eprintln!(
+        "SKIPPED on the VMs: steps {NEEDS_KUBERNETES_REPOSITORY:?}: the Kubernetes package \
+         repository is unreachable from this machine, and kubeadm/kubelet are not in Debian"
+    );
+    let version = kubeadm_boot::kubeadm::Version {
+        major: 1,
+        minor: 33,
+        patch: 5,
+    };
+    let steps: Vec<_> = node_steps(&version, &PackageSource::default())
+        .into_iter()
+        .filter(|s| !NEEDS_KUBERNETES_REPOSITORY.contains(&s.name.as_str()))
+        .collect();
+    assert!(steps.iter().any(|s| s.name == "containerd-config"));
+    let work = || -> Vec<(Target, Vec<_>)> {
+        [("hlit-cp", 10), ("hlit-w1", 11), ("hlit-w2", 12)]
+            .into_iter()
+            .map(|(name, last)| {
+                (
+                    Target {
+                        name: name.into(),
+                        address: format!("{NET}.{last}"),
+                        port: 22,
+                        user: "ops".into(),
+                    },
+                    steps.clone(),
+                )
+            })
+            .collect()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let run = |dry_run: bool| {
+        runtime.block_on(async {
+            let pool = Pool::new(SshOptions {
+                private_key: dir.join("id_ed25519"),
+                known_hosts: dir.join("known_hosts"),
+                policy: HostKeyPolicy::Strict,
+                connect_timeout: std::time::Duration::from_secs(20),
+                attempts: 3,
+            })
+            .unwrap();
+            let mut runner = Runner::new(Arc::new(pool));
+            runner.dry_run = dry_run;
+            runner
+                .run(
+                    work(),
+                    Arc::new(|e| {
+                        if let kubeadm_boot::steps::Event::Done(r) = e {
+                            eprintln!("[{}] {} {:?} ({} ms)", r.host, r.step, r.outcome, r.millis);
+                        }
+                    }),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+    };
+    // This machine's Debian mirror serves a fixed snapshot whose Release files are past their
+    // Valid-Until date; the host's apt is configured for that, and so must the nodes' be.
+    if let Ok(conf) = std::fs::read_to_string("/etc/apt/apt.conf.d/99artifact-registry") {
+        for last in [10, 11, 12] {
+            ssh(
+                dir,
+                &format!("{NET}.{last}"),
+                &format!(
+                    "printf '%s' '{conf}' | sudo -n tee /etc/apt/apt.conf.d/99artifact-registry >/dev/null"
+                ),
+            );
+        }
+    }
+    let started = Instant::now();
+    let first = run(false);
+    eprintln!("prepare on 3 VMs: {:.0?}", started.elapsed());
+    for step in [
+        "containerd-installed",
+        "containerd-config",
+        "modules-persistent",
+        "sysctl",
+    ] {
+        assert_eq!(
+            first
+                .iter()
+                .filter(|r| r.step == step && r.outcome == Outcome::Changed)
+                .count(),
+            3,
+            "{step} changed on every fresh node: {first:#?}"
+        );
+    }
+    for last in [10, 11, 12] {
+        let out = ssh(
+            dir,
+            &format!("{NET}.{last}"),
+            "lsmod | cut -d' ' -f1 | grep -xE 'overlay|br_netfilter' | sort | tr '\\n' ' '; \
+             sudo -n sysctl -n net.bridge.bridge-nf-call-iptables net.ipv4.ip_forward | tr '\\n' ' '; \
+             sudo -n systemctl is-active containerd; sudo -n swapon --show --noheadings | wc -l; \
+             grep -c 'SystemdCgroup = true' /etc/containerd/config.toml; \
+             sudo -n ctr version >/dev/null && echo ctr-ok",
+        );
+        assert_eq!(
+            out, "br_netfilter overlay 1 1 active\n0\n1\nctr-ok\n",
+            "node .{last}"
+        );
+    }
+    let second = run(false);
+    let changed: Vec<_> = second
+        .iter()
+        .filter(|r| r.outcome != Outcome::Unchanged)
+        .collect();
+    assert!(changed.is_empty(), "a re-run changed: {changed:#?}");
+    assert_eq!(second.len(), 3 * steps.len());
+    let dry = run(true);
+    assert!(dry.iter().all(|r| r.outcome == Outcome::Unchanged));
+}
+
 #[test]
 #[ignore = "boots real VMs under qemu:///system (root, several minutes); `make test` runs it"]
 fn real_vms_apply_reapply_interrupt_destroy() {
     homelab_testkit::ensure_libvirtd().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    // HOMELAB_TEST_KEEP=1 keeps the keys and known_hosts, to log in after a failure.
+    let dir = tempfile::Builder::new()
+        .prefix("hlit-")
+        .disable_cleanup(std::env::var_os("HOMELAB_TEST_KEEP").is_some())
+        .tempdir()
+        .unwrap();
     let d = dir.path();
+    eprintln!("test directory: {}", d.display());
     let keygen = StdCommand::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "hlit", "-f"])
         .arg(d.join("id_ed25519"))
@@ -177,7 +313,10 @@ fn real_vms_apply_reapply_interrupt_destroy() {
     );
     check_nodes(d);
 
-    // 2. A re-run changes nothing.
+    // 2. The cluster layer's node preparation, as root on real machines.
+    prepare_nodes(d);
+
+    // 3. A re-run changes nothing.
     let plan = homelab_vm(d).arg("plan").assert().success();
     let plan = String::from_utf8(plan.get_output().stdout.clone()).unwrap();
     assert!(plan.trim_end().ends_with("plan: 11 unchanged"), "{plan}");
@@ -189,7 +328,7 @@ fn real_vms_apply_reapply_interrupt_destroy() {
         .stdout(predicates::str::contains("(0 changes)"));
     eprintln!("idempotent re-apply: {:.1?}", started.elapsed());
 
-    // 3. A node lost, the tool killed while re-creating it, then run again: converges.
+    // 4. A node lost, the tool killed while re-creating it, then run again: converges.
     virsh(&["destroy", "hlit-w2"]);
     virsh(&["undefine", "hlit-w2"]);
     let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("homelab-vm"))
@@ -218,7 +357,7 @@ fn real_vms_apply_reapply_interrupt_destroy() {
         .success()
         .stdout(predicates::str::contains("plan: 11 unchanged"));
 
-    // 4. Destroy leaves nothing of this cluster behind.
+    // 5. Destroy leaves nothing of this cluster behind.
     homelab_vm(d).args(["destroy", "--yes"]).assert().success();
     let domains = virsh(&["list", "--all", "--name"]);
     assert!(!domains.contains("hlit-"), "{domains}");

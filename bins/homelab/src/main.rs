@@ -1,7 +1,7 @@
 //! `homelab`: builds a home-lab Kubernetes platform from one `homelab.toml`.
 //!
-//! Today it reads, checks and explains the configuration; each layer adds its phase
-//! commands (`up`, `plan`, `status`, ...) as it lands.
+//! It reads, checks and explains the configuration, and runs the phases each layer
+//! implements: VMs (homelab-vm) and the cluster (homelab-boot).
 
 #![allow(
     clippy::doc_markdown,
@@ -39,15 +39,41 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    #[command(flatten)]
+    vms: homelab_vm::ApplyArgs,
+    /// Stop after phase 1 (the VMs). --no-wait implies it.
+    #[arg(long)]
+    vms_only: bool,
+    /// The pod network manifest's pinned sha256 (default: versions.flannel_manifest_sha256).
+    #[arg(long, value_name = "HEX")]
+    flannel_sha256: Option<String>,
+    /// Where the cluster's kubeconfig goes.
+    #[command(flatten)]
+    kubeconfig: homelab_boot::KubeconfigArg,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build the platform, phase by phase. Phases today: VMs (libvirt network, pool, disks,
-    /// cloud-init, boot, wait for SSH). Re-running changes only what differs.
-    Up(homelab_vm::ApplyArgs),
+    /// Build the platform, phase by phase: 1. VMs (libvirt network, pool, disks, cloud-init,
+    /// boot, wait for SSH); 2. cluster (node preparation, kubeadm init and join, kubeconfig,
+    /// pod network, all nodes Ready). Re-running changes only what differs.
+    Up(UpArgs),
     /// Show what `up` would change, per object, without changing anything.
     Plan,
     /// The state of every node.
     Status,
+    /// Upgrade the cluster to cluster.kubernetes_version of homelab.toml, one node at a time,
+    /// after pre-checks (see `homelab-boot upgrade --help`).
+    Upgrade {
+        /// Only check and show what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Where the cluster's kubeconfig is.
+        #[command(flatten)]
+        kubeconfig: homelab_boot::KubeconfigArg,
+    },
     /// Remove everything `up` created for this cluster (and nothing else).
     Destroy(homelab_vm::DestroyArgs),
     /// Write, check, show and describe homelab.toml.
@@ -77,19 +103,99 @@ async fn run_phase(command: Command, config: Option<PathBuf>) -> anyhow::Result<
     match command {
         Command::Up(args) => {
             let phase = homelab_vm::Phase::load(&global)?;
-            homelab_vm::apply(&phase, &args, false).await
+            eprintln!("== phase 1: VMs ({})", phase.uri);
+            let code = homelab_vm::apply(&phase, &args.vms, false).await?;
+            if code != ExitCode::SUCCESS || args.vms_only {
+                return Ok(code);
+            }
+            if args.vms.no_wait {
+                eprintln!(
+                    "== phase 2 (cluster) not run: --no-wait leaves the nodes unready for it"
+                );
+                return Ok(code);
+            }
+            eprintln!("== phase 2: cluster");
+            homelab_boot::run(
+                homelab_boot::Command::Up {
+                    package_source: None,
+                    manifest: None,
+                    sha256: args.flannel_sha256,
+                    timeout: std::time::Duration::from_secs(10 * 60),
+                    kubeconfig: args.kubeconfig,
+                },
+                &boot_global(&global),
+            )
+            .await
+        }
+        Command::Upgrade {
+            dry_run,
+            kubeconfig,
+        } => {
+            homelab_boot::run(
+                homelab_boot::Command::Upgrade {
+                    to: None,
+                    dry_run,
+                    drain_timeout: std::time::Duration::from_secs(10 * 60),
+                    package_source: None,
+                    kubeconfig,
+                },
+                &boot_global(&global),
+            )
+            .await
         }
         Command::Plan => {
             let phase = homelab_vm::Phase::load(&global)?;
             println!("== phase 1: VMs ({})", phase.uri);
-            homelab_vm::print_plan(&homelab_vm::plan(&phase).await?, false)?;
-            Ok(ExitCode::SUCCESS)
+            let vms = homelab_vm::plan(&phase).await?;
+            homelab_vm::print_plan(&vms, false)?;
+            if !vms.is_noop() {
+                println!("== phase 2: cluster: every step, once the VMs exist");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("== phase 2: cluster (steps on standard error)");
+            let boot = boot_global(&global);
+            let code = homelab_boot::run(
+                homelab_boot::Command::Prepare {
+                    dry_run: true,
+                    package_source: None,
+                },
+                &boot,
+            )
+            .await?;
+            if code != ExitCode::SUCCESS {
+                return Ok(code);
+            }
+            homelab_boot::run(
+                homelab_boot::Command::Bootstrap {
+                    dry_run: true,
+                    kubeconfig: homelab_boot::KubeconfigArg {
+                        kubeconfig: std::path::PathBuf::from("~/.kube/config"),
+                    },
+                },
+                &boot,
+            )
+            .await
         }
         Command::Status => homelab_vm::run(homelab_vm::Command::List, &global).await,
         Command::Destroy(args) => {
             homelab_vm::run(homelab_vm::Command::Destroy(args), &global).await
         }
         Command::Config(_) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The cluster phase's options: the configuration's nodes, keys and known_hosts.
+fn boot_global(vm: &homelab_vm::Global) -> homelab_boot::Global {
+    homelab_boot::Global {
+        config: vm.config.clone(),
+        nodes: Vec::new(),
+        only: Vec::new(),
+        user: None,
+        key: None,
+        known_hosts: None,
+        trust_new_hosts: false,
+        parallel: homelab_boot::DEFAULT_PARALLEL,
+        output: homelab_boot::Output::Text,
     }
 }
 

@@ -303,6 +303,10 @@ impl Default for LibvirtConfig {
 pub struct ComponentVersions {
     /// Flannel CNI.
     pub flannel: PinnedVersion,
+    /// sha256 of Flannel's release manifest (kube-flannel.yml) of that version; the manifest
+    /// is applied only when it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flannel_manifest_sha256: Option<String>,
     /// MetalLB.
     pub metallb: PinnedVersion,
     /// ingress-nginx Helm chart.
@@ -330,6 +334,7 @@ impl Default for ComponentVersions {
     fn default() -> Self {
         Self {
             flannel: pinned("v0.27.4"),
+            flannel_manifest_sha256: None,
             metallb: pinned("v0.15.2"),
             ingress_nginx: pinned("4.13.3"),
             cert_manager: pinned("v1.19.1"),

@@ -12,11 +12,22 @@
 //!   KubeletConfiguration from one typed spec (v1beta3 or v1beta4 by release).
 //! - [`ca`]: the discovery hash of the cluster CA, computed here.
 //! - [`kubeconfig`]: merging the admin kubeconfig into a user's file.
+//! - [`bootstrap`]: `kubeadm init`, bootstrap tokens, parallel joins, the admin kubeconfig.
+//! - [`cni`]: Flannel's manifest, pinned by digest, pod CIDR set, applied server-side.
+//! - [`nodes`]: node readiness by watching, cordon and drain.
+//! - [`upgrade`]: kubeadm upgrades node by node with pre- and post-checks.
 //! - [`prepare`]: node preparation steps (swap, modules, sysctls, containerd, packages).
 
+pub mod bootstrap;
 pub mod ca;
+pub mod cni;
 pub mod kubeadm;
 pub mod kubeconfig;
+pub mod nodes;
 pub mod prepare;
 pub mod ssh;
 pub mod steps;
+pub mod upgrade;
+
+#[cfg(test)]
+mod testing;

@@ -93,9 +93,7 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
         .map(|m| format!("[ -d /sys/module/{m} ]"))
         .collect::<Vec<_>>()
         .join(" && ");
-    let repo = source.repository(version);
-    let channel = version.channel();
-    let pkg_version = format!("{}.{}.{}", version.major, version.minor, version.patch);
+    let pkg_version = package_version(version);
     vec![
         Step::command(
             "swap-off",
@@ -148,16 +146,7 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
                 Cmd::new("mkdir -p /etc/containerd/certs.d && systemctl restart containerd").sudo(),
             ),
         ),
-        Step::command(
-            "kubernetes-repository",
-            &format!("add the Kubernetes {channel} package repository ({repo})"),
-            &format!("grep -qs '{repo}' /etc/apt/sources.list.d/kubernetes.list"),
-            &format!(
-                "mkdir -p /etc/apt/keyrings && curl -fsSL {repo}Release.key | gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg \
-                 && echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] {repo} /' > /etc/apt/sources.list.d/kubernetes.list \
-                 && apt-get update -qq"
-            ),
-        ),
+        repository_step(version, source),
         Step::command(
             "kubernetes-packages",
             &format!("install kubeadm, kubelet and kubectl {pkg_version} and hold them"),
@@ -176,6 +165,28 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
             "systemctl enable kubelet",
         ),
     ]
+}
+
+/// The step that points apt at the package channel of `version` (replacing another
+/// channel's entry, as upgrades to a new minor release need).
+pub fn repository_step(version: &Version, source: &PackageSource) -> Step {
+    let repo = source.repository(version);
+    let channel = version.channel();
+    Step::command(
+        "kubernetes-repository",
+        &format!("add the Kubernetes {channel} package repository ({repo})"),
+        &format!("grep -qs '{repo}' /etc/apt/sources.list.d/kubernetes.list"),
+        &format!(
+            "mkdir -p /etc/apt/keyrings && curl -fsSL {repo}Release.key | gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg \
+             && echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] {repo} /' > /etc/apt/sources.list.d/kubernetes.list \
+             && apt-get update -qq"
+        ),
+    )
+}
+
+/// The package version string of a release (`1.33.5`).
+pub fn package_version(version: &Version) -> String {
+    format!("{}.{}.{}", version.major, version.minor, version.patch)
 }
 
 /// What a node is, read before anything changes.

@@ -41,6 +41,9 @@ impl ImageRecipe {
                 "systemd-sysv",
                 "sudo",
                 "ifupdown",
+                // cloud-init's ifupdown renderer adds routes with `route` (net-tools); without
+                // it the default route is silently missing.
+                "net-tools",
                 "ca-certificates",
             ]
             .map(String::from)
@@ -260,6 +263,11 @@ fn configure_rootfs(rootfs: &Path) -> Result<()> {
         "# Written by homelab's image builder: only the NoCloud seed is looked for.\n\
          datasource_list: [ NoCloud, None ]\n\
          resize_rootfs: true\n",
+    )?;
+    // Not the build host's resolver: the seed points each node at its gateway.
+    write(
+        &rootfs.join("etc/resolv.conf"),
+        "# Written at boot by cloud-init (homelab seed).\n",
     )?;
     // A fresh machine id per node, and no host keys baked into the image.
     write(&rootfs.join("etc/machine-id"), "")?;

@@ -99,6 +99,9 @@ struct UserData<'a> {
     ssh_deletekeys: bool,
     ssh_genkeytypes: Vec<String>,
     ssh_keys: SshKeys<'a>,
+    // Minimal images have no resolvconf or resolved to apply the network config's DNS
+    // servers; their /etc/resolv.conf is then a plain file, written here at every boot.
+    bootcmd: Vec<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -205,6 +208,14 @@ pub fn documents(
             ed25519_private: &host_key.private_openssh,
             ed25519_public: &host_key.public_openssh,
         },
+        bootcmd: vec![vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "[ -L /etc/resolv.conf ] || printf 'nameserver {}\\n' > /etc/resolv.conf",
+                spec.network.gateway
+            ),
+        ]],
     };
     let meta = MetaData {
         instance_id: format!("{}-{}", spec.cluster_id, node.name),
@@ -289,6 +300,13 @@ mod tests {
         assert!(docs.user_data.starts_with("#cloud-config\n"));
         let user: serde_norway::Value = serde_norway::from_str(&docs.user_data).unwrap();
         assert_eq!(user["locale"], serde_norway::Value::Bool(false));
+        assert_eq!(
+            user["bootcmd"][0][2].as_str(),
+            Some(
+                "[ -L /etc/resolv.conf ] || printf 'nameserver 192.168.150.1\\n' > /etc/resolv.conf"
+            ),
+            "DNS through the gateway where nothing else manages resolv.conf"
+        );
         assert_eq!(user["users"][0]["name"].as_str(), Some("ops"));
         assert_eq!(
             user["ssh_keys"]["ed25519_public"].as_str(),

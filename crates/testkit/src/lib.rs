@@ -1,5 +1,8 @@
 //! Real peers for tests: [`Sshd`] starts OpenSSH's `sshd` on 127.0.0.1 with throwaway host
-//! and client keys, and stops it when dropped.
+//! and client keys, and stops it when dropped. [`kube_api::ApiServer`] is a stateful fake of
+//! the Kubernetes API server for unit tests of `kube` code.
+
+pub mod kube_api;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,614 @@
+//! `homelab-boot`: the cluster phase of homelab over SSH, as a library (for `homelab up`)
+//! and the `homelab-boot` command.
+#![allow(
+    clippy::doc_markdown,
+    reason = "doc comments here are --help text, read in a terminal"
+)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use homelab_cli_common::LogArgs;
+use homelab_config::{ConfigSource, expand_home};
+use kubeadm_boot::prepare::{FACTS_COMMAND, PackageSource, node_steps, parse_facts};
+use kubeadm_boot::ssh::{Cmd, HostKeyPolicy, Pool, SshOptions, Target};
+use kubeadm_boot::steps::{Event, Outcome, Runner};
+
+mod cluster;
+
+/// Turn SSH-reachable Linux nodes into a kubeadm cluster.
+///
+/// Nodes, login user, key and known_hosts come from homelab.toml (or --node/--user/--key).
+/// Host keys must already be in known_hosts (homelab-vm records them when it creates the
+/// VMs); --trust-new-hosts records unknown ones on first contact. A changed key is always
+/// refused.
+#[derive(Debug, Parser)]
+#[command(name = "homelab-boot", version, max_term_width = 100)]
+pub struct Cli {
+    /// Options of every command.
+    #[command(flatten)]
+    pub global: Global,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Hosts worked on at once, unless --parallel says otherwise.
+pub const DEFAULT_PARALLEL: usize = kubeadm_boot::steps::DEFAULT_PARALLELISM;
+
+/// Options of every command.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: homelab_cli_common::ConfigArg,
+    /// A node as NAME=ADDRESS[:PORT], instead of the configuration's nodes (repeatable; the
+    /// first is the control plane).
+    #[arg(long = "node", global = true, value_name = "NAME=ADDRESS[:PORT]")]
+    pub nodes: Vec<String>,
+    /// Only these nodes (by name; repeatable).
+    #[arg(long = "only", global = true, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Login user (default: ssh.user).
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+    /// Private key (default: ssh.private_key).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// known_hosts file (default: ssh.known_hosts).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record the host keys of hosts not yet in known_hosts (trust on first use).
+    #[arg(long, global = true)]
+    pub trust_new_hosts: bool,
+    /// Hosts worked on at once.
+    #[arg(long, global = true, default_value_t = DEFAULT_PARALLEL)]
+    pub parallel: usize,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// JSON on standard output.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report each node's OS, CPUs, memory and missing tools, changing nothing.
+    Preflight,
+    /// Prepare the nodes for kubeadm: swap off, modules, sysctls, containerd, packages of the
+    /// configured Kubernetes release (held), kubelet enabled. Re-running changes nothing.
+    Prepare {
+        /// Only check and show what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Kubernetes package repository base, for offline mirrors.
+        #[arg(long, value_name = "URL")]
+        package_source: Option<String>,
+    },
+    /// Create the cluster: `kubeadm init` on the control plane (only when it has no
+    /// /etc/kubernetes/admin.conf), then every worker not yet joined, in parallel, with a
+    /// bootstrap token made (or reused) for the purpose; then merge the admin kubeconfig into
+    /// --kubeconfig. Run `prepare` first. Re-running changes nothing.
+    Bootstrap {
+        /// Only check and show what would change.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        /// Where the cluster's kubeconfig goes.
+        kubeconfig: KubeconfigArg,
+    },
+    /// Fetch the control plane's admin kubeconfig and merge it into --kubeconfig under a
+    /// context named after the cluster (other contexts are kept; the file is written 0600).
+    Kubeconfig {
+        #[command(flatten)]
+        /// Where the cluster's kubeconfig goes.
+        kubeconfig: KubeconfigArg,
+    },
+    /// Install the pod network (Flannel) by server-side apply and wait, by watching, until
+    /// every node is Ready. The manifest is Flannel's release file of versions.flannel; it is
+    /// applied only when its sha256 matches the pinned one (--sha256 or
+    /// versions.flannel_manifest_sha256 in homelab.toml).
+    Cni {
+        /// Manifest URL or local file (default: Flannel's release of versions.flannel).
+        #[arg(long, value_name = "URL|FILE")]
+        manifest: Option<String>,
+        /// The manifest's pinned sha256.
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// How long the nodes may take to become Ready.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        timeout: Duration,
+        #[command(flatten)]
+        /// Where the cluster's kubeconfig goes.
+        kubeconfig: KubeconfigArg,
+    },
+    /// Upgrade the cluster to cluster.kubernetes_version (or --to), one node at a time,
+    /// control plane first: kubeadm, `kubeadm upgrade apply|node`, drain, kubelet, uncordon,
+    /// Ready at the new version. Pre-checks (all nodes Ready, one minor release at most, no
+    /// downgrade) run before anything changes.
+    Upgrade {
+        /// Target release (default: cluster.kubernetes_version).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// Only check and show what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Time allowed to drain each node.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        drain_timeout: Duration,
+        /// Kubernetes package repository base, for offline mirrors.
+        #[arg(long, value_name = "URL")]
+        package_source: Option<String>,
+        #[command(flatten)]
+        /// Where the cluster's kubeconfig goes.
+        kubeconfig: KubeconfigArg,
+    },
+    /// Everything, in order: prepare, bootstrap (with the kubeconfig), cni. What `homelab up`
+    /// runs after the VMs. Re-running changes nothing.
+    Up {
+        /// Kubernetes package repository base, for offline mirrors.
+        #[arg(long, value_name = "URL")]
+        package_source: Option<String>,
+        /// The pod network manifest (see `cni`).
+        #[arg(long, value_name = "URL|FILE")]
+        manifest: Option<String>,
+        /// The manifest's pinned sha256 (see `cni`).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// How long the nodes may take to become Ready.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        timeout: Duration,
+        /// Where the cluster's kubeconfig goes.
+        #[command(flatten)]
+        kubeconfig: KubeconfigArg,
+    },
+    /// Run one command on the nodes in parallel and report each exit status.
+    Exec {
+        /// Run as root (sudo -n).
+        #[arg(long)]
+        sudo: bool,
+        /// Time limit per node.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+        timeout: Duration,
+        /// The command.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+/// The kubeconfig file the commands write and read.
+#[derive(Debug, Clone, Args)]
+pub struct KubeconfigArg {
+    /// Kubeconfig file to merge the cluster's context into, and to reach the API with.
+    #[arg(
+        long,
+        env = "KUBECONFIG",
+        default_value = "~/.kube/config",
+        value_name = "FILE"
+    )]
+    pub kubeconfig: PathBuf,
+}
+
+struct Setup {
+    config: homelab_config::Config,
+    targets: Vec<Target>,
+    /// Name of the control-plane node (the configuration's, or the first --node).
+    control_plane: String,
+    options: SshOptions,
+}
+
+fn setup(global: &Global) -> Result<Setup> {
+    let loaded = ConfigSource::discover(global.config.config.as_deref()).load()?;
+    let config = loaded.config;
+    let user = global
+        .user
+        .clone()
+        .unwrap_or_else(|| config.ssh.user.clone());
+    let mut targets: Vec<Target> = if global.nodes.is_empty() {
+        config
+            .nodes
+            .iter()
+            .map(|n| Target {
+                name: n.name.clone(),
+                address: n.ip.to_string(),
+                port: 22,
+                user: user.clone(),
+            })
+            .collect()
+    } else {
+        global
+            .nodes
+            .iter()
+            .map(|spec| {
+                let (name, addr) = spec
+                    .split_once('=')
+                    .with_context(|| format!("--node {spec}: expected NAME=ADDRESS[:PORT]"))?;
+                let (address, port) = match addr.rsplit_once(':') {
+                    Some((a, p)) => (
+                        a.to_owned(),
+                        p.parse()
+                            .with_context(|| format!("--node {spec}: bad port {p}"))?,
+                    ),
+                    None => (addr.to_owned(), 22),
+                };
+                Ok(Target {
+                    name: name.to_owned(),
+                    address,
+                    port,
+                    user: user.clone(),
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    let control_plane = if global.nodes.is_empty() {
+        config
+            .nodes
+            .iter()
+            .find(|n| n.role == homelab_config::NodeRole::ControlPlane)
+            .map(|n| n.name.clone())
+    } else {
+        targets.first().map(|t| t.name.clone())
+    }
+    .context("no control-plane node")?;
+    if !global.only.is_empty() {
+        for name in &global.only {
+            if !targets.iter().any(|t| &t.name == name) {
+                bail!(
+                    "--only {name}: no such node (nodes: {})",
+                    targets
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        targets.retain(|t| global.only.contains(&t.name));
+    }
+    let options = SshOptions {
+        private_key: global
+            .key
+            .clone()
+            .unwrap_or_else(|| expand_home(&config.ssh.private_key)),
+        known_hosts: global
+            .known_hosts
+            .clone()
+            .unwrap_or_else(|| expand_home(&config.ssh.known_hosts)),
+        policy: if global.trust_new_hosts {
+            HostKeyPolicy::TrustOnFirstUse
+        } else {
+            HostKeyPolicy::Strict
+        },
+        connect_timeout: Duration::from_secs(15),
+        attempts: 3,
+    };
+    Ok(Setup {
+        config,
+        targets,
+        control_plane,
+        options,
+    })
+}
+
+/// Runs one command.
+///
+/// # Errors
+/// The configuration is invalid, or the command fails.
+pub async fn run(command: Command, global: &Global) -> Result<ExitCode> {
+    let setup = setup(global)?;
+    let pool = Arc::new(Pool::new(setup.options.clone())?);
+    let json = global.output == Output::Json;
+    match command {
+        Command::Preflight => preflight(&setup, &pool, json).await,
+        Command::Up {
+            package_source,
+            manifest,
+            sha256,
+            timeout,
+            kubeconfig,
+        } => {
+            eprintln!("== cluster: prepare the nodes");
+            let code = prepare(&setup, pool.clone(), global, json, false, package_source).await?;
+            if code != ExitCode::SUCCESS {
+                return Ok(code);
+            }
+            eprintln!("== cluster: kubeadm init and join");
+            let code =
+                cluster::bootstrap(&setup, pool, global, json, false, &kubeconfig.path()).await?;
+            if code != ExitCode::SUCCESS {
+                return Ok(code);
+            }
+            eprintln!("== cluster: pod network");
+            cluster::cni(&setup, manifest, sha256, timeout, &kubeconfig.path()).await
+        }
+        Command::Prepare {
+            dry_run,
+            package_source,
+        } => prepare(&setup, pool, global, json, dry_run, package_source).await,
+        Command::Exec {
+            sudo,
+            timeout,
+            command,
+        } => exec(&setup, &pool, json, sudo, timeout, &command).await,
+        Command::Bootstrap {
+            dry_run,
+            kubeconfig,
+        } => cluster::bootstrap(&setup, pool, global, json, dry_run, &kubeconfig.path()).await,
+        Command::Kubeconfig { kubeconfig } => {
+            cluster::kubeconfig(&setup, &pool, &kubeconfig.path()).await
+        }
+        Command::Cni {
+            manifest,
+            sha256,
+            timeout,
+            kubeconfig,
+        } => cluster::cni(&setup, manifest, sha256, timeout, &kubeconfig.path()).await,
+        Command::Upgrade {
+            to,
+            dry_run,
+            drain_timeout,
+            package_source,
+            kubeconfig,
+        } => {
+            cluster::upgrade(
+                &setup,
+                pool,
+                global,
+                json,
+                cluster::UpgradeArgs {
+                    to,
+                    dry_run,
+                    drain_timeout,
+                    package_source,
+                },
+                &kubeconfig.path(),
+            )
+            .await
+        }
+    }
+}
+
+async fn preflight(setup: &Setup, pool: &Arc<Pool>, json: bool) -> Result<ExitCode> {
+    let results = fan_out(pool, &setup.targets, &Cmd::new(FACTS_COMMAND)).await;
+    let mut failed = false;
+    let mut report = BTreeMap::new();
+    for (target, result) in setup.targets.iter().zip(results) {
+        match result {
+            Ok(out) => {
+                let facts = parse_facts(&out.stdout_text());
+                if !json {
+                    println!(
+                        "{:<16} {} | {} CPU | {} MiB{}",
+                        target.name,
+                        facts.os,
+                        facts.cpus,
+                        facts.memory_mib,
+                        if facts.missing.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" | missing: {}", facts.missing.join(", "))
+                        }
+                    );
+                }
+                report.insert(target.name.clone(), serde_json::to_value(&facts)?);
+            }
+            Err(e) => {
+                failed = true;
+                if !json {
+                    println!("{:<16} unreachable: {e}", target.name);
+                }
+                report.insert(
+                    target.name.clone(),
+                    serde_json::json!({ "error": e.to_string() }),
+                );
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn prepare(
+    setup: &Setup,
+    pool: Arc<Pool>,
+    global: &Global,
+    json: bool,
+    dry_run: bool,
+    package_source: Option<String>,
+) -> Result<ExitCode> {
+    let kv = setup.config.cluster.kubernetes_version;
+    let version = kubeadm_boot::kubeadm::Version {
+        major: kv.major,
+        minor: kv.minor,
+        patch: kv.patch,
+    };
+    let source = package_source.map_or_else(PackageSource::default, |base_url| PackageSource {
+        base_url,
+    });
+    let steps = node_steps(&version, &source);
+    let mut runner = Runner::new(pool);
+    runner.dry_run = dry_run;
+    runner.parallelism = global.parallel;
+    let work = setup
+        .targets
+        .iter()
+        .map(|t| (t.clone(), steps.clone()))
+        .collect();
+    let result = runner.run(work, progress(json)).await;
+    print_reports(json, result)
+}
+
+/// Prints each finished step on standard error (people) as it happens.
+fn progress(json: bool) -> Arc<dyn Fn(Event<'_>) + Send + Sync> {
+    Arc::new(move |e| {
+        if let Event::Done(r) = e
+            && !json
+        {
+            let label = match r.outcome {
+                Outcome::Unchanged => "unchanged",
+                Outcome::Changed => "changed",
+                Outcome::WouldChange => "would change",
+            };
+            eprintln!("[{}] {:<22} {label:<12} {}", r.host, r.step, r.description);
+        }
+    })
+}
+
+/// The reports as JSON (with -o json) and the exit code; failures keep what was done.
+fn print_reports(
+    json: bool,
+    result: Result<Vec<kubeadm_boot::steps::Report>, kubeadm_boot::steps::RunError>,
+) -> Result<ExitCode> {
+    match result {
+        Ok(reports) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                let changed = reports
+                    .iter()
+                    .filter(|r| r.outcome != Outcome::Unchanged)
+                    .count();
+                eprintln!(
+                    "{} steps, {changed} {}",
+                    reports.len(),
+                    if reports.iter().any(|r| r.outcome == Outcome::WouldChange) {
+                        "would change"
+                    } else {
+                        "changed"
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "reports": e.reports, "failures": e.failures })
+                    )?
+                );
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn exec(
+    setup: &Setup,
+    pool: &Arc<Pool>,
+    json: bool,
+    sudo: bool,
+    timeout: Duration,
+    command: &[String],
+) -> Result<ExitCode> {
+    let mut cmd = Cmd::new(command.join(" ")).timeout(timeout);
+    cmd.sudo = sudo;
+    let results = fan_out(pool, &setup.targets, &cmd).await;
+    let mut worst = 0;
+    let mut report = BTreeMap::new();
+    for (target, result) in setup.targets.iter().zip(results) {
+        let (status, stdout, stderr) = match result {
+            Ok(out) => (
+                i64::from(out.exit_status),
+                out.stdout_text(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ),
+            Err(e) => (-1, String::new(), e.to_string()),
+        };
+        if status != 0 {
+            worst = 1;
+        }
+        if json {
+            report.insert(
+                target.name.clone(),
+                serde_json::json!({ "exit_status": status, "stdout": stdout, "stderr": stderr }),
+            );
+        } else {
+            for line in stdout.lines() {
+                println!("[{}] {line}", target.name);
+            }
+            for line in stderr.lines() {
+                eprintln!("[{}] {line}", target.name);
+            }
+            eprintln!("[{}] exit {status}", target.name);
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(ExitCode::from(worst))
+}
+
+/// Runs `cmd` on every target at once; results in target order.
+async fn fan_out(
+    pool: &Arc<Pool>,
+    targets: &[Target],
+    cmd: &Cmd,
+) -> Vec<Result<kubeadm_boot::ssh::Output, kubeadm_boot::ssh::SshError>> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, t) in targets.iter().enumerate() {
+        let pool = pool.clone();
+        let t = t.clone();
+        let cmd = cmd.clone();
+        set.spawn(async move {
+            let result = match pool.session(&t).await {
+                Ok(s) => s.exec(&cmd, &mut |_, _| {}).await,
+                Err(e) => Err(e),
+            };
+            (i, result)
+        });
+    }
+    let mut results: Vec<Option<_>> = (0..targets.len()).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, r)) = joined {
+            results[i] = Some(r);
+        }
+    }
+    results
+        .into_iter()
+        .zip(targets)
+        .map(|(r, t)| {
+            r.unwrap_or_else(|| {
+                Err(kubeadm_boot::ssh::SshError::Channel {
+                    host: t.name.clone(),
+                    command: cmd.line.clone(),
+                    message: "the worker stopped".into(),
+                })
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

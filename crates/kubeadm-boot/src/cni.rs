@@ -1,0 +1,478 @@
+//! The pod network: Flannel's release manifest, fetched at a pinned version and checked
+//! against a pinned sha256, its pod network set to the cluster's pod CIDR (a structured edit
+//! of its `net-conf.json`), and applied by server-side apply through `kube`. Waiting for the
+//! nodes to become Ready afterwards is [`crate::nodes::wait_ready`].
+
+use std::collections::HashMap;
+
+use ipnet::Ipv4Net;
+use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::{Client, ResourceExt};
+use sha2::{Digest, Sha256};
+
+/// The field manager homelab applies with.
+pub const FIELD_MANAGER: &str = "homelab";
+
+/// The pod network could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum CniError {
+    /// The manifest could not be downloaded.
+    #[error("cannot download {url}: {message}")]
+    Download {
+        /// Where from.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The manifest is not the pinned one.
+    #[error(
+        "{url} has sha256 {actual}, but {expected} is pinned: the file changed or the pin is wrong; refusing to apply it"
+    )]
+    Digest {
+        /// Where from.
+        url: String,
+        /// The pinned digest.
+        expected: String,
+        /// The digest of what was downloaded.
+        actual: String,
+    },
+    /// A pinned digest is not 64 hex digits.
+    #[error("{0:?} is not a sha256 digest (64 hex digits)")]
+    BadDigest(String),
+    /// A document of the manifest is not a Kubernetes object.
+    #[error("{source_name}: document {index}: {message}")]
+    Parse {
+        /// Manifest name (URL or file).
+        source_name: String,
+        /// 1-based document number.
+        index: usize,
+        /// Why.
+        message: String,
+    },
+    /// The manifest has no Flannel network configuration to set the pod CIDR in.
+    #[error(
+        "no ConfigMap with a net-conf.json in the manifest: is this Flannel's kube-flannel.yml?"
+    )]
+    NoNetConf,
+    /// The network configuration is not JSON.
+    #[error("ConfigMap {name}: net-conf.json: {message}")]
+    NetConf {
+        /// ConfigMap.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// An object's apiVersion is malformed.
+    #[error("{kind} {name}: {message}")]
+    ApiVersion {
+        /// Kind.
+        kind: String,
+        /// `namespace/name` or `name`.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// The API server refused an object or could not be reached.
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        /// Kind.
+        kind: String,
+        /// `namespace/name` or `name`.
+        name: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+}
+
+/// Where Flannel publishes the manifest of a release.
+pub fn flannel_manifest_url(version: &str) -> String {
+    format!("https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml")
+}
+
+/// The sha256 of `bytes`, as 64 lower-case hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Checks `bytes` (from `url`) against the pinned `expected` digest.
+///
+/// # Errors
+/// The digest is malformed or differs.
+pub fn verify(url: &str, bytes: &[u8], expected: &str) -> Result<(), CniError> {
+    let expected = expected.trim().to_ascii_lowercase();
+    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(CniError::BadDigest(expected));
+    }
+    let actual = sha256_hex(bytes);
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(CniError::Digest {
+            url: url.to_owned(),
+            expected,
+            actual,
+        })
+    }
+}
+
+/// Downloads a manifest; the caller checks it with [`verify`].
+///
+/// # Errors
+/// The download fails or the server answers with an error status.
+pub async fn download(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, CniError> {
+    let fail = |message: String| CniError::Download {
+        url: url.to_owned(),
+        message,
+    };
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(fail(format!("HTTP {status}")));
+    }
+    Ok(response
+        .bytes()
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .to_vec())
+}
+
+/// The objects of a multi-document YAML manifest (empty documents skipped).
+///
+/// # Errors
+/// A document is not YAML or not an object with apiVersion, kind and metadata.name.
+pub fn parse_manifest(source_name: &str, text: &str) -> Result<Vec<DynamicObject>, CniError> {
+    use serde::Deserialize;
+    let mut objects = Vec::new();
+    for (i, document) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let err = |message: String| CniError::Parse {
+            source_name: source_name.to_owned(),
+            index: i + 1,
+            message,
+        };
+        let value = serde_norway::Value::deserialize(document).map_err(|e| err(e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject =
+            serde_norway::from_value(value).map_err(|e| err(e.to_string()))?;
+        if object.types.is_none() || object.metadata.name.is_none() {
+            return Err(err(
+                "not a Kubernetes object (apiVersion, kind and metadata.name are needed)".into(),
+            ));
+        }
+        objects.push(object);
+    }
+    Ok(objects)
+}
+
+/// Sets Flannel's pod network (`Network` in the `net-conf.json` of its ConfigMap) to
+/// `pod_cidr`, keeping every other setting.
+///
+/// # Errors
+/// There is no such ConfigMap, or its `net-conf.json` is not a JSON object.
+pub fn set_pod_network(objects: &mut [DynamicObject], pod_cidr: Ipv4Net) -> Result<(), CniError> {
+    let mut found = false;
+    for object in objects.iter_mut() {
+        let is_config_map = object
+            .types
+            .as_ref()
+            .is_some_and(|t| t.kind == "ConfigMap" && t.api_version == "v1");
+        if !is_config_map {
+            continue;
+        }
+        let name = object.name_any();
+        let Some(text) = object.data["data"]["net-conf.json"].as_str() else {
+            continue;
+        };
+        let mut conf: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| CniError::NetConf {
+                name: name.clone(),
+                message: e.to_string(),
+            })?;
+        let Some(map) = conf.as_object_mut() else {
+            return Err(CniError::NetConf {
+                name,
+                message: "not a JSON object".into(),
+            });
+        };
+        map.insert("Network".into(), pod_cidr.to_string().into());
+        let text = serde_json::to_string_pretty(&conf).map_err(|e| CniError::NetConf {
+            name: name.clone(),
+            message: e.to_string(),
+        })?;
+        object.data["data"]["net-conf.json"] = serde_json::Value::String(text + "\n");
+        found = true;
+    }
+    if found {
+        Ok(())
+    } else {
+        Err(CniError::NoNetConf)
+    }
+}
+
+/// Namespaces and CustomResourceDefinitions first, so that what lives in them can follow.
+fn apply_order(object: &DynamicObject) -> u8 {
+    match object.types.as_ref().map(|t| t.kind.as_str()) {
+        Some("Namespace") => 0,
+        Some("CustomResourceDefinition") => 1,
+        _ => 2,
+    }
+}
+
+/// Applies `objects` by server-side apply (field manager [`FIELD_MANAGER`], conflicts
+/// forced, as a reconciler owning these objects does), namespaces first. Each kind's
+/// resource and scope come from API discovery. Returns what was applied, as
+/// `Kind namespace/name`.
+///
+/// # Errors
+/// Discovery or an apply fails; the error names the object.
+pub async fn apply(client: &Client, objects: &[DynamicObject]) -> Result<Vec<String>, CniError> {
+    let mut ordered: Vec<&DynamicObject> = objects.iter().collect();
+    ordered.sort_by_key(|o| apply_order(o));
+    let mut kinds: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)> = HashMap::new();
+    let mut applied = Vec::new();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for object in ordered {
+        let types = object.types.clone().unwrap_or_default();
+        let name = object.name_any();
+        let label = |ns: Option<&str>| match ns {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name.clone(),
+        };
+        let gvk = GroupVersionKind::try_from(&types).map_err(|e| CniError::ApiVersion {
+            kind: types.kind.clone(),
+            name: label(object.namespace().as_deref()),
+            message: e.to_string(),
+        })?;
+        if !kinds.contains_key(&gvk) {
+            let found = kube::discovery::pinned_kind(client, &gvk)
+                .await
+                .map_err(|source| CniError::Apply {
+                    kind: types.kind.clone(),
+                    name: label(object.namespace().as_deref()),
+                    source,
+                })?;
+            kinds.insert(gvk.clone(), found);
+        }
+        let (resource, caps) = &kinds[&gvk];
+        let namespace = match caps.scope {
+            Scope::Namespaced => Some(object.namespace().unwrap_or_else(|| "default".into())),
+            Scope::Cluster => None,
+        };
+        let api: Api<DynamicObject> = match &namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+            None => Api::all_with(client.clone(), resource),
+        };
+        api.patch(&name, &params, &Patch::Apply(object))
+            .await
+            .map_err(|source| CniError::Apply {
+                kind: types.kind.clone(),
+                name: label(namespace.as_deref()),
+                source,
+            })?;
+        applied.push(format!("{} {}", types.kind, label(namespace.as_deref())));
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::ApiServer;
+
+    /// A manifest shaped like Flannel's: cluster-scoped RBAC, a namespace, a ConfigMap with
+    /// net-conf.json, and a DaemonSet, in an order that is not the apply order.
+    const MANIFEST: &str = r#"---
+kind: ClusterRole
+apiVersion: rbac.authorization.k8s.io/v1
+metadata:
+  name: flannel
+rules:
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [list, watch]
+---
+kind: ConfigMap
+apiVersion: v1
+metadata:
+  name: kube-flannel-cfg
+  namespace: kube-flannel
+data:
+  cni-conf.json: |
+    {"name": "cbr0", "cniVersion": "0.3.1"}
+  net-conf.json: |
+    {
+      "Network": "10.244.0.0/16",
+      "EnableNFTables": false,
+      "Backend": {
+        "Type": "vxlan"
+      }
+    }
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: kube-flannel
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: kube-flannel-ds
+  namespace: kube-flannel
+spec:
+  selector:
+    matchLabels: {app: flannel}
+  template:
+    metadata:
+      labels: {app: flannel}
+    spec:
+      containers:
+      - name: kube-flannel
+        image: ghcr.io/flannel-io/flannel:v0.27.4
+"#;
+
+    #[test]
+    fn the_pinned_digest_is_enforced() {
+        let digest = sha256_hex(MANIFEST.as_bytes());
+        verify("u", MANIFEST.as_bytes(), &digest).unwrap();
+        verify("u", MANIFEST.as_bytes(), &digest.to_uppercase()).unwrap();
+        let err = verify("https://x/kube-flannel.yml", b"other", &digest).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&digest) && text.contains(&sha256_hex(b"other")),
+            "{text}"
+        );
+        assert!(matches!(
+            verify("u", MANIFEST.as_bytes(), "abc"),
+            Err(CniError::BadDigest(_))
+        ));
+    }
+
+    #[test]
+    fn the_pod_network_is_set_and_nothing_else_changes() {
+        let mut objects = parse_manifest("m", MANIFEST).unwrap();
+        assert_eq!(objects.len(), 4);
+        set_pod_network(&mut objects, "10.50.0.0/16".parse().unwrap()).unwrap();
+        let conf: serde_json::Value =
+            serde_json::from_str(objects[1].data["data"]["net-conf.json"].as_str().unwrap())
+                .unwrap();
+        assert_eq!(
+            conf,
+            serde_json::json!({"Network": "10.50.0.0/16", "EnableNFTables": false, "Backend": {"Type": "vxlan"}})
+        );
+        assert!(
+            objects[1].data["data"]["cni-conf.json"]
+                .as_str()
+                .unwrap()
+                .contains("cbr0")
+        );
+        let mut none = parse_manifest(
+            "m",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            set_pod_network(&mut none, "10.50.0.0/16".parse().unwrap()),
+            Err(CniError::NoNetConf)
+        ));
+    }
+
+    #[test]
+    fn bad_documents_are_named_by_number() {
+        let err = parse_manifest(
+            "kube-flannel.yml",
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n- just a list\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("kube-flannel.yml: document 2:"),
+            "{err}"
+        );
+        let err = parse_manifest("f", "kind: Namespace\n").unwrap_err();
+        assert!(err.to_string().contains("document 1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn applies_by_server_side_apply_namespace_first_with_discovered_scope() {
+        let (client, server) = ApiServer::start(Vec::new(), &[]);
+        let mut objects = parse_manifest("m", MANIFEST).unwrap();
+        set_pod_network(&mut objects, "10.244.0.0/16".parse().unwrap()).unwrap();
+        let applied = apply(&client, &objects).await.unwrap();
+        assert_eq!(
+            applied,
+            [
+                "Namespace kube-flannel",
+                "ClusterRole flannel",
+                "ConfigMap kube-flannel/kube-flannel-cfg",
+                "DaemonSet kube-flannel/kube-flannel-ds"
+            ]
+        );
+        let patches: Vec<String> = server
+            .requests()
+            .into_iter()
+            .filter(|r| r.starts_with("PATCH"))
+            .collect();
+        assert_eq!(patches.len(), 4);
+        for p in &patches {
+            assert!(
+                p.contains("?&force=true&fieldManager=homelab application/apply-patch+yaml ")
+                    || p.contains("?fieldManager=homelab&force=true application/apply-patch+yaml "),
+                "server-side apply, forced, as homelab: {p}"
+            );
+        }
+        assert!(
+            patches[0].starts_with("PATCH /api/v1/namespaces/kube-flannel?"),
+            "{patches:#?}"
+        );
+        assert!(
+            patches[1]
+                .starts_with("PATCH /apis/rbac.authorization.k8s.io/v1/clusterroles/flannel?")
+        );
+        assert!(patches[3].starts_with(
+            "PATCH /apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel-ds?"
+        ));
+        let stored = server
+            .get(
+                "apps/v1",
+                "daemonsets",
+                Some("kube-flannel"),
+                "kube-flannel-ds",
+            )
+            .unwrap();
+        assert_eq!(
+            stored["spec"]["template"]["spec"]["containers"][0]["image"],
+            "ghcr.io/flannel-io/flannel:v0.27.4"
+        );
+        // Applying again is a no-op for the objects' contents.
+        apply(&client, &objects).await.unwrap();
+        let again = server
+            .get(
+                "apps/v1",
+                "daemonsets",
+                Some("kube-flannel"),
+                "kube-flannel-ds",
+            )
+            .unwrap();
+        assert_eq!(again["spec"], stored["spec"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_object_is_named() {
+        let (client, _server) = ApiServer::start(Vec::new(), &[]);
+        let objects = parse_manifest(
+            "m",
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: n}\n",
+        )
+        .unwrap();
+        let err = apply(&client, &objects).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with("applying Widget n/w: "),
+            "{err}"
+        );
+    }
+}
