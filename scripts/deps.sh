@@ -23,6 +23,8 @@ PACKAGES=(
   "sudo:/usr/bin/sudo"                             # the SSH layer's non-interactive sudo, tested on loopback
   "openssl:/usr/bin/openssl"                       # cross-checks the CA discovery hash
   "procps:/usr/bin/pkill"
+  "docker-registry:/usr/bin/docker-registry"       # a real OCI registry for harbor-client's tests
+  "skopeo:/usr/bin/skopeo"                         # an independent OCI client to cross-check
 )
 
 missing=()

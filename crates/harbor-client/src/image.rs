@@ -1,0 +1,324 @@
+//! Whole images: push from an OCI image layout directory, pull into one, copy between
+//! registries (a cross-repository mount on the same registry; only the blobs the target
+//! lacks are uploaded), and mirror a list of images. Several blobs move at once (bounded);
+//! each streams from or to disk.
+
+use std::path::{Path, PathBuf};
+
+use futures::{StreamExt, TryStreamExt};
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use serde::Serialize;
+
+use crate::reference::{Digest, Reference};
+use crate::registry::{Registry, RegistryError};
+
+/// The annotation naming a manifest in an image layout's `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// What an image operation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Transfer {
+    /// The manifest's digest.
+    pub digest: String,
+    /// Blobs sent or received.
+    pub transferred: usize,
+    /// Blobs mounted from another repository of the same registry.
+    pub mounted: usize,
+    /// Blobs the target had already.
+    pub skipped: usize,
+    /// Bytes sent or received.
+    pub bytes: u64,
+}
+
+fn layout_error(path: &Path, message: impl Into<String>) -> RegistryError {
+    RegistryError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, message.into()),
+    }
+}
+
+fn digest_of(descriptor: &Descriptor, path: &Path) -> Result<Digest, RegistryError> {
+    descriptor
+        .digest()
+        .to_string()
+        .parse()
+        .map_err(|e: crate::reference::ReferenceError| layout_error(path, e.to_string()))
+}
+
+/// An OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/…`).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    dir: PathBuf,
+}
+
+impl Layout {
+    /// The layout at `dir` (created, empty, when missing).
+    ///
+    /// # Errors
+    /// The directory cannot be created or written.
+    pub fn open_or_create(dir: &Path) -> Result<Self, RegistryError> {
+        let io = |p: &Path| {
+            let p = p.to_owned();
+            move |source| RegistryError::Io { path: p, source }
+        };
+        std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(io(dir))?;
+        let marker = dir.join("oci-layout");
+        if !marker.exists() {
+            std::fs::write(&marker, "{\"imageLayoutVersion\":\"1.0.0\"}").map_err(io(&marker))?;
+        }
+        let index = dir.join("index.json");
+        if !index.exists() {
+            std::fs::write(&index, "{\"schemaVersion\":2,\"manifests\":[]}").map_err(io(&index))?;
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The path of a blob.
+    pub fn blob(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("blobs/sha256").join(digest.hex())
+    }
+
+    fn index(&self) -> Result<ImageIndex, RegistryError> {
+        let path = self.dir.join("index.json");
+        ImageIndex::from_file(&path).map_err(|e| layout_error(&path, e.to_string()))
+    }
+
+    /// The descriptor of the manifest named `tag` (or the only one, when `tag` is `None`).
+    ///
+    /// # Errors
+    /// No such manifest, or several and no tag.
+    pub fn manifest_descriptor(&self, tag: Option<&str>) -> Result<Descriptor, RegistryError> {
+        let path = self.dir.join("index.json");
+        let index = self.index()?;
+        let named = |d: &&Descriptor| {
+            d.annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .map(String::as_str)
+                == tag
+        };
+        let found: Vec<&Descriptor> = match tag {
+            Some(_) => index.manifests().iter().filter(named).collect(),
+            None => index.manifests().iter().collect(),
+        };
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(layout_error(&path, format!("no manifest named {tag:?}"))),
+            _ => Err(layout_error(&path, "several manifests: name one (dir:tag)")),
+        }
+    }
+
+    /// Records `descriptor` under `tag` in `index.json` (replacing one of that name).
+    ///
+    /// # Errors
+    /// `index.json` cannot be read or written.
+    pub fn set_tag(&self, tag: &str, descriptor: Descriptor) -> Result<(), RegistryError> {
+        let path = self.dir.join("index.json");
+        let mut index = self.index()?;
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| {
+                d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_none_or(|n| n != tag)
+            })
+            .cloned()
+            .collect();
+        let mut descriptor = descriptor;
+        let mut annotations = descriptor.annotations().clone().unwrap_or_default();
+        annotations.insert(REF_NAME.to_owned(), tag.to_owned());
+        descriptor.set_annotations(Some(annotations));
+        manifests.push(descriptor);
+        index.set_manifests(manifests);
+        let text = index
+            .to_string_pretty()
+            .map_err(|e| layout_error(&path, e.to_string()))?;
+        std::fs::write(&path, text).map_err(|source| RegistryError::Io { path, source })
+    }
+}
+
+fn parse_manifest(bytes: &[u8], what: &str) -> Result<ImageManifest, RegistryError> {
+    ImageManifest::from_reader(bytes).map_err(|e| RegistryError::Protocol {
+        url: what.to_owned(),
+        message: format!(
+            "not a single-platform image manifest ({e}); for a multi-platform index, name one platform's manifest by digest"
+        ),
+    })
+}
+
+fn blobs_of(manifest: &ImageManifest) -> Vec<Descriptor> {
+    std::iter::once(manifest.config().clone())
+        .chain(manifest.layers().iter().cloned())
+        .collect()
+}
+
+/// Pushes the image `tag` of `layout` to `target` (its tag, or the layout's tag), `parallel`
+/// blobs at a time; blobs the repository has are skipped.
+///
+/// # Errors
+/// A blob is missing from the layout or the registry refuses.
+pub async fn push(
+    registry: &Registry,
+    layout: &Layout,
+    tag: Option<&str>,
+    target: &Reference,
+    parallel: usize,
+) -> Result<Transfer, RegistryError> {
+    let descriptor = layout.manifest_descriptor(tag)?;
+    let manifest_digest = digest_of(&descriptor, &layout.dir)?;
+    let path = layout.blob(&manifest_digest);
+    let bytes = std::fs::read(&path).map_err(|source| RegistryError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let manifest = parse_manifest(&bytes, &path.display().to_string())?;
+    let results: Vec<(bool, u64)> = futures::stream::iter(blobs_of(&manifest))
+        .map(|d| async move {
+            let digest = digest_of(&d, &layout.dir)?;
+            let sent = registry
+                .push_blob_file(&target.repository, &digest, &layout.blob(&digest), d.size())
+                .await?;
+            Ok::<_, RegistryError>((sent, d.size()))
+        })
+        .buffer_unordered(parallel.max(1))
+        .try_collect()
+        .await?;
+    let media_type = descriptor.media_type().to_string();
+    let digest = registry
+        .put_manifest(&target.repository, target.reference(), &bytes, &media_type)
+        .await?;
+    Ok(Transfer {
+        digest: digest.to_string(),
+        transferred: results.iter().filter(|(s, _)| *s).count(),
+        mounted: 0,
+        skipped: results.iter().filter(|(s, _)| !*s).count(),
+        bytes: results.iter().filter(|(s, _)| *s).map(|(_, n)| n).sum(),
+    })
+}
+
+/// Pulls `source` into `layout` under `tag`, `parallel` blobs at a time, each verified
+/// against its digest while it streams; blobs the layout has are skipped.
+///
+/// # Errors
+/// The registry refuses, a digest differs, or the layout cannot be written.
+pub async fn pull(
+    registry: &Registry,
+    source: &Reference,
+    layout: &Layout,
+    tag: &str,
+    parallel: usize,
+) -> Result<Transfer, RegistryError> {
+    let manifest = registry
+        .get_manifest(&source.repository, source.reference())
+        .await?;
+    let parsed = parse_manifest(&manifest.bytes, &source.to_string())?;
+    let results: Vec<(bool, u64)> = futures::stream::iter(blobs_of(&parsed))
+        .map(|d| async move {
+            let digest = digest_of(&d, &layout.dir)?;
+            let path = layout.blob(&digest);
+            if path.exists() {
+                return Ok((false, 0));
+            }
+            let n = registry
+                .pull_blob_to_file(&source.repository, &digest, &path)
+                .await?;
+            Ok::<_, RegistryError>((true, n))
+        })
+        .buffer_unordered(parallel.max(1))
+        .try_collect()
+        .await?;
+    let path = layout.blob(&manifest.digest);
+    std::fs::write(&path, &manifest.bytes).map_err(|source| RegistryError::Io { path, source })?;
+    let media_type = if manifest.media_type.is_empty() {
+        parsed.media_type().as_ref().map_or_else(
+            || "application/vnd.oci.image.manifest.v1+json".to_owned(),
+            ToString::to_string,
+        )
+    } else {
+        manifest.media_type.clone()
+    };
+    let descriptor = Descriptor::new(
+        oci_spec::image::MediaType::from(media_type.as_str()),
+        manifest.bytes.len() as u64,
+        oci_spec::image::Digest::try_from(manifest.digest.as_str()).map_err(|e| {
+            RegistryError::Protocol {
+                url: source.to_string(),
+                message: e.to_string(),
+            }
+        })?,
+    );
+    layout.set_tag(tag, descriptor)?;
+    Ok(Transfer {
+        digest: manifest.digest.to_string(),
+        transferred: results.iter().filter(|(t, _)| *t).count(),
+        mounted: 0,
+        skipped: results.iter().filter(|(t, _)| !*t).count(),
+        bytes: results.iter().map(|(_, n)| n).sum(),
+    })
+}
+
+/// Copies `source` (on `from`) to `target` (on `to`): blobs the target has are skipped; on
+/// the same registry the others are mounted across repositories; otherwise each is
+/// downloaded to `work_dir` (verified) and uploaded in chunks. The manifest keeps its digest.
+///
+/// # Errors
+/// Either registry refuses, or a digest differs.
+pub async fn copy(
+    from: &Registry,
+    source: &Reference,
+    to: &Registry,
+    target: &Reference,
+    work_dir: &Path,
+    parallel: usize,
+) -> Result<Transfer, RegistryError> {
+    let manifest = from
+        .get_manifest(&source.repository, source.reference())
+        .await?;
+    let parsed = parse_manifest(&manifest.bytes, &source.to_string())?;
+    let same_registry = from.host() == to.host();
+    let results: Vec<(u8, u64)> = futures::stream::iter(blobs_of(&parsed))
+        .map(|d| async move {
+            let digest = digest_of(&d, work_dir)?;
+            if to.blob_size(&target.repository, &digest).await?.is_some() {
+                return Ok((0, 0));
+            }
+            if same_registry
+                && to
+                    .mount_blob(&target.repository, &source.repository, &digest)
+                    .await?
+            {
+                return Ok((1, 0));
+            }
+            let path = work_dir.join(digest.hex());
+            from.pull_blob_to_file(&source.repository, &digest, &path)
+                .await?;
+            let pushed = to
+                .push_blob_file(&target.repository, &digest, &path, d.size())
+                .await;
+            let _ = tokio::fs::remove_file(&path).await;
+            pushed?;
+            Ok::<_, RegistryError>((2, d.size()))
+        })
+        .buffer_unordered(parallel.max(1))
+        .try_collect()
+        .await?;
+    let digest = to
+        .put_manifest(
+            &target.repository,
+            target.reference(),
+            &manifest.bytes,
+            &manifest.media_type,
+        )
+        .await?;
+    Ok(Transfer {
+        digest: digest.to_string(),
+        transferred: results.iter().filter(|(k, _)| *k == 2).count(),
+        mounted: results.iter().filter(|(k, _)| *k == 1).count(),
+        skipped: results.iter().filter(|(k, _)| *k == 0).count(),
+        bytes: results.iter().map(|(_, n)| n).sum(),
+    })
+}

@@ -1,0 +1,543 @@
+//! The OCI client against real registries: Debian's `docker-registry` on loopback (open,
+//! with htpasswd auth, with TLS from a test CA), and skopeo as an independent client.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use harbor_client::image::{self, Layout};
+use harbor_client::reference::{Digest, Reference};
+use harbor_client::registry::{Credentials, Options, Registry, RegistryError};
+use homelab_testkit::registry::{Registry as TestRegistry, RegistryConfig};
+use rand::RngExt;
+
+fn plain() -> Options {
+    Options {
+        plain_http: true,
+        ..Options::default()
+    }
+}
+
+/// A tar archive holding one file of `size` random bytes.
+fn layer(size: usize) -> Vec<u8> {
+    let mut data = vec![0u8; size];
+    rand::rng().fill(&mut data[..]);
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "data.bin", &data[..])
+        .unwrap();
+    builder.into_inner().unwrap()
+}
+
+fn write_blob(dir: &Path, bytes: &[u8]) -> Digest {
+    let digest = Digest::of(bytes);
+    std::fs::write(dir.join("blobs/sha256").join(digest.hex()), bytes).unwrap();
+    digest
+}
+
+/// An OCI image layout with uncompressed tar layers of the given sizes, tagged `tag`.
+fn make_image(dir: &Path, tag: &str, sizes: &[usize]) -> Digest {
+    let layout = Layout::open_or_create(dir).unwrap();
+    let layers: Vec<(Digest, usize)> = sizes
+        .iter()
+        .map(|&s| {
+            let bytes = layer(s);
+            (write_blob(dir, &bytes), bytes.len())
+        })
+        .collect();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {},
+        "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>() },
+    })
+    .to_string();
+    let config_digest = write_blob(dir, config.as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len() },
+        "layers": layers.iter().map(|(d, n)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": n })).collect::<Vec<_>>(),
+    })
+    .to_string();
+    let manifest_digest = write_blob(dir, manifest.as_bytes());
+    layout
+        .set_tag(
+            tag,
+            oci_spec::image::Descriptor::new(
+                oci_spec::image::MediaType::ImageManifest,
+                manifest.len() as u64,
+                oci_spec::image::Digest::try_from(manifest_digest.as_str()).unwrap(),
+            ),
+        )
+        .unwrap();
+    manifest_digest
+}
+
+fn reference(registry: &TestRegistry, path: &str) -> Reference {
+    format!("{}/{path}", registry.host()).parse().unwrap()
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = std::process::Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo (apt-get install skopeo)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn push_pull_list_delete_round_trip() {
+    let server = TestRegistry::start().unwrap();
+    let client = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
+    client.ping().await.unwrap();
+    let src = tempfile::tempdir().unwrap();
+    // 9 MiB: three chunks of at most 4 MiB.
+    let digest = make_image(src.path(), "v1", &[9 << 20, 1000, 0]);
+    let target = reference(&server, "team/app/web:v1");
+    let pushed = image::push(
+        &client,
+        &Layout::open_or_create(src.path()).unwrap(),
+        Some("v1"),
+        &target,
+        3,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pushed.digest, digest.to_string());
+    assert_eq!((pushed.transferred, pushed.skipped), (4, 0));
+    // Again: every blob is there already.
+    let again = image::push(
+        &client,
+        &Layout::open_or_create(src.path()).unwrap(),
+        Some("v1"),
+        &target,
+        3,
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.transferred, again.skipped), (0, 4));
+
+    let dst = tempfile::tempdir().unwrap();
+    let layout = Layout::open_or_create(dst.path()).unwrap();
+    let pulled = image::pull(&client, &target, &layout, "copy", 2)
+        .await
+        .unwrap();
+    assert_eq!(pulled.digest, digest.to_string());
+    for entry in std::fs::read_dir(src.path().join("blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        let theirs =
+            std::fs::read(dst.path().join("blobs/sha256").join(entry.file_name())).unwrap();
+        assert_eq!(
+            std::fs::read(entry.path()).unwrap(),
+            theirs,
+            "{:?}",
+            entry.file_name()
+        );
+    }
+    assert_eq!(
+        layout
+            .manifest_descriptor(Some("copy"))
+            .unwrap()
+            .digest()
+            .to_string(),
+        digest.to_string()
+    );
+
+    assert_eq!(client.tags("team/app/web", 100).await.unwrap(), ["v1"]);
+    assert_eq!(
+        client.resolve("team/app/web", "v1").await.unwrap(),
+        Some(digest.clone())
+    );
+    assert_eq!(
+        client.delete_manifest("team/app/web", "v1").await.unwrap(),
+        digest
+    );
+    let err = client
+        .get_manifest("team/app/web", digest.as_str())
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(err.to_string().contains("MANIFEST_UNKNOWN"), "{err}");
+    assert_eq!(client.resolve("team/app/web", "v1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn tags_and_catalog_follow_link_pages() {
+    let server = TestRegistry::start().unwrap();
+    let client = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    make_image(src.path(), "t", &[100]);
+    let layout = Layout::open_or_create(src.path()).unwrap();
+    for repo in ["a/one", "b/two", "c/three"] {
+        for tag in ["1", "2", "3", "4", "5"] {
+            let target = reference(&server, &format!("{repo}:{tag}"));
+            image::push(&client, &layout, Some("t"), &target, 2)
+                .await
+                .unwrap();
+        }
+    }
+    let mut tags = client.tags("b/two", 2).await.unwrap();
+    tags.sort();
+    assert_eq!(tags, ["1", "2", "3", "4", "5"]);
+    assert_eq!(
+        client.catalog(1).await.unwrap(),
+        ["a/one", "b/two", "c/three"]
+    );
+}
+
+#[tokio::test]
+async fn skopeo_reads_what_we_push_and_we_read_what_skopeo_pushes() {
+    let server = TestRegistry::start().unwrap();
+    let client = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let digest = make_image(src.path(), "v1", &[300_000, 5000]);
+    let ours = reference(&server, "ours/img:v1");
+    image::push(
+        &client,
+        &Layout::open_or_create(src.path()).unwrap(),
+        Some("v1"),
+        &ours,
+        2,
+    )
+    .await
+    .unwrap();
+    let raw = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{ours}"),
+    ]);
+    assert_eq!(
+        Digest::of(raw.as_bytes()),
+        digest,
+        "skopeo sees the same manifest"
+    );
+    let inspected: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{ours}"),
+    ]))
+    .unwrap();
+    assert_eq!(inspected["Digest"], digest.to_string());
+    assert_eq!(inspected["Layers"].as_array().unwrap().len(), 2);
+
+    // skopeo pushes the same layout to another repository; we pull it back.
+    let theirs = reference(&server, "theirs/img:v1");
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--preserve-digests",
+        &format!("oci:{}:v1", src.path().display()),
+        &format!("docker://{theirs}"),
+    ]);
+    let dst = tempfile::tempdir().unwrap();
+    let pulled = image::pull(
+        &client,
+        &theirs,
+        &Layout::open_or_create(dst.path()).unwrap(),
+        "v1",
+        2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pulled.digest, digest.to_string());
+    // And skopeo reads the layout we pulled into.
+    let from_layout: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        &format!("oci:{}:v1", dst.path().display()),
+    ]))
+    .unwrap();
+    assert_eq!(from_layout["Digest"], digest.to_string());
+}
+
+#[tokio::test]
+async fn copy_mounts_on_the_same_registry_and_uploads_only_missing_blobs_elsewhere() {
+    let a = TestRegistry::start().unwrap();
+    let b = TestRegistry::start().unwrap();
+    let ca = Registry::new(&a.host(), Credentials::Anonymous, plain()).unwrap();
+    let cb = Registry::new(&b.host(), Credentials::Anonymous, plain()).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let digest = make_image(src.path(), "v1", &[5 << 20, 2000]);
+    let source = reference(&a, "src/app:v1");
+    image::push(
+        &ca,
+        &Layout::open_or_create(src.path()).unwrap(),
+        Some("v1"),
+        &source,
+        2,
+    )
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    let same = image::copy(
+        &ca,
+        &source,
+        &ca,
+        &reference(&a, "dst/app:v1"),
+        work.path(),
+        2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (same.mounted, same.transferred, same.skipped),
+        (3, 0, 0),
+        "{same:?}"
+    );
+    assert_eq!(same.digest, digest.to_string());
+
+    let other = image::copy(
+        &ca,
+        &source,
+        &cb,
+        &reference(&b, "mirror/app:v1"),
+        work.path(),
+        2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (other.mounted, other.transferred, other.skipped),
+        (0, 3, 0),
+        "{other:?}"
+    );
+    let again = image::copy(
+        &ca,
+        &source,
+        &cb,
+        &reference(&b, "mirror/app:v2"),
+        work.path(),
+        2,
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.transferred, again.skipped), (0, 3), "{again:?}");
+    assert_eq!(cb.resolve("mirror/app", "v2").await.unwrap(), Some(digest));
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "no temporary blob left"
+    );
+}
+
+#[tokio::test]
+async fn basic_auth_is_required_and_used() {
+    let server = TestRegistry::start_with(&RegistryConfig {
+        user: Some(("robot".into(), "s3cret-pass".into())),
+        tls: false,
+    })
+    .unwrap();
+    let anonymous = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
+    let err = anonymous.ping().await.unwrap_err();
+    assert!(err.to_string().contains("HTTP 401"), "{err}");
+    let wrong = Registry::new(
+        &server.host(),
+        Credentials::Basic {
+            username: "robot".into(),
+            password: "nope".to_owned().into(),
+        },
+        plain(),
+    )
+    .unwrap();
+    assert!(
+        wrong
+            .ping()
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("HTTP 401")
+    );
+    let client = Registry::new(
+        &server.host(),
+        Credentials::Basic {
+            username: "robot".into(),
+            password: "s3cret-pass".to_owned().into(),
+        },
+        plain(),
+    )
+    .unwrap();
+    client.ping().await.unwrap();
+    let src = tempfile::tempdir().unwrap();
+    make_image(src.path(), "v1", &[1000]);
+    image::push(
+        &client,
+        &Layout::open_or_create(src.path()).unwrap(),
+        Some("v1"),
+        &reference(&server, "p/app:v1"),
+        2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.tags("p/app", 10).await.unwrap(), ["v1"]);
+    assert!(
+        !format!("{client:?}").contains("s3cret-pass"),
+        "the password never prints"
+    );
+}
+
+#[tokio::test]
+async fn tls_needs_the_ca_and_plain_http_must_be_asked_for() {
+    let server = TestRegistry::start_with(&RegistryConfig {
+        user: None,
+        tls: true,
+    })
+    .unwrap();
+    let trusted = Registry::new(
+        &server.host(),
+        Credentials::Anonymous,
+        Options {
+            ca_file: server.ca_file.clone(),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    trusted.ping().await.unwrap();
+    let untrusted =
+        Registry::new(&server.host(), Credentials::Anonymous, Options::default()).unwrap();
+    let err = untrusted.ping().await.unwrap_err();
+    assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
+    let err = Registry::new(
+        &server.host(),
+        Credentials::Anonymous,
+        Options {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Options::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with("/nonexistent/ca.pem: "),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_pushes_of_the_same_image_agree() {
+    let server = TestRegistry::start().unwrap();
+    let client = Arc::new(Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap());
+    let src = tempfile::tempdir().unwrap();
+    let digest = make_image(src.path(), "v1", &[3 << 20, 7000, 10]);
+    let layout = Layout::open_or_create(src.path()).unwrap();
+    let target = reference(&server, "race/app:v1");
+    let pushes = (0..4).map(|_| image::push(&client, &layout, Some("v1"), &target, 3));
+    for result in futures::future::join_all(pushes).await {
+        assert_eq!(result.unwrap().digest, digest.to_string());
+    }
+    let dst = tempfile::tempdir().unwrap();
+    image::pull(
+        &client,
+        &target,
+        &Layout::open_or_create(dst.path()).unwrap(),
+        "v1",
+        3,
+    )
+    .await
+    .unwrap();
+}
+
+/// A TCP proxy that cuts the first connection carrying more than `cut_after` bytes towards
+/// the registry, as a dropped link would.
+async fn cutting_proxy(
+    upstream: std::net::SocketAddr,
+    cut_after: usize,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let cuts2 = cuts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let cuts = cuts2.clone();
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async {
+                    let mut buf = vec![0u8; 64 << 10];
+                    let mut sent = 0;
+                    loop {
+                        let n = cr.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        sent += n;
+                        if sent > cut_after && cuts.load(Ordering::SeqCst) == 0 {
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            return; // drop both directions mid-request
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                };
+                tokio::select! { () = up => {}, () = down => {} }
+            });
+        }
+    });
+    (addr, cuts)
+}
+
+#[tokio::test]
+async fn an_upload_cut_mid_blob_resumes() {
+    let server = TestRegistry::start().unwrap();
+    let (proxy, cuts) = cutting_proxy(server.addr, 6 << 20).await;
+    let client = Registry::new(
+        &proxy.to_string(),
+        Credentials::Anonymous,
+        Options {
+            plain_http: true,
+            backoff: std::time::Duration::from_millis(50),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let digest = make_image(src.path(), "v1", &[12 << 20]);
+    let target: Reference = format!("{proxy}/cut/app:v1").parse().unwrap();
+    let pushed = image::push(
+        &client,
+        &Layout::open_or_create(src.path()).unwrap(),
+        Some("v1"),
+        &target,
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        cuts.load(Ordering::SeqCst),
+        1,
+        "the connection was cut once"
+    );
+    assert_eq!(pushed.digest, digest.to_string());
+    // What the registry stored is intact: pull it directly and verify every digest.
+    let direct = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    image::pull(
+        &direct,
+        &reference(&server, "cut/app:v1"),
+        &Layout::open_or_create(dst.path()).unwrap(),
+        "v1",
+        1,
+    )
+    .await
+    .unwrap();
+}
