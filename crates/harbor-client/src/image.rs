@@ -322,3 +322,45 @@ pub async fn copy(
         bytes: results.iter().map(|(_, n)| n).sum(),
     })
 }
+
+/// The reference an image gets in a mirror: `to_host/prefix/<source repository>`, same tag
+/// or digest.
+pub fn mirrored(source: &Reference, to_host: &str, prefix: &str) -> Reference {
+    let prefix = prefix.trim_matches('/');
+    Reference {
+        registry: to_host.to_owned(),
+        repository: if prefix.is_empty() {
+            source.repository.clone()
+        } else {
+            format!("{prefix}/{}", source.repository)
+        },
+        tag: source.tag.clone(),
+        digest: source.digest.clone(),
+    }
+}
+
+/// Copies every image of `images` into `to` under `prefix` (see [`mirrored`]), one image at
+/// a time with `parallel` blobs each; `connect` gives the client of each source registry.
+/// Stops at the first failure, naming the image.
+///
+/// # Errors
+/// An image cannot be copied.
+pub async fn mirror(
+    images: &[Reference],
+    connect: &(dyn Fn(&str) -> Result<Registry, RegistryError> + Sync),
+    to: &Registry,
+    prefix: &str,
+    work_dir: &Path,
+    parallel: usize,
+) -> Result<Vec<(Reference, Transfer)>, (Reference, RegistryError)> {
+    let mut done = Vec::new();
+    for image in images {
+        let from = connect(&image.registry).map_err(|e| (image.clone(), e))?;
+        let target = mirrored(image, to.host(), prefix);
+        let transfer = copy(&from, image, to, &target, work_dir, parallel)
+            .await
+            .map_err(|e| (image.clone(), e))?;
+        done.push((target, transfer));
+    }
+    Ok(done)
+}

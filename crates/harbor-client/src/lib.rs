@@ -3,9 +3,14 @@
 //! - [`reference`]: image references and digests.
 //! - [`registry`]: the distribution API — blobs (chunked, resumable, streamed from disk),
 //!   mounts, manifests, tags, catalog, and anonymous / basic / bearer-token auth.
+//! - [`harbor`]: Harbor's REST API v2.0 — projects, robots, repositories, artifacts,
+//!   cleanup, retention, garbage collection, scans.
 //! - [`image`]: whole images — push from and pull into OCI image layouts, copy between
 //!   registries, mirror lists of images.
+//! - [`node`]: pull Secrets from robot credentials, containerd `hosts.toml` for mirrors.
 
+pub mod harbor;
 pub mod image;
+pub mod node;
 pub mod reference;
 pub mod registry;

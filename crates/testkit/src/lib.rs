@@ -1,8 +1,10 @@
 //! Real peers for tests: [`Sshd`] starts OpenSSH's `sshd` on 127.0.0.1 with throwaway host
 //! and client keys, and stops it when dropped. [`kube_api::ApiServer`] is a stateful fake of
 //! the Kubernetes API server for unit tests of `kube` code. [`registry::Registry`] runs
-//! Debian's `docker-registry` on loopback.
+//! Debian's `docker-registry` on loopback; [`harbor_fake::HarborFake`] is a contract fake of
+//! Harbor's REST API.
 
+pub mod harbor_fake;
 pub mod kube_api;
 pub mod registry;
 

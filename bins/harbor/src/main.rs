@@ -1,0 +1,642 @@
+//! `harbor`: Harbor and any OCI registry from the command line.
+#![allow(
+    clippy::doc_markdown,
+    reason = "doc comments here are --help text, read in a terminal"
+)]
+
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use harbor_client::harbor::{Harbor, RobotCreate, repository_access};
+use harbor_client::image::{self, Layout};
+use harbor_client::reference::Reference;
+use harbor_client::registry::{Credentials, Options, Registry};
+use homelab_cli_common::LogArgs;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+/// Harbor and OCI registries from the command line.
+///
+/// Credentials never go on the command line: the password (or robot secret) comes from
+/// $HARBOR_PASSWORD, from standard input (--password-stdin), or from a file only you can
+/// read (--password-file, mode 0600). They are used for every registry a command talks to;
+/// without a user name, registries are used anonymously.
+///
+/// Image references name their registry: 127.0.0.1:5000/team/app:v1, harbor.lan/p/app@sha256:…
+/// An OCI image layout directory is written DIR or DIR:TAG.
+#[derive(Debug, Parser)]
+#[command(name = "harbor", version, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// Harbor's URL, for the REST commands (project, robot, artifact, cleanup, gc).
+    #[arg(long, env = "HARBOR_URL", global = true, value_name = "URL")]
+    url: Option<String>,
+    /// User (or robot account) name.
+    #[arg(long, short = 'u', env = "HARBOR_USERNAME", global = true)]
+    username: Option<String>,
+    /// Read the password from standard input (one line).
+    #[arg(long, global = true)]
+    password_stdin: bool,
+    /// Read the password from this file (it must be readable by you only: chmod 600).
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) too.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Talk plain HTTP to registries (never the default).
+    #[arg(long, global = true)]
+    plain_http: bool,
+    /// Blobs moved at once.
+    #[arg(long, global = true, default_value_t = 4)]
+    parallel: usize,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// For people.
+    Text,
+    /// JSON on standard output.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Harbor projects.
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Harbor robot accounts.
+    #[command(subcommand)]
+    Robot(RobotCmd),
+    /// Harbor artifacts of a repository.
+    #[command(subcommand)]
+    Artifact(ArtifactCmd),
+    /// Keep the newest N artifacts of every repository of a project, delete the rest.
+    Cleanup {
+        /// Project.
+        project: String,
+        /// How many artifacts to keep per repository.
+        #[arg(long)]
+        keep: usize,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Harbor garbage collection.
+    #[command(subcommand)]
+    Gc(GcCmd),
+    /// Push an image from an OCI image layout (DIR or DIR:TAG) to a registry.
+    Push {
+        /// Layout directory, optionally with the tag to push.
+        layout: String,
+        /// Target reference.
+        target: String,
+    },
+    /// Pull an image into an OCI image layout (DIR or DIR:TAG; the tag defaults to the
+    /// image's), verifying every digest.
+    Pull {
+        /// Source reference.
+        source: String,
+        /// Layout directory, optionally with the tag to record.
+        layout: String,
+    },
+    /// List the tags of a repository (registry/repository).
+    Tags {
+        /// Repository.
+        repository: String,
+    },
+    /// Copy an image between repositories or registries (blobs mounted on the same
+    /// registry; only missing blobs uploaded).
+    Copy {
+        /// Source reference.
+        source: String,
+        /// Target reference.
+        target: String,
+    },
+    /// Copy every image listed in a file (one reference per line, # comments) to
+    /// TARGET/<its repository>, for offline installs.
+    Mirror {
+        /// File of image references.
+        list: PathBuf,
+        /// Target registry and path prefix, e.g. harbor.lan/mirror.
+        target: String,
+    },
+    /// Delete an image by tag or digest (a tag's manifest is deleted with every tag on it).
+    Delete {
+        /// Reference.
+        reference: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectCmd {
+    /// List projects.
+    List,
+    /// Create a project unless it exists.
+    Ensure {
+        /// Name.
+        name: String,
+        /// Anyone may pull.
+        #[arg(long)]
+        public: bool,
+    },
+    /// Delete an empty project.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RobotCmd {
+    /// Create a project robot account that can pull (and with --push, push); prints its
+    /// secret once.
+    Create {
+        /// Short name.
+        name: String,
+        /// Project.
+        #[arg(long)]
+        project: String,
+        /// Allow pushes too.
+        #[arg(long)]
+        push: bool,
+        /// Lifetime in days (-1: never expires).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        duration: i64,
+    },
+    /// List robot accounts.
+    List,
+    /// Delete a robot account.
+    Delete {
+        /// Id.
+        id: i64,
+    },
+    /// Give a robot account a new secret and print it.
+    Refresh {
+        /// Id.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ArtifactCmd {
+    /// List artifacts with their tags.
+    List {
+        /// Project.
+        project: String,
+        /// Repository (inside the project).
+        repository: String,
+    },
+    /// Delete an artifact by digest or tag.
+    Delete {
+        /// Project.
+        project: String,
+        /// Repository.
+        repository: String,
+        /// Digest or tag.
+        reference: String,
+    },
+    /// Start a vulnerability scan.
+    Scan {
+        /// Project.
+        project: String,
+        /// Repository.
+        repository: String,
+        /// Digest or tag.
+        reference: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GcCmd {
+    /// Run garbage collection now.
+    Run {
+        /// Also delete untagged artifacts.
+        #[arg(long)]
+        delete_untagged: bool,
+    },
+    /// Set the schedule: Hourly, Daily, Weekly, None, or Custom with --cron.
+    Schedule {
+        /// Kind.
+        kind: String,
+        /// Six-field cron, for Custom.
+        #[arg(long)]
+        cron: Option<String>,
+    },
+    /// A run's status.
+    Status {
+        /// Run id.
+        id: i64,
+    },
+}
+
+/// Reads the password from the places allowed for it.
+fn password(global: &Global) -> Result<Option<SecretString>> {
+    if let Some(path) = &global.password_file {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("--password-file {}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "--password-file {}: mode {mode:04o} lets others read it; run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--password-file {}", path.display()))?;
+        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned().into()));
+    }
+    if global.password_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the password from standard input")?;
+        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned().into()));
+    }
+    Ok(std::env::var("HARBOR_PASSWORD")
+        .ok()
+        .map(SecretString::from))
+}
+
+struct Ctx {
+    credentials: Credentials,
+    options: Options,
+    json: bool,
+    parallel: usize,
+    global_url: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+impl Ctx {
+    fn registry(&self, host: &str) -> Result<Registry> {
+        Ok(Registry::new(
+            host,
+            self.credentials.clone(),
+            self.options.clone(),
+        )?)
+    }
+
+    fn harbor(&self) -> Result<Harbor> {
+        let url = self
+            .global_url
+            .as_deref()
+            .context("this command talks to Harbor's API: give --url or $HARBOR_URL")?;
+        let Credentials::Basic { username, password } = &self.credentials else {
+            bail!(
+                "this command needs a user: give --username (or $HARBOR_USERNAME) and a password"
+            );
+        };
+        Ok(Harbor::new(
+            url,
+            username,
+            password.clone(),
+            self.ca_file.as_deref(),
+        )?)
+    }
+
+    fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) -> Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            text(value);
+        }
+        Ok(())
+    }
+}
+
+fn parse_ref(text: &str) -> Result<Reference> {
+    Ok(text.parse()?)
+}
+
+/// `DIR` or `DIR:TAG`.
+fn split_layout(text: &str) -> (PathBuf, Option<String>) {
+    match text.rsplit_once(':') {
+        Some((dir, tag)) if !tag.contains('/') && !dir.is_empty() => {
+            (PathBuf::from(dir), Some(tag.to_owned()))
+        }
+        _ => (PathBuf::from(text), None),
+    }
+}
+
+fn transfer_line(what: &str, t: &image::Transfer) {
+    println!(
+        "{what} {}: {} blobs sent, {} mounted, {} already there ({} KiB)",
+        t.digest,
+        t.transferred,
+        t.mounted,
+        t.skipped,
+        t.bytes.div_ceil(1024)
+    );
+}
+
+#[allow(clippy::too_many_lines, reason = "one dispatch over the commands")]
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let global = &cli.global;
+    let credentials = match (&global.username, password(global)?) {
+        (Some(username), Some(password)) => Credentials::Basic {
+            username: username.clone(),
+            password,
+        },
+        (Some(username), None) => bail!(
+            "--username {username} without a password: set $HARBOR_PASSWORD, or use --password-stdin or --password-file"
+        ),
+        (None, _) => Credentials::Anonymous,
+    };
+    let ctx = Ctx {
+        credentials,
+        options: Options {
+            plain_http: global.plain_http,
+            ca_file: global.ca_file.clone(),
+            ..Options::default()
+        },
+        json: global.output == Output::Json,
+        parallel: global.parallel,
+        global_url: global.url.clone(),
+        ca_file: global.ca_file.clone(),
+    };
+    match cli.command {
+        Command::Project(cmd) => {
+            let harbor = ctx.harbor()?;
+            match cmd {
+                ProjectCmd::List => ctx.print(&harbor.projects().await?, |ps| {
+                    for p in ps {
+                        println!(
+                            "{:<6} {:<30} {}",
+                            p.project_id,
+                            p.name,
+                            if p.is_public() { "public" } else { "private" }
+                        );
+                    }
+                })?,
+                ProjectCmd::Ensure { name, public } => {
+                    let (p, created) = harbor.ensure_project(&name, public).await?;
+                    ctx.print(
+                        &serde_json::json!({ "project": p, "created": created }),
+                        |_| {
+                            println!(
+                                "project {name} {}",
+                                if created { "created" } else { "exists" }
+                            );
+                        },
+                    )?;
+                }
+                ProjectCmd::Delete { name } => {
+                    harbor.delete_project(&name).await?;
+                    eprintln!("project {name} deleted");
+                }
+            }
+        }
+        Command::Robot(cmd) => {
+            let harbor = ctx.harbor()?;
+            match cmd {
+                RobotCmd::Create {
+                    name,
+                    project,
+                    push,
+                    duration,
+                } => {
+                    let creds = harbor
+                        .create_robot(&RobotCreate {
+                            name,
+                            description: format!("created by homelab's harbor CLI for {project}"),
+                            level: "project".into(),
+                            duration,
+                            permissions: vec![repository_access(&project, push)],
+                        })
+                        .await?;
+                    ctx.print(
+                        &serde_json::json!({ "id": creds.id, "name": creds.name, "secret": creds.secret.expose_secret() }),
+                        |_| {
+                            println!("id: {}\nname: {}\nsecret: {}", creds.id, creds.name, creds.secret.expose_secret());
+                            eprintln!("the secret is shown only now; store it");
+                        },
+                    )?;
+                }
+                RobotCmd::List => ctx.print(&harbor.robots().await?, |rs| {
+                    for r in rs {
+                        println!("{:<6} {}", r.id, r.name);
+                    }
+                })?,
+                RobotCmd::Delete { id } => {
+                    harbor.delete_robot(id).await?;
+                    eprintln!("robot {id} deleted");
+                }
+                RobotCmd::Refresh { id } => {
+                    let secret = harbor.refresh_robot_secret(id).await?;
+                    ctx.print(
+                        &serde_json::json!({ "id": id, "secret": secret.expose_secret() }),
+                        |_| {
+                            println!("{}", secret.expose_secret());
+                        },
+                    )?;
+                }
+            }
+        }
+        Command::Artifact(cmd) => {
+            let harbor = ctx.harbor()?;
+            match cmd {
+                ArtifactCmd::List {
+                    project,
+                    repository,
+                } => ctx.print(&harbor.artifacts(&project, &repository).await?, |xs| {
+                    for a in xs {
+                        let tags: Vec<&str> =
+                            a.tags.iter().flatten().map(|t| t.name.as_str()).collect();
+                        println!("{} {} {}", a.digest, a.push_time, tags.join(","));
+                    }
+                })?,
+                ArtifactCmd::Delete {
+                    project,
+                    repository,
+                    reference,
+                } => {
+                    harbor
+                        .delete_artifact(&project, &repository, &reference)
+                        .await?;
+                    eprintln!("{repository}@{reference} deleted");
+                }
+                ArtifactCmd::Scan {
+                    project,
+                    repository,
+                    reference,
+                } => {
+                    harbor.scan(&project, &repository, &reference).await?;
+                    eprintln!("scan of {repository}@{reference} started");
+                }
+            }
+        }
+        Command::Cleanup {
+            project,
+            keep,
+            dry_run,
+        } => {
+            let report = ctx.harbor()?.cleanup(&project, keep, dry_run).await?;
+            ctx.print(&report, |r| {
+                for gone in &r.removed {
+                    println!(
+                        "{} {gone}",
+                        if dry_run { "would delete" } else { "deleted" }
+                    );
+                }
+                println!(
+                    "kept {}, {} {}",
+                    r.kept,
+                    if dry_run { "would delete" } else { "deleted" },
+                    r.removed.len()
+                );
+            })?;
+        }
+        Command::Gc(cmd) => {
+            let harbor = ctx.harbor()?;
+            match cmd {
+                GcCmd::Run { delete_untagged } => {
+                    let id = harbor.run_gc(delete_untagged).await?;
+                    ctx.print(&serde_json::json!({ "id": id }), |_| {
+                        println!("garbage collection {id} started");
+                    })?;
+                }
+                GcCmd::Schedule { kind, cron } => {
+                    harbor.set_gc_schedule(&kind, cron.as_deref()).await?;
+                    eprintln!("garbage collection schedule: {kind}");
+                }
+                GcCmd::Status { id } => ctx.print(&harbor.gc_status(id).await?, |v| {
+                    println!("{}", v["job_status"].as_str().unwrap_or("unknown"));
+                })?,
+            }
+        }
+        Command::Push { layout, target } => {
+            let (dir, tag) = split_layout(&layout);
+            let target = parse_ref(&target)?;
+            let registry = ctx.registry(&target.registry)?;
+            let layout = Layout::open_or_create(&dir)?;
+            let t = image::push(&registry, &layout, tag.as_deref(), &target, ctx.parallel).await?;
+            ctx.print(&t, |t| transfer_line(&format!("pushed {target}"), t))?;
+        }
+        Command::Pull { source, layout } => {
+            let source = parse_ref(&source)?;
+            let (dir, tag) = split_layout(&layout);
+            let tag = tag.unwrap_or_else(|| source.tag.clone().unwrap_or_else(|| "latest".into()));
+            let registry = ctx.registry(&source.registry)?;
+            let t = image::pull(
+                &registry,
+                &source,
+                &Layout::open_or_create(&dir)?,
+                &tag,
+                ctx.parallel,
+            )
+            .await?;
+            ctx.print(&t, |t| {
+                transfer_line(&format!("pulled {source} into {}:{tag}", dir.display()), t);
+            })?;
+        }
+        Command::Tags { repository } => {
+            let r = parse_ref(&repository)?;
+            let tags = ctx.registry(&r.registry)?.tags(&r.repository, 100).await?;
+            ctx.print(&tags, |ts| {
+                for t in ts {
+                    println!("{t}");
+                }
+            })?;
+        }
+        Command::Copy { source, target } => {
+            let (source, target) = (parse_ref(&source)?, parse_ref(&target)?);
+            let work = tempfile::tempdir()?;
+            let from = ctx.registry(&source.registry)?;
+            let to = ctx.registry(&target.registry)?;
+            let t = image::copy(&from, &source, &to, &target, work.path(), ctx.parallel).await?;
+            ctx.print(&t, |t| {
+                transfer_line(&format!("copied {source} to {target}"), t);
+            })?;
+        }
+        Command::Mirror { list, target } => {
+            let images = read_list(&list)?;
+            let (host, prefix) = target.split_once('/').unwrap_or((target.as_str(), ""));
+            let to = ctx.registry(host)?;
+            let work = tempfile::tempdir()?;
+            let connect = |h: &str| {
+                ctx.registry(h)
+                    .map_err(|e| harbor_client::registry::RegistryError::Setup(e.to_string()))
+            };
+            let done = image::mirror(&images, &connect, &to, prefix, work.path(), ctx.parallel)
+                .await
+                .map_err(|(image, e)| anyhow::anyhow!("{image}: {e}"))?;
+            let report: Vec<_> = done
+                .iter()
+                .map(|(r, t)| serde_json::json!({ "image": r.to_string(), "transfer": t }))
+                .collect();
+            ctx.print(&report, |_| {
+                for (r, t) in &done {
+                    transfer_line(&format!("mirrored {r}"), t);
+                }
+            })?;
+        }
+        Command::Delete { reference } => {
+            let r = parse_ref(&reference)?;
+            let digest = ctx
+                .registry(&r.registry)?
+                .delete_manifest(&r.repository, r.reference())
+                .await?;
+            ctx.print(
+                &serde_json::json!({ "deleted": digest.to_string() }),
+                |_| println!("deleted {}@{digest}", r.repository),
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_list(path: &Path) -> Result<Vec<Reference>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i, l.split('#').next().unwrap_or("").trim()))
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            l.parse()
+                .with_context(|| format!("{}:{}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = cli.log.clone();
+    homelab_cli_common::run_main(&log, move || run(cli))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn layouts_may_carry_a_tag() {
+        assert_eq!(
+            split_layout("/tmp/img:v1"),
+            (PathBuf::from("/tmp/img"), Some("v1".into()))
+        );
+        assert_eq!(split_layout("/tmp/img"), (PathBuf::from("/tmp/img"), None));
+    }
+}

@@ -1,0 +1,189 @@
+//! The Harbor REST client against the contract fake of Harbor's v2.0 API.
+#![allow(clippy::unwrap_used)]
+
+use harbor_client::harbor::{Harbor, RobotCreate, repository_access};
+use homelab_testkit::harbor_fake::{ADMIN, DEVELOPER, HarborFake};
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+
+fn client(fake: &HarborFake, (user, password): (&str, &str)) -> Harbor {
+    Harbor::new(&fake.url, user, password.to_owned().into(), None).unwrap()
+}
+
+fn digest(n: u32) -> String {
+    format!("sha256:{n:064x}")
+}
+
+#[tokio::test]
+async fn projects_are_created_once_and_listed_across_pages() {
+    let fake = HarborFake::start().await;
+    let admin = client(&fake, ADMIN);
+    assert_eq!(admin.health().await.unwrap()["status"], "healthy");
+    let (p, created) = admin.ensure_project("homelab", false).await.unwrap();
+    assert!(created && !p.is_public());
+    let (again, created) = admin.ensure_project("homelab", false).await.unwrap();
+    assert!(!created);
+    assert_eq!(again, p);
+    for i in 0..104 {
+        admin
+            .ensure_project(&format!("p{i:03}"), i % 2 == 0)
+            .await
+            .unwrap();
+    }
+    let all = admin.projects().await.unwrap();
+    assert_eq!(all.len(), 105, "two pages of 100 and the rest");
+    assert!(
+        fake.log()
+            .iter()
+            .any(|l| l.starts_with("GET /api/v2.0/projects?page=2&page_size=100")),
+        "{:?}",
+        fake.log()
+    );
+    admin.delete_project("p000").await.unwrap();
+    assert!(admin.project("p000").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn errors_carry_harbors_code_message_and_request_id() {
+    let fake = HarborFake::start().await;
+    let wrong = client(&fake, ("admin", "wrong"));
+    let err = wrong.projects().await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
+    let text = err.to_string();
+    assert!(text.contains("UNAUTHORIZED unauthorized"), "{text}");
+    assert!(text.contains("(X-Request-Id fake-req-"), "{text}");
+
+    let dev = client(&fake, DEVELOPER);
+    let err = dev.ensure_project("mine", false).await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::FORBIDDEN));
+
+    let admin = client(&fake, ADMIN);
+    admin.ensure_project("busy", false).await.unwrap();
+    fake.push_artifact("busy/app", &digest(1), &["v1"], "2026-11-01T00:00:00Z");
+    let err = admin.delete_project("busy").await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::PRECONDITION_FAILED));
+    assert!(err.to_string().contains("contains repositories"), "{err}");
+}
+
+#[tokio::test]
+async fn robots_get_push_and_pull_and_their_secret_is_shown_once() {
+    let fake = HarborFake::start().await;
+    let admin = client(&fake, ADMIN);
+    admin.ensure_project("homelab", false).await.unwrap();
+    let robot = RobotCreate {
+        name: "ci".into(),
+        description: "pushes from CI".into(),
+        level: "project".into(),
+        duration: -1,
+        permissions: vec![repository_access("homelab", true)],
+    };
+    let creds = admin.create_robot(&robot).await.unwrap();
+    assert_eq!(creds.name, "robot$homelab+ci");
+    assert!(
+        !format!("{creds:?}").contains(creds.secret.expose_secret()),
+        "secrets never print"
+    );
+    let err = admin.create_robot(&robot).await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::CONFLICT));
+    let listed = admin.robots().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let actions: Vec<&str> = listed[0].permissions[0]
+        .access
+        .iter()
+        .map(|a| a.action.as_str())
+        .collect();
+    assert_eq!(actions, ["pull", "push"]);
+    let refreshed = admin.refresh_robot_secret(creds.id).await.unwrap();
+    assert_ne!(refreshed.expose_secret(), creds.secret.expose_secret());
+    admin.delete_robot(creds.id).await.unwrap();
+    assert!(admin.robots().await.unwrap().is_empty());
+    assert_eq!(
+        admin.delete_robot(creds.id).await.unwrap_err().status(),
+        Some(StatusCode::NOT_FOUND)
+    );
+}
+
+#[tokio::test]
+async fn nested_repositories_are_double_encoded_and_cleanup_keeps_the_newest() {
+    let fake = HarborFake::start().await;
+    let admin = client(&fake, ADMIN);
+    admin.ensure_project("homelab", false).await.unwrap();
+    for i in 1..=15u32 {
+        fake.push_artifact(
+            "homelab/team/web",
+            &digest(i),
+            &[&format!("v{i}")],
+            &format!("2026-11-{i:02}T10:00:00Z"),
+        );
+    }
+    fake.push_artifact(
+        "homelab/tool",
+        &digest(100),
+        &["1.0"],
+        "2026-10-01T00:00:00Z",
+    );
+    let artifacts = admin
+        .artifacts("homelab", "homelab/team/web")
+        .await
+        .unwrap();
+    assert_eq!(artifacts.len(), 15);
+    assert!(
+        fake.log().iter().any(|l| l
+            .starts_with("GET /api/v2.0/projects/homelab/repositories/team%252Fweb/artifacts?")),
+        "{:?}",
+        fake.log()
+    );
+    let dry = admin.cleanup("homelab", 10, true).await.unwrap();
+    assert_eq!(dry.removed.len(), 5);
+    assert_eq!(dry.kept, 11);
+    assert_eq!(
+        fake.digests("homelab/team/web").len(),
+        15,
+        "a dry run deletes nothing"
+    );
+    let done = admin.cleanup("homelab", 10, false).await.unwrap();
+    assert_eq!(done.removed, dry.removed);
+    let left = fake.digests("homelab/team/web");
+    assert_eq!(left.len(), 10);
+    assert!(
+        !left.contains(&digest(5)) && left.contains(&digest(6)),
+        "the oldest went"
+    );
+    admin
+        .scan("homelab", "homelab/team/web", "v15")
+        .await
+        .unwrap();
+    assert_eq!(fake.scans(), ["homelab/team/web@v15"]);
+    admin
+        .delete_repository("homelab", "homelab/team/web")
+        .await
+        .unwrap();
+    let names: Vec<String> = admin
+        .repositories("homelab")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["homelab/tool"]);
+}
+
+#[tokio::test]
+async fn retention_and_garbage_collection() {
+    let fake = HarborFake::start().await;
+    let admin = client(&fake, ADMIN);
+    let (project, _) = admin.ensure_project("homelab", false).await.unwrap();
+    let id = admin
+        .set_retention(&project, 10, "0 0 3 * * *")
+        .await
+        .unwrap();
+    assert!(id > 0);
+    admin.set_gc_schedule("Weekly", None).await.unwrap();
+    let run = admin.run_gc(true).await.unwrap();
+    assert_eq!(admin.gc_status(run).await.unwrap()["job_status"], "Success");
+    let dev = client(&fake, DEVELOPER);
+    assert_eq!(
+        dev.run_gc(false).await.unwrap_err().status(),
+        Some(StatusCode::FORBIDDEN)
+    );
+}
