@@ -169,6 +169,7 @@ fn credentials_come_from_a_private_file_or_the_environment_never_an_argument() {
     let server = Registry::start_with(&RegistryConfig {
         user: Some(("ci".into(), "pa55word".into())),
         tls: false,
+        token: None,
     })
     .unwrap();
     let host = server.host();

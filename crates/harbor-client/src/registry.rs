@@ -353,7 +353,10 @@ impl Registry {
             if let Some(service) = challenge.params.get("service") {
                 q.append_pair("service", service);
             }
-            q.append_pair("scope", scope);
+            // One `scope` parameter per scope, as token services expect.
+            for one in scope.split(' ').filter(|s| !s.is_empty()) {
+                q.append_pair("scope", one);
+            }
         }
         let mut request = self.http.get(url.clone());
         if let Credentials::Basic { username, password } = &self.credentials {

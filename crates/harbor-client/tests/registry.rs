@@ -10,6 +10,7 @@ use harbor_client::image::{self, Layout};
 use harbor_client::reference::{Digest, Reference};
 use harbor_client::registry::{Credentials, Options, Registry, RegistryError};
 use homelab_testkit::registry::{Registry as TestRegistry, RegistryConfig};
+use homelab_testkit::token_server::TokenServer;
 use rand::RngExt;
 
 fn plain() -> Options {
@@ -337,6 +338,7 @@ async fn basic_auth_is_required_and_used() {
     let server = TestRegistry::start_with(&RegistryConfig {
         user: Some(("robot".into(), "s3cret-pass".into())),
         tls: false,
+        token: None,
     })
     .unwrap();
     let anonymous = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
@@ -388,10 +390,84 @@ async fn basic_auth_is_required_and_used() {
 }
 
 #[tokio::test]
+async fn bearer_tokens_are_fetched_per_scope_from_the_challenge_realm() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(dir.path(), "robot$ci", "t0ken-pass").unwrap();
+    let server = TestRegistry::start_with(&RegistryConfig {
+        token: Some((tokens.realm.clone(), tokens.cert_pem.clone())),
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let anonymous = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
+    let err = anonymous.ping().await.unwrap_err();
+    assert!(err.to_string().contains("HTTP 401"), "{err}");
+    let client = Registry::new(
+        &server.host(),
+        Credentials::Basic {
+            username: "robot$ci".into(),
+            password: "t0ken-pass".to_owned().into(),
+        },
+        plain(),
+    )
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let digest = make_image(src.path(), "v1", &[5 << 20, 100]);
+    let layout = Layout::open_or_create(src.path()).unwrap();
+    image::push(
+        &client,
+        &layout,
+        Some("v1"),
+        &reference(&server, "p/app:v1"),
+        2,
+    )
+    .await
+    .unwrap();
+    let copied = image::copy(
+        &client,
+        &reference(&server, "p/app:v1"),
+        &client,
+        &reference(&server, "q/app:v1"),
+        src.path(),
+        2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        copied.mounted, 3,
+        "a mount needs push on the target and pull on the source"
+    );
+    assert_eq!(client.resolve("q/app", "v1").await.unwrap(), Some(digest));
+    assert_eq!(client.catalog(10).await.unwrap(), ["p/app", "q/app"]);
+    let asked = tokens.requests.lock().unwrap().clone();
+    for scope in [
+        "repository:p/app:pull,push",
+        "repository:q/app:pull,push",
+        "repository:p/app:pull",
+        "registry:catalog:*",
+    ] {
+        assert!(
+            asked.iter().any(|s| s == scope),
+            "{scope} not asked for: {asked:?}"
+        );
+    }
+    let wrong = Registry::new(
+        &server.host(),
+        Credentials::Basic {
+            username: "robot$ci".into(),
+            password: "wrong".to_owned().into(),
+        },
+        plain(),
+    )
+    .unwrap();
+    let err = wrong.tags("p/app", 10).await.unwrap_err();
+    assert!(err.to_string().contains("HTTP 401"), "{err}");
+}
+
+#[tokio::test]
 async fn tls_needs_the_ca_and_plain_http_must_be_asked_for() {
     let server = TestRegistry::start_with(&RegistryConfig {
-        user: None,
         tls: true,
+        ..RegistryConfig::default()
     })
     .unwrap();
     let trusted = Registry::new(

@@ -7,6 +7,7 @@
 pub mod harbor_fake;
 pub mod kube_api;
 pub mod registry;
+pub mod token_server;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};

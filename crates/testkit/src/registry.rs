@@ -26,6 +26,9 @@ pub struct RegistryConfig {
     pub user: Option<(String, String)>,
     /// Serve HTTPS with a certificate from a CA made for the test.
     pub tls: bool,
+    /// Bearer-token auth: the token server's realm and the certificate (PEM) its tokens are
+    /// signed under (see [`crate::token_server::TokenServer`]).
+    pub token: Option<(String, PathBuf)>,
 }
 
 /// A running registry; stopped and removed when dropped.
@@ -171,6 +174,15 @@ impl Registry {
                 yaml,
                 "auth:\n  htpasswd:\n    realm: homelab-test\n    path: {}\n",
                 d.join("htpasswd").display()
+            );
+        }
+        if let Some((realm, cert)) = &config.token {
+            let _ = write!(
+                yaml,
+                "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                crate::token_server::SERVICE,
+                crate::token_server::ISSUER,
+                cert.display()
             );
         }
         let config_path = d.join("config.yml");
