@@ -4,17 +4,19 @@
     reason = "doc comments here are --help text, read in a terminal"
 )]
 
-use std::io::Read as _;
+use std::collections::HashMap;
+use std::io::{IsTerminal as _, Read as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use harbor_client::harbor::{Harbor, RobotCreate, repository_access};
 use harbor_client::image::{self, Layout};
 use harbor_client::reference::Reference;
-use harbor_client::registry::{Credentials, Options, Registry};
+use harbor_client::registry::{Credentials, Options, Progress, ProgressSink, Registry};
 use homelab_cli_common::LogArgs;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -358,14 +360,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         ),
         (None, _) => Credentials::Anonymous,
     };
+    let json = global.output == Output::Json;
     let ctx = Ctx {
         credentials,
         options: Options {
             plain_http: global.plain_http,
             ca_file: global.ca_file.clone(),
+            progress: (!json && std::io::stderr().is_terminal() && !cli.log.quiet)
+                .then(progress_bars),
             ..Options::default()
         },
-        json: global.output == Output::Json,
+        json,
         parallel: global.parallel,
         global_url: global.url.clone(),
         ca_file: global.ca_file.clone(),
@@ -599,6 +604,40 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One progress bar per blob on standard error.
+fn progress_bars() -> ProgressSink {
+    let bars = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let active: Mutex<HashMap<String, indicatif::ProgressBar>> = Mutex::new(HashMap::new());
+    ProgressSink(Arc::new(move |event| {
+        let mut active = active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match event {
+            Progress::Start { digest, size } => {
+                let bar = bars.add(indicatif::ProgressBar::new(size));
+                bar.set_style(style.clone());
+                bar.set_prefix(digest.hex().chars().take(12).collect::<String>());
+                active.insert(digest.to_string(), bar);
+            }
+            Progress::Bytes { digest, n } => {
+                if let Some(bar) = active.get(digest.as_str()) {
+                    bar.inc(n);
+                }
+            }
+            Progress::Done { digest } => {
+                if let Some(bar) = active.remove(digest.as_str()) {
+                    bar.finish();
+                }
+            }
+        }
+    }))
 }
 
 fn read_list(path: &Path) -> Result<Vec<Reference>> {

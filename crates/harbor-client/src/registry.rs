@@ -167,6 +167,40 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     }
 }
 
+/// What a transfer reports as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// A blob starts moving.
+    Start {
+        /// Its digest.
+        digest: &'a Digest,
+        /// Its size.
+        size: u64,
+    },
+    /// Bytes of a blob moved (since the last report).
+    Bytes {
+        /// Its digest.
+        digest: &'a Digest,
+        /// How many.
+        n: u64,
+    },
+    /// A blob is complete (verified, for downloads).
+    Done {
+        /// Its digest.
+        digest: &'a Digest,
+    },
+}
+
+/// Hears transfer progress (for progress bars).
+#[derive(Clone)]
+pub struct ProgressSink(pub std::sync::Arc<dyn Fn(Progress<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
+}
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -180,6 +214,8 @@ pub struct Options {
     pub attempts: u32,
     /// First delay between attempts (doubled each time).
     pub backoff: Duration,
+    /// Where transfer progress goes, if anywhere.
+    pub progress: Option<ProgressSink>,
 }
 
 impl Default for Options {
@@ -190,6 +226,7 @@ impl Default for Options {
             chunk_size: MAX_CHUNK,
             attempts: 4,
             backoff: Duration::from_millis(200),
+            progress: None,
         }
     }
 }
@@ -314,6 +351,12 @@ impl Registry {
             tokens: Mutex::new(HashMap::new()),
             basic: AtomicBool::new(false),
         })
+    }
+
+    fn report(&self, event: Progress<'_>) {
+        if let Some(sink) = &self.options.progress {
+            (sink.0)(event);
+        }
     }
 
     /// The registry's `host[:port]`.
@@ -566,6 +609,7 @@ impl Registry {
             })
             .await?;
         let mut location = Self::location(&start, &response)?;
+        self.report(Progress::Start { digest, size });
         let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
         let mut offset: u64 = 0;
         let mut buffer = vec![0u8; self.options.chunk_size];
@@ -608,6 +652,10 @@ impl Registry {
                     location = Self::location(&location, &response)?;
                     offset = end + 1;
                     failures = 0;
+                    self.report(Progress::Bytes {
+                        digest,
+                        n: want as u64,
+                    });
                 }
                 Err(e) if e.retryable() && failures + 1 < self.options.attempts => {
                     failures += 1;
@@ -625,6 +673,7 @@ impl Registry {
             r.header(CONTENT_LENGTH, "0")
         })
         .await?;
+        self.report(Progress::Done { digest });
         Ok(true)
     }
 
@@ -727,6 +776,10 @@ impl Registry {
         let mut file = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
         let mut hasher = sha2::Sha256::new();
         let mut size = 0u64;
+        self.report(Progress::Start {
+            digest,
+            size: response.content_length().unwrap_or(0),
+        });
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|source| RegistryError::Transport {
@@ -736,6 +789,10 @@ impl Registry {
             })?;
             hasher.update(&chunk);
             size += chunk.len() as u64;
+            self.report(Progress::Bytes {
+                digest,
+                n: chunk.len() as u64,
+            });
             file.write_all(&chunk).await.map_err(io(&tmp))?;
         }
         file.flush().await.map_err(io(&tmp))?;
@@ -755,6 +812,7 @@ impl Registry {
             });
         }
         tokio::fs::rename(&tmp, path).await.map_err(io(path))?;
+        self.report(Progress::Done { digest });
         Ok(size)
     }
 

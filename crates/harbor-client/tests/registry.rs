@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use harbor_client::image::{self, Layout};
 use harbor_client::reference::{Digest, Reference};
-use harbor_client::registry::{Credentials, Options, Registry, RegistryError};
+use harbor_client::registry::{
+    Credentials, Options, Progress, ProgressSink, Registry, RegistryError,
+};
 use homelab_testkit::registry::{Registry as TestRegistry, RegistryConfig};
 use homelab_testkit::token_server::TokenServer;
 use rand::RngExt;
@@ -171,6 +173,72 @@ async fn push_pull_list_delete_round_trip() {
     assert!(err.is_not_found(), "{err}");
     assert!(err.to_string().contains("MANIFEST_UNKNOWN"), "{err}");
     assert_eq!(client.resolve("team/app/web", "v1").await.unwrap(), None);
+}
+
+/// Per blob: size announced, bytes reported, done.
+type Seen = std::collections::HashMap<String, (u64, u64, bool)>;
+
+#[tokio::test]
+async fn progress_reports_add_up_to_every_blob() {
+    let server = TestRegistry::start().unwrap();
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
+    let sink = {
+        let seen = seen.clone();
+        ProgressSink(Arc::new(move |event| {
+            let mut seen = seen.lock().unwrap();
+            match event {
+                Progress::Start { digest, size } => {
+                    seen.insert(digest.to_string(), (size, 0, false));
+                }
+                Progress::Bytes { digest, n } => seen.get_mut(digest.as_str()).unwrap().1 += n,
+                Progress::Done { digest } => seen.get_mut(digest.as_str()).unwrap().2 = true,
+            }
+        }))
+    };
+    let client = Registry::new(
+        &server.host(),
+        Credentials::Anonymous,
+        Options {
+            progress: Some(sink),
+            ..plain()
+        },
+    )
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    make_image(src.path(), "v1", &[9 << 20, 3000]);
+    let target = reference(&server, "p/app:v1");
+    image::push(
+        &client,
+        &Layout::open_or_create(src.path()).unwrap(),
+        Some("v1"),
+        &target,
+        2,
+    )
+    .await
+    .unwrap();
+    let check = |what: &str| {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "{what}: config and two layers: {seen:?}");
+        for (digest, (size, moved, done)) in seen.iter() {
+            assert!(
+                *done && size == moved,
+                "{what} {digest}: {moved} of {size}, done {done}"
+            );
+        }
+    };
+    check("push");
+    seen.lock().unwrap().clear();
+    let dst = tempfile::tempdir().unwrap();
+    image::pull(
+        &client,
+        &target,
+        &Layout::open_or_create(dst.path()).unwrap(),
+        "v1",
+        2,
+    )
+    .await
+    .unwrap();
+    check("pull");
 }
 
 #[tokio::test]
