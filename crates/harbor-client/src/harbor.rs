@@ -226,6 +226,20 @@ struct Sec {
     secret: String,
 }
 
+/// The id at the end of the `Location` of a 201 answer (`/api/v2.0/retentions/7` → 7).
+fn created_id(headers: &HeaderMap, path: &str) -> Result<i64> {
+    headers
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.rsplit('/').next())
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| {
+            HarborError::Setup(format!(
+                "{path}: the answer has no Location ending in the new id"
+            ))
+        })
+}
+
 /// A Harbor instance.
 #[derive(Debug, Clone)]
 pub struct Harbor {
@@ -650,16 +664,7 @@ impl Harbor {
         let (_, headers, _) = self
             .call(Method::POST, "retentions", &[], Some(&body), &[])
             .await?;
-        headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|l| l.rsplit('/').next())
-            .and_then(|id| id.parse().ok())
-            .ok_or_else(|| {
-                HarborError::Setup(
-                    "retentions: the answer has no Location with the policy id".into(),
-                )
-            })
+        created_id(&headers, "retentions")
     }
 
     /// Sets the garbage-collection schedule (`Hourly`, `Daily`, `Weekly`, `Custom` with a
@@ -687,16 +692,7 @@ impl Harbor {
         let (_, headers, _) = self
             .call(Method::POST, "system/gc/schedule", &[], Some(&body), &[])
             .await?;
-        headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|l| l.rsplit('/').next())
-            .and_then(|id| id.parse().ok())
-            .ok_or_else(|| {
-                HarborError::Setup(
-                    "system/gc/schedule: the answer has no Location with the run id".into(),
-                )
-            })
+        created_id(&headers, "system/gc/schedule")
     }
 
     /// A garbage-collection run's status (`job_status`: Pending, Running, Success, Error, ...).

@@ -602,13 +602,7 @@ impl Registry {
             return Ok(false);
         }
         let scope = repo_scope(repository, "pull,push");
-        let start = self.url(&format!("v2/{repository}/blobs/uploads/"));
-        let response = self
-            .send(Method::POST, &start, &scope, &[], &|r| {
-                r.header(CONTENT_LENGTH, "0")
-            })
-            .await?;
-        let mut location = Self::location(&start, &response)?;
+        let mut location = self.open_upload(repository, &scope).await?;
         self.report(Progress::Start { digest, size });
         let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
         let mut offset: u64 = 0;
@@ -661,7 +655,7 @@ impl Registry {
                     failures += 1;
                     tracing::info!(repository, %digest, offset, error = %e, "upload chunk failed; resuming");
                     tokio::time::sleep(self.options.backoff * 2u32.pow(failures)).await;
-                    (location, offset) = self.resume(repository, &start, &location).await?;
+                    (location, offset) = self.resume(repository, &location).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -677,10 +671,21 @@ impl Registry {
         Ok(true)
     }
 
+    /// Opens an upload session; returns where to send the data.
+    async fn open_upload(&self, repository: &str, scope: &str) -> Result<Url> {
+        let start = self.url(&format!("v2/{repository}/blobs/uploads/"));
+        let response = self
+            .send(Method::POST, &start, scope, &[], &|r| {
+                r.header(CONTENT_LENGTH, "0")
+            })
+            .await?;
+        Self::location(&start, &response)
+    }
+
     /// Where an interrupted upload session can go on from: the offset the registry reports,
     /// or, when it dropped the session (distribution does after a cut chunk), a new session
     /// from the start.
-    async fn resume(&self, repository: &str, start: &Url, location: &Url) -> Result<(Url, u64)> {
+    async fn resume(&self, repository: &str, location: &Url) -> Result<(Url, u64)> {
         let scope = repo_scope(repository, "pull,push");
         match self
             .send(
@@ -711,12 +716,7 @@ impl Registry {
                     repository,
                     "the registry dropped the upload session; starting again"
                 );
-                let response = self
-                    .send(Method::POST, start, &scope, &[], &|r| {
-                        r.header(CONTENT_LENGTH, "0")
-                    })
-                    .await?;
-                Ok((Self::location(start, &response)?, 0))
+                Ok((self.open_upload(repository, &scope).await?, 0))
             }
             Err(e) => Err(e),
         }
@@ -732,13 +732,7 @@ impl Registry {
             return Ok(digest);
         }
         let scope = repo_scope(repository, "pull,push");
-        let start = self.url(&format!("v2/{repository}/blobs/uploads/"));
-        let response = self
-            .send(Method::POST, &start, &scope, &[], &|r| {
-                r.header(CONTENT_LENGTH, "0")
-            })
-            .await?;
-        let mut done = Self::location(&start, &response)?;
+        let mut done = self.open_upload(repository, &scope).await?;
         done.query_pairs_mut()
             .append_pair("digest", digest.as_str());
         let body = bytes::Bytes::copy_from_slice(bytes);

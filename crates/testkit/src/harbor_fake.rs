@@ -26,6 +26,8 @@ use axum::http::{HeaderValue, Request, Response, StatusCode};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::percent_decode;
+
 #[derive(Debug, Clone)]
 struct Artifact {
     id: i64,
@@ -99,26 +101,6 @@ fn created(location: String) -> Reply {
         body: None,
         headers: vec![("Location".into(), location)],
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn query(q: Option<&str>) -> BTreeMap<String, String> {

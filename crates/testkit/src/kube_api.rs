@@ -16,6 +16,8 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use crate::percent_decode;
+
 /// One kind the fake serves: its group/version, plural, kind and scope.
 #[derive(Debug, Clone)]
 pub struct Kind {
@@ -192,24 +194,6 @@ fn query_pairs(query: &str) -> BTreeMap<String, String> {
             (k.to_owned(), percent_decode(v))
         })
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Ok(b) = u8::from_str_radix(s.get(i + 1..i + 3).unwrap_or(""), 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `object` matches a field selector of `a.b=c` terms joined by commas.

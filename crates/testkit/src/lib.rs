@@ -35,6 +35,45 @@ fn err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FixtureError {
     move |e| FixtureError(format!("{what}: {e}"))
 }
 
+/// Decodes `%XX` escapes (and `+` as a space, as in query strings).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs `openssl` with `args` in `dir`.
+pub(crate) fn openssl(dir: &Path, args: &[&str]) -> Result<(), FixtureError> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(err("run openssl (apt-get install openssl)"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(FixtureError(format!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
 /// The path of OpenSSH's server, if installed.
 pub fn sshd_path() -> Option<PathBuf> {
     ["/usr/sbin/sshd", "/usr/bin/sshd"]

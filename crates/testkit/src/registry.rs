@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{FixtureError, err};
+use crate::{FixtureError, err, openssl};
 
 /// The registry binary, if installed.
 pub fn registry_path() -> Option<PathBuf> {
@@ -45,23 +45,6 @@ pub struct Registry {
 fn free_port() -> Result<u16, FixtureError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(err("bind a free port"))?;
     Ok(listener.local_addr().map_err(err("local address"))?.port())
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<(), FixtureError> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(err("run openssl (apt-get install openssl)"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(FixtureError(format!(
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        )))
-    }
 }
 
 /// Makes `ca.pem` and a server certificate for 127.0.0.1 signed by it.

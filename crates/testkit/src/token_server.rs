@@ -14,7 +14,7 @@ use base64::Engine as _;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
-use crate::FixtureError;
+use crate::{FixtureError, openssl, percent_decode};
 
 /// The service name the registry and the tokens agree on.
 pub const SERVICE: &str = "homelab-test-registry";
@@ -31,23 +31,6 @@ pub struct TokenServer {
     pub requests: Arc<Mutex<Vec<String>>>,
 }
 
-fn run(dir: &Path, args: &[&str]) -> Result<(), FixtureError> {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| FixtureError(format!("openssl: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(FixtureError(format!(
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        )))
-    }
-}
-
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -59,7 +42,7 @@ impl TokenServer {
     /// # Errors
     /// openssl fails or the port cannot be bound.
     pub fn start(dir: &Path, user: &str, password: &str) -> Result<Self, FixtureError> {
-        run(
+        openssl(
             dir,
             &[
                 "genpkey",
@@ -71,7 +54,7 @@ impl TokenServer {
                 "token.key",
             ],
         )?;
-        run(
+        openssl(
             dir,
             &[
                 "pkcs8",
@@ -85,7 +68,7 @@ impl TokenServer {
                 "token.pk8",
             ],
         )?;
-        run(
+        openssl(
             dir,
             &[
                 "req",
@@ -100,7 +83,7 @@ impl TokenServer {
                 "/CN=homelab test token issuer",
             ],
         )?;
-        run(
+        openssl(
             dir,
             &[
                 "x509",
@@ -223,24 +206,4 @@ fn issue(
         StatusCode::OK,
         serde_json::json!({ "token": token, "access_token": token, "expires_in": 300 }).to_string(),
     )
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
