@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use harbor_client::harbor::{Harbor, RobotCreate, repository_access};
 use harbor_client::image::{self, Layout};
 use harbor_client::reference::Reference;
@@ -69,13 +69,7 @@ struct Global {
     output: Output,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    /// For people.
-    Text,
-    /// JSON on standard output.
-    Json,
-}
+use homelab_cli_common::TextOrJson as Output;
 
 #[derive(Debug, Subcommand)]
 enum Command {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use homelab_cli_common::LogArgs;
 use homelab_config::{ConfigSource, expand_home};
 use kubeadm_boot::prepare::{FACTS_COMMAND, PackageSource, node_steps, parse_facts};
@@ -78,13 +78,7 @@ pub struct Global {
 }
 
 /// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// For people.
-    Text,
-    /// JSON on standard output.
-    Json,
-}
+pub use homelab_cli_common::TextOrJson as Output;
 
 /// The commands.
 #[derive(Debug, Subcommand)]

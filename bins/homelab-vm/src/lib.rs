@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use homelab_cli_common::LogArgs;
 use homelab_config::{Config, ConfigSource, expand_home};
 use libvirt_vm::preflight::{Check, Status};
@@ -51,13 +51,7 @@ pub struct Global {
 }
 
 /// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// For people.
-    Text,
-    /// JSON on standard output.
-    Json,
-}
+pub use homelab_cli_common::TextOrJson as Output;
 
 /// The commands.
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,8 @@
 //!   panics at the first handshake unless one was installed explicitly.
 //! - [`LogArgs`]: the `-v`/`-vv`/`-q` and `--log-format` flags, flattened into each CLI, and
 //!   [`LogArgs::init`] to set up `tracing` from them (`RUST_LOG` still wins when set).
-//! - [`OutputFormat`]: the `-o text|json|yaml|toml` choice shared by the tools.
+//! - [`OutputFormat`]: the `-o text|json|yaml|toml` choice shared by the tools, and
+//!   [`TextOrJson`] for tools whose results are reports.
 
 use std::io::IsTerminal;
 
@@ -168,6 +169,16 @@ fn crate_directives(level: &str) -> String {
     .map(|c| format!("{c}={level}"))
     .collect::<Vec<_>>()
     .join(",")
+}
+
+/// Output of the tools whose results are reports: for people, or JSON on standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum TextOrJson {
+    /// For people.
+    #[default]
+    Text,
+    /// JSON on standard output.
+    Json,
 }
 
 /// Output format of a command's result (logs always go to standard error).
