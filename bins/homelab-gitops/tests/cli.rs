@@ -1,0 +1,69 @@
+//! `homelab-gitops validate` on small repositories.
+#![allow(clippy::unwrap_used)]
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir
+}
+
+fn gitops() -> Command {
+    let mut cmd = Command::cargo_bin("homelab-gitops").unwrap();
+    cmd.env_remove("HOMELAB_CONFIG");
+    cmd
+}
+
+const APP: &str = "apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: web, namespace: argocd}
+spec:
+  project: default
+  source: {repoURL: https://git.example/r.git, path: web, targetRevision: main}
+  destination: {server: https://kubernetes.default.svc, namespace: web}
+  syncPolicy: {syncOptions: [CreateNamespace=true]}
+";
+
+#[test]
+fn errors_fail_warnings_do_not() {
+    let ok = repo(&[
+        ("apps/web.yaml", APP),
+        (
+            "web/deploy.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers: [{name: web, image: \"nginx:latest\"}]\n",
+        ),
+    ]);
+    gitops()
+        .current_dir(ok.path())
+        .args(["validate", "--repo-url", "https://git.example/r"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "web/deploy.yaml\n  1: warning [image-pin]",
+        ))
+        .stdout(predicate::str::ends_with(
+            "2 files, 2 objects: 0 errors, 1 warnings\n",
+        ));
+    let bad = repo(&[("apps/web.yaml", &APP.replace("path: web", "path: nowhere"))]);
+    let out = gitops()
+        .args([
+            "validate",
+            "-o",
+            "json",
+            "--repo-url",
+            "https://git.example/r.git",
+        ])
+        .arg(bad.path())
+        .assert()
+        .code(1);
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(report["findings"][0]["rule"], "app-path");
+    assert_eq!(report["findings"][0]["file"], "apps/web.yaml");
+    assert_eq!(report["findings"][0]["severity"], "error");
+}
