@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand};
 use gitops::validate::{Options, render, validate};
 use homelab_cli_common::{LogArgs, TextOrJson};
 
-/// Argo CD for homelab: check the manifests repository Argo CD follows.
+/// Argo CD for homelab: check the manifests repository Argo CD follows, and read, wait for,
+/// refresh and sync its Applications (through the cluster of the current kubeconfig context,
+/// or --context).
 #[derive(Debug, Parser)]
 #[command(name = "homelab-gitops", version, max_term_width = 100)]
 struct Cli {
@@ -46,6 +48,66 @@ enum Command {
         #[arg(long)]
         no_build: bool,
     },
+    /// The Application tree from the root: each one's sync and health, and what is not
+    /// Synced and Healthy with Argo CD's messages. Exit status 1 when anything is not.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Wait (by watching) until the whole tree is Synced and Healthy.
+        #[arg(long)]
+        wait: bool,
+        /// How long to wait.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "20m")]
+        timeout: std::time::Duration,
+    },
+    /// Ask Argo CD to compare an Application with Git again.
+    Refresh {
+        /// Application.
+        name: String,
+        /// Also drop Argo CD's manifest cache.
+        #[arg(long)]
+        hard: bool,
+        #[command(flatten)]
+        cluster: Cluster,
+    },
+    /// Ask Argo CD to sync an Application now.
+    Sync {
+        /// Application.
+        name: String,
+        /// Delete what left Git.
+        #[arg(long)]
+        prune: bool,
+        #[command(flatten)]
+        cluster: Cluster,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Cluster {
+    /// Kubeconfig context (default: the current one).
+    #[arg(long)]
+    context: Option<String>,
+    /// Argo CD's namespace.
+    #[arg(long, default_value = "argocd")]
+    namespace: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// The root Application.
+    #[arg(long, default_value = "root")]
+    root: String,
+    #[command(flatten)]
+    cluster: Cluster,
+}
+
+async fn client(cluster: &Cluster) -> Result<kube::Client> {
+    let config = kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions {
+        context: cluster.context.clone(),
+        ..Default::default()
+    })
+    .await?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 /// The origin remote of a Git checkout, if any.
@@ -62,8 +124,63 @@ fn origin(path: &Path) -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.output == TextOrJson::Json;
     match cli.command {
+        Command::Status {
+            target,
+            wait,
+            timeout,
+        } => {
+            let client = client(&target.cluster).await?;
+            let ns = &target.cluster.namespace;
+            let tree = if wait {
+                gitops::status::wait(&client, ns, &target.root, timeout, &|problems| {
+                    for p in problems {
+                        eprintln!("waiting: {p}");
+                    }
+                })
+                .await?
+            } else {
+                gitops::status::tree(&client, ns, &target.root).await?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tree)?);
+            } else {
+                print!("{}", tree.render());
+                for p in tree.problems() {
+                    println!("not ready: {p}");
+                }
+            }
+            Ok(if tree.ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Refresh {
+            name,
+            hard,
+            cluster,
+        } => {
+            gitops::status::refresh(&client(&cluster).await?, &cluster.namespace, &name, hard)
+                .await?;
+            eprintln!(
+                "asked Argo CD to refresh {name}{}",
+                if hard { " (hard)" } else { "" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync {
+            name,
+            prune,
+            cluster,
+        } => {
+            gitops::status::sync(&client(&cluster).await?, &cluster.namespace, &name, prune)
+                .await?;
+            eprintln!("asked Argo CD to sync {name}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate {
             path,
             repo_url,
@@ -88,7 +205,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     kustomize_build: !no_build,
                 },
             );
-            if cli.output == TextOrJson::Json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", render(&report));
@@ -105,7 +222,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = cli.log.clone();
-    homelab_cli_common::run_main(&log, move || async move { run(cli) })
+    homelab_cli_common::run_main(&log, move || run(cli))
 }
 
 #[cfg(test)]

@@ -131,7 +131,10 @@ fn the_base_repository_passes() {
 }
 
 #[test]
-#[allow(clippy::too_many_lines, reason = "one fixture per rule, listed together")]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one fixture per rule, listed together"
+)]
 fn each_rule_fails_alone() {
     let kubectl = std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("kubectl").is_file()));
