@@ -150,6 +150,11 @@ fn parse_manifest(bytes: &[u8], what: &str) -> Result<ImageManifest, RegistryErr
     })
 }
 
+/// Whether the registry refused a manifest because a blob it names is unknown.
+fn blob_unknown(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Status { errors, .. } if errors.iter().any(|x| x.code == "MANIFEST_BLOB_UNKNOWN" || x.code == "BLOB_UNKNOWN"))
+}
+
 fn blobs_of(manifest: &ImageManifest) -> Vec<Descriptor> {
     std::iter::once(manifest.config().clone())
         .chain(manifest.layers().iter().cloned())
@@ -188,9 +193,33 @@ pub async fn push(
         .try_collect()
         .await?;
     let media_type = descriptor.media_type().to_string();
-    let digest = registry
-        .put_manifest(&target.repository, target.reference(), &bytes, &media_type)
-        .await?;
+    let mut attempt = 0;
+    let digest = loop {
+        match registry
+            .put_manifest(&target.repository, target.reference(), &bytes, &media_type)
+            .await
+        {
+            // Another push of the same blobs into the same repository can leave one briefly
+            // unknown to the registry (distribution relinks it as the second upload
+            // commits): check every blob again, upload what is missing, and retry.
+            Err(e) if blob_unknown(&e) && attempt < 3 => {
+                attempt += 1;
+                tracing::info!(target = %target, attempt, "the registry lost a blob of the manifest; uploading again");
+                for d in blobs_of(&manifest) {
+                    let digest = digest_of(&d, &layout.dir)?;
+                    registry
+                        .push_blob_file(
+                            &target.repository,
+                            &digest,
+                            &layout.blob(&digest),
+                            d.size(),
+                        )
+                        .await?;
+                }
+            }
+            other => break other?,
+        }
+    };
     Ok(Transfer {
         digest: digest.to_string(),
         transferred: results.iter().filter(|(s, _)| *s).count(),

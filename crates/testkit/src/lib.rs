@@ -35,6 +35,36 @@ fn err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FixtureError {
     move |e| FixtureError(format!("{what}: {e}"))
 }
 
+/// Whether process `pid` holds the listening TCP socket of `port` (IPv4). A fixture that
+/// picked a free port may lose it to another fixture before it binds; connecting alone would
+/// then reach the other one.
+pub(crate) fn listens(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (_, hex_port) = fields.get(1)?.split_once(':')?;
+            let listening = *fields.get(3)? == "0A";
+            let inode = fields.get(9)?;
+            (listening && u16::from_str_radix(hex_port, 16).ok()? == port)
+                .then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+        })
+    })
+}
+
 /// Decodes `%XX` escapes (and `+` as a space, as in query strings).
 pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -143,6 +173,19 @@ impl Sshd {
     /// # Errors
     /// `sshd` is not installed or does not come up within 10 s.
     pub fn start() -> Result<Self, FixtureError> {
+        // The free port picked may be taken by another fixture before sshd binds it; sshd
+        // then exits, and a new port is tried.
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::start_once() {
+                Err(e) if e.0.contains("exited at start") => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| FixtureError("sshd did not start".into())))
+    }
+
+    fn start_once() -> Result<Self, FixtureError> {
         let sshd = sshd_path().ok_or_else(|| {
             FixtureError("OpenSSH server not installed (apt-get install openssh-server)".into())
         })?;
@@ -202,6 +245,10 @@ impl Sshd {
         while started.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(FixtureError(format!("sshd exited at start: {status}")));
+            }
+            if !listens(self.child.id(), self.addr.port()) {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
             }
             if let Ok(stream) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
                 let mut line = String::new();

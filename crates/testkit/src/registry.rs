@@ -127,6 +127,19 @@ impl Registry {
     /// # Errors
     /// `docker-registry` (or openssl, for TLS) is missing, or the registry does not come up.
     pub fn start_with(config: &RegistryConfig) -> Result<Self, FixtureError> {
+        // The free port picked may be taken by another fixture before the registry binds
+        // it; the registry then exits, and a new port is tried.
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::start_once(config) {
+                Err(e) if e.0.contains("exited with") => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| FixtureError("docker-registry did not start".into())))
+    }
+
+    fn start_once(config: &RegistryConfig) -> Result<Self, FixtureError> {
         let binary = registry_path().ok_or_else(|| {
             FixtureError("docker-registry not installed (apt-get install docker-registry)".into())
         })?;
@@ -187,7 +200,9 @@ impl Registry {
             ca_file,
         };
         let started = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        while !crate::listens(registry.child.id(), port)
+            || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+        {
             if let Ok(Some(status)) = registry.child.try_wait() {
                 return Err(FixtureError(format!(
                     "docker-registry exited with {status}: {}",
