@@ -48,6 +48,24 @@ enum Command {
         #[arg(long)]
         no_build: bool,
     },
+    /// Write the manifests repository from homelab.toml: bootstrap/ (the root Application and
+    /// the AppProjects and components it owns, in sync waves), core/, infrastructure/,
+    /// platform/. Files it wrote before are updated (with a diff); files without its marker
+    /// line are left alone.
+    Init {
+        /// Where (default: the current directory).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Add an application: apps/NAME/ for its manifests and its Application, listed in
+    /// bootstrap/workloads/.
+    AddApp {
+        /// Name (a DNS label; also its namespace).
+        name: String,
+        /// The repository (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// The Application tree from the root: each one's sync and health, and what is not
     /// Synced and Healthy with Argo CD's messages. Exit status 1 when anything is not.
     Status {
@@ -124,9 +142,103 @@ fn origin(path: &Path) -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
+/// The scaffold's input, from homelab.toml.
+fn scaffold_spec(config: &homelab_config::Config) -> Result<gitops::scaffold::Spec> {
+    let gitops_config = config
+        .gitops
+        .clone()
+        .filter(|g| !g.repo_url.is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "set [gitops] repo_url in homelab.toml: the Applications point at that repository"
+            )
+        })?;
+    let v = &config.versions;
+    let versions = [
+        ("metallb", v.metallb.as_str()),
+        ("ingress_nginx", v.ingress_nginx.as_str()),
+        ("cert_manager", v.cert_manager.as_str()),
+        ("external_secrets", v.external_secrets.as_str()),
+        ("harbor", v.harbor.as_str()),
+        (
+            "actions_runner_controller",
+            v.actions_runner_controller.as_str(),
+        ),
+        ("local_path_provisioner", v.local_path_provisioner.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let lb = &config.network.load_balancer_ips;
+    let runners = if config.features.runners {
+        config
+            .github
+            .iter()
+            .flat_map(|g| g.runners.iter())
+            .map(|r| gitops::scaffold::Runner {
+                repository: r.name.clone(),
+                min: r.min,
+                max: r.max,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(gitops::scaffold::Spec {
+        repo_url: gitops_config.repo_url,
+        branch: gitops_config.branch,
+        metallb_range: config.network.metallb_range.to_string(),
+        ingress_ip: lb.ingress.to_string(),
+        harbor_ip: lb.harbor.to_string(),
+        argocd_ip: lb.argocd.to_string(),
+        versions,
+        external_secrets: config.features.external_secrets,
+        github_owner: config
+            .github
+            .as_ref()
+            .map(|g| g.owner.clone())
+            .unwrap_or_default(),
+        runners,
+    })
+}
+
+fn print_changes(json: bool, changes: &[(PathBuf, gitops::scaffold::FileChange)]) -> Result<()> {
+    use gitops::scaffold::FileChange;
+    if json {
+        println!("{}", serde_json::to_string_pretty(changes)?);
+        return Ok(());
+    }
+    for (path, change) in changes {
+        match change {
+            FileChange::Created => println!("created   {}", path.display()),
+            FileChange::Updated(diff) => println!("updated   {}\n{diff}", path.display()),
+            FileChange::Unchanged => println!("unchanged {}", path.display()),
+            FileChange::Kept => println!("kept      {} (yours: no marker line)", path.display()),
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_lines, reason = "one dispatch over the commands")]
 async fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.output == TextOrJson::Json;
     match cli.command {
+        Command::Init { dir } => {
+            let config = homelab_config::ConfigSource::discover(cli.config.config.as_deref())
+                .load()?
+                .config;
+            let changes = gitops::scaffold::init(&dir, &scaffold_spec(&config)?)?;
+            print_changes(json, &changes)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::AddApp { name, dir } => {
+            let config = homelab_config::ConfigSource::discover(cli.config.config.as_deref())
+                .load()?
+                .config;
+            let changes = gitops::scaffold::add_app(&dir, &scaffold_spec(&config)?, &name)?;
+            print_changes(json, &changes)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status {
             target,
             wait,

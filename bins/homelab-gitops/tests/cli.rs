@@ -67,3 +67,59 @@ fn errors_fail_warnings_do_not() {
     assert_eq!(report["findings"][0]["file"], "apps/web.yaml");
     assert_eq!(report["findings"][0]["severity"], "error");
 }
+
+#[test]
+fn init_writes_a_repository_that_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("homelab.toml");
+    std::fs::write(
+        &config,
+        "[gitops]\nrepo_url = \"https://git.example/me/gitops.git\"\n",
+    )
+    .unwrap();
+    let repo = dir.path().join("repo");
+    gitops()
+        .arg("--config")
+        .arg(&config)
+        .arg("init")
+        .arg(&repo)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("created   bootstrap/root.yaml"));
+    gitops()
+        .args(["--config"])
+        .arg(&config)
+        .args(["add-app", "web", "--dir"])
+        .arg(&repo)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "created   apps/web/kustomization.yaml",
+        ));
+    gitops()
+        .arg("--config")
+        .arg(&config)
+        .arg("validate")
+        .arg(&repo)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(" 0 errors, 0 warnings"));
+    gitops()
+        .arg("--config")
+        .arg(&config)
+        .arg("init")
+        .arg(&repo)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("created").not());
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(&bare, "").unwrap();
+    gitops()
+        .arg("--config")
+        .arg(&bare)
+        .arg("init")
+        .arg(dir.path().join("other"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("set [gitops] repo_url"));
+}

@@ -1,0 +1,668 @@
+//! The manifests repository homelab starts from: `bootstrap/` (the root Application, which
+//! owns `bootstrap/apps/`: the AppProjects in the first wave, then one Application per
+//! component, ordered by the wave table; and `bootstrap/workloads/`, the Applications of your
+//! own apps), `core/`, `infrastructure/`, `platform/`, and `apps/<name>/` for your apps. Files this module writes carry a marker line; re-running `init` updates
+//! them in place (reporting a diff) and leaves every other file alone. `add_app` adds an
+//! application through structured edits.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kube::api::ObjectMeta;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::types::{
+    AppProject, AppProjectSpec, Application, ApplicationSource, ApplicationSpec, Destination,
+    Extra, HelmSource, SYNC_WAVE, SyncPolicy,
+};
+
+/// The first line of every file `init` owns. Remove it to keep your own version.
+pub const MARKER: &str = "# Managed by homelab-gitops init: edits are replaced on the next init; delete this line to keep your own version.";
+
+/// The sync waves of the platform, in order: what must exist before what.
+pub const WAVES: &[(&str, i64)] = &[
+    ("projects", 0),
+    ("local-path", 1),
+    ("namespaces", 2),
+    ("metallb", 3),
+    ("metallb-config", 4),
+    ("ingress-nginx", 5),
+    ("cert-manager", 6),
+    ("issuers", 7),
+    ("external-secrets", 7),
+    ("argocd-config", 10),
+    ("harbor", 10),
+    ("actions-runner-controller", 10),
+    ("runners", 11),
+    ("app-definitions", 11),
+    ("apps", 12),
+    ("harbor-patches", 13),
+];
+
+/// The wave of a component of [`WAVES`] (12, the apps' wave, for anything else).
+pub fn wave(component: &str) -> i64 {
+    WAVES
+        .iter()
+        .find(|(c, _)| *c == component)
+        .map_or(12, |(_, w)| *w)
+}
+
+/// One runner scale set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runner {
+    /// Repository name (under the owner).
+    pub repository: String,
+    /// Fewest runners.
+    pub min: u32,
+    /// Most runners.
+    pub max: u32,
+}
+
+/// What the repository is generated from (homelab.toml converts into this).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// This repository's clone URL.
+    pub repo_url: String,
+    /// The branch Argo CD follows.
+    pub branch: String,
+    /// MetalLB's address range (`a.b.c.d-a.b.c.e`).
+    pub metallb_range: String,
+    /// Fixed addresses: ingress, Harbor, Argo CD.
+    pub ingress_ip: String,
+    /// Harbor's address.
+    pub harbor_ip: String,
+    /// Argo CD's address.
+    pub argocd_ip: String,
+    /// Pinned chart and release versions by component.
+    pub versions: BTreeMap<String, String>,
+    /// Deploy External Secrets.
+    pub external_secrets: bool,
+    /// GitHub owner of the runner repositories; runners are deployed when some are listed.
+    pub github_owner: String,
+    /// Runner scale sets.
+    pub runners: Vec<Runner>,
+}
+
+/// What `init` did to each file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileChange {
+    /// Written for the first time.
+    Created,
+    /// Owned and rewritten; the diff is given.
+    Updated(String),
+    /// Owned and already as generated.
+    Unchanged,
+    /// Not owned (no marker): left alone.
+    Kept,
+}
+
+/// A scaffold problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An input is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn meta(name: &str, wave_of: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some("argocd".into()),
+        annotations: Some([(SYNC_WAVE.to_owned(), wave(wave_of).to_string())].into()),
+        labels: Some(
+            [
+                ("app.kubernetes.io/name".to_owned(), name.to_owned()),
+                ("app.kubernetes.io/part-of".to_owned(), "homelab".to_owned()),
+                (
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "homelab-gitops".to_owned(),
+                ),
+            ]
+            .into(),
+        ),
+        ..ObjectMeta::default()
+    }
+}
+
+fn local() -> Destination {
+    Destination {
+        server: Some("https://kubernetes.default.svc".into()),
+        name: None,
+        namespace: None,
+    }
+}
+
+fn application(
+    name: &str,
+    wave_of: &str,
+    project: &str,
+    source: ApplicationSource,
+    namespace: &str,
+) -> Application {
+    let mut app = Application::new(
+        name,
+        ApplicationSpec {
+            project: project.into(),
+            source: Some(source),
+            destination: Destination {
+                namespace: Some(namespace.into()),
+                ..local()
+            },
+            sync_policy: Some(SyncPolicy::homelab()),
+            ..ApplicationSpec::default()
+        },
+    );
+    app.metadata = meta(name, wave_of);
+    app
+}
+
+impl Spec {
+    fn version(&self, component: &str) -> Result<String, ScaffoldError> {
+        self.versions
+            .get(component)
+            .cloned()
+            .ok_or_else(|| ScaffoldError::Invalid(format!("no pinned version for {component}")))
+    }
+
+    fn git(&self, path: &str) -> ApplicationSource {
+        ApplicationSource {
+            repo_url: self.repo_url.clone(),
+            path: Some(path.into()),
+            target_revision: Some(self.branch.clone()),
+            ..ApplicationSource::default()
+        }
+    }
+
+    fn chart(repo: &str, chart: &str, version: &str, values: Value) -> ApplicationSource {
+        ApplicationSource {
+            repo_url: repo.into(),
+            chart: Some(chart.into()),
+            target_revision: Some(version.trim_start_matches('v').into()),
+            helm: Some(HelmSource {
+                release_name: Some(chart.into()),
+                values_object: (!values.is_null()).then_some(values),
+                ..HelmSource::default()
+            }),
+            ..ApplicationSource::default()
+        }
+    }
+}
+
+fn yaml<T: Serialize>(objects: &[T]) -> Result<String, ScaffoldError> {
+    let mut out = format!("{MARKER}\n");
+    for (i, o) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(
+            &serde_norway::to_string(o).map_err(|e| ScaffoldError::Invalid(e.to_string()))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The repository's files, path and contents.
+///
+/// # Errors
+/// A version the spec must pin is missing.
+#[allow(clippy::too_many_lines, reason = "the repository, file by file")]
+pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    let mut add = |path: &str, text: String| files.push((PathBuf::from(path), text));
+
+    // The root owns apps/, where every other Application lives.
+    let mut root = application(
+        "root",
+        "projects",
+        "default",
+        spec.git("bootstrap/apps"),
+        "argocd",
+    );
+    root.metadata.annotations = None;
+    add("bootstrap/root.yaml", yaml(&[root])?);
+
+    let projects: Vec<AppProject> = ["core", "infrastructure", "platform", "apps"]
+        .iter()
+        .map(|name| {
+            let mut p = AppProject::new(
+                name,
+                AppProjectSpec {
+                    description: Some(format!("homelab {name}")),
+                    source_repos: vec!["*".into()],
+                    destinations: vec![Destination {
+                        namespace: Some("*".into()),
+                        ..local()
+                    }],
+                    cluster_resource_whitelist: Some(vec![json!({ "group": "*", "kind": "*" })]),
+                    extra: Extra::new(),
+                },
+            );
+            p.metadata = meta(name, "projects");
+            p
+        })
+        .collect();
+    add("bootstrap/apps/projects.yaml", yaml(&projects)?);
+
+    let mut apps: Vec<(String, Application)> = vec![
+        (
+            "local-path".into(),
+            application(
+                "local-path",
+                "local-path",
+                "infrastructure",
+                ApplicationSource {
+                    repo_url: "https://github.com/rancher/local-path-provisioner.git".into(),
+                    path: Some("deploy".into()),
+                    target_revision: Some(spec.version("local_path_provisioner")?),
+                    ..ApplicationSource::default()
+                },
+                "local-path-storage",
+            ),
+        ),
+        (
+            "namespaces".into(),
+            application(
+                "namespaces",
+                "namespaces",
+                "core",
+                spec.git("core/namespaces"),
+                "default",
+            ),
+        ),
+        (
+            "metallb".into(),
+            application(
+                "metallb",
+                "metallb",
+                "infrastructure",
+                Spec::chart(
+                    "https://metallb.github.io/metallb",
+                    "metallb",
+                    &spec.version("metallb")?,
+                    Value::Null,
+                ),
+                "metallb-system",
+            ),
+        ),
+        (
+            "metallb-config".into(),
+            application(
+                "metallb-config",
+                "metallb-config",
+                "infrastructure",
+                spec.git("infrastructure/metallb-config"),
+                "metallb-system",
+            ),
+        ),
+        (
+            "ingress-nginx".into(),
+            application(
+                "ingress-nginx",
+                "ingress-nginx",
+                "infrastructure",
+                Spec::chart(
+                    "https://kubernetes.github.io/ingress-nginx",
+                    "ingress-nginx",
+                    &spec.version("ingress_nginx")?,
+                    json!({ "controller": { "service": { "annotations": { "metallb.io/loadBalancerIPs": spec.ingress_ip } } } }),
+                ),
+                "ingress-nginx",
+            ),
+        ),
+        (
+            "cert-manager".into(),
+            application(
+                "cert-manager",
+                "cert-manager",
+                "infrastructure",
+                Spec::chart(
+                    "https://charts.jetstack.io",
+                    "cert-manager",
+                    &spec.version("cert_manager")?,
+                    json!({ "crds": { "enabled": true } }),
+                ),
+                "cert-manager",
+            ),
+        ),
+        (
+            "issuers".into(),
+            application(
+                "issuers",
+                "issuers",
+                "infrastructure",
+                spec.git("infrastructure/issuers"),
+                "cert-manager",
+            ),
+        ),
+        (
+            "harbor".into(),
+            application(
+                "harbor",
+                "harbor",
+                "platform",
+                Spec::chart(
+                    "https://helm.goharbor.io",
+                    "harbor",
+                    &spec.version("harbor")?,
+                    json!({ "expose": { "type": "loadBalancer", "tls": { "enabled": false },
+                                        "loadBalancer": { "annotations": { "metallb.io/loadBalancerIPs": spec.harbor_ip } } } }),
+                ),
+                "harbor",
+            ),
+        ),
+        (
+            "argocd-config".into(),
+            application(
+                "argocd-config",
+                "argocd-config",
+                "platform",
+                spec.git("platform/argocd"),
+                "argocd",
+            ),
+        ),
+        (
+            "workloads".into(),
+            application(
+                "workloads",
+                "app-definitions",
+                "apps",
+                spec.git("bootstrap/workloads"),
+                "argocd",
+            ),
+        ),
+    ];
+    if spec.external_secrets {
+        apps.push((
+            "external-secrets".into(),
+            application(
+                "external-secrets",
+                "external-secrets",
+                "platform",
+                Spec::chart(
+                    "https://charts.external-secrets.io",
+                    "external-secrets",
+                    &spec.version("external_secrets")?,
+                    json!({ "installCRDs": true }),
+                ),
+                "external-secrets",
+            ),
+        ));
+    }
+    if !spec.runners.is_empty() {
+        let version = spec.version("actions_runner_controller")?;
+        apps.push((
+            "actions-runner-controller".into(),
+            application(
+                "actions-runner-controller",
+                "actions-runner-controller",
+                "platform",
+                Spec::chart(
+                    "ghcr.io/actions/actions-runner-controller-charts",
+                    "gha-runner-scale-set-controller",
+                    &version,
+                    Value::Null,
+                ),
+                "arc-systems",
+            ),
+        ));
+        for r in &spec.runners {
+            let name = format!("runner-{}", r.repository);
+            apps.push((
+                name.clone(),
+                application(
+                    &name,
+                    "runners",
+                    "platform",
+                    Spec::chart(
+                        "ghcr.io/actions/actions-runner-controller-charts",
+                        "gha-runner-scale-set",
+                        &version,
+                        json!({
+                            "githubConfigUrl": format!("https://github.com/{}/{}", spec.github_owner, r.repository),
+                            "githubConfigSecret": "github-runner-token",
+                            "minRunners": r.min, "maxRunners": r.max, "runnerScaleSetName": r.repository,
+                        }),
+                    ),
+                    "arc-runners",
+                ),
+            ));
+        }
+    }
+    let mut listed = Vec::new();
+    for (name, app) in &apps {
+        add(
+            &format!("bootstrap/apps/{name}.yaml"),
+            yaml(std::slice::from_ref(app))?,
+        );
+        listed.push(format!("{name}.yaml"));
+    }
+
+    // core/: namespaces every component needs.
+    let namespaces: Vec<Value> = ["metallb-system", "ingress-nginx", "cert-manager", "harbor", "local-path-storage"]
+        .iter()
+        .map(|ns| json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns, "labels": { "app.kubernetes.io/part-of": "homelab" } } }))
+        .collect();
+    add("core/namespaces/namespaces.yaml", yaml(&namespaces)?);
+    add(
+        "core/namespaces/kustomization.yaml",
+        format!("{MARKER}\nresources:\n  - namespaces.yaml\n"),
+    );
+
+    // infrastructure/: MetalLB's pool and advertisement, the issuers.
+    let metallb = [
+        json!({ "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+                "metadata": { "name": "homelab", "namespace": "metallb-system" },
+                "spec": { "addresses": [spec.metallb_range] } }),
+        json!({ "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+                "metadata": { "name": "homelab", "namespace": "metallb-system" },
+                "spec": { "ipAddressPools": ["homelab"] } }),
+    ];
+    add("infrastructure/metallb-config/pool.yaml", yaml(&metallb)?);
+    add(
+        "infrastructure/metallb-config/kustomization.yaml",
+        format!("{MARKER}\nresources:\n  - pool.yaml\n"),
+    );
+    let issuers = [
+        json!({ "apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer",
+                "metadata": { "name": "selfsigned" }, "spec": { "selfSigned": {} } }),
+        json!({ "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                "metadata": { "name": "homelab-ca", "namespace": "cert-manager" },
+                "spec": { "isCA": true, "commonName": "homelab CA", "secretName": "homelab-ca",
+                          "privateKey": { "algorithm": "ECDSA", "size": 256 },
+                          "issuerRef": { "name": "selfsigned", "kind": "ClusterIssuer", "group": "cert-manager.io" } } }),
+        json!({ "apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer",
+                "metadata": { "name": "homelab-ca" }, "spec": { "ca": { "secretName": "homelab-ca" } } }),
+    ];
+    add("infrastructure/issuers/issuers.yaml", yaml(&issuers)?);
+    add(
+        "infrastructure/issuers/kustomization.yaml",
+        format!("{MARKER}\nresources:\n  - issuers.yaml\n"),
+    );
+
+    // platform/: Argo CD's own service on its fixed address.
+    let argocd = [json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": "argocd-server-lb", "namespace": "argocd",
+                      "annotations": { "metallb.io/loadBalancerIPs": spec.argocd_ip } },
+        "spec": { "type": "LoadBalancer", "selector": { "app.kubernetes.io/name": "argocd-server" },
+                  "ports": [{ "name": "https", "port": 443, "targetPort": 8080 }] },
+    })];
+    add("platform/argocd/service.yaml", yaml(&argocd)?);
+    add(
+        "platform/argocd/kustomization.yaml",
+        format!("{MARKER}\nresources:\n  - service.yaml\n"),
+    );
+
+    // bootstrap/workloads/: one Application per application (see add_app), listed here;
+    // their manifests live in apps/<name>/.
+    add(
+        "bootstrap/workloads/kustomization.yaml",
+        "resources: []\n".into(),
+    );
+    Ok(files)
+}
+
+/// A unified-style diff of two texts (`-` removed, `+` added lines).
+fn diff(old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(2)
+        .to_string()
+}
+
+/// Writes (or updates) the repository at `root`: files with the marker are rewritten when
+/// they differ, files without it are left alone.
+///
+/// # Errors
+/// A version is missing or a file cannot be written.
+pub fn init(root: &Path, spec: &Spec) -> Result<Vec<(PathBuf, FileChange)>, ScaffoldError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ScaffoldError::Io { path, source }
+    };
+    let mut report = Vec::new();
+    for (path, text) in files(spec)? {
+        let full = root.join(&path);
+        let change = match std::fs::read_to_string(&full) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = full.parent() {
+                    std::fs::create_dir_all(dir).map_err(io(dir))?;
+                }
+                std::fs::write(&full, &text).map_err(io(&full))?;
+                FileChange::Created
+            }
+            Err(e) => return Err(io(&full)(e)),
+            Ok(old) if old == text => FileChange::Unchanged,
+            // The workloads list belongs to add_app once it exists.
+            Ok(old)
+                if !old.starts_with(MARKER)
+                    || path == Path::new("bootstrap/workloads/kustomization.yaml") =>
+            {
+                FileChange::Kept
+            }
+            Ok(old) => {
+                std::fs::write(&full, &text).map_err(io(&full))?;
+                FileChange::Updated(diff(&old, &text))
+            }
+        };
+        report.push((path, change));
+    }
+    Ok(report)
+}
+
+/// Adds application `name` (deployed to namespace `name`): `apps/<name>/` with a
+/// kustomization, its Application in `bootstrap/workloads/<name>.yaml` (wave 12), and that
+/// file in the `bootstrap/workloads/kustomization.yaml` list — a structured edit of the YAML. Adding an
+/// existing application changes nothing.
+///
+/// # Errors
+/// The name is not a DNS label, or a file cannot be read or written.
+pub fn add_app(
+    root: &Path,
+    spec: &Spec,
+    name: &str,
+) -> Result<Vec<(PathBuf, FileChange)>, ScaffoldError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !valid {
+        return Err(ScaffoldError::Invalid(format!(
+            "application name {name:?}: use a DNS label (lower-case letters, digits and '-', at most 63)"
+        )));
+    }
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ScaffoldError::Io { path, source }
+    };
+    let mut report = Vec::new();
+    let dir = root.join("apps").join(name);
+    let kustomization = dir.join("kustomization.yaml");
+    if kustomization.exists() {
+        report.push((
+            PathBuf::from(format!("apps/{name}/kustomization.yaml")),
+            FileChange::Kept,
+        ));
+    } else {
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        std::fs::write(
+            &kustomization,
+            "# Add this application's manifests here.\nresources: []\n",
+        )
+        .map_err(io(&kustomization))?;
+        report.push((
+            PathBuf::from(format!("apps/{name}/kustomization.yaml")),
+            FileChange::Created,
+        ));
+    }
+    let app_file = root
+        .join("bootstrap/workloads")
+        .join(format!("{name}.yaml"));
+    if app_file.exists() {
+        report.push((
+            PathBuf::from(format!("bootstrap/workloads/{name}.yaml")),
+            FileChange::Kept,
+        ));
+    } else {
+        let app = application(
+            name,
+            "apps",
+            "apps",
+            spec.git(&format!("apps/{name}")),
+            name,
+        );
+        std::fs::write(
+            &app_file,
+            serde_norway::to_string(&app).map_err(|e| ScaffoldError::Invalid(e.to_string()))?,
+        )
+        .map_err(io(&app_file))?;
+        report.push((
+            PathBuf::from(format!("bootstrap/workloads/{name}.yaml")),
+            FileChange::Created,
+        ));
+    }
+    // The list of Applications: a structured edit that keeps every other key.
+    let list = root.join("bootstrap/workloads/kustomization.yaml");
+    let text = std::fs::read_to_string(&list).unwrap_or_else(|_| "resources: []\n".into());
+    let mut doc: serde_norway::Value = serde_norway::from_str(&text)
+        .map_err(|e| ScaffoldError::Invalid(format!("{}: {e}", list.display())))?;
+    let entry = format!("{name}.yaml");
+    let map = doc
+        .as_mapping_mut()
+        .ok_or_else(|| ScaffoldError::Invalid(format!("{}: not a mapping", list.display())))?;
+    let resources = map
+        .entry("resources".into())
+        .or_insert_with(|| serde_norway::Value::Sequence(Vec::new()));
+    let seq = resources.as_sequence_mut().ok_or_else(|| {
+        ScaffoldError::Invalid(format!("{}: resources is not a list", list.display()))
+    })?;
+    if seq.iter().any(|v| v.as_str() == Some(entry.as_str())) {
+        report.push((
+            PathBuf::from("bootstrap/workloads/kustomization.yaml"),
+            FileChange::Unchanged,
+        ));
+    } else {
+        seq.push(entry.into());
+        let new =
+            serde_norway::to_string(&doc).map_err(|e| ScaffoldError::Invalid(e.to_string()))?;
+        std::fs::write(&list, &new).map_err(io(&list))?;
+        report.push((
+            PathBuf::from("bootstrap/workloads/kustomization.yaml"),
+            FileChange::Updated(diff(&text, &new)),
+        ));
+    }
+    Ok(report)
+}

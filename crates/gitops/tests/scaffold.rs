@@ -1,0 +1,206 @@
+//! The generated repository: it passes the validator (kustomizations built when kubectl is
+//! here), every object round-trips through the typed structs, re-running init keeps edits
+//! to files it does not own, and `add_app` edits the lists structurally.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use gitops::scaffold::{FileChange, MARKER, Runner, Spec, add_app, init, wave};
+use gitops::types::{AppProject, Application};
+use gitops::validate::{Options, Severity, validate};
+
+const REPO: &str = "https://git.example/homelab/gitops.git";
+
+fn spec() -> Spec {
+    Spec {
+        repo_url: REPO.into(),
+        branch: "main".into(),
+        metallb_range: "192.168.122.100-192.168.122.150".into(),
+        ingress_ip: "192.168.122.100".into(),
+        harbor_ip: "192.168.122.101".into(),
+        argocd_ip: "192.168.122.102".into(),
+        versions: [
+            ("metallb", "v0.15.2"),
+            ("ingress_nginx", "4.13.3"),
+            ("cert_manager", "v1.19.1"),
+            ("external_secrets", "0.20.4"),
+            ("harbor", "1.18.0"),
+            ("actions_runner_controller", "0.13.0"),
+            ("local_path_provisioner", "v0.0.32"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        external_secrets: true,
+        github_owner: "me".into(),
+        runners: vec![Runner {
+            repository: "homelab".into(),
+            min: 0,
+            max: 3,
+        }],
+    }
+}
+
+fn check(root: &Path) {
+    let report = validate(
+        root,
+        &Options {
+            repo_url: Some(REPO.into()),
+            kustomize_build: true,
+        },
+    );
+    let real: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity != Severity::Note)
+        .collect();
+    assert!(real.is_empty(), "{real:#?}");
+}
+
+fn yaml_documents(root: &Path, out: &mut Vec<serde_json::Value>) {
+    for entry in std::fs::read_dir(root).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            yaml_documents(&path, out);
+        } else {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in serde_norway::Deserializer::from_str(&text) {
+                let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+                if !v.is_null() {
+                    out.push(v);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_generated_repository_validates_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = init(dir.path(), &spec()).unwrap();
+    assert!(
+        report.iter().all(|(_, c)| *c == FileChange::Created),
+        "{report:?}"
+    );
+    check(dir.path());
+    let mut docs = Vec::new();
+    yaml_documents(dir.path(), &mut docs);
+    let mut apps = 0;
+    for doc in &docs {
+        match doc["kind"].as_str() {
+            Some("Application") => {
+                let typed: Application = serde_json::from_value(doc.clone()).unwrap();
+                assert_eq!(&serde_json::to_value(&typed).unwrap(), doc);
+                let labels = typed.metadata.labels.as_ref().unwrap();
+                assert_eq!(labels["app.kubernetes.io/part-of"], "homelab");
+                apps += 1;
+            }
+            Some("AppProject") => {
+                let typed: AppProject = serde_json::from_value(doc.clone()).unwrap();
+                assert_eq!(&serde_json::to_value(&typed).unwrap(), doc);
+                assert_eq!(
+                    typed.metadata.annotations.unwrap()["argocd.argoproj.io/sync-wave"],
+                    wave("projects").to_string()
+                );
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        apps, 14,
+        "root, 10 components, external secrets, the runner controller and one runner set"
+    );
+}
+
+#[test]
+fn init_updates_its_own_files_and_keeps_yours() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &spec()).unwrap();
+    let owned = dir.path().join("infrastructure/metallb-config/pool.yaml");
+    let generated = std::fs::read_to_string(&owned).unwrap();
+    std::fs::write(
+        &owned,
+        generated.replace("192.168.122.100-192.168.122.150", "10.0.0.1-10.0.0.2"),
+    )
+    .unwrap();
+    let mine = dir.path().join("platform/argocd/service.yaml");
+    let my_text = std::fs::read_to_string(&mine)
+        .unwrap()
+        .replace(&format!("{MARKER}\n"), "# my own\n");
+    std::fs::write(&mine, &my_text).unwrap();
+    std::fs::write(
+        dir.path().join("core/extra.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n",
+    )
+    .unwrap();
+
+    let report = init(dir.path(), &spec()).unwrap();
+    let change = |p: &str| {
+        report
+            .iter()
+            .find(|(f, _)| f == Path::new(p))
+            .unwrap()
+            .1
+            .clone()
+    };
+    let FileChange::Updated(diff) = change("infrastructure/metallb-config/pool.yaml") else {
+        panic!("the owned file is updated: {report:?}");
+    };
+    assert!(
+        diff.contains("-  - 10.0.0.1-10.0.0.2")
+            && diff.contains("+  - 192.168.122.100-192.168.122.150"),
+        "{diff}"
+    );
+    assert_eq!(std::fs::read_to_string(&owned).unwrap(), generated);
+    assert_eq!(change("platform/argocd/service.yaml"), FileChange::Kept);
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), my_text);
+    assert!(dir.path().join("core/extra.yaml").exists());
+    let changed = report
+        .iter()
+        .filter(|(_, c)| !matches!(c, FileChange::Unchanged | FileChange::Kept))
+        .count();
+    assert_eq!(changed, 1, "{report:?}");
+}
+
+#[test]
+fn add_app_edits_the_lists_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &spec()).unwrap();
+    let list = dir.path().join("bootstrap/workloads/kustomization.yaml");
+    std::fs::write(
+        &list,
+        "# my apps\nresources: []\ncommonLabels:\n  team: home\n",
+    )
+    .unwrap();
+    let first = add_app(dir.path(), &spec(), "web").unwrap();
+    assert!(
+        first
+            .iter()
+            .all(|(_, c)| !matches!(c, FileChange::Kept | FileChange::Unchanged)),
+        "{first:?}"
+    );
+    let second = add_app(dir.path(), &spec(), "web").unwrap();
+    assert!(
+        second
+            .iter()
+            .all(|(_, c)| matches!(c, FileChange::Kept | FileChange::Unchanged)),
+        "{second:?}"
+    );
+    add_app(dir.path(), &spec(), "blog").unwrap();
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&list).unwrap()).unwrap();
+    assert_eq!(
+        doc["resources"],
+        serde_norway::from_str::<serde_norway::Value>("[web.yaml, blog.yaml]").unwrap()
+    );
+    assert_eq!(
+        doc["commonLabels"]["team"].as_str(),
+        Some("home"),
+        "other keys survive"
+    );
+    check(dir.path());
+    let err = add_app(dir.path(), &spec(), "Web_App")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("DNS label"), "{err}");
+}
