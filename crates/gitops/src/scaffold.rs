@@ -198,14 +198,31 @@ impl Spec {
     }
 }
 
+/// The objects as one multi-document file owned by `init`; each object carries the
+/// recommended labels (`part-of: homelab`, `managed-by: homelab-gitops`).
 fn yaml<T: Serialize>(objects: &[T]) -> Result<String, ScaffoldError> {
     let mut out = format!("{MARKER}\n");
     for (i, o) in objects.iter().enumerate() {
         if i > 0 {
             out.push_str("---\n");
         }
+        let mut value =
+            serde_json::to_value(o).map_err(|e| ScaffoldError::Invalid(e.to_string()))?;
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            let labels = meta
+                .entry("labels")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .ok_or_else(|| ScaffoldError::Invalid("metadata.labels is not a map".into()))?;
+            for (k, v) in [
+                ("app.kubernetes.io/part-of", "homelab"),
+                ("app.kubernetes.io/managed-by", "homelab-gitops"),
+            ] {
+                labels.entry(k).or_insert_with(|| v.into());
+            }
+        }
         out.push_str(
-            &serde_norway::to_string(o).map_err(|e| ScaffoldError::Invalid(e.to_string()))?,
+            &serde_norway::to_string(&value).map_err(|e| ScaffoldError::Invalid(e.to_string()))?,
         );
     }
     Ok(out)
@@ -270,14 +287,8 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
             ),
         ),
         (
-            "namespaces".into(),
-            application(
-                "namespaces",
-                "namespaces",
-                "core",
-                spec.git("core/namespaces"),
-                "default",
-            ),
+            "core".into(),
+            application("core", "namespaces", "core", spec.git("core"), "default"),
         ),
         (
             "metallb".into(),
@@ -452,10 +463,22 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
         .iter()
         .map(|ns| json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns, "labels": { "app.kubernetes.io/part-of": "homelab" } } }))
         .collect();
-    add("core/namespaces/namespaces.yaml", yaml(&namespaces)?);
+    add("core/namespaces.yaml", yaml(&namespaces)?);
+    // A read-only role for people who look but do not touch, bound to a group.
+    let rbac = [
+        json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": { "name": "homelab-viewer" },
+                "rules": [{ "apiGroups": ["", "apps", "batch", "networking.k8s.io", "argoproj.io"],
+                            "resources": ["*"], "verbs": ["get", "list", "watch"] }] }),
+        json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": { "name": "homelab-viewers" },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "homelab-viewer" },
+                "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "homelab:viewers" }] }),
+    ];
+    add("core/rbac.yaml", yaml(&rbac)?);
     add(
-        "core/namespaces/kustomization.yaml",
-        format!("{MARKER}\nresources:\n  - namespaces.yaml\n"),
+        "core/kustomization.yaml",
+        format!("{MARKER}\nresources:\n  - namespaces.yaml\n  - rbac.yaml\n"),
     );
 
     // infrastructure/: MetalLB's pool and advertisement, the issuers.
