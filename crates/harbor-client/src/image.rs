@@ -309,40 +309,48 @@ pub async fn copy(
         .await?;
     let parsed = parse_manifest(&manifest.bytes, &source.to_string())?;
     let same_registry = from.host() == to.host();
-    let results: Vec<(u8, u64)> = futures::stream::iter(blobs_of(&parsed))
-        .map(|d| async move {
-            let digest = digest_of(&d, work_dir)?;
-            if to.blob_size(&target.repository, &digest).await?.is_some() {
-                return Ok((0, 0));
-            }
-            if same_registry
-                && to
-                    .mount_blob(&target.repository, &source.repository, &digest)
-                    .await?
-            {
-                return Ok((1, 0));
-            }
-            let path = work_dir.join(digest.hex());
-            from.pull_blob_to_file(&source.repository, &digest, &path)
-                .await?;
-            let pushed = to
-                .push_blob_file(&target.repository, &digest, &path, d.size())
-                .await;
-            let _ = tokio::fs::remove_file(&path).await;
-            pushed?;
-            Ok::<_, RegistryError>((2, d.size()))
-        })
-        .buffer_unordered(parallel.max(1))
-        .try_collect()
-        .await?;
-    let digest = to
-        .put_manifest(
-            &target.repository,
-            target.reference(),
-            &manifest.bytes,
-            &manifest.media_type,
-        )
-        .await?;
+    let mut attempt = 0;
+    let (results, digest) = loop {
+        let results: Vec<(u8, u64)> = futures::stream::iter(blobs_of(&parsed))
+            .map(|d| async move {
+                let digest = digest_of(&d, work_dir)?;
+                if to.blob_size(&target.repository, &digest).await?.is_some() {
+                    return Ok((0, 0));
+                }
+                if same_registry
+                    && to
+                        .mount_blob(&target.repository, &source.repository, &digest)
+                        .await?
+                {
+                    return Ok((1, 0));
+                }
+                let path = work_dir.join(digest.hex());
+                from.pull_blob_to_file(&source.repository, &digest, &path)
+                    .await?;
+                let pushed = to
+                    .push_blob_file(&target.repository, &digest, &path, d.size())
+                    .await;
+                let _ = tokio::fs::remove_file(&path).await;
+                pushed?;
+                Ok::<_, RegistryError>((2, d.size()))
+            })
+            .buffer_unordered(parallel.max(1))
+            .try_collect()
+            .await?;
+        match to
+            .put_manifest(
+                &target.repository,
+                target.reference(),
+                &manifest.bytes,
+                &manifest.media_type,
+            )
+            .await
+        {
+            // As in `push`: a blob relinked by a concurrent upload; check them all again.
+            Err(e) if blob_unknown(&e) && attempt < 3 => attempt += 1,
+            other => break (results, other?),
+        }
+    };
     Ok(Transfer {
         digest: digest.to_string(),
         transferred: results.iter().filter(|(k, _)| *k == 2).count(),
