@@ -365,7 +365,6 @@ pub async fn control_plane_session(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubeadm::Version;
 
     fn at(rfc3339: &str) -> SystemTime {
         humantime::parse_rfc3339(rfc3339).unwrap()
@@ -415,19 +414,7 @@ mod tests {
     }
 
     fn cluster() -> ClusterSpec {
-        ClusterSpec {
-            name: "homelab".into(),
-            version: Version {
-                major: 1,
-                minor: 33,
-                patch: 5,
-            },
-            control_plane_endpoint: "192.168.122.10:6443".into(),
-            pod_cidr: "10.244.0.0/16".parse().unwrap(),
-            service_cidr: "10.96.0.0/12".parse().unwrap(),
-            image_repository: None,
-            cri_socket: "unix:///run/containerd/containerd.sock".into(),
-        }
+        crate::testing::cluster_spec(33)
     }
 
     #[test]

@@ -425,21 +425,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    pub(crate) fn spec(minor: u32) -> ClusterSpec {
-        ClusterSpec {
-            name: "homelab".into(),
-            version: Version {
-                major: 1,
-                minor,
-                patch: 2,
-            },
-            control_plane_endpoint: "192.168.122.10:6443".into(),
-            pod_cidr: "10.244.0.0/16".parse().unwrap(),
-            service_cidr: "10.96.0.0/12".parse().unwrap(),
-            image_repository: None,
-            cri_socket: "unix:///run/containerd/containerd.sock".into(),
-        }
-    }
+    use crate::testing::cluster_spec as spec;
 
     #[test]
     fn api_version_follows_the_release() {

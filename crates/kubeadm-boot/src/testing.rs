@@ -3,6 +3,8 @@
 pub(crate) use homelab_testkit::kube_api::ApiServer;
 use serde_json::{Value, json};
 
+use crate::kubeadm::{ClusterSpec, Version};
+
 /// A Node as the kubelet reports it: Ready or not (with the message a node without a CNI
 /// shows), and its kubelet version.
 pub(crate) fn node(name: &str, ready: bool, version: &str) -> Value {
@@ -21,4 +23,21 @@ pub(crate) fn node(name: &str, ready: bool, version: &str) -> Value {
             "kernelVersion": "6.1.0", "kubeProxyVersion": version, "machineID": "", "operatingSystem": "linux",
             "osImage": "Debian GNU/Linux 12 (bookworm)", "systemUUID": "" } }
     })
+}
+
+/// The cluster most tests use, at Kubernetes 1.<minor>.2.
+pub(crate) fn cluster_spec(minor: u32) -> ClusterSpec {
+    ClusterSpec {
+        name: "homelab".into(),
+        version: Version {
+            major: 1,
+            minor,
+            patch: 2,
+        },
+        control_plane_endpoint: "192.168.122.10:6443".into(),
+        pod_cidr: "10.244.0.0/16".parse().unwrap(),
+        service_cidr: "10.96.0.0/12".parse().unwrap(),
+        image_repository: None,
+        cri_socket: "unix:///run/containerd/containerd.sock".into(),
+    }
 }
