@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
@@ -221,36 +221,30 @@ pub async fn wait(
 ) -> Result<AppNode, StatusError> {
     let started = Instant::now();
     let api: Api<Application> = Api::namespaced(client.clone(), namespace);
-    let mut apps: BTreeMap<String, Application> = BTreeMap::new();
+    // kube's reflector keeps the Applications seen; a (re)listing is judged once complete.
+    let (store, writer) = reflector::store();
     let mut last: Option<Vec<String>> = None;
     let work = async {
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut init: Option<BTreeMap<String, Application>> = None;
+        let mut events = reflector(
+            writer,
+            watcher(api, watcher::Config::default()).default_backoff(),
+        )
+        .boxed();
+        let mut listing = false;
         while let Some(event) = events.try_next().await? {
             match event {
-                watcher::Event::Init => init = Some(BTreeMap::new()),
-                watcher::Event::InitApply(a) => {
-                    if let Some(buffer) = init.as_mut() {
-                        buffer.insert(a.name_any(), a);
-                    }
-                }
-                watcher::Event::InitDone => {
-                    if let Some(buffer) = init.take() {
-                        apps = buffer;
-                    }
-                }
-                watcher::Event::Apply(a) => {
-                    apps.insert(a.name_any(), a);
-                }
-                watcher::Event::Delete(a) => {
-                    apps.remove(&a.name_any());
-                }
+                watcher::Event::Init | watcher::Event::InitApply(_) => listing = true,
+                watcher::Event::InitDone => listing = false,
+                watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
             }
-            if init.is_some() {
+            if listing {
                 continue;
             }
+            let apps: BTreeMap<String, Application> = store
+                .state()
+                .iter()
+                .map(|a| (a.name_any(), (**a).clone()))
+                .collect();
             let problems = match build_tree(&apps, root) {
                 Some(t) if t.ready => return Ok(t),
                 Some(t) => t.problems(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
@@ -175,39 +175,36 @@ pub async fn wait_ready(
 ) -> Result<Vec<NodeState>, NodesError> {
     let started = Instant::now();
     let api: Api<Node> = Api::all(client.clone());
-    let mut seen: BTreeMap<String, NodeState> = BTreeMap::new();
+    // kube's reflector keeps the nodes seen; a (re)listing is judged once it is complete.
+    let (store, writer) = reflector::store();
+    let seen = || -> BTreeMap<String, NodeState> {
+        store
+            .state()
+            .iter()
+            .map(|n| {
+                let state = NodeState::of(n);
+                (state.name.clone(), state)
+            })
+            .collect()
+    };
     let mut last_report: Option<Vec<(String, String)>> = None;
     let watch = async {
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut init: Option<BTreeMap<String, NodeState>> = None;
+        let mut events = reflector(
+            writer,
+            watcher(api, watcher::Config::default()).default_backoff(),
+        )
+        .boxed();
+        let mut listing = false;
         while let Some(event) = events.try_next().await? {
             match event {
-                watcher::Event::Init => init = Some(BTreeMap::new()),
-                watcher::Event::InitApply(node) => {
-                    if let Some(buffer) = init.as_mut() {
-                        let state = NodeState::of(&node);
-                        buffer.insert(state.name.clone(), state);
-                    }
-                }
-                watcher::Event::InitDone => {
-                    if let Some(buffer) = init.take() {
-                        seen = buffer;
-                    }
-                }
-                watcher::Event::Apply(node) => {
-                    let state = NodeState::of(&node);
-                    seen.insert(state.name.clone(), state);
-                }
-                watcher::Event::Delete(node) => {
-                    seen.remove(&node.name_any());
-                }
+                watcher::Event::Init | watcher::Event::InitApply(_) => listing = true,
+                watcher::Event::InitDone => listing = false,
+                watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
             }
-            if init.is_some() {
+            if listing {
                 continue;
             }
-            let now_missing = missing(&seen, wanted, version);
+            let now_missing = missing(&seen(), wanted, version);
             if now_missing.is_empty() {
                 return Ok::<_, NodesError>(());
             }
@@ -221,10 +218,10 @@ pub async fn wait_ready(
     match tokio::time::timeout(timeout, watch).await {
         Ok(result) => {
             result?;
-            Ok(seen.into_values().collect())
+            Ok(seen().into_values().collect())
         }
         Err(_) => Err(NodesError::NotReady {
-            not_ready: last_report.unwrap_or_else(|| missing(&seen, wanted, version)),
+            not_ready: last_report.unwrap_or_else(|| missing(&seen(), wanted, version)),
             elapsed: started.elapsed(),
         }),
     }
