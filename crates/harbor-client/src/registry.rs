@@ -160,6 +160,16 @@ impl RegistryError {
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
+/// Maps the HTTP client's error for `method url` (sending, or reading the answer).
+fn transport(method: Method, url: &impl ToString) -> impl FnOnce(reqwest::Error) -> RegistryError {
+    let url = url.to_string();
+    move |source| RegistryError::Transport {
+        method,
+        url,
+        source,
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     move |source| RegistryError::Io {
         path: path.to_owned(),
@@ -408,20 +418,12 @@ impl Registry {
         let response = request
             .send()
             .await
-            .map_err(|source| RegistryError::Transport {
-                method: Method::GET,
-                url: realm.clone(),
-                source,
-            })?;
+            .map_err(transport(Method::GET, &realm))?;
         let response = check(Method::GET, &realm, response).await?;
         let body: Token = response
             .json()
             .await
-            .map_err(|source| RegistryError::Transport {
-                method: Method::GET,
-                url: realm.clone(),
-                source,
-            })?;
+            .map_err(transport(Method::GET, &realm))?;
         let token = body
             .token
             .or(body.access_token)
@@ -455,11 +457,7 @@ impl Registry {
             let request =
                 self.authorize(build(self.http.request(method.clone(), url.clone())), scope);
             let result = match request.send().await {
-                Err(source) => Err(RegistryError::Transport {
-                    method: method.clone(),
-                    url: url.to_string(),
-                    source,
-                }),
+                Err(source) => Err(transport(method.clone(), &url)(source)),
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !challenged => {
                     challenged = true;
                     let challenge = response
@@ -635,11 +633,7 @@ impl Registry {
                         url: location.to_string(),
                         message: "unexpected status".into(),
                     })),
-                Err(source) => Err(RegistryError::Transport {
-                    method: Method::PATCH,
-                    url: location.to_string(),
-                    source,
-                }),
+                Err(source) => Err(transport(Method::PATCH, &location)(source)),
             };
             match outcome {
                 Ok(response) => {
@@ -776,11 +770,7 @@ impl Registry {
         });
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| RegistryError::Transport {
-                method: Method::GET,
-                url: url.to_string(),
-                source,
-            })?;
+            let chunk = chunk.map_err(transport(Method::GET, &url))?;
             hasher.update(&chunk);
             size += chunk.len() as u64;
             self.report(Progress::Bytes {
@@ -835,11 +825,7 @@ impl Registry {
         let bytes = response
             .bytes()
             .await
-            .map_err(|source| RegistryError::Transport {
-                method: Method::GET,
-                url: url.to_string(),
-                source,
-            })?
+            .map_err(transport(Method::GET, &url))?
             .to_vec();
         let digest = Digest::of(&bytes);
         if let Ok(wanted) = reference.parse::<Digest>()
@@ -965,15 +951,10 @@ impl Registry {
         while let Some(url) = next.take() {
             let response = self.send(Method::GET, &url, scope, &[], &|r| r).await?;
             next = next_link(response.headers()).and_then(|l| url.join(&l).ok());
-            let body: serde_json::Value =
-                response
-                    .json()
-                    .await
-                    .map_err(|source| RegistryError::Transport {
-                        method: Method::GET,
-                        url: url.to_string(),
-                        source,
-                    })?;
+            let body: serde_json::Value = response
+                .json()
+                .await
+                .map_err(transport(Method::GET, &url))?;
             out.extend(
                 body[field]
                     .as_array()
