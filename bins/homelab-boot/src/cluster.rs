@@ -78,6 +78,15 @@ fn cluster_spec(setup: &Setup, control_plane: &Node) -> ClusterSpec {
     }
 }
 
+fn bootstrap_plan(setup: &Setup) -> Result<Plan> {
+    let (control_plane, workers) = nodes_of(setup)?;
+    Ok(Plan {
+        cluster: cluster_spec(setup, &control_plane),
+        control_plane,
+        workers,
+    })
+}
+
 fn server_url(control_plane: &Node) -> String {
     format!("https://{}:6443", control_plane.spec.address)
 }
@@ -90,12 +99,7 @@ pub(crate) async fn bootstrap(
     dry_run: bool,
     kubeconfig: &Path,
 ) -> Result<ExitCode> {
-    let (control_plane, workers) = nodes_of(setup)?;
-    let plan = Plan {
-        cluster: cluster_spec(setup, &control_plane),
-        control_plane,
-        workers,
-    };
+    let plan = bootstrap_plan(setup)?;
     let mut runner = Runner::new(pool.clone());
     runner.dry_run = dry_run;
     runner.parallelism = global.parallel;
@@ -130,12 +134,7 @@ async fn merge_kubeconfig(pool: &Pool, plan: &Plan, kubeconfig: &Path) -> Result
 }
 
 pub(crate) async fn kubeconfig(setup: &Setup, pool: &Pool, kubeconfig: &Path) -> Result<ExitCode> {
-    let (control_plane, workers) = nodes_of(setup)?;
-    let plan = Plan {
-        cluster: cluster_spec(setup, &control_plane),
-        control_plane,
-        workers,
-    };
+    let plan = bootstrap_plan(setup)?;
     merge_kubeconfig(pool, &plan, kubeconfig).await?;
     Ok(ExitCode::SUCCESS)
 }
