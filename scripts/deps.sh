@@ -25,6 +25,7 @@ PACKAGES=(
   "procps:/usr/bin/pkill"
   "docker-registry:/usr/bin/docker-registry"       # a real OCI registry for harbor-client's tests
   "skopeo:/usr/bin/skopeo"                         # an independent OCI client to cross-check
+  "etcd-server:/usr/bin/etcd"                      # the real control plane's store in tests
 )
 
 missing=()
@@ -44,13 +45,50 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# Tools that no Debian package ships at a usable version, built from their registries.
+#   cargo-nextest: the test runner scripts/test.sh uses (crates.io).
+#   kubectl: the GitOps validator and its tests build kustomizations with `kubectl kustomize`;
+#            Debian 12's kubernetes-client is 1.20 (kustomize v2), so kubectl is built from
+#            its Go module at the pinned Kubernetes version (scripts/kube-tools.sh).
+#   kube-apiserver: the real API server the kube tests run against, built from its Go
+#            module like kubectl (cached per machine and version).
+tools_missing=()
+cargo nextest --version >/dev/null 2>&1 || tools_missing+=("cargo-nextest")
+kubectl kustomize --help >/dev/null 2>&1 || tools_missing+=("kubectl")
+[[ -x $("$(dirname "$0")/kube-tools.sh" --dir)/kube-apiserver ]] || tools_missing+=("kube-apiserver")
+
+install_tools() {
+  for tool in "${tools_missing[@]}"; do
+    case $tool in
+      cargo-nextest)
+        echo "deps: installing cargo-nextest from crates.io (a few minutes, once)"
+        cargo install --locked --quiet cargo-nextest
+        ;;
+      kubectl)
+        echo "deps: building kubectl from its Go module (a few minutes, once)"
+        "$(dirname "$0")/kube-tools.sh" --install kubectl >/dev/null
+        ;;
+      kube-apiserver)
+        echo "deps: building kube-apiserver from its Go module (a few minutes, once)"
+        "$(dirname "$0")/kube-tools.sh" kube-apiserver >/dev/null
+        ;;
+    esac
+  done
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
+  if [[ ${1:-} == --check ]]; then
+    [[ ${#tools_missing[@]} -eq 0 ]] || { echo "deps: missing: ${tools_missing[*]}" >&2; exit 1; }
+    echo "deps: everything present"
+    exit 0
+  fi
   echo "deps: all system packages present"
+  install_tools
   exit 0
 fi
 
 if [[ ${1:-} == --check ]]; then
-  echo "deps: missing: ${missing[*]}" >&2
+  echo "deps: missing: ${missing[*]} ${tools_missing[*]}" >&2
   exit 1
 fi
 
@@ -82,3 +120,4 @@ if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]]; then
   done
 fi
 "${apt[@]}" install -y -qq --no-install-recommends --allow-downgrades "${missing[@]}" "${extra[@]}"
+install_tools

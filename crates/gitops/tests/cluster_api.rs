@@ -1,28 +1,74 @@
-//! The status scenarios of `tests/status.rs` (fake API server) against a real cluster with
-//! Argo CD's CRDs: the cluster `KUBECONFIG` points at. `#[ignore]`d; `scripts/test.sh` runs
-//! this binary only when `KUBECONFIG` is set and prints why it did not otherwise.
+//! The status scenarios of `tests/status.rs` (fake API server) against a real API server:
+//! the cluster `KUBECONFIG` names when it is set (it must have Argo CD's CRDs), else a real
+//! control plane the test starts on loopback, into which it installs an `Application` CRD.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use gitops::status::{tree, wait};
 use gitops::types::{Application, ApplicationSpec, Destination};
+use homelab_testkit::control_plane::ControlPlane;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 
-async fn client() -> Client {
+/// Argo CD's `Application` kind as far as these tests need it: the group, version, names and
+/// scope Argo CD's CRD has, with an open schema (the status is written by the test).
+fn application_crd() -> CustomResourceDefinition {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": "applications.argoproj.io" },
+        "spec": {
+            "group": "argoproj.io",
+            "names": { "kind": "Application", "listKind": "ApplicationList", "plural": "applications",
+                       "singular": "application", "shortNames": ["app", "apps"] },
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1alpha1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } },
+            }],
+        }
+    }))
+    .unwrap()
+}
+
+/// The cluster to test against, and the control plane when this test started one.
+async fn cluster() -> (Client, Option<ControlPlane>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    assert!(
-        std::env::var_os("KUBECONFIG").is_some(),
-        "these tests need a cluster with Argo CD's CRDs: set KUBECONFIG"
+    if std::env::var_os("KUBECONFIG").is_some() {
+        return (Client::try_default().await.unwrap(), None);
+    }
+    let plane = ControlPlane::start().await.unwrap();
+    let client = plane.client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &application_crd())
+        .await
+        .unwrap();
+    // Usable once the server reports the CRD Established, watched for, not slept on.
+    let established = kube::runtime::wait::await_condition(
+        crds,
+        "applications.argoproj.io",
+        kube::runtime::wait::conditions::is_crd_established(),
     );
-    Client::try_default().await.unwrap()
+    tokio::time::timeout(Duration::from_secs(30), established)
+        .await
+        .unwrap()
+        .unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({ "metadata": { "name": "argocd" } }))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    (client, Some(plane))
 }
 
 #[tokio::test]
-#[ignore = "needs a real cluster with Argo CD's CRDs: set KUBECONFIG (scripts/test.sh runs it then)"]
 async fn a_missing_root_is_named_and_a_new_app_is_reported_not_ready() {
-    let client = client().await;
+    let (client, _plane) = cluster().await;
     let err = tree(&client, "argocd", "homelab-no-such-root")
         .await
         .unwrap_err();

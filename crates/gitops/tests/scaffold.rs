@@ -1,5 +1,5 @@
-//! The generated repository: it passes the validator (kustomizations built when kubectl is
-//! here), every object round-trips through the typed structs, re-running init keeps edits
+//! The generated repository: it passes the validator (every kustomization built with
+//! kubectl, which the suite requires), every object round-trips through the typed structs, re-running init keeps edits
 //! to files it does not own, and `add_app` edits the lists structurally.
 #![allow(clippy::unwrap_used)]
 
@@ -42,6 +42,7 @@ fn spec() -> Spec {
 }
 
 fn check(root: &Path) {
+    homelab_testkit::require_kubectl();
     let report = validate(
         root,
         &Options {
@@ -55,6 +56,12 @@ fn check(root: &Path) {
         .filter(|f| f.severity != Severity::Note)
         .collect();
     assert!(real.is_empty(), "{real:#?}");
+    let unbuilt: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule == "kustomize-build")
+        .collect();
+    assert!(unbuilt.is_empty(), "kustomizations not built: {unbuilt:#?}");
 }
 
 fn yaml_documents(root: &Path, out: &mut Vec<serde_json::Value>) {

@@ -1,30 +1,71 @@
-//! The Kubernetes API scenarios of the unit tests (which use a fake API server), against a
-//! real cluster: the one `KUBECONFIG` points at (Kind, or the cluster the tools built).
-//!
-//! These tests are `#[ignore]`d; `scripts/test.sh` runs them only when `KUBECONFIG` is set
-//! and otherwise prints why they did not run, so they are never counted as passing unrun.
+//! The Kubernetes API scenarios of the unit tests (which use the fake API server), against a
+//! real API server: the cluster `KUBECONFIG` names when it is set (Kind, or the cluster the
+//! tools built), else a real control plane the test starts on loopback (testkit's
+//! `ControlPlane`: etcd and a kube-apiserver built from its Go module).
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use homelab_testkit::control_plane::ControlPlane;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::Client;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kubeadm_boot::{cni, nodes};
 
-async fn client() -> Client {
+/// The cluster to test against, and the control plane when this test started one.
+async fn cluster() -> (Client, Option<ControlPlane>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    assert!(
-        std::env::var_os("KUBECONFIG").is_some(),
-        "these tests need a cluster: set KUBECONFIG"
-    );
-    Client::try_default().await.unwrap()
+    if std::env::var_os("KUBECONFIG").is_some() {
+        return (Client::try_default().await.unwrap(), None);
+    }
+    let plane = ControlPlane::start().await.unwrap();
+    (plane.client().await.unwrap(), Some(plane))
+}
+
+/// A Node object as a kubelet would register it, with its Ready condition.
+async fn register_node(client: &Client, name: &str, ready: bool) {
+    let api: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": { "name": name },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &node).await.unwrap();
+    let status = serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "status": {
+            "conditions": [{
+                "type": "Ready",
+                "status": if ready { "True" } else { "False" },
+                "reason": if ready { "KubeletReady" } else { "KubeletNotReady" },
+                "message": if ready { "kubelet is posting ready status" } else { "container runtime network not ready" },
+                "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }],
+            "nodeInfo": {
+                "kubeletVersion": "v1.33.5", "kubeProxyVersion": "", "containerRuntimeVersion": "containerd://1.7.24",
+                "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "",
+                "operatingSystem": "linux", "architecture": "amd64",
+            },
+        }
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply("homelab-test-kubelet").force(),
+        &Patch::Apply(status),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
-#[ignore = "needs a real cluster: set KUBECONFIG (scripts/test.sh runs it then)"]
 async fn ready_nodes_are_reported_at_once() {
-    let client = client().await;
+    let (client, plane) = cluster().await;
+    if plane.is_some() {
+        // No kubelet runs beside this API server: the test registers nodes as kubelets do.
+        register_node(&client, "cp", true).await;
+        register_node(&client, "w1", false).await;
+    }
     let all = nodes::list(&client).await.unwrap();
     assert!(!all.is_empty());
     let ready: Vec<String> = all
@@ -52,38 +93,142 @@ async fn ready_nodes_are_reported_at_once() {
             .contains("homelab-no-such-node (not registered with the API server)"),
         "{err}"
     );
+    if plane.is_some() {
+        // A registered node that is not Ready is named with its condition, as on the fake.
+        let err = nodes::wait_ready(
+            &client,
+            &["w1".into()],
+            None,
+            Duration::from_secs(2),
+            &|_| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "w1 (Ready=False (KubeletNotReady): container runtime network not ready)"
+            ),
+            "{err}"
+        );
+        // Cordoning is a merge patch the real server accepts.
+        nodes::set_unschedulable(&client, "cp", true).await.unwrap();
+        assert!(
+            nodes::list(&client)
+                .await
+                .unwrap()
+                .iter()
+                .any(|n| n.name == "cp" && n.unschedulable)
+        );
+    }
+}
+
+/// A manifest shaped like Flannel's release: a namespace, a cluster-scoped RBAC object, the
+/// ConfigMap whose net-conf.json carries the pod network, and a DaemonSet (which the server
+/// defaults heavily, so a client that re-sent a different object would change it).
+fn flannel_like(ns: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: kube-flannel-cfg, namespace: {ns}}}\n\
+         data:\n  net-conf.json: '{{\"Network\": \"10.244.0.0/16\", \"Backend\": {{\"Type\": \"vxlan\"}}}}'\n\
+         ---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {ns}-flannel}}\n\
+         rules:\n- apiGroups: ['']\n  resources: [nodes]\n  verbs: [get, list, watch]\n\
+         ---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: kube-flannel-ds, namespace: {ns}}}\n\
+         spec:\n  selector: {{matchLabels: {{app: flannel}}}}\n  template:\n    metadata: {{labels: {{app: flannel}}}}\n\
+         \x20   spec:\n      hostNetwork: true\n      containers:\n      - name: kube-flannel\n\
+         \x20       image: ghcr.io/flannel-io/flannel:v0.27.4\n        args: [--ip-masq, --kube-subnet-mgr]\n"
+    )
 }
 
 #[tokio::test]
-#[ignore = "needs a real cluster: set KUBECONFIG (scripts/test.sh runs it then)"]
 async fn manifests_are_applied_server_side_and_reapplied_unchanged() {
-    let client = client().await;
+    let (client, _plane) = cluster().await;
     let ns = format!("homelab-test-{}", std::process::id());
-    let manifest = format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: kube-flannel-cfg, namespace: {ns}}}\n\
-         data:\n  net-conf.json: '{{\"Network\": \"10.244.0.0/16\", \"Backend\": {{\"Type\": \"vxlan\"}}}}'\n\
-         ---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
-    );
-    let mut objects = cni::parse_manifest("test", &manifest).unwrap();
+    let mut objects = cni::parse_manifest("test", &flannel_like(&ns)).unwrap();
     cni::set_pod_network(&mut objects, "10.50.0.0/16".parse().unwrap()).unwrap();
     let applied = cni::apply(&client, &objects).await.unwrap();
     assert_eq!(
         applied,
         [
             format!("Namespace {ns}"),
-            format!("ConfigMap {ns}/kube-flannel-cfg")
+            format!("ConfigMap {ns}/kube-flannel-cfg"),
+            format!("ClusterRole {ns}-flannel"),
+            format!("DaemonSet {ns}/kube-flannel-ds"),
         ]
     );
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let cm = cms.get("kube-flannel-cfg").await.unwrap();
-    let version = cm.metadata.resource_version.clone();
-    assert!(cm.data.unwrap()["net-conf.json"].contains("10.50.0.0/16"));
+    let versions = |client: Client, ns: String| async move {
+        let mut out = BTreeMap::new();
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        let cm = cms.get("kube-flannel-cfg").await.unwrap();
+        out.insert("configmap", cm.metadata.resource_version.clone().unwrap());
+        let ds: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(client.clone(), &ns);
+        let ds = ds.get("kube-flannel-ds").await.unwrap();
+        out.insert("daemonset", ds.metadata.resource_version.clone().unwrap());
+        // The server defaulted what the manifest left out; the field belongs to no manager.
+        let template = ds.spec.unwrap().template.spec.unwrap();
+        assert_eq!(template.restart_policy.as_deref(), Some("Always"));
+        let cr: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+        let cr = cr.get(&format!("{ns}-flannel")).await.unwrap();
+        out.insert("clusterrole", cr.metadata.resource_version.clone().unwrap());
+        let managers: Vec<(String, String)> = cm
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                (
+                    m.manager.unwrap_or_default(),
+                    m.operation.unwrap_or_default(),
+                )
+            })
+            .collect();
+        (out, managers, cm.data.unwrap()["net-conf.json"].clone())
+    };
+    let (first, managers, conf) = versions(client.clone(), ns.clone()).await;
+    assert!(conf.contains("10.50.0.0/16"), "{conf}");
+    assert_eq!(managers, [("homelab".to_owned(), "Apply".to_owned())]);
+    // Applying the same objects again changes nothing on a server that compares field by
+    // field: not one resourceVersion moves.
     cni::apply(&client, &objects).await.unwrap();
-    let again = cms.get("kube-flannel-cfg").await.unwrap();
+    let (second, ..) = versions(client.clone(), ns.clone()).await;
     assert_eq!(
-        again.metadata.resource_version, version,
-        "re-applying the same manifest changes nothing"
+        second, first,
+        "re-applying the same manifest changed objects"
     );
+
+    // Another field manager takes the pod network over without force: the server refuses
+    // with a conflict that names homelab; with force it wins, and homelab's forced re-apply
+    // takes the field back.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let edit = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "kube-flannel-cfg", "namespace": ns },
+        "data": { "net-conf.json": "{\"Network\": \"10.99.0.0/16\"}" },
+    });
+    let err = cms
+        .patch(
+            "kube-flannel-cfg",
+            &PatchParams::apply("someone-else"),
+            &Patch::Apply(&edit),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(e) if e.code == 409 && e.message.contains("homelab")),
+        "{err}"
+    );
+    cms.patch(
+        "kube-flannel-cfg",
+        &PatchParams::apply("someone-else").force(),
+        &Patch::Apply(&edit),
+    )
+    .await
+    .unwrap();
+    cni::apply(&client, &objects).await.unwrap();
+    let (third, _, conf) = versions(client.clone(), ns.clone()).await;
+    assert!(conf.contains("10.50.0.0/16"), "{conf}");
+    assert_ne!(third["configmap"], first["configmap"]);
+    assert_eq!(third["daemonset"], first["daemonset"]);
+
     let namespaces: Api<Namespace> = Api::all(client);
     namespaces
         .delete(&ns, &DeleteParams::default())

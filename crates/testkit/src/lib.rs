@@ -1,9 +1,11 @@
 //! Real peers for tests: [`Sshd`] starts OpenSSH's `sshd` on 127.0.0.1 with throwaway host
-//! and client keys, and stops it when dropped. [`kube_api::ApiServer`] is a stateful fake of
-//! the Kubernetes API server for unit tests of `kube` code. [`registry::Registry`] runs
+//! and client keys, and stops it when dropped. [`control_plane::ControlPlane`] runs a real
+//! etcd and `kube-apiserver` on loopback; [`kube_api::ApiServer`] is a stateful fake of
+//! the Kubernetes API server for fast unit tests of `kube` code. [`registry::Registry`] runs
 //! Debian's `docker-registry` on loopback; [`harbor_fake::HarborFake`] is a contract fake of
 //! Harbor's REST API.
 
+pub mod control_plane;
 pub mod harbor_fake;
 pub mod kube_api;
 pub mod registry;
@@ -206,6 +208,24 @@ impl Sshd {
             .and_then(|l| l.local_addr())
             .map_err(err("find a free port"))?
             .port();
+        // Every command a client asks for is recorded (NUL-separated, as the server received
+        // it) and then run by the user's login shell, as sshd would run it without this.
+        let recorder = dir.path().join("record-command");
+        std::fs::write(
+            &recorder,
+            format!(
+                "#!/bin/sh\nprintf '%s\\0' \"$SSH_ORIGINAL_COMMAND\" >> '{log}'\n\
+                 [ -n \"$SSH_ORIGINAL_COMMAND\" ] || exec \"$SHELL\" -l\n\
+                 exec \"$SHELL\" -c \"$SSH_ORIGINAL_COMMAND\"\n",
+                log = dir.path().join("commands.log").display()
+            ),
+        )
+        .map_err(err("write the command recorder"))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&recorder, std::fs::Permissions::from_mode(0o755))
+                .map_err(err("chmod the command recorder"))?;
+        }
         let config = dir.path().join("sshd_config");
         std::fs::write(
             &config,
@@ -213,9 +233,11 @@ impl Sshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {dir}/authorized_keys\n\
                  UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nPidFile {dir}/sshd.pid\n\
-                 Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n",
+                 Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n\
+                 ForceCommand {recorder}\n",
                 host = host_key.private_path.display(),
                 dir = dir.path().display(),
+                recorder = recorder.display(),
             ),
         )
         .map_err(err("write sshd_config"))?;
@@ -272,6 +294,19 @@ impl Sshd {
         self.dir.path()
     }
 
+    /// Every command line clients have asked this server to run, in order, exactly as the
+    /// server received them (what `ps` on the node would have shown).
+    pub fn commands(&self) -> Vec<String> {
+        std::fs::read(self.dir.path().join("commands.log"))
+            .map(|log| {
+                log.split(|b| *b == 0)
+                    .filter(|c| !c.is_empty())
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Stops the server now (e.g. to test a dropped connection).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -298,6 +333,34 @@ fn current_user() -> String {
                 .map(|s| s.trim().to_owned())
         })
         .unwrap_or_else(|| "root".into())
+}
+
+/// The `kubectl` on the PATH, checked to build kustomizations (`kubectl kustomize`).
+///
+/// # Panics
+/// When there is none: a test that builds kustomizations must fail, not quietly skip the
+/// build, on a machine that lacks it. `scripts/deps.sh` installs it.
+pub fn require_kubectl() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("kubectl"))
+            .find(|path| path.is_file())
+    });
+    let Some(kubectl) = found else {
+        panic!("kubectl is not on the PATH; scripts/deps.sh installs it (make test runs it)");
+    };
+    let works = Command::new(&kubectl)
+        .args(["kustomize", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        works,
+        "{} cannot run `kubectl kustomize`; scripts/deps.sh installs a kubectl that can",
+        kubectl.display()
+    );
+    kubectl
 }
 
 /// Makes sure `qemu:///system` answers: when no daemon runs (machines without systemd as
@@ -344,14 +407,28 @@ pub fn ensure_libvirtd() -> Result<(), FixtureError> {
     ))
 }
 
-/// Compares `actual` with the reviewed file `dir/name`; with `UPDATE_GOLDEN` set in the
+/// Whether golden files are to be rewritten: `UPDATE_GOLDEN=1` exactly. Any other value
+/// (`0`, `false`, empty) compares, so that a stray variable never turns the check into a write.
+pub fn update_golden() -> bool {
+    update_golden_from(std::env::var_os("UPDATE_GOLDEN").as_deref())
+}
+
+fn update_golden_from(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| v == "1")
+}
+
+/// Compares `actual` with the reviewed file `dir/name`; with `UPDATE_GOLDEN=1` in the
 /// environment, writes it instead (then review the diff).
 ///
 /// # Panics
 /// When the file differs or is missing (the message says how to create it).
 pub fn check_golden(dir: &Path, name: &str, actual: &str) {
+    compare_or_write(dir, name, actual, update_golden());
+}
+
+fn compare_or_write(dir: &Path, name: &str, actual: &str, write: bool) {
     let path = dir.join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+    if write {
         if let Err(e) = std::fs::write(&path, actual) {
             panic!("cannot write {}: {e}", path.display());
         }
@@ -368,5 +445,34 @@ pub fn check_golden(dir: &Path, name: &str, actual: &str) {
             "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
             path.display()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_rewrites_golden_files() {
+        assert!(update_golden_from(Some("1".as_ref())));
+        for value in ["0", "", "true", "yes", "01", " 1"] {
+            assert!(!update_golden_from(Some(value.as_ref())), "{value:?}");
+        }
+        assert!(!update_golden_from(None));
+    }
+
+    #[test]
+    fn a_differing_golden_file_fails_and_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("g.txt"), "expected").unwrap();
+        let result =
+            std::panic::catch_unwind(|| compare_or_write(dir.path(), "g.txt", "actual", false));
+        assert!(result.is_err(), "a difference passed");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("g.txt")).unwrap(),
+            "expected"
+        );
+        compare_or_write(dir.path(), "g.txt", "actual", true);
+        compare_or_write(dir.path(), "g.txt", "actual", false);
     }
 }

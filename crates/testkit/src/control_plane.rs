@@ -1,0 +1,370 @@
+//! A real Kubernetes control plane on loopback: Debian's `etcd` and a `kube-apiserver` built
+//! from its Go module (`scripts/kube-tools.sh`), with certificates made for the run and an
+//! admin kubeconfig. Ready in seconds; everything is stopped and removed when the value is
+//! dropped.
+//!
+//! What runs is the API server alone (no controller manager, scheduler or kubelet): admission,
+//! defaulting, validation, server-side apply with field ownership, CRDs with structural
+//! schemas, watches and dry runs are all real; objects that controllers would act on (a
+//! Node's status, a Deployment's replicas) are written by the test itself.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{FixtureError, err, listens, openssl};
+
+/// The directory holding the built Kubernetes binaries: `HOMELAB_KUBE_BIN`, else the cache
+/// that `scripts/kube-tools.sh` builds into.
+///
+/// # Errors
+/// The script cannot be run.
+pub fn kube_bin_dir() -> Result<PathBuf, FixtureError> {
+    if let Some(dir) = std::env::var_os("HOMELAB_KUBE_BIN") {
+        return Ok(dir.into());
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kube-tools.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--dir")
+        .output()
+        .map_err(err(format!("run {}", script.display())))?;
+    if !out.status.success() {
+        return Err(FixtureError(format!(
+            "{} --dir: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// A running etcd and API server.
+#[derive(Debug)]
+pub struct ControlPlane {
+    etcd: Child,
+    apiserver: Child,
+    dir: tempfile::TempDir,
+    /// The API server's URL (`https://127.0.0.1:PORT`).
+    pub url: String,
+    /// The Kubernetes version the API server reports (`v1.33.5`).
+    pub version: String,
+}
+
+fn free_port() -> Result<u16, FixtureError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(err("find a free port"))
+}
+
+/// Certificates of one control plane: a CA, the API server's serving certificate, an admin
+/// client certificate (`system:masters`) and the service-account signing key.
+fn certificates(dir: &Path) -> Result<(), FixtureError> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=homelab-test-ca",
+    ]);
+    openssl(dir, &ca)?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc,IP:10.96.0.1\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .map_err(err("write server.ext"))?;
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+        .map_err(err("write client.ext"))?;
+    for (name, subject, ext) in [
+        ("apiserver", "/CN=kube-apiserver", "server.ext"),
+        (
+            "admin",
+            "/O=system:masters/CN=homelab-test-admin",
+            "client.ext",
+        ),
+    ] {
+        let (key, csr, crt) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
+        openssl(dir, &req)?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        )?;
+    }
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-out",
+            "sa.key",
+        ],
+    )?;
+    openssl(dir, &["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
+}
+
+impl ControlPlane {
+    /// Starts etcd and the API server on free loopback ports and waits until `/readyz`
+    /// answers `ok` (a few seconds).
+    ///
+    /// # Errors
+    /// etcd or the API server is not installed or built, or does not become ready within
+    /// 60 s (the error carries the end of its log).
+    pub async fn start() -> Result<Self, FixtureError> {
+        let bin = kube_bin_dir()?;
+        let apiserver_bin = bin.join("kube-apiserver");
+        if !apiserver_bin.is_file() {
+            return Err(FixtureError(format!(
+                "{} is not built: run scripts/kube-tools.sh kube-apiserver (make test does)",
+                apiserver_bin.display()
+            )));
+        }
+        let etcd_bin = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                FixtureError("etcd is not installed (apt-get install etcd-server)".into())
+            })?;
+        let mut last = None;
+        // A free port may be taken by another fixture before the server binds it.
+        for _ in 0..5 {
+            match Self::start_once(&etcd_bin, &apiserver_bin).await {
+                Err(e) if e.0.contains("exited at start") => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| FixtureError("the control plane did not start".into())))
+    }
+
+    async fn start_once(etcd_bin: &Path, apiserver_bin: &Path) -> Result<Self, FixtureError> {
+        let dir = tempfile::Builder::new()
+            .prefix("homelab-cp-")
+            .tempdir()
+            .map_err(err("create temp dir"))?;
+        let d = dir.path();
+        certificates(d)?;
+        let (client_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
+        let log =
+            |name: &str| std::fs::File::create(d.join(name)).map_err(err(format!("create {name}")));
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd = Command::new(etcd_bin)
+            .arg("--name=homelab-test")
+            .arg(format!("--data-dir={}", d.join("etcd").display()))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=homelab-test={peer_url}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log("etcd.log")?)
+            .spawn()
+            .map_err(err(format!("start {}", etcd_bin.display())))?;
+        let started = Instant::now();
+        while !listens(etcd.id(), client_port) {
+            if let Ok(Some(status)) = etcd.try_wait() {
+                return Err(FixtureError(format!(
+                    "etcd exited at start: {status}: {}",
+                    tail(&d.join("etcd.log"))
+                )));
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = etcd.kill();
+                return Err(FixtureError(format!(
+                    "etcd did not listen within 30 s: {}",
+                    tail(&d.join("etcd.log"))
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let file = |name: &str| d.join(name).display().to_string();
+        let apiserver = Command::new(apiserver_bin)
+            .arg(format!("--etcd-servers={client_url}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--secure-port={api_port}"))
+            .arg(format!("--tls-cert-file={}", file("apiserver.crt")))
+            .arg(format!("--tls-private-key-file={}", file("apiserver.key")))
+            .arg(format!("--client-ca-file={}", file("ca.crt")))
+            .arg(format!("--service-account-key-file={}", file("sa.pub")))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                file("sa.key")
+            ))
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg("--service-cluster-ip-range=10.96.0.0/12")
+            .arg("--authorization-mode=Node,RBAC")
+            .arg(format!("--cert-dir={}", file("certs")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log("apiserver.log")?)
+            .spawn();
+        let apiserver = match apiserver {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = etcd.kill();
+                let _ = etcd.wait();
+                return Err(FixtureError(format!(
+                    "start {}: {e}",
+                    apiserver_bin.display()
+                )));
+            }
+        };
+        let url = format!("https://127.0.0.1:{api_port}");
+        let mut plane = Self {
+            etcd,
+            apiserver,
+            dir,
+            url,
+            version: String::new(),
+        };
+        std::fs::write(plane.kubeconfig(), plane.kubeconfig_text())
+            .map_err(err("write the kubeconfig"))?;
+        plane.wait_ready(api_port).await?;
+        Ok(plane)
+    }
+
+    async fn wait_ready(&mut self, port: u16) -> Result<(), FixtureError> {
+        let started = Instant::now();
+        let mut last = String::from("not listening yet");
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(status)) = self.apiserver.try_wait() {
+                return Err(FixtureError(format!(
+                    "kube-apiserver exited at start: {status}: {}",
+                    tail(&self.dir.path().join("apiserver.log"))
+                )));
+            }
+            if listens(self.apiserver.id(), port) {
+                match self.client().await {
+                    Ok(client) => {
+                        let request = http::Request::get("/readyz")
+                            .body(Vec::new())
+                            .map_err(|e| FixtureError(e.to_string()))?;
+                        match client.request_text(request).await {
+                            Ok(body) if body.trim() == "ok" => {
+                                self.version = client
+                                    .apiserver_version()
+                                    .await
+                                    .map(|v| v.git_version)
+                                    .unwrap_or_default();
+                                return Ok(());
+                            }
+                            Ok(body) => last = body,
+                            Err(e) => last = e.to_string(),
+                        }
+                    }
+                    Err(e) => last = e.0,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(FixtureError(format!(
+            "kube-apiserver not ready within 60 s (last: {last}): {}",
+            tail(&self.dir.path().join("apiserver.log"))
+        )))
+    }
+
+    fn kubeconfig_text(&self) -> String {
+        let file = |name: &str| self.dir.path().join(name).display().to_string();
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: homelab-test\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\n\
+             users:\n- name: homelab-test-admin\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n\
+             contexts:\n- name: homelab-test\n  context:\n    cluster: homelab-test\n    user: homelab-test-admin\n\
+             current-context: homelab-test\n",
+            url = self.url,
+            ca = file("ca.crt"),
+            crt = file("admin.crt"),
+            key = file("admin.key"),
+        )
+    }
+
+    /// The admin kubeconfig file (context `homelab-test`).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// A client with the admin's certificate.
+    ///
+    /// # Errors
+    /// The kubeconfig cannot be read or the client built.
+    pub async fn client(&self) -> Result<kube::Client, FixtureError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig())
+            .map_err(|e| FixtureError(format!("read the kubeconfig: {e}")))?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|e| FixtureError(format!("load the kubeconfig: {e}")))?;
+        kube::Client::try_from(config).map_err(|e| FixtureError(format!("build a client: {e}")))
+    }
+
+    /// The API server's log so far (for a failing test's message).
+    pub fn apiserver_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+    }
+
+    /// The process ids of etcd and the API server.
+    pub fn pids(&self) -> (u32, u32) {
+        (self.etcd.id(), self.apiserver.id())
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for child in [&mut self.apiserver, &mut self.etcd] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The last lines of a log file.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
