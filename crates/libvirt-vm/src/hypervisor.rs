@@ -249,6 +249,22 @@ impl Hypervisor {
         let live = self.live(spec)?;
         let want = desired(spec, kind);
         let plan = plan::plan(&want, &live);
+        // A stopped pool hides its volumes, so the node actions planned behind it are
+        // guesses: start it first, then plan the rest from what it holds.
+        if let Some(start) = plan::pool_start(&plan)
+            && plan.conflicts().next().is_none()
+        {
+            let first = Plan {
+                actions: vec![start.clone()],
+            };
+            self.execute(spec, kind, &want, &live, &first, progress)?;
+            let live = self.live(spec)?;
+            let rest = plan::plan(&want, &live);
+            self.execute(spec, kind, &want, &live, &rest, progress)?;
+            let mut actions = vec![start];
+            actions.extend(rest.actions);
+            return Ok(Plan { actions });
+        }
         self.execute(spec, kind, &want, &live, &plan, progress)?;
         Ok(plan)
     }
@@ -328,6 +344,13 @@ impl Hypervisor {
                         .map(|n| n.dhcp_hosts.clone())
                         .unwrap_or_default();
                     self.update_dhcp_hosts(spec, &current)?;
+                    // A stopped network with changed hosts is planned as one update: start it
+                    // too, or the next plan would still have work to do.
+                    let net = self.network(&a.name)?;
+                    if !net.is_active().unwrap_or(false) {
+                        net.create()
+                            .map_err(libvirt(format!("start network {}", a.name)))?;
+                    }
                 }
                 (ObjectKind::Pool, Change::Create) => self.create_pool(spec)?,
                 (ObjectKind::Pool, Change::Start) => {
@@ -339,9 +362,10 @@ impl Hypervisor {
                 (ObjectKind::Volume, Change::Delete) => self.remove_volume(spec, &a.name)?,
                 (ObjectKind::Volume, Change::Update { .. }) => self.grow_overlay(spec, &a.name)?,
                 (ObjectKind::Volume, Change::Create | Change::Replace { .. }) => {
-                    if matches!(a.change, Change::Replace { .. }) {
-                        self.remove_volume(spec, &a.name)?;
-                    }
+                    // A create too: a pool that was stopped when the plan was made hid its
+                    // volumes, and a file left there by an interrupted run would make
+                    // libvirt refuse the new volume.
+                    self.remove_volume(spec, &a.name)?;
                     let node = node_of_volume(spec, &a.name)
                         .ok_or_else(|| Error::Spec(format!("no node owns volume {}", a.name)))?;
                     if a.name == node.disk_volume() {

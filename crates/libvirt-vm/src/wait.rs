@@ -46,6 +46,8 @@ pub struct ReadyTarget {
 /// What was last seen of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
+    /// No probe has finished yet.
+    NotProbed,
     /// Nothing answered on the SSH port.
     NoAnswer(String),
     /// Something answered but sent no SSH banner.
@@ -69,6 +71,7 @@ pub enum Seen {
 impl fmt::Display for Seen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::NotProbed => f.write_str("no probe has finished yet"),
             Self::NoAnswer(e) => write!(f, "no answer on the SSH port ({e})"),
             Self::NoBanner(e) => write!(f, "the SSH port answered without a banner ({e})"),
             Self::Ssh { banner, error } => write!(f, "banner `{banner}`, then {error}"),
@@ -322,7 +325,7 @@ pub async fn wait_ready(
         });
     }
     drop(tx);
-    let mut state: Vec<Seen> = vec![Seen::NoAnswer("not probed yet".into()); targets.len()];
+    let mut state: Vec<Seen> = vec![Seen::NotProbed; targets.len()];
     let all_ready = tokio::time::timeout(timeout, async {
         let mut ready = 0;
         while ready < targets.len() {
@@ -395,10 +398,19 @@ mod tests {
             console_log: "/var/log/libvirt/qemu/n1-serial.log".into(),
             ready_command: CLOUD_INIT_DONE.into(),
         };
+        // What a probe of a closed port sees, checked on its own...
+        let loaded = Arc::new(russh::keys::load_secret_key(&target.private_key, None).unwrap());
+        let seen = probe(&target, &loaded).await;
+        assert!(
+            matches!(&seen, Seen::NoAnswer(e) if e.contains("refused")),
+            "{seen:?}"
+        );
+        // ...and the timeout, with a deadline long enough for a loaded machine to finish the
+        // first probe: the message then carries what that probe saw.
         let seen = std::sync::Mutex::new(Vec::new());
         let err = wait_ready(
             &[target],
-            Duration::from_millis(300),
+            Duration::from_secs(2),
             &|name, s| seen.lock().unwrap().push(format!("{name}: {s}")),
             &|_| "running".into(),
         )
@@ -406,7 +418,9 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("n1 (127.0.0.1): last seen: no answer on the SSH port"),
+            text.contains(
+                "n1 (127.0.0.1): last seen: no answer on the SSH port (Connection refused"
+            ),
             "{text}"
         );
         assert!(text.contains("hypervisor: running"), "{text}");

@@ -346,6 +346,52 @@ fn an_interrupted_apply_converges() {
 }
 
 #[test]
+fn a_stopped_network_whose_hosts_changed_converges_in_one_apply() {
+    let host = TestHost::new();
+    host.apply(&host.spec(&[("cp", 10, 2)]));
+    let conn = host.hv.connection();
+    conn.lookup_network_by_name("lab-net")
+        .unwrap()
+        .destroy()
+        .unwrap();
+    let bigger = host.spec(&[("cp", 10, 2), ("w1", 11, 1)]);
+    host.apply(&bigger);
+    let again = host.hv.plan(&bigger).unwrap();
+    assert!(again.is_noop(), "{again}");
+    assert!(
+        conn.lookup_network_by_name("lab-net")
+            .unwrap()
+            .is_active()
+            .unwrap()
+    );
+}
+
+#[test]
+fn volumes_hidden_by_a_stopped_pool_do_not_block_the_apply() {
+    let host = TestHost::new();
+    let spec = host.spec(&[("cp", 10, 2)]);
+    host.apply(&spec);
+    // The node's domain is gone (an interrupted re-create), its volumes are still in the
+    // pool, and the pool is stopped: the plan cannot see them.
+    let conn = host.hv.connection();
+    let dom = conn.lookup_domain_by_name("cp").unwrap();
+    dom.destroy().unwrap();
+    dom.undefine().unwrap();
+    conn.lookup_storage_pool_by_name("lab-pool")
+        .unwrap()
+        .destroy()
+        .unwrap();
+    let plan = host.hv.plan(&spec).unwrap();
+    assert!(
+        labels(&plan).contains(&"create volume cp.qcow2".to_owned()),
+        "{plan}"
+    );
+    host.apply(&spec);
+    assert!(host.hv.plan(&spec).unwrap().is_noop());
+    assert_eq!(host.hv.domain_state("cp"), "running");
+}
+
+#[test]
 fn domain_xml_in_libvirt_uses_file_disks_and_metadata() {
     let host = TestHost::new();
     let spec = host.spec(&[("cp", 10, 2)]);
@@ -365,7 +411,12 @@ fn domain_xml_in_libvirt_uses_file_disks_and_metadata() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    // Failures are persisted next to this file, and the seeds checked in there re-run first.
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     /// Any sequence of desired specs converges on the real (test-driver) libvirt: after each
     /// apply, a second apply changes nothing, and exactly the wanted nodes exist.
