@@ -120,14 +120,27 @@ fn ssh(dir: &Path, ip: &str, command: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn virsh(args: &[&str]) -> String {
+/// Runs virsh against `qemu:///system`; returns its exit status and standard output.
+fn virsh_status(args: &[&str]) -> (bool, String, String) {
     let out = StdCommand::new("virsh")
         .arg("-c")
         .arg("qemu:///system")
         .args(args)
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs virsh and fails the test when virsh fails: an empty listing from a virsh that could
+/// not connect must not pass for "nothing left".
+fn virsh(args: &[&str]) -> String {
+    let (ok, stdout, stderr) = virsh_status(args);
+    assert!(ok, "virsh {}: {stderr}", args.join(" "));
+    stdout
 }
 
 fn check_nodes(dir: &Path) {
@@ -349,6 +362,20 @@ fn real_vms_apply_reapply_interrupt_destroy() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // The kill landed before apply finished: the node's domain is still missing, and the plan
+    // (read from libvirt, no state file) still has to create it.
+    let (defined, _, _) = virsh_status(&["dominfo", "hlit-w2"]);
+    assert!(
+        !defined,
+        "the kill came too late: hlit-w2 was already defined, so nothing was interrupted"
+    );
+    let plan = homelab_vm(d).arg("plan").assert().success();
+    let plan = String::from_utf8(plan.get_output().stdout.clone()).unwrap();
+    assert!(
+        plan.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["create", "domain", "hlit-w2"]),
+        "after the kill:\n{plan}"
+    );
     homelab_vm(d).arg("apply").assert().success();
     check_nodes(d);
     homelab_vm(d)
