@@ -322,6 +322,17 @@ pub struct Registry {
     basic: AtomicBool,
 }
 
+/// How many bytes an upload session holds, from the `Range: 0-<last>` of its status.
+/// `0-0` is what distribution (and the OCI distribution spec's examples) answer for a
+/// session that has received nothing, so it means 0, not one byte: resuming at byte 1 would
+/// leave a hole the registry may not even refuse.
+fn received_bytes(range: &str) -> u64 {
+    match range.trim().rsplit_once('-') {
+        Some((_, last)) if last != "0" => last.parse::<u64>().map_or(0, |last| last + 1),
+        _ => 0,
+    }
+}
+
 /// What a request needs access to, for bearer tokens.
 fn repo_scope(repository: &str, actions: &str) -> String {
     format!("repository:{repository}:{actions}")
@@ -696,9 +707,7 @@ impl Registry {
                     .headers()
                     .get(RANGE)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|r| r.rsplit_once('-'))
-                    .and_then(|(_, end)| end.parse::<u64>().ok())
-                    .map_or(0, |end| end + 1);
+                    .map_or(0, received_bytes);
                 tracing::info!(repository, offset, "resuming the upload session");
                 Ok((
                     Self::location(location, &status).unwrap_or_else(|_| location.clone()),
@@ -1010,6 +1019,15 @@ async fn check(method: Method, url: &str, response: Response) -> Result<Response
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_upload_status_range_counts_the_bytes_received() {
+        assert_eq!(received_bytes("0-0"), 0, "nothing received yet");
+        assert_eq!(received_bytes("0-4194303"), 4_194_304);
+        assert_eq!(received_bytes("0-1"), 2);
+        assert_eq!(received_bytes("garbage"), 0);
+    }
+
     use super::*;
     use reqwest::header::HeaderValue;
 

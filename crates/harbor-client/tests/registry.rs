@@ -565,6 +565,24 @@ async fn tls_needs_the_ca_and_plain_http_must_be_asked_for() {
         err.to_string().starts_with("/nonexistent/ca.pem: "),
         "{err}"
     );
+    // Plain HTTP against the TLS registry is not silently upgraded either.
+    let plain_to_tls = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
+    assert!(plain_to_tls.ping().await.is_err());
+
+    // The plain-HTTP half: a registry that speaks only HTTP is reached over HTTPS unless
+    // plain HTTP was asked for; the client never falls back to HTTP on its own.
+    let http_only = TestRegistry::start().unwrap();
+    let default = Registry::new(
+        &http_only.host(),
+        Credentials::Anonymous,
+        Options::default(),
+    )
+    .unwrap();
+    let err = default.ping().await.unwrap_err();
+    assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
+    assert!(err.to_string().contains("https://"), "{err}");
+    let asked = Registry::new(&http_only.host(), Credentials::Anonymous, plain()).unwrap();
+    asked.ping().await.unwrap();
 }
 
 #[tokio::test]
@@ -641,7 +659,7 @@ async fn cutting_proxy(
 }
 
 #[tokio::test]
-async fn an_upload_cut_mid_blob_resumes() {
+async fn an_upload_cut_mid_blob_is_sent_again_in_a_new_session() {
     let server = TestRegistry::start().unwrap();
     let (proxy, cuts) = cutting_proxy(server.addr, 6 << 20).await;
     let client = Registry::new(
@@ -671,6 +689,9 @@ async fn an_upload_cut_mid_blob_resumes() {
         1,
         "the connection was cut once"
     );
+    // distribution drops an upload session whose chunk was cut off: the client had to open
+    // a new one and send the blob from byte 0 (see the resume test below for a session
+    // that survives).
     assert_eq!(pushed.digest, digest.to_string());
     // What the registry stored is intact: pull it directly and verify every digest.
     let direct = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
@@ -684,4 +705,194 @@ async fn an_upload_cut_mid_blob_resumes() {
     )
     .await
     .unwrap();
+}
+
+/// One HTTP request as the [`failing_proxy`] saw it.
+#[derive(Debug, Clone)]
+struct ProxiedRequest {
+    method: String,
+    path: String,
+    content_range: Option<String>,
+}
+
+/// A proxy that forwards each request to `upstream` on a connection of its own, except the
+/// first PATCH whose `Content-Range` is `fail`, which it answers itself with 503 without
+/// passing it on: the registry's upload session is untouched, so the client can resume it.
+/// Records every request.
+async fn failing_proxy(
+    upstream: std::net::SocketAddr,
+    fail: &'static str,
+) -> (
+    std::net::SocketAddr,
+    Arc<std::sync::Mutex<Vec<ProxiedRequest>>>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let patches = Arc::new(AtomicUsize::new(0));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (log, patches) = (log.clone(), patches.clone());
+            tokio::spawn(async move {
+                let mut client = BufReader::new(client);
+                let mut head = Vec::new();
+                let mut length = 0usize;
+                let mut first = String::new();
+                let mut range = None;
+                loop {
+                    let mut line = String::new();
+                    if client.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    assert!(!lower.starts_with("transfer-encoding"), "{line}");
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if lower.starts_with("content-range:") {
+                        range = Some(line["content-range:".len()..].trim().to_owned());
+                    }
+                    if lower.starts_with("connection:") {
+                        continue;
+                    }
+                    if first.is_empty() {
+                        first.clone_from(&line);
+                    }
+                    head.extend_from_slice(line.as_bytes());
+                }
+                let mut body = vec![0u8; length];
+                client.read_exact(&mut body).await.unwrap();
+                let mut words = first.split_whitespace();
+                let method = words.next().unwrap_or_default().to_owned();
+                let path = words.next().unwrap_or_default().to_owned();
+                let refuse = method == "PATCH"
+                    && range.as_deref() == Some(fail)
+                    && patches.fetch_add(1, Ordering::SeqCst) == 0;
+                log.lock().unwrap().push(ProxiedRequest {
+                    method,
+                    path,
+                    content_range: range,
+                });
+                let mut client = client.into_inner();
+                if refuse {
+                    let _ = client
+                        .write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+                let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                head.extend_from_slice(b"Connection: close\r\n\r\n");
+                server.write_all(&head).await.unwrap();
+                server.write_all(&body).await.unwrap();
+                let _ = tokio::io::copy(&mut server, &mut client).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Pushes a one-layer image of `size` bytes of layer data through a proxy that refuses the
+/// layer's chunk `fail` once; returns the Content-Range of every PATCH, in order, and every
+/// request.
+async fn push_refusing_once(
+    fail: &'static str,
+    repository: &str,
+) -> (Vec<String>, Vec<ProxiedRequest>) {
+    let server = TestRegistry::start().unwrap();
+    let (proxy, seen) = failing_proxy(server.addr, fail).await;
+    let client = Registry::new(
+        &proxy.to_string(),
+        Credentials::Anonymous,
+        Options {
+            plain_http: true,
+            backoff: std::time::Duration::from_millis(20),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let digest = make_image(src.path(), "v1", &[10 << 20]);
+    let target: Reference = format!("{proxy}/{repository}:v1").parse().unwrap();
+    let pushed = image::push(
+        &client,
+        &Layout::open_or_create(src.path()).unwrap(),
+        Some("v1"),
+        &target,
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pushed.digest, digest.to_string());
+    // What the registry stored is intact: pulled directly, every digest verified.
+    let direct = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    image::pull(
+        &direct,
+        &reference(&server, &format!("{repository}:v1")),
+        &Layout::open_or_create(dst.path()).unwrap(),
+        "v1",
+        1,
+    )
+    .await
+    .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let layer_patches = seen
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .filter_map(|r| r.content_range.clone())
+        // The config blob (a few hundred bytes) goes in one chunk of its own.
+        .filter(|r| {
+            r.split('-')
+                .nth(1)
+                .is_some_and(|end| end.parse::<u64>().unwrap() > 4096)
+        })
+        .collect();
+    (layer_patches, seen)
+}
+
+#[tokio::test]
+async fn a_failed_chunk_resumes_the_session_at_the_offset_the_registry_reports() {
+    // The layer is 10 MiB of data plus its tar framing: chunks of 4 MiB start at 0, 4 MiB and
+    // 8 MiB. The second one is refused once; the registry holds the first.
+    let (patches, seen) = push_refusing_once("4194304-8388607", "resume/app").await;
+    assert_eq!(
+        patches[..3],
+        ["0-4194303", "4194304-8388607", "4194304-8388607"],
+        "the refused chunk is sent again from its own first byte: {patches:?}"
+    );
+    assert!(patches[3].starts_with("8388608-"), "{patches:?}");
+    assert_eq!(patches.len(), 4, "{patches:?}");
+    // It asked the registry where the session stands, and opened no second session for the
+    // layer (one POST for the layer, one for the config).
+    assert!(
+        seen.iter()
+            .any(|r| r.method == "GET" && r.path.contains("/blobs/uploads/")),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|r| r.method == "POST").count(),
+        2,
+        "{seen:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_first_chunk_resumes_at_byte_zero() {
+    // Refused before the registry received anything: its status says `Range: 0-0`, which is
+    // nothing at all, not one byte.
+    let (patches, seen) = push_refusing_once("0-4194303", "resume-empty/app").await;
+    assert_eq!(patches[..2], ["0-4194303", "0-4194303"], "{patches:?}");
+    assert_eq!(patches.len(), 4, "{patches:?}");
+    assert_eq!(
+        seen.iter().filter(|r| r.method == "POST").count(),
+        2,
+        "{seen:#?}"
+    );
 }
