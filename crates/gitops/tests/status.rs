@@ -84,7 +84,9 @@ async fn waits_until_a_child_becomes_healthy() {
     );
 }
 
-#[tokio::test]
+// A paused clock: the deadline passes only once the wait has seen everything the server
+// has to say, so load cannot change which message the timeout carries.
+#[tokio::test(start_paused = true)]
 async fn a_parent_is_not_ready_while_a_child_is_degraded() {
     let (client, _server) = start(vec![
         app("root", "Synced", "Healthy", &["apps"]),
@@ -118,7 +120,9 @@ async fn a_parent_is_not_ready_while_a_child_is_degraded() {
     );
 }
 
-#[tokio::test]
+// A paused clock: the deadline passes only once the wait has seen everything the server
+// has to say, so load cannot change which message the timeout carries.
+#[tokio::test(start_paused = true)]
 async fn missing_children_and_roots_are_named() {
     let (client, _server) = start(vec![app("root", "Synced", "Healthy", &["later"])]);
     let err = wait(

@@ -271,49 +271,224 @@ fn schema_describes_every_section() {
 
 // ---------- properties ----------
 
-fn node_strategy(index: usize) -> impl Strategy<Value = Node> {
+fn node_strategy(index: usize, third: u8) -> impl Strategy<Value = Node> {
     (
         prop_oneof![Just(NodeRole::ControlPlane), Just(NodeRole::Worker)],
-        1u32..16,
-        1024u64..65536,
+        2u32..16,
+        2048u64..65536,
         10u64..500,
         proptest::option::of(proptest::array::uniform3(any::<u8>())),
     )
         .prop_map(move |(role, vcpus, memory, disk_gib, mac)| Node {
             name: format!("node-{index}"),
-            role,
+            // The first node is always a control plane (a cluster needs one).
+            role: if index == 0 {
+                NodeRole::ControlPlane
+            } else {
+                role
+            },
             vcpus,
             memory: Mebibytes(memory),
             disk: Mebibytes::gib(disk_gib),
-            ip: Ipv4Addr::new(192, 168, 122, 10 + u8::try_from(index).unwrap()),
+            ip: Ipv4Addr::new(192, 168, third, 10 + u8::try_from(index).unwrap()),
             mac: mac.map(|m| homelab_config::MacAddress([0x52, 0x54, 0x00, m[0], m[1], m[2]])),
         })
 }
 
+fn secret_strategy() -> impl Strategy<Value = homelab_config::SecretRef> {
+    prop_oneof![
+        "[A-Z][A-Z0-9_]{0,15}".prop_map(homelab_config::SecretRef::Env),
+        "[a-z][a-z0-9]{0,8}"
+            .prop_map(|n| homelab_config::SecretRef::File(format!("/etc/homelab/{n}").into())),
+    ]
+}
+
+fn pinned() -> impl Strategy<Value = homelab_config::PinnedVersion> {
+    ("v?", 0u32..20, 0u32..40, 0u32..40)
+        .prop_map(|(v, a, b, c)| format!("{v}{a}.{b}.{c}").parse().unwrap())
+}
+
+fn quantity() -> impl Strategy<Value = homelab_config::Quantity> {
+    (1u32..999, prop::sample::select(vec!["Mi", "Gi", "Ti"]))
+        .prop_map(|(n, unit)| format!("{n}{unit}").parse().unwrap())
+}
+
+fn phase() -> impl Strategy<Value = homelab_config::PhaseSettings> {
+    (1u64..100_000, 0u32..10).prop_map(|(secs, retries)| homelab_config::PhaseSettings {
+        timeout: homelab_config::HumanDuration(std::time::Duration::from_secs(secs)),
+        retries,
+    })
+}
+
+/// Every section of the file: cluster, ssh, network, libvirt, versions, harbor, esc,
+/// github, gitops, phases, features and nodes.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one generator per section, read top to bottom"
+)]
 fn config_strategy() -> impl Strategy<Value = Config> {
+    let cluster = ("[a-z][a-z0-9-]{0,20}[a-z0-9]", (29u32..40, 0u32..20));
+    let ssh = ("[a-z][a-z0-9_]{0,10}", "[a-z]{1,8}");
+    // The NAT network's third octet, and the pod network's second (never inside the
+    // service network 10.96.0.0/12).
+    let network = (
+        0u8..=254,
+        prop_oneof![0u8..96, 112u8..=255],
+        "[a-z]([a-z0-9-]{0,9}[a-z0-9])?",
+    );
+    let libvirt = (
+        prop::sample::select(vec![
+            "qemu:///system",
+            "qemu+ssh://ops@kvm.lan/system",
+            "test:///default",
+        ]),
+        "[a-z]([a-z0-9-]{0,9}[a-z0-9])?",
+        any::<bool>(),
+        proptest::option::of(Just(())),
+        "[a-z=/ ]{0,30}",
+        prop::sample::select(vec![
+            homelab_config::DomainType::Auto,
+            homelab_config::DomainType::Kvm,
+            homelab_config::DomainType::Qemu,
+        ]),
+    );
+    let versions = (
+        prop::collection::vec(pinned(), 9),
+        proptest::option::of("[0-9a-f]{64}"),
+    );
+    let harbor = (
+        "[a-z]([a-z0-9-]{0,9}[a-z0-9])?",
+        "[a-z]([a-z0-9-]{0,9}[a-z0-9])?",
+        secret_strategy(),
+        prop::collection::vec(quantity(), 5),
+    );
+    let esc = proptest::option::of((
+        "[a-z]([a-z0-9-]{0,9}[a-z0-9])?",
+        "[a-z]([a-z0-9-]{0,9}[a-z0-9])?",
+        "[a-z]([a-z0-9-]{0,9}[a-z0-9])?",
+        secret_strategy(),
+    ));
+    let github = proptest::option::of((
+        "[a-z]([a-z0-9-]{0,9}[a-z0-9])?",
+        secret_strategy(),
+        prop::collection::btree_map("[a-z]([a-z0-9-]{0,9}[a-z0-9])?", (0u32..3, 3u32..10), 0..3),
+    ));
+    let gitops = proptest::option::of(("[a-z]([a-z0-9-]{0,9}[a-z0-9])?", "[a-z][a-z0-9/-]{0,10}"));
+    let phases = prop::collection::vec(phase(), 4);
+    let features = any::<(bool, bool, bool, bool)>();
     (
-        "[a-z][a-z0-9-]{0,20}[a-z0-9]",
-        (29u32..40, 0u32..20),
-        (1usize..7).prop_flat_map(|n| (0..n).map(node_strategy).collect::<Vec<_>>()),
-        "[a-z][a-z0-9_]{0,10}",
-        any::<(bool, bool, bool, bool)>(),
-        (1u64..10_000, 0u32..10),
+        (cluster, ssh, network, libvirt),
+        (versions, harbor, esc, github, gitops),
+        (phases, features),
+        (1usize..7, 0u8..=254).prop_flat_map(|(n, third)| {
+            (0..n).map(|i| node_strategy(i, third)).collect::<Vec<_>>()
+        }),
     )
-        .prop_map(
-            |(name, (minor, patch), nodes, user, features, (secs, retries))| {
-                let mut c = Config::default();
-                c.cluster.name = name;
-                c.cluster.kubernetes_version.minor = minor;
-                c.cluster.kubernetes_version.patch = patch;
-                c.nodes = nodes;
-                c.ssh.user = user;
-                (c.features.monitoring, c.features.backups, _, _) = features;
-                c.phases.cluster.timeout =
-                    homelab_config::HumanDuration(std::time::Duration::from_secs(secs));
-                c.phases.vms.retries = retries;
-                c
-            },
-        )
+        .prop_map(|(a, b, c, nodes)| {
+            let ((name, (minor, patch)), (user, key), (third, pod, net_name), libvirt) = a;
+            let (versions, harbor, esc, github, gitops) = b;
+            let (phases, features) = c;
+            let mut conf = Config::default();
+            conf.cluster.name = name;
+            conf.cluster.kubernetes_version.minor = minor;
+            conf.cluster.kubernetes_version.patch = patch;
+            conf.ssh.user = user;
+            conf.ssh.private_key = format!("/home/ops/.ssh/{key}").into();
+            conf.ssh.public_key = format!("/home/ops/.ssh/{key}.pub").into();
+            conf.ssh.known_hosts = format!("/home/ops/.config/{key}/known_hosts").into();
+            // The nodes' addresses follow the network: the strategy draws both from `third`.
+            let third = nodes.first().map_or(third, |n| n.ip.octets()[2]);
+            let net = &mut conf.network;
+            net.name.clone_from(&net_name);
+            net.bridge = format!("virbr-{}", &net_name[..net_name.len().min(8)]);
+            net.nat_cidr = format!("192.168.{third}.0/24").parse().unwrap();
+            net.gateway = Ipv4Addr::new(192, 168, third, 1);
+            net.pod_cidr = format!("10.{pod}.0.0/16").parse().unwrap();
+            net.metallb_range = format!("192.168.{third}.100-192.168.{third}.150")
+                .parse()
+                .unwrap();
+            net.load_balancer_ips.ingress = Ipv4Addr::new(192, 168, third, 100);
+            net.load_balancer_ips.harbor = Ipv4Addr::new(192, 168, third, 101);
+            net.load_balancer_ips.argocd = Ipv4Addr::new(192, 168, third, 102);
+            let (uri, pool, build, kernel, cmdline, domain_type) = libvirt;
+            let lv = &mut conf.libvirt;
+            lv.uri = uri.to_owned();
+            lv.pool_name.clone_from(&pool);
+            lv.pool_path = format!("/srv/libvirt/{pool}").into();
+            lv.base_image = format!("/srv/libvirt/{pool}/base.qcow2").into();
+            lv.build_base_image = build;
+            lv.image_mirror = format!("http://mirror.lan/{pool}");
+            if kernel.is_some() {
+                lv.kernel = Some(format!("/srv/libvirt/{pool}/vmlinuz").into());
+                lv.initrd = Some(format!("/srv/libvirt/{pool}/initrd.img").into());
+            }
+            lv.kernel_cmdline = cmdline;
+            lv.domain_type = domain_type;
+            let (pins, sha) = versions;
+            let v = &mut conf.versions;
+            [
+                &mut v.flannel,
+                &mut v.metallb,
+                &mut v.ingress_nginx,
+                &mut v.cert_manager,
+                &mut v.external_secrets,
+                &mut v.argocd,
+                &mut v.harbor,
+                &mut v.actions_runner_controller,
+                &mut v.local_path_provisioner,
+            ]
+            .into_iter()
+            .zip(pins)
+            .for_each(|(slot, pin)| *slot = pin);
+            v.flannel_manifest_sha256 = sha;
+            let (host, project, password, sizes) = harbor;
+            let h = &mut conf.harbor;
+            h.url = format!("https://{host}.lan");
+            h.project = project;
+            h.admin_password = password;
+            [
+                &mut h.storage.registry,
+                &mut h.storage.database,
+                &mut h.storage.redis,
+                &mut h.storage.jobservice,
+                &mut h.storage.trivy,
+            ]
+            .into_iter()
+            .zip(sizes)
+            .for_each(|(slot, q)| *slot = q);
+            conf.esc = esc.map(|(organization, project, environment, token)| {
+                let mut e = homelab_config::EscConfig::default();
+                (e.organization, e.project, e.environment, e.token) =
+                    (organization, project, environment, token);
+                e
+            });
+            conf.github = github.map(|(owner, token, runners)| homelab_config::GithubConfig {
+                owner,
+                token,
+                runners: runners
+                    .into_iter()
+                    .map(|(name, (min, max))| homelab_config::RunnerRepo { name, min, max })
+                    .collect(),
+            });
+            conf.gitops = gitops.map(|(repo, path)| homelab_config::GitopsConfig {
+                repo_url: format!("https://git.lan/{repo}.git"),
+                path,
+                ..homelab_config::GitopsConfig::default()
+            });
+            let [vms, cluster, platform, gitops_phase]: [homelab_config::PhaseSettings; 4] =
+                phases.try_into().unwrap();
+            conf.phases.vms = vms;
+            conf.phases.cluster = cluster;
+            conf.phases.platform = platform;
+            conf.phases.gitops = gitops_phase;
+            let f = &mut conf.features;
+            (f.external_secrets, f.runners, f.monitoring, f.backups) = features;
+            // A feature needs its section.
+            f.external_secrets &= conf.esc.is_some();
+            f.runners &= conf.github.as_ref().is_some_and(|g| !g.runners.is_empty());
+            conf.nodes = nodes;
+            conf
+        })
 }
 
 /// The leaf values of a TOML document, as key paths.
@@ -371,14 +546,24 @@ fn names(d: &Diagnostic, key: &KeyPath) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // Failures are saved beside this file (parse.proptest-regressions), and the seeds checked
+    // in there run first.
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
+    /// Every section, both ways: a configuration written as TOML reads back as the same
+    /// configuration, and that text, read and written again, is the same text.
     #[test]
     fn valid_configs_round_trip_through_toml(config in config_strategy()) {
-        prop_assume!(!validate(&config).iter().any(Diagnostic::is_error));
+        let errors: Vec<String> = validate(&config).iter().filter(|d| d.is_error()).map(|d| format!("{}: {}", d.path, d.message)).collect();
+        prop_assert!(errors.is_empty(), "the generator made an invalid configuration: {:?}", errors);
         let text = config.to_toml().unwrap();
         let back = parse_str("round-trip", &text).map_err(|r| TestCaseError::fail(r.to_string()))?;
-        prop_assert_eq!(back.config, config);
+        prop_assert_eq!(&back.config, &config);
+        prop_assert_eq!(back.config.to_toml().unwrap(), text);
     }
 
     #[test]
@@ -389,11 +574,27 @@ proptest! {
         let key = pick.get(&keys).clone();
         *item_at(&mut doc, &key) = toml_edit::Item::Value(value);
         let text = doc.to_string();
-        if let Err(report) = parse_str("mutated", &text) {
-            prop_assert!(
+        match parse_str("mutated", &text) {
+            // Refused: the errors name the key that was changed.
+            Err(report) => prop_assert!(
                 report.errors().any(|d| names(d, &key)),
                 "mutating {} gave errors that do not name it:\n{}\n---\n{}", key, report, text
-            );
+            ),
+            // Accepted: the configuration, written out, still has the key and reads back
+            // the same; and the value written out for the key, put back into the changed
+            // document, means the same configuration (a value is kept in one form).
+            Ok(loaded) => {
+                let written = loaded.config.to_toml().unwrap();
+                let reread = parse_str("written", &written).map_err(|r| TestCaseError::fail(r.to_string()))?;
+                prop_assert_eq!(&reread.config, &loaded.config);
+                let mut out: toml_edit::DocumentMut = written.parse().unwrap();
+                let kept = item_at(&mut out, &key).clone();
+                prop_assert!(!kept.is_none(), "{} was accepted but is gone from\n{}", key, written);
+                let mut back = doc.clone();
+                *item_at(&mut back, &key) = kept;
+                let again = parse_str("written-back", &back.to_string()).map_err(|r| TestCaseError::fail(r.to_string()))?;
+                prop_assert_eq!(&again.config, &loaded.config);
+            }
         }
     }
 }

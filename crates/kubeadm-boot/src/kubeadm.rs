@@ -455,6 +455,20 @@ mod tests {
         assert!(!err.contains("0123456789"), "{err}");
     }
 
+    /// The oracle: surrounding whitespace (as printed by `kubeadm token create`) aside,
+    /// exactly 23 characters, the seventh a dot, every other one in `[a-z0-9]`.
+    fn has_token_format(text: &str) -> bool {
+        let chars: Vec<char> = text.trim().chars().collect();
+        chars.len() == 23
+            && chars.iter().enumerate().all(|(i, c)| {
+                if i == 6 {
+                    *c == '.'
+                } else {
+                    matches!(c, 'a'..='z' | '0'..='9')
+                }
+            })
+    }
+
     impl PartialEq<ConfigError> for Result<BootstrapToken, ConfigError> {
         fn eq(&self, other: &ConfigError) -> bool {
             matches!(self, Err(e) if e == other)
@@ -468,6 +482,33 @@ mod tests {
             prop_assert!(BootstrapToken::parse(&token).is_ok());
             let valid = junk.len() == 23 && junk.as_bytes()[6] == b'.' && junk.bytes().enumerate().all(|(i, b)| i == 6 || b.is_ascii_lowercase() || b.is_ascii_digit());
             prop_assert_eq!(BootstrapToken::parse(&junk).is_ok(), valid);
+        }
+
+        /// Near misses: a valid token with one character replaced, removed or added, at any
+        /// position, by any character (letters of both cases, digits, the dot, punctuation,
+        /// whitespace and non-ASCII). The parser accepts exactly the results that still have
+        /// the format, judged by an oracle written independently of the parser.
+        #[test]
+        fn token_parser_rejects_every_near_miss(
+            id in "[a-z0-9]{6}",
+            secret in "[a-z0-9]{16}",
+            edit in 0u8..3,
+            at in any::<prop::sample::Index>(),
+            with in prop_oneof![
+                prop::char::range('a', 'z'),
+                prop::char::range('A', 'Z'),
+                prop::char::range('0', '9'),
+                prop::sample::select(vec!['.', '-', '_', ':', '/', ' ', '\t', '\n', 'é', 'ｚ', '\u{0}']),
+            ],
+        ) {
+            let mut chars: Vec<char> = format!("{id}.{secret}").chars().collect();
+            match edit {
+                0 => { let i = at.index(chars.len()); chars[i] = with; }
+                1 => { chars.remove(at.index(chars.len())); }
+                _ => chars.insert(at.index(chars.len() + 1), with),
+            }
+            let text: String = chars.iter().collect();
+            prop_assert_eq!(BootstrapToken::parse(&text).is_ok(), has_token_format(&text), "{:?}", text);
         }
 
         #[test]

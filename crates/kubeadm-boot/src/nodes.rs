@@ -408,7 +408,9 @@ mod tests {
         assert!(seen[0][0].1.contains("KubeletNotReady"), "{seen:?}");
     }
 
-    #[tokio::test]
+    // A paused clock: the deadline passes only once the wait has seen everything the server
+    // has to say, so a loaded machine cannot turn "not Ready" into "no answer yet".
+    #[tokio::test(start_paused = true)]
     async fn timeout_names_the_node_and_its_condition() {
         let (client, _server) = ApiServer::start(
             vec![node("cp", true, "v1.33.5"), node("w1", false, "v1.33.5")],
@@ -436,7 +438,9 @@ mod tests {
         assert!(!text.contains("cp ("), "{text}");
     }
 
-    #[tokio::test]
+    // A paused clock: the deadline passes only once the wait has seen everything the server
+    // has to say, so a loaded machine cannot turn "not Ready" into "no answer yet".
+    #[tokio::test(start_paused = true)]
     async fn version_wait_reports_the_old_kubelet() {
         let (client, _server) = ApiServer::start(vec![node("cp", true, "v1.32.9")], &[]);
         let err = wait_ready(

@@ -120,6 +120,16 @@ async fn uploads_are_atomic_with_mode_and_secrets_stay_off_the_command_line() {
     s.upload(path, b"token: abcdef.0123456789abcdef\n", 0o600, None, true)
         .await
         .unwrap();
+    // What the server was asked to run holds the path but never the contents.
+    let commands = sshd.commands();
+    assert!(
+        commands.iter().any(|c| c.contains(path)),
+        "the recorder saw the upload: {commands:#?}"
+    );
+    assert!(
+        !commands.iter().any(|c| c.contains("0123456789abcdef")),
+        "a secret was on a command line: {commands:#?}"
+    );
     assert_eq!(
         std::fs::read_to_string(path).unwrap(),
         "token: abcdef.0123456789abcdef\n"
@@ -376,18 +386,42 @@ async fn a_second_run_is_refused_while_the_first_holds_the_lock() {
     let mut slow = Runner::new(pool.clone());
     slow.lock_dir = lock.display().to_string();
     let fast = slow.clone();
-    let slow_step = Step::command("slow", "wait", "false", "sleep 3");
+    // The first run's step waits, holding the lock, until the test releases it: no sleep
+    // decides who is first, so load cannot reorder the two runs.
+    let started = sshd.dir().join("slow-started");
+    let release = sshd.dir().join("slow-release");
+    let slow_step = Step::command(
+        "slow",
+        "wait",
+        "false",
+        &format!(
+            "touch {started}; while [ ! -e {release} ]; do sleep 0.05; done",
+            started = started.display(),
+            release = release.display()
+        ),
+    );
     let t = target(&sshd, "n1");
     let first = tokio::spawn({
         let t = t.clone();
         async move { slow.run(vec![(t, vec![slow_step])], Arc::new(|_| {})).await }
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    while !started.exists() {
+        assert!(
+            !first.is_finished(),
+            "the first run ended before its step began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        lock.exists(),
+        "the first run holds the lock while its step runs"
+    );
     let err = fast
         .run(vec![(t, steps(sshd.dir()))], Arc::new(|_| {}))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("another run holds"), "{err}");
+    std::fs::write(&release, "").unwrap();
     // The first run fails its re-check (sleep changes nothing) but releases the lock.
     let first = first.await.unwrap();
     assert!(!lock.exists(), "{first:?}");
