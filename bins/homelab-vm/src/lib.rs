@@ -135,15 +135,8 @@ impl Phase {
             eprintln!("{}", w.render(&loaded.source_name));
         }
         let config = loaded.config;
-        let key_path = expand_home(&config.ssh.public_key);
-        let key = std::fs::read_to_string(&key_path).with_context(|| {
-            format!(
-                "cannot read ssh.public_key {} (create a key with: ssh-keygen -t ed25519 -f {})",
-                key_path.display(),
-                expand_home(&config.ssh.private_key).display()
-            )
-        })?;
-        let spec = config.vm_spec(vec![key.trim().to_owned()]);
+        let spec =
+            homelab::inputs::vm_spec(&config, vec![homelab::inputs::authorized_key(&config)?]);
         let uri = global
             .uri
             .clone()
@@ -216,13 +209,13 @@ pub async fn run(command: Command, global: &Global) -> Result<ExitCode> {
         }
         Command::ConsoleLog { node, tail } => console_log(&phase, &node, tail),
         Command::Image(ImageCommand::Build { work_dir }) => {
-            let Some(files) = phase.config.built_image() else {
+            let Some(files) = homelab::inputs::built_image(&phase.config) else {
                 bail!(
                     "libvirt.build_base_image is off: the configuration uses its own image {}",
                     phase.config.libvirt.base_image.display()
                 );
             };
-            let recipe = phase.config.image_recipe();
+            let recipe = homelab::inputs::image_recipe(&phase.config);
             let started = Instant::now();
             let outcome = tokio::task::spawn_blocking(move || {
                 libvirt_vm::image::build(&recipe, &files, &work_dir, &mut |m| {
@@ -285,10 +278,9 @@ fn render_check(c: &Check) -> String {
 /// Preflight, image, libvirt or readiness failures.
 pub async fn apply(phase: &Phase, args: &ApplyArgs, json: bool) -> Result<ExitCode> {
     let config = &phase.config;
-    let image = config
-        .built_image()
+    let image = homelab::inputs::built_image(config)
         .filter(|files| config.libvirt.kernel.is_none() || !files.image.exists())
-        .map(|files| (config.image_recipe(), files));
+        .map(|files| (homelab::inputs::image_recipe(config), files));
     let options = UpOptions {
         uri: phase.uri.clone(),
         image,

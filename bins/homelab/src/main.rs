@@ -1,18 +1,20 @@
 //! `homelab`: builds a home-lab Kubernetes platform from one `homelab.toml`.
 //!
-//! It reads, checks and explains the configuration, and runs the phases each layer
-//! implements: VMs (homelab-vm) and the cluster (homelab-boot).
+//! A thin front end of the `homelab` library: parse, one library call, print.
 
 #![allow(
     clippy::doc_markdown,
     reason = "doc comments here are --help text, read in a terminal"
 )]
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
-use clap::{Parser, Subcommand};
-use homelab_cli_common::LogArgs;
+use clap::{Args, Parser, Subcommand};
+use homelab::{Lab, Pipeline, Selection, Status};
+use homelab_cli_common::{LogArgs, TextOrJson};
 
 mod config_cmd;
 
@@ -21,6 +23,10 @@ mod config_cmd;
 /// The configuration is read from --config, else $HOMELAB_CONFIG, else ./homelab.toml when
 /// it exists, else the embedded default (one control plane and two workers on
 /// 192.168.122.0/24). Start with `homelab config init` to get a commented file.
+///
+/// The phases run in order: vms (libvirt network, pool, disks, cloud-init, boot, SSH), then
+/// cluster (node preparation, kubeadm init and join, kubeconfig, pod network, nodes Ready).
+/// With [cluster] provider = "existing", a cluster you already have replaces both.
 #[derive(Debug, Parser)]
 #[command(
     name = "homelab",
@@ -39,31 +45,73 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, clap::Args)]
+/// Which phases a command works on.
+#[derive(Debug, Clone, Args)]
+struct Phases {
+    /// Start at this phase (the earlier ones are taken as done).
+    #[arg(long, value_name = "PHASE")]
+    from: Option<String>,
+    /// Run only this phase.
+    #[arg(long, value_name = "PHASE", conflicts_with_all = ["from", "until"])]
+    only: Option<String>,
+    /// Stop after this phase.
+    #[arg(long, value_name = "PHASE")]
+    until: Option<String>,
+}
+
+impl Phases {
+    fn selection(&self) -> Selection {
+        Selection {
+            from: self.from.clone(),
+            only: self.only.clone(),
+            until: self.until.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
 struct UpArgs {
     #[command(flatten)]
-    vms: homelab_vm::ApplyArgs,
-    /// Stop after phase 1 (the VMs). --no-wait implies it.
+    phases: Phases,
+    /// Do not ask before changing anything.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Record the host keys of nodes not yet in known_hosts (trust on first use).
     #[arg(long)]
-    vms_only: bool,
-    /// The pod network manifest's pinned sha256 (default: versions.flannel_manifest_sha256).
-    #[arg(long, value_name = "HEX")]
-    flannel_sha256: Option<String>,
-    /// Where the cluster's kubeconfig goes.
-    #[command(flatten)]
-    kubeconfig: homelab_boot::KubeconfigArg,
+    trust_new_hosts: bool,
+    /// Where the base-image build keeps its temporary root filesystem.
+    #[arg(long, default_value = "/var/tmp", value_name = "DIR")]
+    work_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build the platform, phase by phase: 1. VMs (libvirt network, pool, disks, cloud-init,
-    /// boot, wait for SSH); 2. cluster (node preparation, kubeadm init and join, kubeconfig,
-    /// pod network, all nodes Ready). Re-running changes only what differs.
+    /// Build the platform: prints every phase's plan, asks (or --yes), then runs the phases in
+    /// order. Re-running changes only what differs; after a failure it continues where it
+    /// stopped (phases done report unchanged).
     Up(UpArgs),
-    /// Show what `up` would change, per object, without changing anything.
-    Plan,
-    /// The state of every node.
-    Status,
+    /// Show what `up` would change, phase by phase, without changing anything.
+    Plan {
+        #[command(flatten)]
+        phases: Phases,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+    },
+    /// The live state of every layer: each VM (libvirt state, address, SSH), each node (Ready,
+    /// kubelet and containerd versions). Exit status 1 when anything is unhealthy.
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+    },
+    /// Run every check of every phase (none stops the others) and print check, result,
+    /// detail and how to fix it. Exit status 1 when any check failed.
+    Verify {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+    },
     /// Upgrade the cluster to cluster.kubernetes_version of homelab.toml, one node at a time,
     /// after pre-checks (see `homelab-boot upgrade --help`).
     Upgrade {
@@ -76,6 +124,13 @@ enum Command {
     },
     /// Remove everything `up` created for this cluster (and nothing else).
     Destroy(homelab_vm::DestroyArgs),
+    /// homelab.lock: the digests of downloaded artifacts. --update downloads them again and
+    /// records their current digests (after a version change; review the diff).
+    Lock {
+        /// Record the current digests.
+        #[arg(long)]
+        update: bool,
+    },
     /// Write, check, show and describe homelab.toml.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -88,44 +143,68 @@ fn main() -> ExitCode {
         let config = cli.config.config;
         match cli.command {
             Command::Config(cmd) => config_cmd::run(cmd, config.as_deref()),
-            phase => run_phase(phase, config).await,
+            command => run(command, config).await,
         }
     })
 }
 
-/// Runs a phase command.
-async fn run_phase(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let global = homelab_vm::Global {
-        config: homelab_cli_common::ConfigArg { config },
-        uri: None,
-        output: homelab_vm::Output::Text,
-    };
+fn load(config: Option<&std::path::Path>) -> anyhow::Result<Lab> {
+    let lab = Lab::load(config)?;
+    for warning in &lab.warnings {
+        eprintln!("{warning}");
+    }
+    Ok(lab)
+}
+
+async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up(args) => {
-            let phase = homelab_vm::Phase::load(&global)?;
-            eprintln!("== phase 1: VMs ({})", phase.uri);
-            let code = homelab_vm::apply(&phase, &args.vms, false).await?;
-            if code != ExitCode::SUCCESS || args.vms_only {
-                return Ok(code);
+        Command::Up(args) => up(load(config.as_deref())?, &args).await,
+        Command::Plan { phases, output } => {
+            let lab = load(config.as_deref())?;
+            let plans = Pipeline::for_lab(&lab)
+                .plan(&lab, &phases.selection())
+                .await?;
+            if output == TextOrJson::Json {
+                println!("{}", serde_json::to_string_pretty(&plans)?);
+            } else {
+                for plan in &plans {
+                    println!("{plan}");
+                }
             }
-            if args.vms.no_wait {
-                eprintln!(
-                    "== phase 2 (cluster) not run: --no-wait leaves the nodes unready for it"
-                );
-                return Ok(code);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { output } => {
+            let lab = load(config.as_deref())?;
+            let status = Status::of(Pipeline::for_lab(&lab).status(&lab).await);
+            if output == TextOrJson::Json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
             }
-            eprintln!("== phase 2: cluster");
-            homelab_boot::run(
-                homelab_boot::Command::Up {
-                    package_source: None,
-                    manifest: None,
-                    sha256: args.flannel_sha256,
-                    timeout: std::time::Duration::from_secs(10 * 60),
-                    kubeconfig: args.kubeconfig,
-                },
-                &boot_global(&global),
-            )
-            .await
+            Ok(exit(status.healthy))
+        }
+        Command::Verify { output } => {
+            let lab = load(config.as_deref())?;
+            let checks = Pipeline::for_lab(&lab).verify(&lab).await;
+            let passed = checks.iter().all(|c| c.passed);
+            if output == TextOrJson::Json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                print_checks(&checks);
+            }
+            Ok(exit(passed))
+        }
+        Command::Lock { update } => {
+            let mut lab = load(config.as_deref())?;
+            lab.options.update_lock = update;
+            let fetched = homelab::cluster::pod_network(&lab, &|e| eprintln!("{e}")).await?;
+            println!(
+                "{}: {} ({})",
+                lab.lock_path().display(),
+                fetched.source,
+                if update { "recorded" } else { "matches" }
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Upgrade {
             dry_run,
@@ -139,55 +218,116 @@ async fn run_phase(command: Command, config: Option<PathBuf>) -> anyhow::Result<
                     package_source: None,
                     kubeconfig,
                 },
-                &boot_global(&global),
+                &boot_global(config),
             )
             .await
         }
-        Command::Plan => {
-            let phase = homelab_vm::Phase::load(&global)?;
-            println!("== phase 1: VMs ({})", phase.uri);
-            let vms = homelab_vm::plan(&phase).await?;
-            homelab_vm::print_plan(&vms, false)?;
-            if !vms.is_noop() {
-                println!("== phase 2: cluster: every step, once the VMs exist");
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!("== phase 2: cluster (steps on standard error)");
-            let boot = boot_global(&global);
-            let code = homelab_boot::run(
-                homelab_boot::Command::Prepare {
-                    dry_run: true,
-                    package_source: None,
-                },
-                &boot,
-            )
-            .await?;
-            if code != ExitCode::SUCCESS {
-                return Ok(code);
-            }
-            homelab_boot::run(
-                homelab_boot::Command::Bootstrap {
-                    dry_run: true,
-                    kubeconfig: homelab_boot::KubeconfigArg {
-                        kubeconfig: std::path::PathBuf::from("~/.kube/config"),
-                    },
-                },
-                &boot,
-            )
-            .await
-        }
-        Command::Status => homelab_vm::run(homelab_vm::Command::List, &global).await,
         Command::Destroy(args) => {
+            let global = homelab_vm::Global {
+                config: homelab_cli_common::ConfigArg { config },
+                uri: None,
+                output: homelab_vm::Output::Text,
+            };
             homelab_vm::run(homelab_vm::Command::Destroy(args), &global).await
         }
         Command::Config(_) => Ok(ExitCode::SUCCESS),
     }
 }
 
-/// The cluster phase's options: the configuration's nodes, keys and known_hosts.
-fn boot_global(vm: &homelab_vm::Global) -> homelab_boot::Global {
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn up(mut lab: Lab, args: &UpArgs) -> anyhow::Result<ExitCode> {
+    lab.options.trust_new_hosts = args.trust_new_hosts;
+    lab.options.work_dir.clone_from(&args.work_dir);
+    let pipeline = Pipeline::for_lab(&lab);
+    let selection = args.phases.selection();
+    let plans = pipeline.plan(&lab, &selection).await?;
+    for plan in &plans {
+        eprintln!("{plan}");
+    }
+    if plans.iter().all(homelab::PhasePlan::is_noop) {
+        eprintln!("nothing to change; checking every phase anyway");
+    } else if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!("refusing to change anything without confirmation: pass --yes");
+        }
+        eprint!("apply these changes? [y/N] ");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("nothing changed");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let started = Instant::now();
+    let events = move |event: homelab::Event| {
+        eprintln!("[{:>4}s] {event}", started.elapsed().as_secs());
+    };
+    let reports = pipeline.up(&lab, &selection, &events).await?;
+    for r in &reports {
+        println!(
+            "{:<10} {} changed, {} unchanged",
+            r.phase, r.changed, r.unchanged
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(status: &Status) {
+    for phase in &status.phases {
+        println!("== {}", phase.phase);
+        if let Some(error) = &phase.error {
+            println!("  unavailable: {error}");
+        }
+        for item in &phase.items {
+            println!(
+                "  {} {:<20} {:<10} {}",
+                if item.healthy { "ok  " } else { "FAIL" },
+                item.name,
+                item.state,
+                item.detail
+            );
+        }
+    }
+    println!(
+        "{}",
+        if status.healthy {
+            "healthy"
+        } else {
+            "NOT healthy"
+        }
+    );
+}
+
+fn print_checks(checks: &[homelab::Check]) {
+    println!("{:<8} {:<24} {:<6} DETAIL", "PHASE", "CHECK", "RESULT");
+    for c in checks {
+        println!(
+            "{:<8} {:<24} {:<6} {}",
+            c.phase,
+            c.name,
+            if c.passed { "ok" } else { "FAIL" },
+            c.detail
+        );
+        if let Some(fix) = c.fix.as_ref().filter(|_| !c.passed) {
+            println!("{:<8} {:<24} {:<6} fix: {fix}", "", "", "");
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.passed).count();
+    println!("{} checks, {failed} failed", checks.len());
+}
+
+/// The cluster tool's options: the configuration's nodes, keys and known_hosts.
+fn boot_global(config: Option<PathBuf>) -> homelab_boot::Global {
     homelab_boot::Global {
-        config: vm.config.clone(),
+        config: homelab_cli_common::ConfigArg { config },
         nodes: Vec::new(),
         only: Vec::new(),
         user: None,

@@ -278,17 +278,36 @@ fn help_lists_only_commands_that_work() {
     let dir = TempDir::new().unwrap();
     let out = homelab(&dir).arg("--help").assert().success();
     let help = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    for phase in ["config", "up", "plan", "status", "upgrade", "destroy"] {
+    for command in [
+        "config", "up", "plan", "status", "verify", "upgrade", "destroy", "lock",
+    ] {
         assert!(
-            help.contains(&format!("  {phase} ")),
-            "help lacks {phase}:\n{help}"
+            help.contains(&format!("  {command} ")),
+            "help lacks {command}:\n{help}"
         );
     }
-    // Phases whose layer has not landed are not advertised.
-    assert!(
-        !help.contains("  verify "),
-        "help advertises verify before any layer implements it"
-    );
+    let out = homelab(&dir).args(["up", "--help"]).assert().success();
+    let help = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    for flag in [
+        "--from <PHASE>",
+        "--only <PHASE>",
+        "--until <PHASE>",
+        "--yes",
+    ] {
+        assert!(help.contains(flag), "up --help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn an_unknown_phase_is_named_with_the_phases_there_are() {
+    let dir = TempDir::new().unwrap();
+    homelab(&dir)
+        .args(["plan", "--only", "platfrom"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "no phase named `platfrom`; the phases are, in order: vms, cluster",
+        ));
 }
 
 #[test]

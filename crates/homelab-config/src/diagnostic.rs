@@ -38,6 +38,37 @@ impl Location {
     }
 }
 
+/// Where each line of a text starts, to turn many byte offsets into locations without
+/// scanning the text from its start each time (a file with thousands of diagnostics would
+/// otherwise take quadratic time).
+#[derive(Debug, Clone)]
+pub(crate) struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self { text, starts }
+    }
+
+    /// The location of byte `offset`; the same as [`Location::from_offset`].
+    pub(crate) fn location(&self, offset: usize) -> Location {
+        let offset = offset.min(self.text.len());
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let line_start = self.starts[line - 1];
+        let column = self
+            .text
+            .get(line_start..offset)
+            .map_or(0, |s| s.chars().count())
+            + 1;
+        Location { line, column }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.line, self.column)
@@ -195,6 +226,20 @@ impl std::error::Error for Report {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The line index places every offset where scanning the text would.
+        #[test]
+        fn the_line_index_agrees_with_a_scan(text in "(\\PC|\n){0,200}", offsets in proptest::collection::vec(0usize..260, 1..20)) {
+            let index = LineIndex::new(&text);
+            for offset in offsets {
+                // Offsets inside a character are not asked for; the scan would slice mid-char.
+                let offset = (0..=offset.min(text.len())).rev().find(|o| text.is_char_boundary(*o)).unwrap_or(0);
+                prop_assert_eq!(index.location(offset), Location::from_offset(&text, offset));
+            }
+        }
+    }
 
     #[test]
     fn location_counts_lines_and_characters() {

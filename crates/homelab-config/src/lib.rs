@@ -11,8 +11,8 @@
 //!   private file, and resolves into a [`secrecy::SecretString`] that never prints.
 //! - [`json_schema`] describes the file for editors.
 //!
-//! Layer crates do not depend on this crate; the tools convert a [`Config`] into each layer's
-//! own spec types.
+//! This crate depends on no layer, and no layer depends on it: the composition library
+//! (`homelab`) converts a [`Config`] into each layer's own input types.
 //!
 //! ```
 //! let loaded = homelab_config::parse_str("homelab.toml", r#"
@@ -28,8 +28,6 @@
 //! assert!(text.contains("did you mean `name`?"));
 //! ```
 
-#[cfg(feature = "vm")]
-mod convert_vm;
 mod diagnostic;
 mod load;
 mod model;
@@ -45,9 +43,9 @@ pub use load::{
     ConfigSource, DEFAULT_FILE_NAME, EMBEDDED_DEFAULT, EMBEDDED_NAME, LoadError, Loaded, parse_str,
 };
 pub use model::{
-    ClusterConfig, ComponentVersions, Config, DomainType, EscConfig, Features, GithubConfig,
-    GitopsConfig, HarborConfig, HarborStorage, LibvirtConfig, LoadBalancerIps, NetworkConfig, Node,
-    NodeRole, PhaseSettings, Phases, RunnerRepo, SshConfig,
+    ClusterConfig, ClusterProvider, ComponentVersions, Config, DomainType, EscConfig, Features,
+    GithubConfig, GitopsConfig, HarborConfig, HarborStorage, LibvirtConfig, LoadBalancerIps,
+    NetworkConfig, Node, NodeRole, PhaseSettings, Phases, RunnerRepo, SshConfig,
 };
 pub use path::{KeyPath, Segment};
 pub use secret::{SecretError, SecretRef};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 use toml_edit::{Item, Table, Value};
 
-use crate::diagnostic::{Diagnostic, Location, Report};
+use crate::diagnostic::{Diagnostic, LineIndex, Location, Report};
 use crate::model::Config;
 use crate::path::{KeyPath, Segment};
 use crate::validate::validate;
@@ -152,11 +152,12 @@ pub fn parse_str(source_name: &str, text: &str) -> Result<Loaded, Report> {
                 })
             }),
     );
+    let lines = LineIndex::new(text);
     for d in &mut diagnostics {
         let is_unknown = d.message.starts_with("unknown key");
-        d.location = locate_exact(&document, text, &d.path, is_unknown);
+        d.location = locate_exact(&document, &lines, &d.path, is_unknown);
         for related in &mut d.related {
-            related.location = locate_exact(&document, text, &related.path, false);
+            related.location = locate_exact(&document, &lines, &related.path, false);
         }
         if d.location.is_none() {
             // The problem is about a default value, but another key it involves was written
@@ -165,7 +166,7 @@ pub fn parse_str(source_name: &str, text: &str) -> Result<Loaded, Report> {
                 std::mem::swap(&mut d.path, &mut written.path);
                 std::mem::swap(&mut d.location, &mut written.location);
             } else {
-                d.location = locate_ancestor(&document, text, &d.path);
+                d.location = locate_ancestor(&document, &lines, &d.path);
             }
         }
     }
@@ -277,7 +278,7 @@ fn table_at<'a>(table: &'a mut toml::Table, segments: &[Segment]) -> Option<&'a 
 /// The location of the key (`want_key`) or value at `path`, if the path is in the file.
 fn locate_exact(
     doc: &toml_edit::Document<&str>,
-    text: &str,
+    lines: &LineIndex<'_>,
     path: &KeyPath,
     want_key: bool,
 ) -> Option<Location> {
@@ -287,19 +288,19 @@ fn locate_exact(
     } else {
         value_span.or(key_span)
     }?;
-    Some(Location::from_offset(text, span.start))
+    Some(lines.location(span.start))
 }
 
 /// The location of the nearest ancestor of `path` that is in the file (e.g. the `[[nodes]]`
 /// header of a node that lacks a required key).
 fn locate_ancestor(
     doc: &toml_edit::Document<&str>,
-    text: &str,
+    lines: &LineIndex<'_>,
     path: &KeyPath,
 ) -> Option<Location> {
     let mut prefix = path.parent();
     while !prefix.is_root() {
-        if let Some(location) = locate_exact(doc, text, &prefix, false) {
+        if let Some(location) = locate_exact(doc, lines, &prefix, false) {
             return Some(location);
         }
         prefix = prefix.parent();

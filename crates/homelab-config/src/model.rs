@@ -63,6 +63,34 @@ pub struct ClusterConfig {
     /// The Kubernetes release (MAJOR.MINOR.PATCH). Drives the package channel, kubeadm's
     /// `kubernetesVersion` and the upgrade target.
     pub kubernetes_version: KubeVersion,
+    /// Where the cluster comes from: `libvirt` (homelab makes the VMs and the kubeadm
+    /// cluster) or `existing` (a cluster you already have, such as Kind or k3s: the VM and
+    /// cluster phases are skipped and the later phases use `kubeconfig` and `context`).
+    pub provider: ClusterProvider,
+    /// The kubeconfig file: where `libvirt` merges the new cluster's context, and where
+    /// `existing` reads it.
+    pub kubeconfig: PathBuf,
+    /// The context in `kubeconfig` (default: the cluster's name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+}
+
+impl ClusterConfig {
+    /// The kubeconfig context of the cluster: `context`, else the cluster's name.
+    pub fn context_name(&self) -> &str {
+        self.context.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Where the cluster comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterProvider {
+    /// VMs on libvirt, made into a cluster with kubeadm.
+    #[default]
+    Libvirt,
+    /// A cluster that exists already, reached through `cluster.kubeconfig`.
+    Existing,
 }
 
 impl Default for ClusterConfig {
@@ -74,6 +102,9 @@ impl Default for ClusterConfig {
                 minor: 33,
                 patch: 5,
             },
+            provider: ClusterProvider::Libvirt,
+            kubeconfig: PathBuf::from("~/.kube/config"),
+            context: None,
         }
     }
 }

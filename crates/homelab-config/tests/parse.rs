@@ -327,7 +327,12 @@ fn phase() -> impl Strategy<Value = homelab_config::PhaseSettings> {
     reason = "one generator per section, read top to bottom"
 )]
 fn config_strategy() -> impl Strategy<Value = Config> {
-    let cluster = ("[a-z][a-z0-9-]{0,20}[a-z0-9]", (29u32..40, 0u32..20));
+    let cluster = (
+        "[a-z][a-z0-9-]{0,20}[a-z0-9]",
+        (29u32..40, 0u32..20),
+        any::<bool>(),
+        proptest::option::of("[a-z][a-z0-9-]{0,8}"),
+    );
     let ssh = ("[a-z][a-z0-9_]{0,10}", "[a-z]{1,8}");
     // The NAT network's third octet, and the pod network's second (never inside the
     // service network 10.96.0.0/12).
@@ -385,13 +390,23 @@ fn config_strategy() -> impl Strategy<Value = Config> {
         }),
     )
         .prop_map(|(a, b, c, nodes)| {
-            let ((name, (minor, patch)), (user, key), (third, pod, net_name), libvirt) = a;
+            let (
+                (name, (minor, patch), existing, context),
+                (user, key),
+                (third, pod, net_name),
+                libvirt,
+            ) = a;
             let (versions, harbor, esc, github, gitops) = b;
             let (phases, features) = c;
             let mut conf = Config::default();
             conf.cluster.name = name;
             conf.cluster.kubernetes_version.minor = minor;
             conf.cluster.kubernetes_version.patch = patch;
+            if existing {
+                conf.cluster.provider = homelab_config::ClusterProvider::Existing;
+                conf.cluster.kubeconfig = format!("/home/ops/.kube/{key}").into();
+            }
+            conf.cluster.context = context;
             conf.ssh.user = user;
             conf.ssh.private_key = format!("/home/ops/.ssh/{key}").into();
             conf.ssh.public_key = format!("/home/ops/.ssh/{key}.pub").into();

@@ -17,9 +17,12 @@
 //! - [`nodes`]: node readiness by watching, cordon and drain.
 //! - [`upgrade`]: kubeadm upgrades node by node with pre- and post-checks.
 //! - [`prepare`]: node preparation steps (swap, modules, sysctls, containerd, packages).
+//! - [`cluster`]: the whole sequence in one call ([`cluster::up`]): prepare, bootstrap,
+//!   kubeconfig, pod network, every node `Ready`.
 
 pub mod bootstrap;
 pub mod ca;
+pub mod cluster;
 pub mod cni;
 pub mod kubeadm;
 pub mod kubeconfig;

@@ -26,6 +26,8 @@ pub struct NodeState {
     pub message: String,
     /// The kubelet's version (`v1.33.5`).
     pub kubelet_version: String,
+    /// The container runtime and its version (`containerd://1.7.24`).
+    pub container_runtime: String,
     /// Whether it is cordoned.
     pub unschedulable: bool,
 }
@@ -60,6 +62,12 @@ impl NodeState {
                 .as_ref()
                 .and_then(|s| s.node_info.as_ref())
                 .map(|i| i.kubelet_version.clone())
+                .unwrap_or_default(),
+            container_runtime: node
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| i.container_runtime_version.clone())
                 .unwrap_or_default(),
             unschedulable: node
                 .spec

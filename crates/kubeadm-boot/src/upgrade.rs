@@ -363,6 +363,7 @@ mod tests {
                 "Ready=False (KubeletNotReady): PLEG is not healthy".into()
             },
             kubelet_version: version.into(),
+            container_runtime: "containerd://1.7.24".into(),
             unschedulable: false,
         }
     }

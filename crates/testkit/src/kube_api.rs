@@ -18,6 +18,9 @@ use tokio::sync::Notify;
 
 use crate::percent_decode;
 
+/// The Kubernetes version the fake reports at `/version`.
+pub const FAKE_VERSION: &str = "v1.33.5";
+
 /// One kind the fake serves: its group/version, plural, kind and scope.
 #[derive(Debug, Clone)]
 pub struct Kind {
@@ -418,6 +421,17 @@ impl ApiServer {
                 .to_owned(),
         );
         let params = query_pairs(&query);
+        if path == "/version" {
+            // What a real API server answers (GET /version, no authorization needed).
+            return respond(
+                200,
+                &json!({
+                    "major": "1", "minor": "33", "gitVersion": FAKE_VERSION,
+                    "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                    "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
+                }),
+            );
+        }
         let route = match self.route(&path) {
             Ok(Some(r)) => r,
             Ok(None) => return respond(200, &self.discovery(&path)),

@@ -1,0 +1,384 @@
+//! The `cluster` phase: node preparation, kubeadm init and joins, the admin kubeconfig, the
+//! pod network and every node `Ready` (`kubeadm-boot`). With `cluster.provider = "existing"`
+//! the phase of the same name only reads the cluster the kubeconfig names.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use kubeadm_boot::cluster::{self as boot, PodNetwork, UpInput};
+use kubeadm_boot::nodes::{self, NodeState};
+use kubeadm_boot::prepare::PackageSource;
+use kubeadm_boot::ssh::Pool;
+use kubeadm_boot::steps::{Outcome, Runner};
+
+use crate::error::Error;
+use crate::inputs;
+use crate::lab::Lab;
+use crate::lock::{self, LockFile};
+use crate::phase::{
+    Change, Check, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem,
+};
+
+/// The phase's name.
+pub const NAME: &str = "cluster";
+
+/// The `cluster` phase of `cluster.provider = "libvirt"`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterPhase;
+
+/// The `cluster` phase of `cluster.provider = "existing"`: nothing to make, only to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExistingCluster;
+
+fn runner(lab: &Lab) -> Result<Runner, Error> {
+    let pool = Pool::new(inputs::ssh_options(
+        &lab.config,
+        lab.options.trust_new_hosts,
+    ))?;
+    let mut runner = Runner::new(Arc::new(pool));
+    runner.parallelism = lab.options.parallelism;
+    Ok(runner)
+}
+
+/// Flannel's release manifest of `versions.flannel`, checked against the pin in
+/// `homelab.toml` or the digest `homelab.lock` recorded (recorded on first use).
+///
+/// # Errors
+/// The download fails or the digest differs.
+pub async fn pod_network(lab: &Lab, events: Events<'_>) -> Result<PodNetwork, Error> {
+    let url = kubeadm_boot::cni::flannel_manifest_url(lab.config.versions.flannel.as_str());
+    let mut lock = LockFile::load(&lab.lock_path())?;
+    let fetched = lock::fetch(
+        &reqwest::Client::new(),
+        &url,
+        lab.config.versions.flannel_manifest_sha256.as_deref(),
+        &mut lock,
+        lab.options.update_lock,
+    )
+    .await?;
+    if fetched.recorded {
+        events(Event::Progress {
+            phase: NAME,
+            message: format!(
+                "recorded sha256 {} of {url} in {} (commit it beside homelab.toml)",
+                fetched.sha256,
+                lock.path().display()
+            ),
+        });
+    }
+    Ok(PodNetwork::new(url, fetched.bytes))
+}
+
+/// Whether every node's VM runs, as libvirt says (the cluster cannot be planned before).
+async fn vms_missing(lab: &Lab) -> Option<String> {
+    match crate::vms::VmsPhase.status(lab).await {
+        PhaseStatus { error: Some(e), .. } => Some(e),
+        status => {
+            let down: Vec<String> = status
+                .items
+                .iter()
+                .filter(|i| i.state != "running")
+                .map(|i| format!("{} ({})", i.name, i.state))
+                .collect();
+            (!down.is_empty()).then(|| format!("nodes not running yet: {}", down.join(", ")))
+        }
+    }
+}
+
+fn node_item(n: &NodeState) -> StatusItem {
+    StatusItem {
+        name: n.name.clone(),
+        state: if n.ready { "Ready" } else { "NotReady" }.into(),
+        detail: format!(
+            "kubelet {} | {}{}",
+            n.kubelet_version,
+            n.container_runtime,
+            if n.unschedulable { " | cordoned" } else { "" }
+        ),
+        healthy: n.ready && !n.unschedulable,
+    }
+}
+
+/// The cluster's nodes as `status` shows them; `wanted` are the nodes that must be there
+/// (missing ones are listed as such).
+async fn node_status(lab: &Lab, wanted: &[String]) -> PhaseStatus {
+    let listed = match lab.kube_client().await {
+        Ok(client) => nodes::list(&client).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match listed {
+        Ok(found) => {
+            let mut items: Vec<StatusItem> = found.iter().map(node_item).collect();
+            for name in wanted {
+                if !found.iter().any(|n| &n.name == name) {
+                    items.push(StatusItem {
+                        name: name.clone(),
+                        state: "missing".into(),
+                        detail: "not registered with the API server".into(),
+                        healthy: false,
+                    });
+                }
+            }
+            PhaseStatus {
+                phase: NAME,
+                items,
+                error: None,
+            }
+        }
+        Err(error) => PhaseStatus {
+            phase: NAME,
+            items: Vec::new(),
+            error: Some(error),
+        },
+    }
+}
+
+/// The checks of a running cluster: the API answers; every wanted node is registered and
+/// `Ready`; every kubelet runs `version` (when given).
+async fn cluster_checks(lab: &Lab, wanted: &[String], version: Option<String>) -> Vec<Check> {
+    let client = match lab.kube_client().await {
+        Ok(client) => client,
+        Err(e) => {
+            return vec![Check::fail(
+                NAME,
+                "kubeconfig",
+                e.to_string(),
+                "run `homelab up --only cluster` (it merges the context), or set cluster.kubeconfig and cluster.context",
+            )];
+        }
+    };
+    let mut checks = Vec::new();
+    match client.apiserver_version().await {
+        Ok(v) => checks.push(Check::pass(
+            NAME,
+            "API server",
+            format!("answers, {}", v.git_version),
+        )),
+        Err(e) => {
+            checks.push(Check::fail(
+                NAME,
+                "API server",
+                e.to_string(),
+                "check the control plane: `homelab-boot exec --only <control plane> -- sudo crictl ps`",
+            ));
+            return checks;
+        }
+    }
+    let found = match nodes::list(&client).await {
+        Ok(found) => found,
+        Err(e) => {
+            checks.push(Check::fail(
+                NAME,
+                "nodes",
+                e.to_string(),
+                "see the API server check",
+            ));
+            return checks;
+        }
+    };
+    let names: Vec<String> = if wanted.is_empty() {
+        found.iter().map(|n| n.name.clone()).collect()
+    } else {
+        wanted.to_vec()
+    };
+    for name in &names {
+        let check = format!("node {name}");
+        checks.push(match found.iter().find(|n| &n.name == name) {
+            None => Check::fail(
+                NAME,
+                check,
+                "not registered with the API server",
+                "run `homelab up --only cluster` (joins the nodes missing)",
+            ),
+            Some(n) if !n.ready => Check::fail(
+                NAME,
+                check,
+                n.message.clone(),
+                format!("look at its kubelet: homelab-boot exec --only {name} -- sudo journalctl -u kubelet -n 50"),
+            ),
+            Some(n) => match &version {
+                Some(v) if &n.kubelet_version != v => Check::fail(
+                    NAME,
+                    check,
+                    format!("Ready, kubelet {} (configured: {v})", n.kubelet_version),
+                    "run `homelab upgrade`",
+                ),
+                _ => Check::pass(NAME, check, format!("Ready, kubelet {}", n.kubelet_version)),
+            },
+        });
+    }
+    checks
+}
+
+fn node_names(lab: &Lab) -> Vec<String> {
+    lab.config.nodes.iter().map(|n| n.name.clone()).collect()
+}
+
+impl Phase for ClusterPhase {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Result<PhasePlan, Error>> {
+        async move {
+            if let Some(why) = vms_missing(lab).await {
+                return Ok(PhasePlan {
+                    phase: NAME,
+                    changes: Vec::new(),
+                    unchanged: 0,
+                    pending: Some(format!(
+                        "{why}; every node-preparation and bootstrap step runs once they are"
+                    )),
+                });
+            }
+            let plan = inputs::bootstrap_plan(&lab.config)?;
+            let reports = boot::plan(&runner(lab)?, &plan, &PackageSource::default()).await?;
+            let mut changes = Vec::new();
+            let mut unchanged = 0;
+            for r in reports {
+                if r.outcome == Outcome::Unchanged {
+                    unchanged += 1;
+                } else {
+                    changes.push(Change {
+                        action: "run".into(),
+                        object: format!("{}: {}", r.host, r.step),
+                        detail: Some(r.description),
+                    });
+                }
+            }
+            Ok(PhasePlan {
+                phase: NAME,
+                changes,
+                unchanged,
+                pending: None,
+            })
+        }
+        .boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        lab: &'a Lab,
+        events: Events<'a>,
+    ) -> BoxFuture<'a, Result<PhaseReport, Error>> {
+        async move {
+            let plan = inputs::bootstrap_plan(&lab.config)?;
+            let network = pod_network(lab, events).await?;
+            let input = UpInput::new(plan, inputs::kubeconfig_path(&lab.config), network)
+                .with_ready_timeout(lab.config.phases.cluster.timeout.0);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let runner = runner(lab)?;
+            let work = boot::up(
+                &runner,
+                &input,
+                Arc::new(move |event| {
+                    let _ = tx.send(event.to_string());
+                }),
+            );
+            tokio::pin!(work);
+            let report = loop {
+                tokio::select! {
+                    Some(message) = rx.recv() => events(Event::Progress { phase: NAME, message }),
+                    result = &mut work => break result?,
+                }
+            };
+            while let Ok(message) = rx.try_recv() {
+                events(Event::Progress {
+                    phase: NAME,
+                    message,
+                });
+            }
+            let changed = report.changed();
+            Ok(PhaseReport {
+                phase: NAME,
+                changed,
+                unchanged: report.steps.len() - changed,
+            })
+        }
+        .boxed()
+    }
+
+    fn status<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, PhaseStatus> {
+        async move { node_status(lab, &node_names(lab)).await }.boxed()
+    }
+
+    fn verify<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Vec<Check>> {
+        async move {
+            let version = format!("v{}", lab.config.cluster.kubernetes_version);
+            cluster_checks(lab, &node_names(lab), Some(version)).await
+        }
+        .boxed()
+    }
+
+    fn hint(&self, error: &Error) -> String {
+        let stage = match error {
+            Error::Cluster(e) => format!(" (it stopped at: {})", e.stage()),
+            _ => String::new(),
+        };
+        format!(
+            "fix the cause above{stage}, then run `homelab up` again: the VMs and every step \
+             already done report unchanged (or `homelab up --from cluster`)"
+        )
+    }
+}
+
+impl Phase for ExistingCluster {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan<'a>(&'a self, _lab: &'a Lab) -> BoxFuture<'a, Result<PhasePlan, Error>> {
+        async move {
+            Ok(PhasePlan {
+                phase: NAME,
+                changes: Vec::new(),
+                unchanged: 0,
+                pending: None,
+            })
+        }
+        .boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        lab: &'a Lab,
+        events: Events<'a>,
+    ) -> BoxFuture<'a, Result<PhaseReport, Error>> {
+        async move {
+            // The cluster is the user's: only check that it answers.
+            let client = lab.kube_client().await?;
+            let version =
+                client
+                    .apiserver_version()
+                    .await
+                    .map_err(|e| boot::ClusterError::Client {
+                        path: inputs::kubeconfig_path(&lab.config),
+                        context: lab.config.cluster.context_name().to_owned(),
+                        message: e.to_string(),
+                    })?;
+            events(Event::Progress {
+                phase: NAME,
+                message: format!(
+                    "existing cluster (context {}): Kubernetes {}",
+                    lab.config.cluster.context_name(),
+                    version.git_version
+                ),
+            });
+            Ok(PhaseReport {
+                phase: NAME,
+                changed: 0,
+                unchanged: 0,
+            })
+        }
+        .boxed()
+    }
+
+    fn status<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, PhaseStatus> {
+        async move { node_status(lab, &[]).await }.boxed()
+    }
+
+    fn verify<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Vec<Check>> {
+        async move { cluster_checks(lab, &[], None).await }.boxed()
+    }
+}

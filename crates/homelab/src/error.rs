@@ -1,0 +1,81 @@
+//! The one error type of the composition library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What went wrong, named by the input that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration could not be loaded.
+    #[error(transparent)]
+    Config(#[from] homelab_config::LoadError),
+    /// The public key to install on the nodes cannot be read.
+    #[error(
+        "cannot read ssh.public_key {} ({source}); create a key pair with: ssh-keygen -t ed25519 -N '' -f {}",
+        path.display(),
+        private.display()
+    )]
+    Key {
+        /// The public key file.
+        path: PathBuf,
+        /// The private key file it belongs to.
+        private: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No node has the control-plane role.
+    #[error("no node has role = \"control-plane\"")]
+    NoControlPlane,
+    /// The VM layer failed.
+    #[error(transparent)]
+    Vms(#[from] libvirt_vm::Error),
+    /// The cluster layer failed.
+    #[error(transparent)]
+    Cluster(Box<kubeadm_boot::cluster::ClusterError>),
+    /// An SSH connection failed.
+    #[error(transparent)]
+    Ssh(#[from] kubeadm_boot::ssh::SshError),
+    /// A downloaded artifact could not be had or did not match its digest.
+    #[error(transparent)]
+    Artifact(#[from] crate::lock::ArtifactError),
+    /// A phase took longer than `phases.<name>.timeout`.
+    #[error("phase {phase} did not finish within {} (phases.{phase}.timeout)", humanize(*after))]
+    Timeout {
+        /// The phase.
+        phase: &'static str,
+        /// Its time limit.
+        after: Duration,
+    },
+    /// `--from`, `--only` or `--until` named a phase the pipeline does not have.
+    #[error("no phase named `{name}`; the phases are, in order: {}", known.join(", "))]
+    UnknownPhase {
+        /// The name given.
+        name: String,
+        /// The pipeline's phases.
+        known: Vec<&'static str>,
+    },
+    /// The phase selection is contradictory.
+    #[error("{0}")]
+    Selection(String),
+    /// A worker thread stopped (a libvirt call panicked).
+    #[error("a worker stopped: {0}")]
+    Worker(String),
+}
+
+pub(crate) fn humanize(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else if secs > 0 {
+        format!("{secs}s")
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+impl From<kubeadm_boot::cluster::ClusterError> for Error {
+    fn from(e: kubeadm_boot::cluster::ClusterError) -> Self {
+        Self::Cluster(Box::new(e))
+    }
+}

@@ -1,0 +1,314 @@
+//! The `vms` phase: libvirt network, pool, disks, cloud-init seeds and domains
+//! (`libvirt-vm`), until every node answers SSH with cloud-init done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use homelab_config::expand_home;
+use libvirt_vm::preflight::Status as Preflight;
+use libvirt_vm::provision::{self, UpOptions};
+use libvirt_vm::wait::{ReadyTarget, Seen};
+use libvirt_vm::{ClusterSpec, Hypervisor, NodeStatus};
+
+use crate::error::Error;
+use crate::inputs;
+use crate::lab::Lab;
+use crate::phase::{
+    Change, Check, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem,
+};
+
+/// The phase's name.
+pub const NAME: &str = "vms";
+
+/// How long `status` and `verify` wait for a node's SSH login.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `vms` phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VmsPhase;
+
+/// The VM layer's spec of the lab (reads the public key to install).
+///
+/// # Errors
+/// The public key cannot be read.
+pub fn spec(lab: &Lab) -> Result<ClusterSpec, Error> {
+    Ok(inputs::vm_spec(
+        &lab.config,
+        vec![inputs::authorized_key(&lab.config)?],
+    ))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, libvirt_vm::Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Worker(e.to_string()))?
+        .map_err(Error::from)
+}
+
+/// The VM layer's plan (no change made).
+///
+/// # Errors
+/// The public key cannot be read, or libvirt cannot be reached.
+pub async fn libvirt_plan(lab: &Lab) -> Result<libvirt_vm::Plan, Error> {
+    let spec = spec(lab)?;
+    let uri = lab.libvirt_uri().to_owned();
+    blocking(move || Hypervisor::connect(&uri)?.plan(&spec)).await
+}
+
+fn changes(plan: &libvirt_vm::Plan) -> (Vec<Change>, usize) {
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    for a in &plan.actions {
+        if a.change.is_noop() {
+            unchanged += 1;
+            continue;
+        }
+        let detail = match &a.change {
+            libvirt_vm::Change::Update { reasons } | libvirt_vm::Change::Replace { reasons } => {
+                Some(reasons.join("; "))
+            }
+            libvirt_vm::Change::Conflict { reason } | libvirt_vm::Change::Keep { reason } => {
+                Some(reason.clone())
+            }
+            _ => None,
+        };
+        changes.push(Change {
+            action: a.change.label().to_owned(),
+            object: format!("{} {}", a.kind, a.name),
+            detail,
+        });
+    }
+    (changes, unchanged)
+}
+
+/// Logs in to every node (recorded host key, the configured key) and runs `true`, all at
+/// once, each within [`PROBE_TIMEOUT`]; what was seen, per node, in `spec` order.
+async fn probe_nodes(lab: &Lab, spec: &ClusterSpec) -> Vec<Result<(), String>> {
+    let uri = lab.libvirt_uri().to_owned();
+    let owned = spec.clone();
+    let known = blocking(move || Hypervisor::connect(&uri)?.known_hosts(&owned))
+        .await
+        .unwrap_or_default();
+    let key_path = expand_home(&lab.config.ssh.private_key);
+    let key = match russh::keys::load_secret_key(&key_path, None) {
+        Ok(key) => Arc::new(key),
+        Err(e) => {
+            let why = format!("cannot read ssh.private_key {}: {e}", key_path.display());
+            return spec.nodes.iter().map(|_| Err(why.clone())).collect();
+        }
+    };
+    let targets = provision::ready_targets(spec, &known, &key_path);
+    futures::future::join_all(spec.nodes.iter().map(|n| {
+        let target: Option<ReadyTarget> = targets.iter().find(|t| t.name == n.name).cloned();
+        let key = key.clone();
+        async move {
+            let Some(mut target) = target else {
+                return Err("no host key recorded for it (it was not made by homelab)".into());
+            };
+            target.ready_command = "true".into();
+            match tokio::time::timeout(PROBE_TIMEOUT, libvirt_vm::wait::probe(&target, &key)).await
+            {
+                Ok(Seen::Ready) => Ok(()),
+                Ok(seen) => Err(seen.to_string()),
+                Err(_) => Err(format!("no login within {}s", PROBE_TIMEOUT.as_secs())),
+            }
+        }
+    }))
+    .await
+}
+
+fn node_state(s: &NodeStatus) -> &'static str {
+    if !s.defined {
+        "absent"
+    } else if !s.owned {
+        "not ours"
+    } else if s.running {
+        "running"
+    } else {
+        "shut off"
+    }
+}
+
+async fn read_status(lab: &Lab) -> Result<(ClusterSpec, Vec<NodeStatus>), Error> {
+    let spec = spec(lab)?;
+    let uri = lab.libvirt_uri().to_owned();
+    let owned = spec.clone();
+    let nodes = blocking(move || Hypervisor::connect(&uri)?.status(&owned)).await?;
+    Ok((spec, nodes))
+}
+
+impl Phase for VmsPhase {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Result<PhasePlan, Error>> {
+        async move {
+            let plan = libvirt_plan(lab).await?;
+            let (changes, unchanged) = changes(&plan);
+            Ok(PhasePlan {
+                phase: NAME,
+                changes,
+                unchanged,
+                pending: None,
+            })
+        }
+        .boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        lab: &'a Lab,
+        events: Events<'a>,
+    ) -> BoxFuture<'a, Result<PhaseReport, Error>> {
+        async move {
+            let config = &lab.config;
+            let spec = spec(lab)?;
+            let image = inputs::built_image(config)
+                .filter(|files| config.libvirt.kernel.is_none() || !files.image.exists())
+                .map(|files| (inputs::image_recipe(config), files));
+            let options = UpOptions {
+                uri: lab.libvirt_uri().to_owned(),
+                image,
+                work_dir: lab.options.work_dir.clone(),
+                wait: true,
+                timeout: config.phases.vms.timeout.0,
+                private_key: expand_home(&config.ssh.private_key),
+                known_hosts: Some(expand_home(&config.ssh.known_hosts)),
+            };
+            let report = provision::up(&spec, &options, &|event| {
+                let message = match event {
+                    provision::Event::Check(c) if c.status == Preflight::Ok => return,
+                    provision::Event::Check(c) => format!("preflight {}: {}", c.name, c.detail),
+                    provision::Event::Image { message } => format!("image: {message}"),
+                    provision::Event::Action(a) => {
+                        format!("{} {} {}", a.change.label(), a.kind, a.name)
+                    }
+                    provision::Event::Node { node, seen } => format!("{node}: {seen}"),
+                };
+                events(Event::Progress {
+                    phase: NAME,
+                    message,
+                });
+            })
+            .await?;
+            let (changes, unchanged) = changes(&report.plan);
+            Ok(PhaseReport {
+                phase: NAME,
+                changed: changes.len(),
+                unchanged,
+            })
+        }
+        .boxed()
+    }
+
+    fn status<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, PhaseStatus> {
+        async move {
+            let (spec, nodes) = match read_status(lab).await {
+                Ok(read) => read,
+                Err(e) => {
+                    return PhaseStatus {
+                        phase: NAME,
+                        items: Vec::new(),
+                        error: Some(e.to_string()),
+                    };
+                }
+            };
+            let logins = probe_nodes(lab, &spec).await;
+            let items = nodes
+                .iter()
+                .zip(&spec.nodes)
+                .zip(logins)
+                .map(|((s, n), login)| {
+                    let running = s.running && s.owned;
+                    let ssh = match (&login, running) {
+                        (_, false) => "ssh: -".to_owned(),
+                        (Ok(()), true) => "ssh: ok".to_owned(),
+                        (Err(why), true) => format!("ssh: {why}"),
+                    };
+                    StatusItem {
+                        name: s.name.clone(),
+                        state: node_state(s).into(),
+                        detail: format!("{} | {ssh}", n.ip),
+                        healthy: running && login.is_ok(),
+                    }
+                })
+                .collect();
+            PhaseStatus {
+                phase: NAME,
+                items,
+                error: None,
+            }
+        }
+        .boxed()
+    }
+
+    fn verify<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Vec<Check>> {
+        async move {
+            let mut checks = Vec::new();
+            let spec = match spec(lab) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    return vec![Check::fail(
+                        NAME,
+                        "ssh key",
+                        e.to_string(),
+                        "create the key pair named by ssh.private_key and ssh.public_key",
+                    )];
+                }
+            };
+            for c in provision::check(&spec, lab.libvirt_uri()).await {
+                checks.push(match c.status {
+                    Preflight::Fail => Check::fail(
+                        NAME,
+                        c.name,
+                        c.detail,
+                        c.fix.unwrap_or_else(|| "see the detail".into()),
+                    ),
+                    Preflight::Ok | Preflight::Warn => Check::pass(NAME, c.name, c.detail),
+                });
+            }
+            match read_status(lab).await {
+                Ok((spec, nodes)) => {
+                    let logins = probe_nodes(lab, &spec).await;
+                    for (s, login) in nodes.iter().zip(logins) {
+                        checks.push(if s.running && s.owned {
+                            Check::pass(NAME, format!("vm {}", s.name), "running")
+                        } else {
+                            Check::fail(
+                                NAME,
+                                format!("vm {}", s.name),
+                                node_state(s),
+                                "run `homelab up --only vms`",
+                            )
+                        });
+                        checks.push(match login {
+                            Ok(()) => Check::pass(NAME, format!("ssh {}", s.name), "login works"),
+                            Err(why) => Check::fail(
+                                NAME,
+                                format!("ssh {}", s.name),
+                                why,
+                                format!(
+                                    "start it (virsh start {}), read its console (homelab-vm console-log {}), then `homelab up --only vms`",
+                                    s.name, s.name
+                                ),
+                            ),
+                        });
+                    }
+                }
+                Err(e) => checks.push(Check::fail(
+                    NAME,
+                    "nodes",
+                    e.to_string(),
+                    "make libvirt reachable (see the libvirt check)",
+                )),
+            }
+            checks
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,431 @@
+//! The whole cluster sequence in one call, as [`up`]: node preparation, `kubeadm init` and
+//! the joins, the admin kubeconfig merged into the user's file, the pod network applied, and
+//! every node `Ready`. Each part is idempotent, so a second call changes nothing, and a call
+//! after a failure continues from what is already done.
+//!
+//! ```no_run
+//! # async fn example(plan: kubeadm_boot::bootstrap::Plan, runner: kubeadm_boot::steps::Runner,
+//! #                  manifest: Vec<u8>) -> Result<(), kubeadm_boot::cluster::ClusterError> {
+//! use std::sync::Arc;
+//! use kubeadm_boot::cluster::{self, PodNetwork, UpInput};
+//! use kubeadm_boot::prepare::PackageSource;
+//!
+//! let input = UpInput::new(plan, "/root/.kube/config".into(), PodNetwork::new("kube-flannel.yml", manifest))
+//!     .with_packages(PackageSource::default());
+//! let report = cluster::up(&runner, &input, Arc::new(|event| eprintln!("{event}"))).await?;
+//! println!("{} steps changed", report.changed());
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bootstrap::{self, BootstrapError, Plan};
+use crate::cni::{self, CniError};
+use crate::kubeconfig::KubeconfigError;
+use crate::nodes::{self, NodeState, NodesError};
+use crate::prepare::{PackageSource, node_steps};
+use crate::steps::{self, Outcome, Report, RunError, Runner};
+
+/// The port every kubeadm control plane serves the API on.
+pub const API_PORT: u16 = 6443;
+
+/// The containerd socket kubeadm talks to on every node.
+pub const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
+
+/// The pod network's manifest, already fetched and checked by the caller (the digest pin and
+/// where the bytes come from are the caller's business).
+#[derive(Clone)]
+pub struct PodNetwork {
+    /// Where the manifest came from (for messages).
+    pub source: String,
+    /// Its bytes.
+    pub manifest: Vec<u8>,
+}
+
+impl PodNetwork {
+    /// A manifest read from `source`.
+    pub fn new(source: impl Into<String>, manifest: Vec<u8>) -> Self {
+        Self {
+            source: source.into(),
+            manifest,
+        }
+    }
+}
+
+impl fmt::Debug for PodNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PodNetwork")
+            .field("source", &self.source)
+            .field("bytes", &self.manifest.len())
+            .finish()
+    }
+}
+
+/// Everything [`up`] needs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct UpInput {
+    /// The cluster, its control plane and workers.
+    pub plan: Plan,
+    /// Where the Kubernetes packages come from.
+    pub packages: PackageSource,
+    /// The kubeconfig file the cluster's context is merged into.
+    pub kubeconfig: PathBuf,
+    /// The pod network.
+    pub pod_network: PodNetwork,
+    /// How long the nodes may take to become `Ready` once the pod network is applied.
+    pub ready_timeout: Duration,
+}
+
+impl UpInput {
+    /// The input with the default package repository and a ten-minute `Ready` wait.
+    pub fn new(plan: Plan, kubeconfig: PathBuf, pod_network: PodNetwork) -> Self {
+        Self {
+            plan,
+            packages: PackageSource::default(),
+            kubeconfig,
+            pod_network,
+            ready_timeout: Duration::from_secs(10 * 60),
+        }
+    }
+
+    /// Another package repository (a mirror).
+    #[must_use]
+    pub fn with_packages(mut self, packages: PackageSource) -> Self {
+        self.packages = packages;
+        self
+    }
+
+    /// Another `Ready` wait.
+    #[must_use]
+    pub fn with_ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+}
+
+/// The parts of [`up`], in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Swap, modules, sysctls, containerd, the Kubernetes packages.
+    Prepare,
+    /// `kubeadm init` and the joins.
+    Bootstrap,
+    /// The admin kubeconfig merged into the user's file.
+    Kubeconfig,
+    /// The pod network applied.
+    PodNetwork,
+    /// Waiting for every node to be `Ready`.
+    Ready,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Prepare => "prepare the nodes",
+            Self::Bootstrap => "kubeadm init and join",
+            Self::Kubeconfig => "admin kubeconfig",
+            Self::PodNetwork => "pod network",
+            Self::Ready => "nodes Ready",
+        })
+    }
+}
+
+/// What [`up`] reports while it works.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A stage begins.
+    Stage(Stage),
+    /// A step finished on a host.
+    Step(Report),
+    /// An object of the pod network was applied.
+    Applied(String),
+    /// Nodes not yet `Ready`, with why.
+    Waiting(Vec<(String, String)>),
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stage(stage) => write!(f, "== {stage}"),
+            Self::Step(r) => {
+                let label = match r.outcome {
+                    Outcome::Unchanged => "unchanged",
+                    Outcome::Changed => "changed",
+                    Outcome::WouldChange => "would change",
+                };
+                write!(
+                    f,
+                    "[{}] {:<22} {label:<12} {}",
+                    r.host, r.step, r.description
+                )
+            }
+            Self::Applied(object) => write!(f, "applied {object}"),
+            Self::Waiting(nodes) => {
+                let list: Vec<String> =
+                    nodes.iter().map(|(n, why)| format!("{n}: {why}")).collect();
+                write!(f, "waiting: {}", list.join("; "))
+            }
+        }
+    }
+}
+
+/// What [`up`] did.
+#[derive(Debug, Clone)]
+pub struct UpReport {
+    /// Every step's outcome, preparation and bootstrap.
+    pub steps: Vec<Report>,
+    /// The pod network's objects, as applied.
+    pub applied: Vec<String>,
+    /// The nodes at the end.
+    pub nodes: Vec<NodeState>,
+}
+
+impl UpReport {
+    /// How many steps changed something.
+    pub fn changed(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|r| r.outcome != Outcome::Unchanged)
+            .count()
+    }
+}
+
+/// Why [`up`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Node preparation failed on some hosts.
+    #[error("preparing the nodes: {0}")]
+    Prepare(#[source] RunError),
+    /// `kubeadm init` or a join failed.
+    #[error("bootstrapping the cluster: {0}")]
+    Bootstrap(#[source] BootstrapError),
+    /// The admin kubeconfig could not be fetched or merged.
+    #[error("merging the admin kubeconfig into {path}: {source}")]
+    Kubeconfig {
+        /// The user's kubeconfig file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The cluster's context cannot be used.
+    #[error("context {context} in {path}: {message}")]
+    Client {
+        /// The kubeconfig file.
+        path: PathBuf,
+        /// The context.
+        context: String,
+        /// Why.
+        message: String,
+    },
+    /// The pod network could not be applied.
+    #[error("the pod network from {source_name}: {source}")]
+    PodNetwork {
+        /// Where the manifest came from.
+        source_name: String,
+        /// Why.
+        #[source]
+        source: CniError,
+    },
+    /// The nodes did not become `Ready`.
+    #[error(transparent)]
+    Nodes(#[from] NodesError),
+}
+
+impl ClusterError {
+    /// The stage that failed.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Self::Prepare(_) => Stage::Prepare,
+            Self::Bootstrap(_) => Stage::Bootstrap,
+            Self::Kubeconfig { .. } | Self::Client { .. } => Stage::Kubeconfig,
+            Self::PodNetwork { .. } => Stage::PodNetwork,
+            Self::Nodes(_) => Stage::Ready,
+        }
+    }
+
+    /// The step failures, when steps failed (to show what was done before).
+    pub fn run_error(&self) -> Option<&RunError> {
+        match self {
+            Self::Prepare(e) | Self::Bootstrap(BootstrapError::Steps(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The events callback of [`up`].
+pub type Events = Arc<dyn Fn(Event) + Send + Sync>;
+
+fn step_events(events: &Events) -> Arc<dyn Fn(steps::Event<'_>) + Send + Sync> {
+    let events = events.clone();
+    Arc::new(move |e| {
+        if let steps::Event::Done(r) = e {
+            events(Event::Step(r.clone()));
+        }
+    })
+}
+
+/// The node preparation steps of every node of `plan`, control plane first.
+pub fn preparation(
+    plan: &Plan,
+    packages: &PackageSource,
+) -> Vec<(crate::ssh::Target, Vec<steps::Step>)> {
+    let steps = node_steps(&plan.cluster.version, packages);
+    std::iter::once(&plan.control_plane)
+        .chain(&plan.workers)
+        .map(|n| (n.target.clone(), steps.clone()))
+        .collect()
+}
+
+/// Node preparation and the bootstrap as a dry run: what would change, changing nothing.
+/// The bootstrap's reports are those of a cluster whose nodes are already prepared.
+///
+/// # Errors
+/// A node cannot be reached, or a check cannot run.
+pub async fn plan(
+    runner: &Runner,
+    plan: &Plan,
+    packages: &PackageSource,
+) -> Result<Vec<Report>, ClusterError> {
+    let mut dry = runner.clone();
+    dry.dry_run = true;
+    let quiet: Arc<dyn Fn(steps::Event<'_>) + Send + Sync> = Arc::new(|_| {});
+    let mut reports = dry
+        .run(preparation(plan, packages), quiet.clone())
+        .await
+        .map_err(ClusterError::Prepare)?;
+    reports.extend(
+        bootstrap::bootstrap(&dry, plan, quiet)
+            .await
+            .map_err(ClusterError::Bootstrap)?,
+    );
+    Ok(reports)
+}
+
+/// The API server URL of the cluster of `plan`.
+pub fn server_url(plan: &Plan) -> String {
+    format!("https://{}:{API_PORT}", plan.control_plane.spec.address)
+}
+
+/// Fetches the control plane's admin kubeconfig and merges it into `kubeconfig` under a
+/// context named after the cluster (other contexts are kept; the file is written 0600).
+///
+/// # Errors
+/// The control plane cannot be reached, has no admin.conf, or the file cannot be written.
+pub async fn merge_kubeconfig(
+    runner: &Runner,
+    plan: &Plan,
+    kubeconfig: &Path,
+) -> Result<(), ClusterError> {
+    let wrap = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Kubeconfig {
+        path: kubeconfig.to_owned(),
+        source,
+    };
+    let session = bootstrap::control_plane_session(runner.pool(), plan)
+        .await
+        .map_err(|e| wrap(Box::new(e)))?;
+    let admin = bootstrap::admin_kubeconfig(&session)
+        .await
+        .map_err(|e| wrap(Box::new(e)))?;
+    crate::kubeconfig::merge_into_file(kubeconfig, &admin, &plan.cluster.name, &server_url(plan))
+        .map_err(|e: KubeconfigError| wrap(Box::new(e)))
+}
+
+/// A client for `context` in the kubeconfig file `path`.
+///
+/// # Errors
+/// The file cannot be read or has no such context.
+pub async fn client(path: &Path, context: &str) -> Result<kube::Client, ClusterError> {
+    let fail = |message: String| ClusterError::Client {
+        path: path.to_owned(),
+        context: context.to_owned(),
+        message,
+    };
+    let file = kube::config::Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        file,
+        &kube::config::KubeConfigOptions {
+            context: Some(context.to_owned()),
+            ..kube::config::KubeConfigOptions::default()
+        },
+    )
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
+}
+
+/// Applies the pod network (its pod CIDR set to the cluster's) by server-side apply.
+///
+/// # Errors
+/// The manifest does not parse, or the API server refuses an object.
+pub async fn apply_pod_network(
+    client: &kube::Client,
+    plan: &Plan,
+    network: &PodNetwork,
+) -> Result<Vec<String>, ClusterError> {
+    let fail = |source: CniError| ClusterError::PodNetwork {
+        source_name: network.source.clone(),
+        source,
+    };
+    let text = String::from_utf8_lossy(&network.manifest);
+    let mut objects = cni::parse_manifest(&network.source, &text).map_err(fail)?;
+    cni::set_pod_network(&mut objects, plan.cluster.pod_cidr).map_err(fail)?;
+    cni::apply(client, &objects).await.map_err(fail)
+}
+
+/// The whole sequence: prepare every node, bootstrap, merge the kubeconfig, apply the pod
+/// network, wait until every node is `Ready`.
+///
+/// # Errors
+/// The first stage that fails ([`ClusterError::stage`]); everything before it stays done.
+pub async fn up(
+    runner: &Runner,
+    input: &UpInput,
+    events: Events,
+) -> Result<UpReport, ClusterError> {
+    let plan = &input.plan;
+    events(Event::Stage(Stage::Prepare));
+    let mut steps = runner
+        .run(preparation(plan, &input.packages), step_events(&events))
+        .await
+        .map_err(ClusterError::Prepare)?;
+    events(Event::Stage(Stage::Bootstrap));
+    steps.extend(
+        bootstrap::bootstrap(runner, plan, step_events(&events))
+            .await
+            .map_err(ClusterError::Bootstrap)?,
+    );
+    events(Event::Stage(Stage::Kubeconfig));
+    merge_kubeconfig(runner, plan, &input.kubeconfig).await?;
+    let client = client(&input.kubeconfig, &plan.cluster.name).await?;
+    events(Event::Stage(Stage::PodNetwork));
+    let applied = apply_pod_network(&client, plan, &input.pod_network).await?;
+    for object in &applied {
+        events(Event::Applied(object.clone()));
+    }
+    events(Event::Stage(Stage::Ready));
+    let names: Vec<String> = std::iter::once(&plan.control_plane)
+        .chain(&plan.workers)
+        .map(|n| n.spec.name.clone())
+        .collect();
+    let waiting = events.clone();
+    let nodes = nodes::wait_ready(
+        &client,
+        &names,
+        None,
+        input.ready_timeout,
+        &move |missing| {
+            waiting(Event::Waiting(missing.to_vec()));
+        },
+    )
+    .await?;
+    Ok(UpReport {
+        steps,
+        applied,
+        nodes,
+    })
+}
