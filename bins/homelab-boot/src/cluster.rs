@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use homelab_config::expand_home;
 use kubeadm_boot::bootstrap::{self, Node, Plan};
-use kubeadm_boot::cni;
+use kubeadm_boot::cluster::{self as boot, API_PORT, CRI_SOCKET, PodNetwork};
 use kubeadm_boot::kubeadm::{ClusterSpec, NodeSpec, Version};
 use kubeadm_boot::nodes;
 use kubeadm_boot::prepare::PackageSource;
@@ -16,7 +16,7 @@ use kubeadm_boot::ssh::Pool;
 use kubeadm_boot::steps::Runner;
 use kubeadm_boot::upgrade;
 
-use crate::{Global, KubeconfigArg, Setup, print_reports, progress};
+use crate::cli::{Global, KubeconfigArg, Setup, print_reports, progress};
 
 impl KubeconfigArg {
     pub(crate) fn path(&self) -> PathBuf {
@@ -70,11 +70,11 @@ fn cluster_spec(setup: &Setup, control_plane: &Node) -> ClusterSpec {
     ClusterSpec {
         name: setup.config.cluster.name.clone(),
         version: version_of(setup),
-        control_plane_endpoint: format!("{}:6443", control_plane.spec.address),
+        control_plane_endpoint: format!("{}:{API_PORT}", control_plane.spec.address),
         pod_cidr: setup.config.network.pod_cidr,
         service_cidr: setup.config.network.service_cidr,
         image_repository: None,
-        cri_socket: "unix:///run/containerd/containerd.sock".into(),
+        cri_socket: CRI_SOCKET.into(),
     }
 }
 
@@ -85,10 +85,6 @@ fn bootstrap_plan(setup: &Setup) -> Result<Plan> {
         control_plane,
         workers,
     })
-}
-
-fn server_url(control_plane: &Node) -> String {
-    format!("https://{}:6443", control_plane.spec.address)
 }
 
 pub(crate) async fn bootstrap(
@@ -115,15 +111,8 @@ pub(crate) async fn bootstrap(
     Ok(code)
 }
 
-async fn merge_kubeconfig(pool: &Pool, plan: &Plan, kubeconfig: &Path) -> Result<()> {
-    let session = bootstrap::control_plane_session(pool, plan).await?;
-    let admin = bootstrap::admin_kubeconfig(&session).await?;
-    kubeadm_boot::kubeconfig::merge_into_file(
-        kubeconfig,
-        &admin,
-        &plan.cluster.name,
-        &server_url(&plan.control_plane),
-    )?;
+async fn merge_kubeconfig(pool: &Arc<Pool>, plan: &Plan, kubeconfig: &Path) -> Result<()> {
+    boot::merge_kubeconfig(&Runner::new(pool.clone()), plan, kubeconfig).await?;
     eprintln!(
         "kubeconfig: context {} in {} (kubectl --context {} get nodes)",
         plan.cluster.name,
@@ -133,7 +122,11 @@ async fn merge_kubeconfig(pool: &Pool, plan: &Plan, kubeconfig: &Path) -> Result
     Ok(())
 }
 
-pub(crate) async fn kubeconfig(setup: &Setup, pool: &Pool, kubeconfig: &Path) -> Result<ExitCode> {
+pub(crate) async fn kubeconfig(
+    setup: &Setup,
+    pool: &Arc<Pool>,
+    kubeconfig: &Path,
+) -> Result<ExitCode> {
     let plan = bootstrap_plan(setup)?;
     merge_kubeconfig(pool, &plan, kubeconfig).await?;
     Ok(ExitCode::SUCCESS)
@@ -141,55 +134,53 @@ pub(crate) async fn kubeconfig(setup: &Setup, pool: &Pool, kubeconfig: &Path) ->
 
 /// A client for the cluster's context in `kubeconfig`.
 async fn client(setup: &Setup, kubeconfig: &Path) -> Result<kube::Client> {
-    let file = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let context = setup.config.cluster.name.clone();
-    let config = kube::Config::from_custom_kubeconfig(
-        file,
-        &kube::config::KubeConfigOptions {
-            context: Some(context.clone()),
-            ..Default::default()
-        },
+    boot::client(kubeconfig, &setup.config.cluster.name)
+        .await
+        .context("run `homelab-boot bootstrap` or `homelab-boot kubeconfig` first")
+}
+
+/// The pod network's manifest (Flannel's release of versions.flannel unless `manifest`
+/// names a URL or a file), checked against `sha256`, else `versions.flannel_manifest_sha256`,
+/// else the digest homelab.lock recorded on first use.
+pub(crate) async fn pod_network(
+    setup: &Setup,
+    config_file: Option<&Path>,
+    manifest: Option<String>,
+    sha256: Option<String>,
+) -> Result<PodNetwork> {
+    let source = manifest.unwrap_or_else(|| {
+        kubeadm_boot::cni::flannel_manifest_url(setup.config.versions.flannel.as_str())
+    });
+    let pin = sha256.or_else(|| setup.config.versions.flannel_manifest_sha256.clone());
+    let mut lock = homelab::lock::LockFile::load(&homelab::lock::LockFile::path_for(config_file))?;
+    eprintln!("fetching {source}");
+    let fetched = homelab::lock::fetch(
+        &reqwest::Client::new(),
+        &source,
+        pin.as_deref(),
+        &mut lock,
+        false,
     )
-    .await
-    .with_context(|| {
-        format!(
-            "context {context} in {} (run `homelab-boot bootstrap` or `homelab-boot kubeconfig` first)",
-            kubeconfig.display()
-        )
-    })?;
-    Ok(kube::Client::try_from(config)?)
+    .await?;
+    if fetched.recorded {
+        eprintln!(
+            "recorded sha256 {} of {source} in {} (check it against the release; commit the file)",
+            fetched.sha256,
+            lock.path().display()
+        );
+    }
+    Ok(PodNetwork::new(source, fetched.bytes))
 }
 
 pub(crate) async fn cni(
     setup: &Setup,
-    manifest: Option<String>,
-    sha256: Option<String>,
+    network: &PodNetwork,
     timeout: Duration,
     kubeconfig: &Path,
 ) -> Result<ExitCode> {
-    let source = manifest
-        .unwrap_or_else(|| cni::flannel_manifest_url(setup.config.versions.flannel.as_str()));
-    let bytes = if source.starts_with("https://") || source.starts_with("http://") {
-        eprintln!("downloading {source}");
-        cni::download(&reqwest::Client::new(), &source).await?
-    } else {
-        std::fs::read(&source).with_context(|| format!("reading {source}"))?
-    };
-    let Some(pinned) = sha256.or_else(|| setup.config.versions.flannel_manifest_sha256.clone())
-    else {
-        bail!(
-            "{source} is not pinned: its sha256 is {}; check it against the release, then pin it \
-             with --sha256 or `flannel_manifest_sha256 = \"…\"` under [versions] in homelab.toml",
-            cni::sha256_hex(&bytes)
-        );
-    };
-    cni::verify(&source, &bytes, &pinned)?;
-    let text = String::from_utf8(bytes).with_context(|| format!("{source} is not UTF-8"))?;
-    let mut objects = cni::parse_manifest(&source, &text)?;
-    cni::set_pod_network(&mut objects, setup.config.network.pod_cidr)?;
+    let plan = bootstrap_plan(setup)?;
     let client = client(setup, kubeconfig).await?;
-    for applied in cni::apply(&client, &objects).await? {
+    for applied in boot::apply_pod_network(&client, &plan, network).await? {
         eprintln!("applied {applied}");
     }
     let names: Vec<String> = setup.targets.iter().map(|t| t.name.clone()).collect();

@@ -4,10 +4,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod cli;
+mod cluster;
+
 fn main() -> ExitCode {
-    let cli = homelab_boot::Cli::parse();
+    let cli = cli::Cli::parse();
     let log = cli.log.clone();
     homelab_cli_common::run_main(&log, move || async move {
-        homelab_boot::run(cli.command, &cli.global).await
+        cli::run(cli.command, &cli.global).await
     })
 }

@@ -140,19 +140,20 @@ fn bootstrap_dry_run_plans_init_and_join_without_a_token() {
 }
 
 #[test]
-fn cni_applies_only_a_pinned_manifest() {
+fn cni_applies_only_a_manifest_that_matches_its_pin_or_the_lock() {
     let servers = servers(1);
     let dir = servers[0].dir();
     let manifest = dir.join("kube-flannel.yml");
     let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kube-flannel-cfg, namespace: kube-flannel}\ndata:\n  net-conf.json: '{\"Network\": \"10.244.0.0/16\"}'\n";
     std::fs::write(&manifest, text).unwrap();
-    let digest = {
+    let sha256 = |path: &std::path::Path| {
         let out = std::process::Command::new("sha256sum")
-            .arg(&manifest)
+            .arg(path)
             .output()
             .unwrap();
         String::from_utf8(out.stdout).unwrap()[..64].to_owned()
     };
+    let digest = sha256(&manifest);
     let cni = |extra: &[&str]| {
         let mut cmd = boot(&servers, &dir.join("kh"));
         cmd.arg("cni")
@@ -163,21 +164,41 @@ fn cni_applies_only_a_pinned_manifest() {
             .args(extra);
         cmd
     };
+    // First use: the digest is recorded in homelab.lock (the embedded default's lock is in
+    // the current directory) and shown; the next thing needed is the cluster's context.
     cni(&[])
         .assert()
         .failure()
         .stderr(predicate::str::contains(format!(
-            "is not pinned: its sha256 is {digest}"
+            "recorded sha256 {digest}"
+        )))
+        .stderr(predicate::str::contains("no-such-kubeconfig"));
+    let lock = std::fs::read_to_string(dir.join("homelab.lock")).unwrap();
+    assert!(lock.contains(&digest), "{lock}");
+    // The same file again: checked, not recorded again.
+    cni(&[])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("recorded").not())
+        .stderr(predicate::str::contains("no-such-kubeconfig"));
+    // A changed manifest is refused with both digests.
+    std::fs::write(&manifest, format!("{text}# changed\n")).unwrap();
+    let changed = sha256(&manifest);
+    cni(&[])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "has sha256 {changed}, but homelab.lock expects {digest}"
         )));
+    // An explicit pin wins over the lock, both ways.
     let wrong = "0".repeat(64);
     cni(&["--sha256", &wrong])
         .assert()
         .failure()
         .stderr(predicate::str::contains(format!(
-            "has sha256 {digest}, but {wrong} is pinned"
+            "has sha256 {changed}, but the pin in homelab.toml expects {wrong}"
         )));
-    // The right digest passes the check; the next thing needed is the cluster's context.
-    cni(&["--sha256", &digest])
+    cni(&["--sha256", &changed])
         .assert()
         .failure()
         .stderr(predicate::str::contains("no-such-kubeconfig"));

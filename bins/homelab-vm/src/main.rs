@@ -4,10 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod cli;
+
 fn main() -> ExitCode {
-    let cli = homelab_vm::Cli::parse();
+    let cli = cli::Cli::parse();
     let log = cli.log.clone();
     homelab_cli_common::run_main(&log, move || async move {
-        homelab_vm::run(cli.command, &cli.global).await
+        cli::run(cli.command, &cli.global).await
     })
 }

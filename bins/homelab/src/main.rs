@@ -113,17 +113,23 @@ enum Command {
         output: TextOrJson,
     },
     /// Upgrade the cluster to cluster.kubernetes_version of homelab.toml, one node at a time,
-    /// after pre-checks (see `homelab-boot upgrade --help`).
+    /// control plane first, after pre-checks (every node Ready, no downgrade, one minor
+    /// release at most): kubeadm, `kubeadm upgrade apply|node`, drain, kubelet, uncordon.
     Upgrade {
         /// Only check and show what would change.
         #[arg(long)]
         dry_run: bool,
-        /// Where the cluster's kubeconfig is.
-        #[command(flatten)]
-        kubeconfig: homelab_boot::KubeconfigArg,
+        /// Time allowed to drain each node.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        drain_timeout: std::time::Duration,
     },
-    /// Remove everything `up` created for this cluster (and nothing else).
-    Destroy(homelab_vm::DestroyArgs),
+    /// Remove every object `up` created for this cluster (and nothing else): shows what goes
+    /// and asks first (or --yes).
+    Destroy {
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// homelab.lock: the digests of downloaded artifacts. --update downloads them again and
     /// records their current digests (after a version change; review the diff).
     Lock {
@@ -208,28 +214,24 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
         }
         Command::Upgrade {
             dry_run,
-            kubeconfig,
+            drain_timeout,
         } => {
-            homelab_boot::run(
-                homelab_boot::Command::Upgrade {
-                    to: None,
-                    dry_run,
-                    drain_timeout: std::time::Duration::from_secs(10 * 60),
-                    package_source: None,
-                    kubeconfig,
-                },
-                &boot_global(config),
-            )
-            .await
+            let lab = load(config.as_deref())?;
+            let reports =
+                homelab::cluster::upgrade(&lab, dry_run, drain_timeout, &|e| eprintln!("{e}"))
+                    .await?;
+            let changed = reports
+                .iter()
+                .filter(|r| r.outcome != kubeadm_boot::steps::Outcome::Unchanged)
+                .count();
+            println!(
+                "{} steps, {changed} {}",
+                reports.len(),
+                if dry_run { "would change" } else { "changed" }
+            );
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Destroy(args) => {
-            let global = homelab_vm::Global {
-                config: homelab_cli_common::ConfigArg { config },
-                uri: None,
-                output: homelab_vm::Output::Text,
-            };
-            homelab_vm::run(homelab_vm::Command::Destroy(args), &global).await
-        }
+        Command::Destroy { yes } => destroy(&load(config.as_deref())?, yes).await,
         Command::Config(_) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -240,6 +242,39 @@ fn exit(ok: bool) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Asks on the terminal; refuses without one.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("refusing to change anything without confirmation: pass --yes");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+async fn destroy(lab: &Lab, yes: bool) -> anyhow::Result<ExitCode> {
+    let plan = homelab::vms::destroy_plan(lab).await?;
+    if plan.is_noop() {
+        println!("nothing of cluster {} to destroy", lab.config.cluster.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{plan}");
+    if !yes
+        && !confirm(&format!(
+            "destroy these objects of cluster {}?",
+            lab.config.cluster.name
+        ))?
+    {
+        eprintln!("nothing destroyed");
+        return Ok(ExitCode::FAILURE);
+    }
+    let done = homelab::vms::destroy(lab, &|e| eprintln!("{e}")).await?;
+    println!("{done}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn up(mut lab: Lab, args: &UpArgs) -> anyhow::Result<ExitCode> {
@@ -253,18 +288,9 @@ async fn up(mut lab: Lab, args: &UpArgs) -> anyhow::Result<ExitCode> {
     }
     if plans.iter().all(homelab::PhasePlan::is_noop) {
         eprintln!("nothing to change; checking every phase anyway");
-    } else if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            anyhow::bail!("refusing to change anything without confirmation: pass --yes");
-        }
-        eprint!("apply these changes? [y/N] ");
-        std::io::stderr().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            eprintln!("nothing changed");
-            return Ok(ExitCode::FAILURE);
-        }
+    } else if !args.yes && !confirm("apply these changes?")? {
+        eprintln!("nothing changed");
+        return Ok(ExitCode::FAILURE);
     }
     let started = Instant::now();
     let events = move |event: homelab::Event| {
@@ -322,21 +348,6 @@ fn print_checks(checks: &[homelab::Check]) {
     }
     let failed = checks.iter().filter(|c| !c.passed).count();
     println!("{} checks, {failed} failed", checks.len());
-}
-
-/// The cluster tool's options: the configuration's nodes, keys and known_hosts.
-fn boot_global(config: Option<PathBuf>) -> homelab_boot::Global {
-    homelab_boot::Global {
-        config: homelab_cli_common::ConfigArg { config },
-        nodes: Vec::new(),
-        only: Vec::new(),
-        user: None,
-        key: None,
-        known_hosts: None,
-        trust_new_hosts: false,
-        parallel: homelab_boot::DEFAULT_PARALLEL,
-        output: homelab_boot::Output::Text,
-    }
 }
 
 #[cfg(test)]

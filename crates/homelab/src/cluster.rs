@@ -211,6 +211,57 @@ async fn cluster_checks(lab: &Lab, wanted: &[String], version: Option<String>) -
     checks
 }
 
+/// Upgrades the cluster to `cluster.kubernetes_version`, node by node, control plane first,
+/// after the pre-checks (every node Ready, no downgrade, one minor release at most). With
+/// `dry_run`, only checks and reports what would change.
+///
+/// # Errors
+/// A pre-check, a step, a drain or a `Ready` wait failed.
+pub async fn upgrade(
+    lab: &Lab,
+    dry_run: bool,
+    drain_timeout: std::time::Duration,
+    events: Events<'_>,
+) -> Result<Vec<kubeadm_boot::steps::Report>, Error> {
+    let plan = inputs::bootstrap_plan(&lab.config)?;
+    let upgrade = kubeadm_boot::upgrade::Plan {
+        target: inputs::kube_version(&lab.config),
+        source: PackageSource::default(),
+        control_plane: plan.control_plane,
+        workers: plan.workers,
+        drain_timeout,
+        ready_timeout: lab.config.phases.cluster.timeout.0,
+    };
+    let client = lab.kube_client().await?;
+    let mut runner = runner(lab)?;
+    runner.dry_run = dry_run;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let work = kubeadm_boot::upgrade::upgrade(
+        &runner,
+        &client,
+        &upgrade,
+        Arc::new(move |e| {
+            if let kubeadm_boot::steps::Event::Done(r) = e {
+                let _ = tx.send(boot::Event::Step(r.clone()).to_string());
+            }
+        }),
+    );
+    tokio::pin!(work);
+    let reports = loop {
+        tokio::select! {
+            Some(message) = rx.recv() => events(Event::Progress { phase: NAME, message }),
+            result = &mut work => break result?,
+        }
+    };
+    while let Ok(message) = rx.try_recv() {
+        events(Event::Progress {
+            phase: NAME,
+            message,
+        });
+    }
+    Ok(reports)
+}
+
 fn node_names(lab: &Lab) -> Vec<String> {
     lab.config.nodes.iter().map(|n| n.name.clone()).collect()
 }

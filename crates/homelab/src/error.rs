@@ -33,6 +33,9 @@ pub enum Error {
     /// The cluster layer failed.
     #[error(transparent)]
     Cluster(Box<kubeadm_boot::cluster::ClusterError>),
+    /// The upgrade stopped.
+    #[error(transparent)]
+    Upgrade(Box<kubeadm_boot::upgrade::UpgradeError>),
     /// An SSH connection failed.
     #[error(transparent)]
     Ssh(#[from] kubeadm_boot::ssh::SshError),
@@ -77,5 +80,11 @@ pub(crate) fn humanize(d: Duration) -> String {
 impl From<kubeadm_boot::cluster::ClusterError> for Error {
     fn from(e: kubeadm_boot::cluster::ClusterError) -> Self {
         Self::Cluster(Box::new(e))
+    }
+}
+
+impl From<kubeadm_boot::upgrade::UpgradeError> for Error {
+    fn from(e: kubeadm_boot::upgrade::UpgradeError) -> Self {
+        Self::Upgrade(Box::new(e))
     }
 }

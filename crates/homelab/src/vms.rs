@@ -312,3 +312,39 @@ impl Phase for VmsPhase {
         .boxed()
     }
 }
+
+/// What `destroy` would remove: every object this cluster owns (others with the same names
+/// are listed as kept).
+///
+/// # Errors
+/// libvirt cannot be reached or read.
+pub async fn destroy_plan(lab: &Lab) -> Result<libvirt_vm::Plan, Error> {
+    // Ownership decides what goes, not the nodes' first-boot settings: no key is needed.
+    let spec = inputs::vm_spec(&lab.config, Vec::new());
+    let uri = lab.libvirt_uri().to_owned();
+    blocking(move || Hypervisor::connect(&uri)?.destroy_plan(&spec)).await
+}
+
+/// Removes every object this cluster owns, and nothing else; `events` is told of each.
+///
+/// # Errors
+/// A libvirt call fails (what was removed before stays removed; run it again).
+pub async fn destroy(lab: &Lab, events: Events<'_>) -> Result<libvirt_vm::Plan, Error> {
+    let spec = inputs::vm_spec(&lab.config, Vec::new());
+    let uri = lab.libvirt_uri().to_owned();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let work = tokio::task::spawn_blocking(move || {
+        Hypervisor::connect(&uri)?.destroy(&spec, &mut |a| {
+            let _ = tx.send(format!("{} {} {}", a.change.label(), a.kind, a.name));
+        })
+    });
+    while let Some(message) = rx.recv().await {
+        events(Event::Progress {
+            phase: NAME,
+            message,
+        });
+    }
+    work.await
+        .map_err(|e| Error::Worker(e.to_string()))?
+        .map_err(Error::from)
+}

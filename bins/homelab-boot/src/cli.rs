@@ -19,7 +19,7 @@ use kubeadm_boot::prepare::{FACTS_COMMAND, PackageSource, node_steps, parse_fact
 use kubeadm_boot::ssh::{Cmd, HostKeyPolicy, Pool, SshOptions, Target};
 use kubeadm_boot::steps::{Event, Outcome, Runner};
 
-mod cluster;
+use crate::cluster;
 
 /// Turn SSH-reachable Linux nodes into a kubeadm cluster.
 ///
@@ -29,60 +29,60 @@ mod cluster;
 /// refused.
 #[derive(Debug, Parser)]
 #[command(name = "homelab-boot", version, max_term_width = 100)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Options of every command.
     #[command(flatten)]
-    pub global: Global,
+    pub(crate) global: Global,
     /// Logging.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub(crate) log: LogArgs,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Hosts worked on at once, unless --parallel says otherwise.
-pub const DEFAULT_PARALLEL: usize = kubeadm_boot::steps::DEFAULT_PARALLELISM;
+pub(crate) const DEFAULT_PARALLEL: usize = kubeadm_boot::steps::DEFAULT_PARALLELISM;
 
 /// Options of every command.
 #[derive(Debug, Clone, Args)]
-pub struct Global {
+pub(crate) struct Global {
     /// The configuration file.
     #[command(flatten)]
-    pub config: homelab_cli_common::ConfigArg,
+    pub(crate) config: homelab_cli_common::ConfigArg,
     /// A node as NAME=ADDRESS[:PORT], instead of the configuration's nodes (repeatable; the
     /// first is the control plane).
     #[arg(long = "node", global = true, value_name = "NAME=ADDRESS[:PORT]")]
-    pub nodes: Vec<String>,
+    pub(crate) nodes: Vec<String>,
     /// Only these nodes (by name; repeatable).
     #[arg(long = "only", global = true, value_name = "NAME")]
-    pub only: Vec<String>,
+    pub(crate) only: Vec<String>,
     /// Login user (default: ssh.user).
     #[arg(long, global = true)]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Private key (default: ssh.private_key).
     #[arg(long, global = true, value_name = "FILE")]
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// known_hosts file (default: ssh.known_hosts).
     #[arg(long, global = true, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
+    pub(crate) known_hosts: Option<PathBuf>,
     /// Record the host keys of hosts not yet in known_hosts (trust on first use).
     #[arg(long, global = true)]
-    pub trust_new_hosts: bool,
+    pub(crate) trust_new_hosts: bool,
     /// Hosts worked on at once.
     #[arg(long, global = true, default_value_t = DEFAULT_PARALLEL)]
-    pub parallel: usize,
+    pub(crate) parallel: usize,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
 /// Output format.
-pub use homelab_cli_common::TextOrJson as Output;
+pub(crate) use homelab_cli_common::TextOrJson as Output;
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Report each node's OS, CPUs, memory and missing tools, changing nothing.
     Preflight,
     /// Prepare the nodes for kubeadm: swap off, modules, sysctls, containerd, packages of the
@@ -115,9 +115,10 @@ pub enum Command {
         kubeconfig: KubeconfigArg,
     },
     /// Install the pod network (Flannel) by server-side apply and wait, by watching, until
-    /// every node is Ready. The manifest is Flannel's release file of versions.flannel; it is
-    /// applied only when its sha256 matches the pinned one (--sha256 or
-    /// versions.flannel_manifest_sha256 in homelab.toml).
+    /// every node is Ready. The manifest is Flannel's release file of versions.flannel. Its
+    /// sha256 must match --sha256, else versions.flannel_manifest_sha256 in homelab.toml,
+    /// else the digest homelab.lock (beside homelab.toml) recorded when it was first
+    /// downloaded; the first download records it.
     Cni {
         /// Manifest URL or local file (default: Flannel's release of versions.flannel).
         #[arg(long, value_name = "URL|FILE")]
@@ -188,7 +189,7 @@ pub enum Command {
 
 /// The kubeconfig file the commands write and read.
 #[derive(Debug, Clone, Args)]
-pub struct KubeconfigArg {
+pub(crate) struct KubeconfigArg {
     /// Kubeconfig file to merge the cluster's context into, and to reach the API with.
     #[arg(
         long,
@@ -196,15 +197,15 @@ pub struct KubeconfigArg {
         default_value = "~/.kube/config",
         value_name = "FILE"
     )]
-    pub kubeconfig: PathBuf,
+    pub(crate) kubeconfig: PathBuf,
 }
 
-struct Setup {
-    config: homelab_config::Config,
-    targets: Vec<Target>,
+pub(crate) struct Setup {
+    pub(crate) config: homelab_config::Config,
+    pub(crate) targets: Vec<Target>,
     /// Name of the control-plane node (the configuration's, or the first --node).
-    control_plane: String,
-    options: SshOptions,
+    pub(crate) control_plane: String,
+    pub(crate) options: SshOptions,
 }
 
 fn setup(global: &Global) -> Result<Setup> {
@@ -304,7 +305,7 @@ fn setup(global: &Global) -> Result<Setup> {
 ///
 /// # Errors
 /// The configuration is invalid, or the command fails.
-pub async fn run(command: Command, global: &Global) -> Result<ExitCode> {
+pub(crate) async fn run(command: Command, global: &Global) -> Result<ExitCode> {
     let setup = setup(global)?;
     let pool = Arc::new(Pool::new(setup.options.clone())?);
     let json = global.output == Output::Json;
@@ -329,7 +330,10 @@ pub async fn run(command: Command, global: &Global) -> Result<ExitCode> {
                 return Ok(code);
             }
             eprintln!("== cluster: pod network");
-            cluster::cni(&setup, manifest, sha256, timeout, &kubeconfig.path()).await
+            let network =
+                cluster::pod_network(&setup, global.config.config.as_deref(), manifest, sha256)
+                    .await?;
+            cluster::cni(&setup, &network, timeout, &kubeconfig.path()).await
         }
         Command::Prepare {
             dry_run,
@@ -352,7 +356,12 @@ pub async fn run(command: Command, global: &Global) -> Result<ExitCode> {
             sha256,
             timeout,
             kubeconfig,
-        } => cluster::cni(&setup, manifest, sha256, timeout, &kubeconfig.path()).await,
+        } => {
+            let network =
+                cluster::pod_network(&setup, global.config.config.as_deref(), manifest, sha256)
+                    .await?;
+            cluster::cni(&setup, &network, timeout, &kubeconfig.path()).await
+        }
         Command::Upgrade {
             to,
             dry_run,
@@ -455,7 +464,7 @@ async fn prepare(
 }
 
 /// Prints each finished step on standard error (people) as it happens.
-fn progress(json: bool) -> Arc<dyn Fn(Event<'_>) + Send + Sync> {
+pub(crate) fn progress(json: bool) -> Arc<dyn Fn(Event<'_>) + Send + Sync> {
     Arc::new(move |e| {
         if let Event::Done(r) = e
             && !json
@@ -471,7 +480,7 @@ fn progress(json: bool) -> Arc<dyn Fn(Event<'_>) + Send + Sync> {
 }
 
 /// The reports as JSON (with -o json) and the exit code; failures keep what was done.
-fn print_reports(
+pub(crate) fn print_reports(
     json: bool,
     result: Result<Vec<kubeadm_boot::steps::Report>, kubeadm_boot::steps::RunError>,
 ) -> Result<ExitCode> {

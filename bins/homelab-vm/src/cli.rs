@@ -24,38 +24,38 @@ use libvirt_vm::{ClusterSpec, Hypervisor, Plan};
 /// else is ever changed or removed.
 #[derive(Debug, Parser)]
 #[command(name = "homelab-vm", version, max_term_width = 100)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Options every command takes.
     #[command(flatten)]
-    pub global: Global,
+    pub(crate) global: Global,
     /// Logging flags.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub(crate) log: LogArgs,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
-pub struct Global {
+pub(crate) struct Global {
     /// The configuration file.
     #[command(flatten)]
-    pub config: homelab_cli_common::ConfigArg,
+    pub(crate) config: homelab_cli_common::ConfigArg,
     /// libvirt URI, overriding libvirt.uri (e.g. qemu+ssh://root@host/system).
     #[arg(long, global = true, value_name = "URI")]
-    pub uri: Option<String>,
+    pub(crate) uri: Option<String>,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
 /// Output format.
-pub use homelab_cli_common::TextOrJson as Output;
+pub(crate) use homelab_cli_common::TextOrJson as Output;
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Check libvirt, virtualization, image access, memory, disk and the network before
     /// changing anything; each failure names the command that fixes it.
     Preflight,
@@ -82,29 +82,29 @@ pub enum Command {
 
 /// `apply` options.
 #[derive(Debug, Clone, Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// Do not wait for SSH and cloud-init.
     #[arg(long)]
-    pub no_wait: bool,
+    pub(crate) no_wait: bool,
     /// How long to wait for the nodes (default: phases.vms.timeout).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Where the image build keeps its temporary root filesystem.
     #[arg(long, default_value = "/var/tmp", value_name = "DIR")]
-    pub work_dir: PathBuf,
+    pub(crate) work_dir: PathBuf,
 }
 
 /// `destroy` options.
 #[derive(Debug, Clone, Args)]
-pub struct DestroyArgs {
+pub(crate) struct DestroyArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
-    pub yes: bool,
+    pub(crate) yes: bool,
 }
 
 /// `image` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ImageCommand {
+pub(crate) enum ImageCommand {
     /// Build the Debian base image with debootstrap (needs root), unless an image of the
     /// same recipe is already in place.
     Build {
@@ -115,13 +115,13 @@ pub enum ImageCommand {
 }
 
 /// The loaded configuration and the VM spec made from it.
-pub struct Phase {
+pub(crate) struct Phase {
     /// The configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// The VM layer's spec.
-    pub spec: ClusterSpec,
+    pub(crate) spec: ClusterSpec,
     /// The libvirt URI in use.
-    pub uri: String,
+    pub(crate) uri: String,
 }
 
 impl Phase {
@@ -129,7 +129,7 @@ impl Phase {
     ///
     /// # Errors
     /// The configuration is invalid or the public key cannot be read.
-    pub fn load(global: &Global) -> Result<Self> {
+    pub(crate) fn load(global: &Global) -> Result<Self> {
         let loaded = ConfigSource::discover(global.config.config.as_deref()).load()?;
         for w in &loaded.warnings {
             eprintln!("{}", w.render(&loaded.source_name));
@@ -153,7 +153,7 @@ impl Phase {
 ///
 /// # Errors
 /// Whatever the command fails with; the message names what failed.
-pub async fn run(command: Command, global: &Global) -> Result<ExitCode> {
+pub(crate) async fn run(command: Command, global: &Global) -> Result<ExitCode> {
     let phase = Phase::load(global)?;
     let json = global.output == Output::Json;
     match command {
@@ -241,7 +241,7 @@ pub async fn run(command: Command, global: &Global) -> Result<ExitCode> {
 ///
 /// # Errors
 /// libvirt cannot be reached or read.
-pub async fn plan(phase: &Phase) -> Result<Plan> {
+pub(crate) async fn plan(phase: &Phase) -> Result<Plan> {
     let spec = phase.spec.clone();
     let uri = phase.uri.clone();
     Ok(tokio::task::spawn_blocking(move || Hypervisor::connect(&uri)?.plan(&spec)).await??)
@@ -251,7 +251,7 @@ pub async fn plan(phase: &Phase) -> Result<Plan> {
 ///
 /// # Errors
 /// JSON serialization fails.
-pub fn print_plan(plan: &Plan, json: bool) -> Result<()> {
+pub(crate) fn print_plan(plan: &Plan, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(plan)?);
     } else {
@@ -276,7 +276,7 @@ fn render_check(c: &Check) -> String {
 ///
 /// # Errors
 /// Preflight, image, libvirt or readiness failures.
-pub async fn apply(phase: &Phase, args: &ApplyArgs, json: bool) -> Result<ExitCode> {
+pub(crate) async fn apply(phase: &Phase, args: &ApplyArgs, json: bool) -> Result<ExitCode> {
     let config = &phase.config;
     let image = homelab::inputs::built_image(config)
         .filter(|files| config.libvirt.kernel.is_none() || !files.image.exists())
