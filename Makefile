@@ -1,11 +1,10 @@
 # The two entry points README.md promises. Both install missing system packages first.
 .PHONY: run test deps
 
-# The main job: build `homelab` and check the configuration it would use
-# (./homelab.toml if present, else the embedded default), then print it.
+# The main job: `homelab up` on ./homelab.toml (else the embedded default), then
+# `homelab status`. Creates the SSH key it needs and starts libvirt when nothing runs it.
 run: deps
-	cargo run --quiet --locked -p homelab-cli --bin homelab -- config validate
-	cargo run --quiet --locked -p homelab-cli --bin homelab -- config show
+	scripts/run.sh
 
 # The whole test suite, exactly as CI runs it.
 test: deps

@@ -28,6 +28,7 @@ fn config(dir: &Path) -> String {
     format!(
         r#"[cluster]
 name = "hlit"
+kubeconfig = "{dir}/kubeconfig"
 
 [ssh]
 user = "ops"
@@ -292,8 +293,181 @@ fn prepare_nodes(dir: &Path) {
     assert!(dry.iter().all(|r| r.outcome == Outcome::Unchanged));
 }
 
+/// `homelab status` and `verify` through the library on the real VMs: every node up; then
+/// one VM stopped and another node's SSH down: each is reported, nothing hangs; then
+/// `up --only vms` brings both back.
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+fn status_and_verify(dir: &Path) {
+    use homelab::{Lab, Pipeline, Selection, Status};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = Lab::load(Some(&dir.join("homelab.toml"))).unwrap();
+    let pipeline = Pipeline::for_lab(&lab);
+    let vms = |status: &Status| -> Vec<(String, String, bool)> {
+        status.phases[0]
+            .items
+            .iter()
+            .map(|i| (i.name.clone(), i.state.clone(), i.healthy))
+            .collect()
+    };
+    let status = Status::of(runtime.block_on(pipeline.status(&lab)));
+    eprintln!("status, all up: {status:#?}");
+    assert!(status.phases[0].healthy(), "{status:#?}");
+    assert!(
+        status.phases[0]
+            .items
+            .iter()
+            .all(|i| i.detail.ends_with("ssh: ok")),
+        "{status:#?}"
+    );
+    // No cluster yet: reported as such, and the whole is not healthy.
+    assert!(!status.healthy);
+    let cluster = status.phases[1].error.clone().unwrap_or_default();
+    assert!(cluster.contains("kubeconfig"), "{cluster}");
+    let checks = runtime.block_on(pipeline.verify(&lab));
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.phase == "vms" && !c.passed)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+
+    // One VM stopped, and sshd stopped on another node.
+    virsh(&["destroy", "hlit-w1"]);
+    ssh(
+        dir,
+        &format!("{NET}.12"),
+        "sudo -n systemctl stop ssh.socket ssh.service; true",
+    );
+    let started = Instant::now();
+    let status = Status::of(runtime.block_on(pipeline.status(&lab)));
+    let took = started.elapsed();
+    eprintln!("status with a VM stopped and SSH down ({took:.1?}): {status:#?}");
+    assert!(
+        took < homelab::vms::PROBE_TIMEOUT * 3,
+        "status took {took:?} with a node down"
+    );
+    assert_eq!(
+        vms(&status),
+        [
+            ("hlit-cp".to_owned(), "running".to_owned(), true),
+            ("hlit-w1".to_owned(), "shut off".to_owned(), false),
+            ("hlit-w2".to_owned(), "running".to_owned(), false),
+        ]
+    );
+    let w2 = &status.phases[0].items[2].detail;
+    assert!(w2.contains("ssh: no answer on the SSH port"), "{w2}");
+    let checks = runtime.block_on(pipeline.verify(&lab));
+    let failed: Vec<(String, String)> = checks
+        .iter()
+        .filter(|c| c.phase == "vms" && !c.passed)
+        .map(|c| (c.name.clone(), c.fix.clone().unwrap_or_default()))
+        .collect();
+    let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["vm hlit-w1", "ssh hlit-w1", "ssh hlit-w2"],
+        "{failed:#?}"
+    );
+    assert!(failed[0].1.contains("homelab up --only vms"), "{failed:#?}");
+
+    // Both back through the library's up: w2 restarted (its sshd starts at boot), w1 started.
+    virsh(&["destroy", "hlit-w2"]);
+    let events = |e: homelab::Event| eprintln!("(up) {e}");
+    let only_vms = Selection {
+        only: Some("vms".into()),
+        ..Selection::default()
+    };
+    let plans = runtime.block_on(pipeline.plan(&lab, &only_vms)).unwrap();
+    let starts: Vec<&str> = plans[0].changes.iter().map(|c| c.object.as_str()).collect();
+    assert_eq!(starts, ["domain hlit-w1", "domain hlit-w2"], "{}", plans[0]);
+    let reports = runtime
+        .block_on(pipeline.up(&lab, &only_vms, &events))
+        .unwrap();
+    assert_eq!(reports[0].changed, 2);
+    let status = Status::of(runtime.block_on(pipeline.status(&lab)));
+    assert!(status.phases[0].healthy(), "{status:#?}");
+    check_nodes(dir);
+}
+
+/// `up --only vms` through the library (in a process of its own, the `up` example of the
+/// homelab crate, so that it can be killed) killed at three points proptest chooses: early
+/// (libvirt objects), middle (domains defined and booting), late (waiting for SSH and
+/// cloud-init), each time with a node to re-create. Then run again in this process: it
+/// converges, leaves a foreign volume in the pool alone, and a further run changes nothing.
+fn kill_points(dir: &Path) {
+    use homelab::{Lab, Pipeline, Selection};
+    use proptest::strategy::{Strategy, ValueTree};
+    use std::time::Duration;
+
+    let built = StdCommand::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "homelab", "--example", "up"])
+        .status()
+        .unwrap();
+    assert!(built.success(), "cargo build --example up");
+    let up = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/up");
+    // Something in the pool that homelab did not make.
+    virsh(&["vol-create-as", "hlit", "foreign.img", "1M"]);
+    let mut runner = proptest::test_runner::TestRunner::default();
+    let (early, middle, late) = (500u64..3_000, 3_000u64..15_000, 15_000u64..40_000)
+        .new_tree(&mut runner)
+        .unwrap()
+        .current();
+    for delay in [early, middle, late] {
+        // A node to re-create, so that every run has work to do when it is killed.
+        let _ = virsh_status(&["destroy", "hlit-w2"]);
+        virsh(&["undefine", "hlit-w2"]);
+        let mut child = StdCommand::new(&up)
+            .arg(dir.join("homelab.toml"))
+            .args(["--only", "vms"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let finished = child.try_wait().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        eprintln!(
+            "kill point {delay} ms: {}",
+            finished.map_or_else(
+                || "killed mid-run".to_owned(),
+                |s| format!("had already finished ({s})")
+            )
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = Lab::load(Some(&dir.join("homelab.toml"))).unwrap();
+    let pipeline = Pipeline::for_lab(&lab);
+    let only_vms = Selection {
+        only: Some("vms".into()),
+        ..Selection::default()
+    };
+    runtime
+        .block_on(pipeline.up(&lab, &only_vms, &|e| eprintln!("(re-run) {e}")))
+        .unwrap();
+    check_nodes(dir);
+    let again = runtime.block_on(pipeline.plan(&lab, &only_vms)).unwrap();
+    assert!(
+        again[0].is_noop(),
+        "a further run would change: {}",
+        again[0]
+    );
+    let reports = runtime
+        .block_on(pipeline.up(&lab, &only_vms, &|_| {}))
+        .unwrap();
+    assert_eq!(reports[0].changed, 0);
+    // The foreign volume is untouched, then removed by the test.
+    virsh(&["vol-info", "--pool", "hlit", "foreign.img"]);
+    virsh(&["vol-delete", "--pool", "hlit", "foreign.img"]);
+}
+
 #[test]
 #[ignore = "boots real VMs under qemu:///system (root, several minutes); `make test` runs it"]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn real_vms_apply_reapply_interrupt_destroy() {
     homelab_testkit::ensure_libvirtd().unwrap();
     // HOMELAB_TEST_KEEP=1 keeps the keys and known_hosts, to log in after a failure.
@@ -340,6 +514,13 @@ fn real_vms_apply_reapply_interrupt_destroy() {
         .success()
         .stdout(predicates::str::contains("(0 changes)"));
     eprintln!("idempotent re-apply: {:.1?}", started.elapsed());
+
+    // 3b. Status and verify through the library, with every node up, then with one VM
+    // stopped and one node's SSH down.
+    status_and_verify(d);
+
+    // 3c. The library's `up` killed at three points chosen by proptest, then run again.
+    kill_points(d);
 
     // 4. A node lost, the tool killed while re-creating it, then run again: converges.
     virsh(&["destroy", "hlit-w2"]);

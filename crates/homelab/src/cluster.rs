@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use kubeadm_boot::cluster::{self as boot, PodNetwork, UpInput};
+use kubeadm_boot::cluster::{self as boot, PodNetwork};
 use kubeadm_boot::nodes::{self, NodeState};
 use kubeadm_boot::prepare::PackageSource;
 use kubeadm_boot::ssh::Pool;
@@ -315,20 +315,29 @@ impl Phase for ClusterPhase {
     ) -> BoxFuture<'a, Result<PhaseReport, Error>> {
         async move {
             let plan = inputs::bootstrap_plan(&lab.config)?;
-            let network = pod_network(lab, events).await?;
-            let input = UpInput::new(plan, inputs::kubeconfig_path(&lab.config), network)
-                .with_ready_timeout(lab.config.phases.cluster.timeout.0);
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
             let runner = runner(lab)?;
-            let work = boot::up(
-                &runner,
-                &input,
-                Arc::new(move |event| {
-                    let _ = tx.send(event.to_string());
-                }),
-            );
+            let kubeconfig = inputs::kubeconfig_path(&lab.config);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let boot_events: boot::Events = Arc::new(move |event| {
+                let _ = tx.send(event.to_string());
+            });
+            let work = async {
+                let (steps, client) = boot::up_nodes(
+                    &runner,
+                    &plan,
+                    &PackageSource::default(),
+                    &kubeconfig,
+                    &boot_events,
+                )
+                .await?;
+                // Fetched only now: the nodes are prepared and joined whatever the download.
+                let network = pod_network(lab, events).await?;
+                let ready_timeout = lab.config.phases.cluster.timeout.0;
+                boot::up_network(&client, &plan, &network, ready_timeout, &boot_events).await?;
+                Ok::<_, Error>(steps)
+            };
             tokio::pin!(work);
-            let report = loop {
+            let steps = loop {
                 tokio::select! {
                     Some(message) = rx.recv() => events(Event::Progress { phase: NAME, message }),
                     result = &mut work => break result?,
@@ -340,11 +349,14 @@ impl Phase for ClusterPhase {
                     message,
                 });
             }
-            let changed = report.changed();
+            let changed = steps
+                .iter()
+                .filter(|r| r.outcome != Outcome::Unchanged)
+                .count();
             Ok(PhaseReport {
                 phase: NAME,
                 changed,
-                unchanged: report.steps.len() - changed,
+                unchanged: steps.len() - changed,
             })
         }
         .boxed()

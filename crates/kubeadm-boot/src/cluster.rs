@@ -377,33 +377,49 @@ pub async fn apply_pod_network(
     cni::apply(client, &objects).await.map_err(fail)
 }
 
-/// The whole sequence: prepare every node, bootstrap, merge the kubeconfig, apply the pod
-/// network, wait until every node is `Ready`.
+/// The first part of [`up`]: prepare every node, bootstrap, merge the kubeconfig. Returns
+/// every step's report and a client for the new cluster's context.
 ///
 /// # Errors
 /// The first stage that fails ([`ClusterError::stage`]); everything before it stays done.
-pub async fn up(
+pub async fn up_nodes(
     runner: &Runner,
-    input: &UpInput,
-    events: Events,
-) -> Result<UpReport, ClusterError> {
-    let plan = &input.plan;
+    plan: &Plan,
+    packages: &PackageSource,
+    kubeconfig: &Path,
+    events: &Events,
+) -> Result<(Vec<Report>, kube::Client), ClusterError> {
     events(Event::Stage(Stage::Prepare));
     let mut steps = runner
-        .run(preparation(plan, &input.packages), step_events(&events))
+        .run(preparation(plan, packages), step_events(events))
         .await
         .map_err(ClusterError::Prepare)?;
     events(Event::Stage(Stage::Bootstrap));
     steps.extend(
-        bootstrap::bootstrap(runner, plan, step_events(&events))
+        bootstrap::bootstrap(runner, plan, step_events(events))
             .await
             .map_err(ClusterError::Bootstrap)?,
     );
     events(Event::Stage(Stage::Kubeconfig));
-    merge_kubeconfig(runner, plan, &input.kubeconfig).await?;
-    let client = client(&input.kubeconfig, &plan.cluster.name).await?;
+    merge_kubeconfig(runner, plan, kubeconfig).await?;
+    let client = client(kubeconfig, &plan.cluster.name).await?;
+    Ok((steps, client))
+}
+
+/// The second part of [`up`]: apply the pod network and wait until every node is `Ready`.
+/// Returns the applied objects and the nodes.
+///
+/// # Errors
+/// The manifest is refused, or the nodes are not `Ready` within `ready_timeout`.
+pub async fn up_network(
+    client: &kube::Client,
+    plan: &Plan,
+    network: &PodNetwork,
+    ready_timeout: Duration,
+    events: &Events,
+) -> Result<(Vec<String>, Vec<NodeState>), ClusterError> {
     events(Event::Stage(Stage::PodNetwork));
-    let applied = apply_pod_network(&client, plan, &input.pod_network).await?;
+    let applied = apply_pod_network(client, plan, network).await?;
     for object in &applied {
         events(Event::Applied(object.clone()));
     }
@@ -413,14 +429,32 @@ pub async fn up(
         .map(|n| n.spec.name.clone())
         .collect();
     let waiting = events.clone();
-    let nodes = nodes::wait_ready(
+    let nodes = nodes::wait_ready(client, &names, None, ready_timeout, &move |missing| {
+        waiting(Event::Waiting(missing.to_vec()));
+    })
+    .await?;
+    Ok((applied, nodes))
+}
+
+/// The whole sequence: prepare every node, bootstrap, merge the kubeconfig, apply the pod
+/// network, wait until every node is `Ready` ([`up_nodes`], then [`up_network`]).
+///
+/// # Errors
+/// The first stage that fails ([`ClusterError::stage`]); everything before it stays done.
+pub async fn up(
+    runner: &Runner,
+    input: &UpInput,
+    events: Events,
+) -> Result<UpReport, ClusterError> {
+    let plan = &input.plan;
+    let (steps, client) =
+        up_nodes(runner, plan, &input.packages, &input.kubeconfig, &events).await?;
+    let (applied, nodes) = up_network(
         &client,
-        &names,
-        None,
+        plan,
+        &input.pod_network,
         input.ready_timeout,
-        &move |missing| {
-            waiting(Event::Waiting(missing.to_vec()));
-        },
+        &events,
     )
     .await?;
     Ok(UpReport {
