@@ -26,6 +26,7 @@ PACKAGES=(
   "docker-registry:/usr/bin/docker-registry"       # a real OCI registry for harbor-client's tests
   "skopeo:/usr/bin/skopeo"                         # an independent OCI client to cross-check
   "etcd-server:/usr/bin/etcd"                      # the real control plane's store in tests
+  "gnupg:/usr/bin/gpg"                             # cross-checks OpenPGP key fingerprints
 )
 
 missing=()

@@ -447,9 +447,13 @@ async fn prepare(
         minor: kv.minor,
         patch: kv.patch,
     };
-    let source = package_source.map_or_else(PackageSource::default, |base_url| PackageSource {
-        base_url,
-    });
+    let mut source = PackageSource::new(
+        package_source.unwrap_or_else(|| setup.config.packages.repository.clone()),
+        setup.config.packages.key_fingerprint.clone(),
+    );
+    if !dry_run {
+        source.fetch_key(&reqwest::Client::new(), &version).await?;
+    }
     let steps = node_steps(&version, &source);
     let mut runner = Runner::new(pool);
     runner.dry_run = dry_run;

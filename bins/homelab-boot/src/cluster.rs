@@ -217,11 +217,17 @@ pub(crate) async fn upgrade(
     let (control_plane, workers) = nodes_of(setup)?;
     let plan = upgrade::Plan {
         target,
-        source: args
-            .package_source
-            .map_or_else(PackageSource::default, |base_url| PackageSource {
-                base_url,
-            }),
+        source: {
+            let mut source = PackageSource::new(
+                args.package_source
+                    .unwrap_or_else(|| setup.config.packages.repository.clone()),
+                setup.config.packages.key_fingerprint.clone(),
+            );
+            if !args.dry_run {
+                source.fetch_key(&reqwest::Client::new(), &target).await?;
+            }
+            source
+        },
         control_plane,
         workers,
         drain_timeout: args.drain_timeout,

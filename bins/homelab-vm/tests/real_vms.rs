@@ -176,6 +176,7 @@ fn prepare_nodes(dir: &Path) {
     // The Kubernetes package repository is not reachable from this machine (only Debian's
     // archive is), so the steps that install kubeadm, kubelet and kubectl cannot run here.
     const NEEDS_KUBERNETES_REPOSITORY: &[&str] = &[
+        "kubernetes-key",
         "kubernetes-repository",
         "kubernetes-packages",
         "kubelet-enabled",
@@ -254,6 +255,7 @@ fn prepare_nodes(dir: &Path) {
     eprintln!("prepare on 3 VMs: {:.0?}", started.elapsed());
     for step in [
         "containerd-installed",
+        "kubernetes-prerequisites",
         "containerd-config",
         "modules-persistent",
         "sysctl",

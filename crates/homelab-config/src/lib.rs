@@ -45,7 +45,7 @@ pub use load::{
 pub use model::{
     ClusterConfig, ClusterProvider, ComponentVersions, Config, DomainType, EscConfig, Features,
     GithubConfig, GitopsConfig, HarborConfig, HarborStorage, LibvirtConfig, LoadBalancerIps,
-    NetworkConfig, Node, NodeRole, PhaseSettings, Phases, RunnerRepo, SshConfig,
+    NetworkConfig, Node, NodeRole, PackagesConfig, PhaseSettings, Phases, RunnerRepo, SshConfig,
 };
 pub use path::{KeyPath, Segment};
 pub use secret::{SecretError, SecretRef};

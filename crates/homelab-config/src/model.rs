@@ -35,6 +35,8 @@ pub struct Config {
     pub libvirt: LibvirtConfig,
     /// Pinned versions of every platform component.
     pub versions: ComponentVersions,
+    /// Where the nodes get the Kubernetes packages from.
+    pub packages: PackagesConfig,
     /// The Harbor registry.
     pub harbor: HarborConfig,
     /// Pulumi ESC, the source of secrets (needed when `features.external_secrets` is on).
@@ -105,6 +107,27 @@ impl Default for ClusterConfig {
             provider: ClusterProvider::Libvirt,
             kubeconfig: PathBuf::from("~/.kube/config"),
             context: None,
+        }
+    }
+}
+
+/// Where the nodes get kubeadm, kubelet and kubectl from: an apt repository with one channel
+/// per minor release (`<repository>/v1.33/deb/`), signed by a key whose fingerprint is pinned
+/// here. The host fetches the key and checks it; the nodes get it over SSH.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct PackagesConfig {
+    /// Base URL of the repository (a mirror, for offline installs).
+    pub repository: String,
+    /// The OpenPGP fingerprint of the repository's signing key (40 hex digits; spaces allowed).
+    pub key_fingerprint: String,
+}
+
+impl Default for PackagesConfig {
+    fn default() -> Self {
+        Self {
+            repository: "https://pkgs.k8s.io/core:/stable:".into(),
+            key_fingerprint: "DE15B14486CD377B9E876E1A234654DA9A296436".into(),
         }
     }
 }
@@ -603,6 +626,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             libvirt: LibvirtConfig::default(),
             versions: ComponentVersions::default(),
+            packages: PackagesConfig::default(),
             harbor: HarborConfig::default(),
             esc: None,
             github: None,

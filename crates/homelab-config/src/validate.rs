@@ -33,6 +33,7 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
     network(config, &mut out);
     ssh(config, &mut out);
     libvirt(config, &mut out);
+    packages(config, &mut out);
     harbor(config, &mut out);
     integrations(config, &mut out);
     phases(config, &mut out);
@@ -487,6 +488,33 @@ fn libvirt(config: &Config, out: &mut Vec<Diagnostic>) {
             &lv.image_mirror,
             &["http", "https", "file"],
             out,
+        );
+    }
+}
+
+fn packages(config: &Config, out: &mut Vec<Diagnostic>) {
+    let pk = &config.packages;
+    url_check(
+        "packages.repository",
+        &pk.repository,
+        &["https", "http"],
+        out,
+    );
+    let digits: String = pk
+        .key_fingerprint
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    if digits.len() != 40 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        out.push(
+            Diagnostic::error(
+                p("packages.key_fingerprint"),
+                format!(
+                    "`{}` is not an OpenPGP fingerprint (40 hex digits)",
+                    pk.key_fingerprint
+                ),
+            )
+            .with_help("`gpg --show-keys Release.key` prints it"),
         );
     }
 }

@@ -258,8 +258,8 @@ fn schema_describes_every_section() {
     let schema = homelab_config::json_schema();
     let props = schema["properties"].as_object().unwrap();
     for key in [
-        "cluster", "ssh", "network", "libvirt", "versions", "harbor", "esc", "github", "gitops",
-        "phases", "features", "nodes",
+        "cluster", "ssh", "network", "libvirt", "versions", "packages", "harbor", "esc", "github",
+        "gitops", "phases", "features", "nodes",
     ] {
         assert!(props.contains_key(key), "schema lacks {key}");
     }
@@ -360,6 +360,7 @@ fn config_strategy() -> impl Strategy<Value = Config> {
     let versions = (
         prop::collection::vec(pinned(), 9),
         proptest::option::of("[0-9a-f]{64}"),
+        "[0-9A-F]{40}",
     );
     let harbor = (
         "[a-z]([a-z0-9-]{0,9}[a-z0-9])?",
@@ -439,7 +440,9 @@ fn config_strategy() -> impl Strategy<Value = Config> {
             }
             lv.kernel_cmdline = cmdline;
             lv.domain_type = domain_type;
-            let (pins, sha) = versions;
+            let (pins, sha, key_fingerprint) = versions;
+            conf.packages.repository = format!("http://mirror.lan/{pool}/k8s");
+            conf.packages.key_fingerprint = key_fingerprint;
             let v = &mut conf.versions;
             [
                 &mut v.flannel,

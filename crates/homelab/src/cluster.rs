@@ -41,6 +41,20 @@ fn runner(lab: &Lab) -> Result<Runner, Error> {
     Ok(runner)
 }
 
+/// The package source of `[packages]` with its signing key fetched on this machine and
+/// checked against the pinned fingerprint.
+///
+/// # Errors
+/// The key cannot be downloaded or is not the pinned one.
+pub async fn fetched_packages(
+    lab: &Lab,
+    version: &kubeadm_boot::kubeadm::Version,
+) -> Result<PackageSource, Error> {
+    let mut packages = inputs::package_source(&lab.config);
+    packages.fetch_key(&reqwest::Client::new(), version).await?;
+    Ok(packages)
+}
+
 /// Flannel's release manifest of `versions.flannel`, checked against the pin in
 /// `homelab.toml` or the digest `homelab.lock` recorded (recorded on first use).
 ///
@@ -226,7 +240,7 @@ pub async fn upgrade(
     let plan = inputs::bootstrap_plan(&lab.config)?;
     let upgrade = kubeadm_boot::upgrade::Plan {
         target: inputs::kube_version(&lab.config),
-        source: PackageSource::default(),
+        source: fetched_packages(lab, &inputs::kube_version(&lab.config)).await?,
         control_plane: plan.control_plane,
         workers: plan.workers,
         drain_timeout,
@@ -284,7 +298,8 @@ impl Phase for ClusterPhase {
                 });
             }
             let plan = inputs::bootstrap_plan(&lab.config)?;
-            let reports = boot::plan(&runner(lab)?, &plan, &PackageSource::default()).await?;
+            let packages = inputs::package_source(&lab.config);
+            let reports = boot::plan(&runner(lab)?, &plan, &packages).await?;
             let mut changes = Vec::new();
             let mut unchanged = 0;
             for r in reports {
@@ -322,14 +337,9 @@ impl Phase for ClusterPhase {
                 let _ = tx.send(event.to_string());
             });
             let work = async {
-                let (steps, client) = boot::up_nodes(
-                    &runner,
-                    &plan,
-                    &PackageSource::default(),
-                    &kubeconfig,
-                    &boot_events,
-                )
-                .await?;
+                let packages = fetched_packages(lab, &plan.cluster.version).await?;
+                let (steps, client) =
+                    boot::up_nodes(&runner, &plan, &packages, &kubeconfig, &boot_events).await?;
                 // Fetched only now: the nodes are prepared and joined whatever the download.
                 let network = pod_network(lab, events).await?;
                 let ready_timeout = lab.config.phases.cluster.timeout.0;
@@ -375,6 +385,14 @@ impl Phase for ClusterPhase {
     }
 
     fn hint(&self, error: &Error) -> String {
+        if let Error::SigningKey(kubeadm_boot::signing_key::KeyError::Download { url, .. }) = error
+        {
+            return format!(
+                "this machine cannot download the package repository's signing key ({url}): \
+                 point [packages] repository (and its key_fingerprint) at a mirror it reaches, \
+                 then run `homelab up` again (the VMs report unchanged)"
+            );
+        }
         let stage = match error {
             Error::Cluster(e) => format!(" (it stopped at: {})", e.stage()),
             _ => String::new(),

@@ -36,6 +36,9 @@ pub enum Error {
     /// The upgrade stopped.
     #[error(transparent)]
     Upgrade(Box<kubeadm_boot::upgrade::UpgradeError>),
+    /// The package repository's signing key could not be had or is not the pinned one.
+    #[error(transparent)]
+    SigningKey(#[from] kubeadm_boot::signing_key::KeyError),
     /// An SSH connection failed.
     #[error(transparent)]
     Ssh(#[from] kubeadm_boot::ssh::SshError),

@@ -8,6 +8,7 @@ use homelab_config::{Config, DomainType, NodeRole, expand_home};
 use kubeadm_boot::bootstrap::{Node, Plan as BootstrapPlan};
 use kubeadm_boot::cluster::{API_PORT, CRI_SOCKET};
 use kubeadm_boot::kubeadm::{ClusterSpec as KubeadmCluster, NodeSpec as KubeadmNode, Version};
+use kubeadm_boot::prepare::PackageSource;
 use kubeadm_boot::ssh::{HostKeyPolicy, SshOptions, Target};
 use libvirt_vm::image::{ImageFiles, ImageRecipe};
 use libvirt_vm::{
@@ -188,6 +189,15 @@ pub fn bootstrap_plan(config: &Config) -> Result<BootstrapPlan, Error> {
         control_plane,
         workers,
     })
+}
+
+/// Where the nodes get the Kubernetes packages from (`[packages]`); the signing key is not
+/// fetched yet ([`PackageSource::fetch_key`]).
+pub fn package_source(config: &Config) -> PackageSource {
+    PackageSource::new(
+        config.packages.repository.clone(),
+        config.packages.key_fingerprint.clone(),
+    )
 }
 
 /// The kubeconfig file of the cluster (`cluster.kubeconfig`, `~` expanded).

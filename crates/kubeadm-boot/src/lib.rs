@@ -17,6 +17,8 @@
 //! - [`nodes`]: node readiness by watching, cordon and drain.
 //! - [`upgrade`]: kubeadm upgrades node by node with pre- and post-checks.
 //! - [`prepare`]: node preparation steps (swap, modules, sysctls, containerd, packages).
+//! - [`signing_key`]: the package repository's key, fetched on the host and checked against a
+//!   pinned OpenPGP fingerprint.
 //! - [`cluster`]: the whole sequence in one call ([`cluster::up`]): prepare, bootstrap,
 //!   kubeconfig, pod network, every node `Ready`.
 
@@ -28,6 +30,7 @@ pub mod kubeadm;
 pub mod kubeconfig;
 pub mod nodes;
 pub mod prepare;
+pub mod signing_key;
 pub mod ssh;
 pub mod steps;
 pub mod upgrade;

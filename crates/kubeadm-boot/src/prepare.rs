@@ -7,8 +7,17 @@
 use serde::Serialize;
 
 use crate::kubeadm::Version;
+use crate::signing_key::{KeyError, SigningKey};
 use crate::ssh::Cmd;
 use crate::steps::{Change, Check, Step};
+
+/// The OpenPGP fingerprint of the key that signs the Kubernetes package repository
+/// (`pkgs.k8s.io`, the OBS project `isv:kubernetes`), the same for every channel.
+pub const KUBERNETES_KEY_FINGERPRINT: &str = "DE15B14486CD377B9E876E1A234654DA9A296436";
+
+/// Where the apt keyring of the repository is written on the nodes (armored: apt reads a
+/// `.asc` keyring as it is, so the nodes need no `gpg`).
+pub const KEYRING_PATH: &str = "/etc/apt/keyrings/kubernetes-apt-keyring.asc";
 
 /// Where the Kubernetes packages come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -16,17 +25,34 @@ pub struct PackageSource {
     /// Base URL of the repository; the channel (`v1.33`) and `/deb/` are appended.
     /// Override it for an offline mirror.
     pub base_url: String,
+    /// The pinned fingerprint of the repository's signing key.
+    pub key_fingerprint: String,
+    /// The signing key, fetched on the host and checked against `key_fingerprint`
+    /// ([`PackageSource::fetch_key`]). Without it, the key step fails and says so.
+    #[serde(skip)]
+    pub key: Option<SigningKey>,
 }
 
 impl Default for PackageSource {
     fn default() -> Self {
         Self {
             base_url: "https://pkgs.k8s.io/core:/stable:".into(),
+            key_fingerprint: KUBERNETES_KEY_FINGERPRINT.into(),
+            key: None,
         }
     }
 }
 
 impl PackageSource {
+    /// The repository at `base_url`, its key pinned to `key_fingerprint`.
+    pub fn new(base_url: impl Into<String>, key_fingerprint: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            key_fingerprint: key_fingerprint.into(),
+            key: None,
+        }
+    }
+
     /// The apt repository URL of a release's channel.
     pub fn repository(&self, version: &Version) -> String {
         format!(
@@ -34,6 +60,27 @@ impl PackageSource {
             self.base_url.trim_end_matches('/'),
             version.channel()
         )
+    }
+
+    /// Where the channel's signing key is published.
+    pub fn key_url(&self, version: &Version) -> String {
+        format!("{}Release.key", self.repository(version))
+    }
+
+    /// Downloads the channel's signing key on this machine and keeps it when its fingerprint
+    /// is the pinned one.
+    ///
+    /// # Errors
+    /// The download fails, or the key is not the pinned one (both fingerprints are named).
+    pub async fn fetch_key(
+        &mut self,
+        http: &reqwest::Client,
+        version: &Version,
+    ) -> Result<(), KeyError> {
+        let key =
+            crate::signing_key::fetch(http, &self.key_url(version), &self.key_fingerprint).await?;
+        self.key = Some(key);
+        Ok(())
     }
 }
 
@@ -146,7 +193,16 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
                 Cmd::new("mkdir -p /etc/containerd/certs.d && systemctl restart containerd").sudo(),
             ),
         ),
-        repository_step(version, source),
+        Step::command(
+            "kubernetes-prerequisites",
+            "install what kubeadm's preflight and the package repository need",
+            "dpkg-query -W -f='${Status}\\n' ca-certificates conntrack socat ethtool 2>/dev/null | grep -c '^install ok installed$' | grep -qx 4",
+            "DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ca-certificates conntrack socat ethtool",
+        ),
+    ]
+    .into_iter()
+    .chain(repository_steps(version, source))
+    .chain([
         Step::command(
             "kubernetes-packages",
             &format!("install kubeadm, kubelet and kubectl {pkg_version} and hold them"),
@@ -164,24 +220,46 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
             "systemctl is-enabled --quiet kubelet",
             "systemctl enable kubelet",
         ),
-    ]
+    ])
+    .collect()
 }
 
-/// The step that points apt at the package channel of `version` (replacing another
-/// channel's entry, as upgrades to a new minor release need).
-pub fn repository_step(version: &Version, source: &PackageSource) -> Step {
+/// The steps that point apt at the package channel of `version` (replacing another
+/// channel's entry, as upgrades to a new minor release need): the repository's signing key
+/// (fetched and checked on the host, see [`PackageSource::fetch_key`]) written as an armored
+/// keyring, then the source list, then the package lists refreshed. Nothing runs on the node
+/// but apt: the base image has neither `curl` nor `gpg`.
+pub fn repository_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
     let repo = source.repository(version);
     let channel = version.channel();
-    Step::command(
-        "kubernetes-repository",
-        &format!("add the Kubernetes {channel} package repository ({repo})"),
-        &format!("grep -qs '{repo}' /etc/apt/sources.list.d/kubernetes.list"),
-        &format!(
-            "mkdir -p /etc/apt/keyrings && curl -fsSL {repo}Release.key | gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg \
-             && echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] {repo} /' > /etc/apt/sources.list.d/kubernetes.list \
-             && apt-get update -qq"
+    let key = match &source.key {
+        Some(key) => {
+            let mut step = Step::file("kubernetes-key", KEYRING_PATH, key.armored(), 0o644, None);
+            step.description = format!(
+                "write the package signing key {} to {KEYRING_PATH}",
+                key.fingerprint()
+            );
+            step
+        }
+        None => Step::command(
+            "kubernetes-key",
+            "the package signing key (fetched on the host)",
+            &format!("[ -s {KEYRING_PATH} ]"),
+            &format!(
+                "echo 'the signing key of {repo} was not fetched: the host fetches it and checks its fingerprint ({}) before the nodes get it' >&2; exit 1",
+                source.key_fingerprint
+            ),
         ),
-    )
+    };
+    let mut list = Step::file(
+        "kubernetes-repository",
+        "/etc/apt/sources.list.d/kubernetes.list",
+        format!("deb [signed-by={KEYRING_PATH}] {repo} /\n"),
+        0o644,
+        Some(Cmd::new("DEBIAN_FRONTEND=noninteractive apt-get update -qq").sudo()),
+    );
+    list.description = format!("add the Kubernetes {channel} package repository ({repo})");
+    vec![key, list]
 }
 
 /// The package version string of a release (`1.33.5`).
@@ -251,9 +329,7 @@ mod tests {
     #[test]
     fn steps_follow_the_configured_release_and_source() {
         let version: Version = "1.33.5".parse().unwrap();
-        let mirror = PackageSource {
-            base_url: "http://mirror.lan/k8s/".into(),
-        };
+        let mirror = PackageSource::new("http://mirror.lan/k8s/", KUBERNETES_KEY_FINGERPRINT);
         let steps = node_steps(&version, &mirror);
         let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names.first(), Some(&"swap-off"));

@@ -16,7 +16,7 @@ use kube::Client;
 use crate::bootstrap::Node;
 use crate::kubeadm::Version;
 use crate::nodes::{self, NodeState, NodesError};
-use crate::prepare::{PackageSource, package_version, repository_step};
+use crate::prepare::{PackageSource, package_version, repository_steps};
 use crate::ssh::Cmd;
 use crate::steps::{Change, Check, Event, Outcome, Report, RunError, Runner, Step};
 
@@ -117,8 +117,8 @@ fn kubeadm_package_step(target: &Version) -> Step {
 /// The steps that bring the control plane's components to `target`: package channel,
 /// kubeadm, `kubeadm upgrade apply` (skipped when the API server already runs `target`).
 pub fn control_plane_steps(target: &Version, source: &PackageSource) -> Vec<Step> {
-    vec![
-        repository_step(target, source),
+    let mut steps = repository_steps(target, source);
+    steps.extend([
         kubeadm_package_step(target),
         Step {
             name: "kubeadm-upgrade-apply".into(),
@@ -137,7 +137,8 @@ pub fn control_plane_steps(target: &Version, source: &PackageSource) -> Vec<Step
                 .timeout(Duration::from_secs(20 * 60)),
             )],
         },
-    ]
+    ]);
+    steps
 }
 
 fn kubelet_check(target: &Version) -> String {
@@ -147,8 +148,8 @@ fn kubelet_check(target: &Version) -> String {
 /// The steps that upgrade another node's kubeadm and its local configuration
 /// (`kubeadm upgrade node`, skipped once its kubelet runs `target`).
 pub fn node_steps(target: &Version, source: &PackageSource) -> Vec<Step> {
-    vec![
-        repository_step(target, source),
+    let mut steps = repository_steps(target, source);
+    steps.extend([
         kubeadm_package_step(target),
         Step {
             name: "kubeadm-upgrade-node".into(),
@@ -160,7 +161,8 @@ pub fn node_steps(target: &Version, source: &PackageSource) -> Vec<Step> {
                     .timeout(Duration::from_secs(10 * 60)),
             )],
         },
-    ]
+    ]);
+    steps
 }
 
 /// The kubelet and kubectl upgrade, done while the node is drained.
@@ -408,22 +410,23 @@ mod tests {
         assert_eq!(
             names,
             [
+                "kubernetes-key",
                 "kubernetes-repository",
                 "kubeadm-package",
                 "kubeadm-upgrade-apply"
             ]
         );
         assert!(
-            matches!(&cp[2].check, Check::Command(c) if c.line.contains("kube-apiserver:v1.33.5$"))
+            matches!(&cp[3].check, Check::Command(c) if c.line.contains("kube-apiserver:v1.33.5$"))
         );
         assert!(
-            cp[0].description.contains("core:/stable:/v1.33/deb/"),
+            cp[1].description.contains("core:/stable:/v1.33/deb/"),
             "{}",
-            cp[0].description
+            cp[1].description
         );
         let node = node_steps(&target, &PackageSource::default());
         assert!(
-            matches!(&node[2].check, Check::Command(c) if c.line.contains("'Kubernetes v1.33.5'"))
+            matches!(&node[3].check, Check::Command(c) if c.line.contains("'Kubernetes v1.33.5'"))
         );
         let kubelet = kubelet_steps(&target);
         assert!(

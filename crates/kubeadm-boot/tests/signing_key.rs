@@ -1,0 +1,116 @@
+//! The signing-key check against GnuPG: a key made by `gpg` has the fingerprint `gpg` says,
+//! a different key is refused naming both fingerprints, and the key is fetched from an HTTP
+//! server the way the host fetches the repository's `Release.key`.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use kubeadm_boot::kubeadm::Version;
+use kubeadm_boot::prepare::{KEYRING_PATH, PackageSource, node_steps};
+use kubeadm_boot::signing_key::{KeyError, SigningKey};
+use kubeadm_boot::steps::Check;
+
+/// A throwaway key in a private GnuPG home: (armored public key, fingerprint per gpg).
+fn gpg_key(home: &Path, name: &str) -> (String, String) {
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg")
+            .arg("--homedir")
+            .arg(home)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .output()
+            .expect("gpg runs (scripts/deps.sh installs gnupg)");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    gpg(&[
+        "--quick-gen-key",
+        &format!("{name} <{name}@homelab.invalid>"),
+        "rsa2048",
+        "sign",
+        "1d",
+    ]);
+    let armored = gpg(&["--armor", "--export", name]);
+    let colons = gpg(&["--with-colons", "--fingerprint", name]);
+    let fingerprint = colons
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .and_then(|l| l.split(':').find(|f| f.len() == 40))
+        .unwrap()
+        .to_owned();
+    (armored, fingerprint)
+}
+
+#[tokio::test]
+async fn fingerprints_agree_with_gnupg_and_a_changed_key_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let (armored, fingerprint) = gpg_key(home.path(), "repo");
+    let key = SigningKey::parse("Release.key", &armored).unwrap();
+    assert_eq!(key.fingerprint(), fingerprint);
+    // The pin may be written with spaces and in lower case.
+    let spaced: String = fingerprint
+        .to_ascii_lowercase()
+        .as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
+    SigningKey::parse_pinned("Release.key", &armored, &spaced).unwrap();
+    // Another key under the same name: refused, both fingerprints named.
+    let (other, other_fingerprint) = gpg_key(home.path(), "impostor");
+    let err = SigningKey::parse_pinned("Release.key", &other, &fingerprint).unwrap_err();
+    assert_eq!(
+        err,
+        KeyError::Mismatch {
+            source_name: "Release.key".into(),
+            expected: fingerprint.clone(),
+            actual: other_fingerprint,
+        }
+    );
+
+    // Fetched over HTTP as the host fetches a channel's Release.key.
+    let served = armored.clone();
+    let app = axum::Router::new().route(
+        "/core/v1.33/deb/Release.key",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move { served }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let version: Version = "1.33.5".parse().unwrap();
+    let mut source = PackageSource::new(format!("http://{addr}/core"), &fingerprint);
+    source
+        .fetch_key(&reqwest::Client::new(), &version)
+        .await
+        .unwrap();
+    // The nodes get exactly that key as their keyring, and the list names it.
+    let steps = node_steps(&version, &source);
+    let key_step = steps.iter().find(|s| s.name == "kubernetes-key").unwrap();
+    match &key_step.check {
+        Check::File { path, contents, .. } => {
+            assert_eq!(path, KEYRING_PATH);
+            assert_eq!(contents, armored.as_bytes());
+        }
+        Check::Command(_) => panic!("the key step writes the fetched key"),
+    }
+    let mut wrong = PackageSource::new(format!("http://{addr}/core"), "0".repeat(40));
+    let err = wrong
+        .fetch_key(&reqwest::Client::new(), &version)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KeyError::Mismatch { .. }), "{err}");
+    assert!(wrong.key.is_none());
+}
