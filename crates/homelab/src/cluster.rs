@@ -17,7 +17,7 @@ use crate::inputs;
 use crate::lab::Lab;
 use crate::lock::{self, LockFile};
 use crate::phase::{
-    Change, Check, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem,
+    Change, Check, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem, relaying,
 };
 
 /// The phase's name.
@@ -249,30 +249,19 @@ pub async fn upgrade(
     let client = lab.kube_client().await?;
     let mut runner = runner(lab)?;
     runner.dry_run = dry_run;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let work = kubeadm_boot::upgrade::upgrade(
-        &runner,
-        &client,
-        &upgrade,
-        Arc::new(move |e| {
-            if let kubeadm_boot::steps::Event::Done(r) = e {
-                let _ = tx.send(boot::Event::Step(r.clone()).to_string());
-            }
-        }),
-    );
-    tokio::pin!(work);
-    let reports = loop {
-        tokio::select! {
-            Some(message) = rx.recv() => events(Event::Progress { phase: NAME, message }),
-            result = &mut work => break result?,
-        }
-    };
-    while let Ok(message) = rx.try_recv() {
-        events(Event::Progress {
-            phase: NAME,
-            message,
-        });
-    }
+    let reports = relaying(NAME, events, |tx| {
+        kubeadm_boot::upgrade::upgrade(
+            &runner,
+            &client,
+            &upgrade,
+            Arc::new(move |e| {
+                if let kubeadm_boot::steps::Event::Done(r) = e {
+                    let _ = tx.send(boot::Event::Step(r.clone()).to_string());
+                }
+            }),
+        )
+    })
+    .await?;
     Ok(reports)
 }
 
@@ -332,33 +321,23 @@ impl Phase for ClusterPhase {
             let plan = inputs::bootstrap_plan(&lab.config)?;
             let runner = runner(lab)?;
             let kubeconfig = inputs::kubeconfig_path(&lab.config);
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-            let boot_events: boot::Events = Arc::new(move |event| {
-                let _ = tx.send(event.to_string());
-            });
-            let work = async {
-                let packages = fetched_packages(lab, &plan.cluster.version).await?;
-                let (steps, client) =
-                    boot::up_nodes(&runner, &plan, &packages, &kubeconfig, &boot_events).await?;
-                // Fetched only now: the nodes are prepared and joined whatever the download.
-                let network = pod_network(lab, events).await?;
-                let ready_timeout = lab.config.phases.cluster.timeout.0;
-                boot::up_network(&client, &plan, &network, ready_timeout, &boot_events).await?;
-                Ok::<_, Error>(steps)
-            };
-            tokio::pin!(work);
-            let steps = loop {
-                tokio::select! {
-                    Some(message) = rx.recv() => events(Event::Progress { phase: NAME, message }),
-                    result = &mut work => break result?,
-                }
-            };
-            while let Ok(message) = rx.try_recv() {
-                events(Event::Progress {
-                    phase: NAME,
-                    message,
+            let steps = relaying(NAME, events, |tx| {
+                let boot_events: boot::Events = Arc::new(move |event| {
+                    let _ = tx.send(event.to_string());
                 });
-            }
+                async move {
+                    let packages = fetched_packages(lab, &plan.cluster.version).await?;
+                    let (steps, client) =
+                        boot::up_nodes(&runner, &plan, &packages, &kubeconfig, &boot_events)
+                            .await?;
+                    // Fetched only now: the nodes are prepared and joined whatever the download.
+                    let network = pod_network(lab, events).await?;
+                    let ready_timeout = lab.config.phases.cluster.timeout.0;
+                    boot::up_network(&client, &plan, &network, ready_timeout, &boot_events).await?;
+                    Ok::<_, Error>(steps)
+                }
+            })
+            .await?;
             let changed = steps
                 .iter()
                 .filter(|r| r.outcome != Outcome::Unchanged)

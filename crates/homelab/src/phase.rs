@@ -246,6 +246,31 @@ impl fmt::Display for Event {
 /// Where events go.
 pub type Events<'a> = &'a (dyn Fn(Event) + Send + Sync);
 
+/// Runs `work`, which reports progress as messages on a channel (the layers' callbacks must
+/// be `'static`), passing each message on as a [`Event::Progress`] of `phase` as it comes.
+pub(crate) async fn relaying<T, E, F>(
+    phase: &'static str,
+    events: Events<'_>,
+    work: impl FnOnce(tokio::sync::mpsc::UnboundedSender<String>) -> F,
+) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let work = work(tx);
+    tokio::pin!(work);
+    let result = loop {
+        tokio::select! {
+            Some(message) = rx.recv() => events(Event::Progress { phase, message }),
+            result = &mut work => break result,
+        }
+    };
+    while let Ok(message) = rx.try_recv() {
+        events(Event::Progress { phase, message });
+    }
+    result
+}
+
 /// A phase of the pipeline. The later layers (platform, secrets, GitOps, registry) are phases
 /// too: a new phase is a new implementation, never a change to this trait.
 pub trait Phase: Send + Sync {

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::inputs;
 use crate::lab::Lab;
 use crate::phase::{
-    Change, Check, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem,
+    Change, Check, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem, relaying,
 };
 
 /// The phase's name.
@@ -332,19 +332,12 @@ pub async fn destroy_plan(lab: &Lab) -> Result<libvirt_vm::Plan, Error> {
 pub async fn destroy(lab: &Lab, events: Events<'_>) -> Result<libvirt_vm::Plan, Error> {
     let spec = inputs::vm_spec(&lab.config, Vec::new());
     let uri = lab.libvirt_uri().to_owned();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let work = tokio::task::spawn_blocking(move || {
-        Hypervisor::connect(&uri)?.destroy(&spec, &mut |a| {
-            let _ = tx.send(format!("{} {} {}", a.change.label(), a.kind, a.name));
+    relaying(NAME, events, |tx| {
+        blocking(move || {
+            Hypervisor::connect(&uri)?.destroy(&spec, &mut |a| {
+                let _ = tx.send(format!("{} {} {}", a.change.label(), a.kind, a.name));
+            })
         })
-    });
-    while let Some(message) = rx.recv().await {
-        events(Event::Progress {
-            phase: NAME,
-            message,
-        });
-    }
-    work.await
-        .map_err(|e| Error::Worker(e.to_string()))?
-        .map_err(Error::from)
+    })
+    .await
 }

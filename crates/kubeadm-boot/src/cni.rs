@@ -1,6 +1,6 @@
-//! The pod network: Flannel's release manifest, fetched at a pinned version and checked
-//! against a pinned sha256, its pod network set to the cluster's pod CIDR (a structured edit
-//! of its `net-conf.json`), and applied by server-side apply through `kube`. Waiting for the
+//! The pod network: Flannel's release manifest (fetched and checked against its digest by the
+//! caller, as `homelab`'s lock file does), its pod network set to the cluster's pod CIDR (a
+//! structured edit of its `net-conf.json`), and applied by server-side apply through `kube`. Waiting for the
 //! nodes to become Ready afterwards is [`crate::nodes::wait_ready`].
 
 use std::collections::HashMap;
@@ -9,7 +9,6 @@ use ipnet::Ipv4Net;
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Client, ResourceExt};
-use sha2::{Digest, Sha256};
 
 /// The field manager homelab applies with.
 pub const FIELD_MANAGER: &str = "homelab";
@@ -17,29 +16,6 @@ pub const FIELD_MANAGER: &str = "homelab";
 /// The pod network could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
-    /// The manifest could not be downloaded.
-    #[error("cannot download {url}: {message}")]
-    Download {
-        /// Where from.
-        url: String,
-        /// Why.
-        message: String,
-    },
-    /// The manifest is not the pinned one.
-    #[error(
-        "{url} has sha256 {actual}, but {expected} is pinned: the file changed or the pin is wrong; refusing to apply it"
-    )]
-    Digest {
-        /// Where from.
-        url: String,
-        /// The pinned digest.
-        expected: String,
-        /// The digest of what was downloaded.
-        actual: String,
-    },
-    /// A pinned digest is not 64 hex digits.
-    #[error("{0:?} is not a sha256 digest (64 hex digits)")]
-    BadDigest(String),
     /// A document of the manifest is not a Kubernetes object.
     #[error("{source_name}: document {index}: {message}")]
     Parse {
@@ -88,57 +64,6 @@ pub enum CniError {
 /// Where Flannel publishes the manifest of a release.
 pub fn flannel_manifest_url(version: &str) -> String {
     format!("https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml")
-}
-
-/// The sha256 of `bytes`, as 64 lower-case hex digits.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Checks `bytes` (from `url`) against the pinned `expected` digest.
-///
-/// # Errors
-/// The digest is malformed or differs.
-pub fn verify(url: &str, bytes: &[u8], expected: &str) -> Result<(), CniError> {
-    let expected = expected.trim().to_ascii_lowercase();
-    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(CniError::BadDigest(expected));
-    }
-    let actual = sha256_hex(bytes);
-    if actual == expected {
-        Ok(())
-    } else {
-        Err(CniError::Digest {
-            url: url.to_owned(),
-            expected,
-            actual,
-        })
-    }
-}
-
-/// Downloads a manifest; the caller checks it with [`verify`].
-///
-/// # Errors
-/// The download fails or the server answers with an error status.
-pub async fn download(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, CniError> {
-    let fail = |message: String| CniError::Download {
-        url: url.to_owned(),
-        message,
-    };
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(fail(format!("HTTP {status}")));
-    }
-    Ok(response
-        .bytes()
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .to_vec())
 }
 
 /// The objects of a multi-document YAML manifest (empty documents skipped).
@@ -335,23 +260,6 @@ spec:
       - name: kube-flannel
         image: ghcr.io/flannel-io/flannel:v0.27.4
 "#;
-
-    #[test]
-    fn the_pinned_digest_is_enforced() {
-        let digest = sha256_hex(MANIFEST.as_bytes());
-        verify("u", MANIFEST.as_bytes(), &digest).unwrap();
-        verify("u", MANIFEST.as_bytes(), &digest.to_uppercase()).unwrap();
-        let err = verify("https://x/kube-flannel.yml", b"other", &digest).unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains(&digest) && text.contains(&sha256_hex(b"other")),
-            "{text}"
-        );
-        assert!(matches!(
-            verify("u", MANIFEST.as_bytes(), "abc"),
-            Err(CniError::BadDigest(_))
-        ));
-    }
 
     #[test]
     fn the_pod_network_is_set_and_nothing_else_changes() {
