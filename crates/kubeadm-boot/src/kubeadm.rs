@@ -393,7 +393,10 @@ pub fn init_config(
     ))
 }
 
-/// The file for `kubeadm join --config` on a worker. It holds the token: upload it 0600.
+/// The file for `kubeadm join --config` on a worker: the JoinConfiguration alone (kubeadm
+/// ignores every other document in a join file; a joining kubelet takes the cluster's
+/// `kubelet-config`, which init wrote with the systemd cgroup driver). It holds the token:
+/// upload it 0600.
 ///
 /// # Errors
 /// YAML serialization fails (not expected).
@@ -417,7 +420,7 @@ pub fn join_config(
         },
         node_registration: registration(spec, node),
     };
-    Ok(format!("{}---\n{}", yaml(&join)?, yaml(&kubelet())?))
+    yaml(&join)
 }
 
 #[cfg(test)]
@@ -433,6 +436,28 @@ mod tests {
         assert_eq!(spec(31).version.api(), KubeadmApi::V1Beta4);
         assert_eq!("v1.33.5".parse::<Version>().unwrap().channel(), "v1.33");
         assert!("1.33".parse::<Version>().is_err());
+    }
+
+    #[test]
+    fn the_join_file_is_the_join_configuration_alone() {
+        let node = NodeSpec {
+            name: "w1".into(),
+            address: Ipv4Addr::new(192, 168, 122, 11),
+        };
+        for minor in [30, 33] {
+            let text = join_config(
+                &spec(minor),
+                &node,
+                &BootstrapToken::generate(),
+                "sha256:00",
+            )
+            .unwrap();
+            let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&text)
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .collect();
+            assert_eq!(docs.len(), 1, "{text}");
+            assert_eq!(docs[0]["kind"].as_str(), Some("JoinConfiguration"));
+        }
     }
 
     #[test]

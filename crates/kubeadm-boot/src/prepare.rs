@@ -140,7 +140,6 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
         .map(|m| format!("[ -d /sys/module/{m} ]"))
         .collect::<Vec<_>>()
         .join(" && ");
-    let pkg_version = package_version(version);
     vec![
         Step::command(
             "swap-off",
@@ -203,17 +202,7 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
     .into_iter()
     .chain(repository_steps(version, source))
     .chain([
-        Step::command(
-            "kubernetes-packages",
-            &format!("install kubeadm, kubelet and kubectl {pkg_version} and hold them"),
-            &format!(
-                "kubeadm version -o short 2>/dev/null | grep -qx 'v{pkg_version}' && apt-mark showhold | grep -qx kubelet"
-            ),
-            &format!(
-                "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-change-held-packages \
-                 kubeadm='{pkg_version}-*' kubelet='{pkg_version}-*' kubectl='{pkg_version}-*' && apt-mark hold kubeadm kubelet kubectl"
-            ),
-        ),
+        packages_step(version),
         Step::command(
             "kubelet-enabled",
             "enable the kubelet",
@@ -222,6 +211,30 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
         ),
     ])
     .collect()
+}
+
+/// kubeadm, kubelet and kubectl at the configured release, held, on a node that has none of
+/// them; a node with another version is refused with "run homelab upgrade" (only `upgrade`
+/// moves versions, control plane first, as the version skew policy requires).
+fn packages_step(version: &Version) -> Step {
+    let pkg_version = package_version(version);
+    Step::command(
+        "kubernetes-packages",
+        &format!(
+            "install kubeadm, kubelet and kubectl {pkg_version} and hold them (on a node \
+             without them; another version is left to `upgrade`)"
+        ),
+        &format!(
+            "kubeadm version -o short 2>/dev/null | grep -qx 'v{pkg_version}' && apt-mark showhold | grep -qx kubelet"
+        ),
+        &format!(
+            "if v=$(kubeadm version -o short 2>/dev/null) && [ \"$v\" != 'v{pkg_version}' ]; then \
+             echo \"kubeadm $v is installed and the configuration says v{pkg_version}: \
+             preparation never moves versions, as the version skew policy needs the control plane \
+             first and nodes drained: run homelab upgrade\" >&2; exit 1; fi; {}",
+            held_install(&["kubeadm", "kubelet", "kubectl"], &pkg_version)
+        ),
+    )
 }
 
 /// The steps that point apt at the package channel of `version` (replacing another
@@ -260,6 +273,25 @@ pub fn repository_steps(version: &Version, source: &PackageSource) -> Vec<Step> 
     );
     list.description = format!("add the Kubernetes {channel} package repository ({repo})");
     vec![key, list]
+}
+
+/// Installs `packages` at `version` the way the kubeadm upgrade documentation does: the
+/// package lists refreshed first (a new patch release is not known before), the holds lifted
+/// for the install only, and the packages held again on every exit path, the failed install
+/// included. Exits with the install's status.
+pub fn held_install(packages: &[&str], version: &str) -> String {
+    let names = packages.join(" ");
+    let pinned: Vec<String> = packages
+        .iter()
+        .map(|p| format!("{p}='{version}-*'"))
+        .collect();
+    format!(
+        "apt-mark unhold {names} >/dev/null 2>&1; \
+         {{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {pinned}; }}; \
+         rc=$?; apt-mark hold {names} >/dev/null 2>&1; exit $rc",
+        pinned = pinned.join(" ")
+    )
 }
 
 /// The package version string of a release (`1.33.5`).

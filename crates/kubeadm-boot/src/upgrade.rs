@@ -16,7 +16,7 @@ use kube::Client;
 use crate::bootstrap::Node;
 use crate::kubeadm::Version;
 use crate::nodes::{self, NodeState, NodesError};
-use crate::prepare::{PackageSource, package_version, repository_steps};
+use crate::prepare::{PackageSource, held_install, package_version, repository_steps};
 use crate::ssh::Cmd;
 use crate::steps::{Change, Check, Event, Outcome, Report, RunError, Runner, Step};
 
@@ -108,9 +108,7 @@ fn kubeadm_package_step(target: &Version) -> Step {
         "kubeadm-package",
         &format!("install kubeadm {v} (held)"),
         &format!("kubeadm version -o short 2>/dev/null | grep -qx 'v{v}'"),
-        &format!(
-            "apt-mark unhold kubeadm >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubeadm='{v}-*' && apt-mark hold kubeadm >/dev/null"
-        ),
+        &held_install(&["kubeadm"], &v),
     )
 }
 
@@ -180,8 +178,8 @@ pub fn kubelet_steps(target: &Version) -> Vec<Step> {
         ),
         changes: vec![Change::Run(
             Cmd::new(format!(
-                "apt-mark unhold kubelet kubectl >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubelet='{v}-*' kubectl='{v}-*' \
-                 && apt-mark hold kubelet kubectl >/dev/null && systemctl daemon-reload && systemctl restart kubelet"
+                "( {} ) && systemctl daemon-reload && systemctl restart kubelet",
+                held_install(&["kubelet", "kubectl"], &v)
             ))
             .sudo()
             .timeout(Duration::from_secs(10 * 60)),

@@ -1,0 +1,216 @@
+//! The package steps' shell, run for real against a scripted apt that behaves as apt does in
+//! the cases that matter: a version published after the last `apt-get update` is "not found",
+//! a held package is not changed without being unheld. A patch upgrade must refresh the lists
+//! first, and the packages must be held again whatever happened.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use kubeadm_boot::kubeadm::Version;
+use kubeadm_boot::prepare::{PackageSource, node_steps};
+use kubeadm_boot::steps::{Change, Step};
+
+/// `apt-get` and `apt-mark` stand-ins keeping their state in `$APT_STATE`: `published` lists
+/// the versions the repository has, `known` those the last `update` saw, `held` the holds,
+/// `installed` what was installed.
+const APT_GET: &str = r#"#!/bin/sh
+set -e
+case "$1" in
+  update) cp "$APT_STATE/published" "$APT_STATE/known"; exit 0 ;;
+  install) ;;
+  *) echo "stand-in apt-get: $1 not scripted" >&2; exit 2 ;;
+esac
+shift
+for arg in "$@"; do
+  case "$arg" in
+    -*) continue ;;
+  esac
+  pkg=${arg%%=*}; version=${arg#*=}; version=${version%-\*}; version=${version#\'}; version=${version%\'}
+  if ! grep -qx "$version" "$APT_STATE/known" 2>/dev/null; then
+    echo "E: Version '$version-*' for '$pkg' was not found" >&2; exit 100
+  fi
+  if grep -qx "$pkg" "$APT_STATE/held" 2>/dev/null; then
+    echo "E: Held packages were changed and -y was used without --allow-change-held-packages." >&2; exit 100
+  fi
+done
+for arg in "$@"; do
+  case "$arg" in -*) continue ;; esac
+  pkg=${arg%%=*}; version=${arg#*=}; version=${version%-\*}
+  grep -v "^$pkg " "$APT_STATE/installed" > "$APT_STATE/installed.new" 2>/dev/null || true
+  echo "$pkg $version" >> "$APT_STATE/installed.new"
+  mv "$APT_STATE/installed.new" "$APT_STATE/installed"
+done
+"#;
+
+const APT_MARK: &str = r#"#!/bin/sh
+action=$1; shift
+touch "$APT_STATE/held"
+for pkg in "$@"; do
+  grep -vx "$pkg" "$APT_STATE/held" > "$APT_STATE/held.new" || true
+  [ "$action" = hold ] && echo "$pkg" >> "$APT_STATE/held.new"
+  mv "$APT_STATE/held.new" "$APT_STATE/held"
+done
+"#;
+
+/// `kubeadm version -o short` as the installed package answers it (fails when absent).
+const KUBEADM: &str = r#"#!/bin/sh
+v=$(grep '^kubeadm ' "$APT_STATE/installed" | cut -d' ' -f2)
+[ -n "$v" ] || exit 127
+echo "v$v"
+"#;
+
+struct Apt {
+    dir: tempfile::TempDir,
+}
+
+impl Apt {
+    /// A scripted apt whose repository publishes `published` and whose lists know `known`.
+    fn new(published: &[&str], known: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for (name, script) in [
+            ("apt-get", APT_GET),
+            ("apt-mark", APT_MARK),
+            ("kubeadm", KUBEADM),
+        ] {
+            let path = bin.join(name);
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::write(state.join("published"), published.join("\n") + "\n").unwrap();
+        std::fs::write(state.join("known"), known.join("\n") + "\n").unwrap();
+        std::fs::write(state.join("installed"), "").unwrap();
+        std::fs::write(state.join("held"), "kubeadm\nkubelet\nkubectl\n").unwrap();
+        Self { dir }
+    }
+
+    fn state(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("state").join(file)).unwrap()
+    }
+
+    /// Runs a step's change the way the node's shell does; returns success and stderr.
+    fn run(&self, step: &Step) -> (bool, String) {
+        let Change::Run(cmd) = &step.changes[0] else {
+            panic!("{} does not run a command", step.name)
+        };
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd.line)
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", self.dir.path().join("bin").display()),
+            )
+            .env("APT_STATE", self.dir.path().join("state"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn packages_step(version: &str) -> Step {
+    let version: Version = version.parse().unwrap();
+    node_steps(&version, &PackageSource::default())
+        .into_iter()
+        .find(|s| s.name == "kubernetes-packages")
+        .unwrap()
+}
+
+fn upgrade_kubeadm_step(version: &str) -> Step {
+    let version: Version = version.parse().unwrap();
+    kubeadm_boot::upgrade::node_steps(&version, &PackageSource::default())
+        .into_iter()
+        .find(|s| s.name == "kubeadm-package")
+        .unwrap()
+}
+
+#[test]
+fn a_patch_release_is_installed_after_the_lists_are_refreshed_and_held_again() {
+    // 1.33.6 was published after the node's lists were last refreshed.
+    let apt = Apt::new(&["1.33.5", "1.33.6"], &["1.33.5"]);
+    let (ok, stderr) = apt.run(&packages_step("1.33.6"));
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        apt.state("installed"),
+        "kubeadm 1.33.6\nkubelet 1.33.6\nkubectl 1.33.6\n"
+    );
+    assert_eq!(apt.state("held"), "kubeadm\nkubelet\nkubectl\n");
+    // The upgrade's kubeadm step likewise.
+    let apt = Apt::new(&["1.33.5", "1.33.6"], &["1.33.5"]);
+    let (ok, stderr) = apt.run(&upgrade_kubeadm_step("1.33.6"));
+    assert!(ok, "{stderr}");
+    assert_eq!(apt.state("installed"), "kubeadm 1.33.6\n");
+}
+
+#[test]
+fn a_failed_install_leaves_the_packages_held_and_fails() {
+    let apt = Apt::new(&["1.33.5"], &["1.33.5"]);
+    for step in [packages_step("1.33.9"), upgrade_kubeadm_step("1.33.9")] {
+        let (ok, stderr) = apt.run(&step);
+        assert!(!ok, "{}: an unpublished version installed", step.name);
+        assert!(stderr.contains("Version '1.33.9-*' for 'kube"), "{stderr}");
+        let held = apt.state("held");
+        for pkg in ["kubeadm", "kubelet", "kubectl"] {
+            assert!(
+                held.lines().any(|l| l == pkg),
+                "{}: {pkg} unheld: {held}",
+                step.name
+            );
+        }
+    }
+    assert_eq!(apt.state("installed"), "");
+}
+
+#[test]
+fn preparation_never_moves_an_installed_version() {
+    // The node runs 1.33.5; the configuration now says 1.33.6.
+    let apt = Apt::new(&["1.33.5", "1.33.6"], &["1.33.5", "1.33.6"]);
+    std::fs::write(
+        apt.dir.path().join("state/installed"),
+        "kubeadm 1.33.5\nkubelet 1.33.5\nkubectl 1.33.5\n",
+    )
+    .unwrap();
+    let (ok, stderr) = apt.run(&packages_step("1.33.6"));
+    assert!(!ok, "preparation moved the version");
+    assert!(
+        stderr.contains("kubeadm v1.33.5 is installed and the configuration says v1.33.6")
+            && stderr.contains("run homelab upgrade"),
+        "{stderr}"
+    );
+    assert_eq!(
+        apt.state("installed"),
+        "kubeadm 1.33.5\nkubelet 1.33.5\nkubectl 1.33.5\n"
+    );
+    // The same version again is fine (a held reinstall changes nothing).
+    let (ok, stderr) = apt.run(&packages_step("1.33.5"));
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn the_stand_in_refuses_what_apt_refuses() {
+    // Without a refresh, a new patch release is not found; a held package is not changed.
+    let apt = Apt::new(&["1.33.5", "1.33.6"], &["1.33.5"]);
+    let install = |args: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("apt-get install -y {args}"))
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", apt.dir.path().join("bin").display()),
+            )
+            .env("APT_STATE", apt.dir.path().join("state"))
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!install("kubeadm='1.33.6-*'"), "unknown before update");
+    assert!(!install("kubeadm='1.33.5-*'"), "held");
+    assert!(Path::new(&apt.dir.path().join("state/known")).exists());
+}
