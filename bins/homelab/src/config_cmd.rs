@@ -111,6 +111,12 @@ fn load(explicit: Option<&Path>) -> Result<std::result::Result<Loaded, Report>> 
 fn validate(explicit: Option<&Path>, output: ReportFormat) -> Result<ExitCode> {
     let outcome = load(explicit)?;
     let summary = outcome.as_ref().ok().map(|loaded| summary(&loaded.config));
+    // What this host's libvirt says of the network (warnings: the file itself is valid, and
+    // `up` refuses to start while an active network collides).
+    let collisions = outcome
+        .as_ref()
+        .ok()
+        .and_then(|loaded| homelab::vms::network_collisions(&loaded.config));
     let (valid, report) = match outcome {
         Ok(loaded) => (
             true,
@@ -129,12 +135,21 @@ fn validate(explicit: Option<&Path>, output: ReportFormat) -> Result<ExitCode> {
                 "errors": report.errors().count(),
                 "warnings": report.warnings().count(),
                 "diagnostics": report.diagnostics,
+                "libvirt": collisions,
             });
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
         ReportFormat::Text if valid => {
             for w in report.warnings() {
                 eprintln!("{}", w.render(&report.source_name));
+            }
+            for c in collisions.iter().flatten() {
+                eprintln!(
+                    "{}: warning: network.nat_cidr: {} (fix: {})",
+                    report.source_name,
+                    c.detail,
+                    c.fix.as_deref().unwrap_or_default()
+                );
             }
             let warnings = report.warnings().count();
             println!(

@@ -341,3 +341,26 @@ pub async fn destroy(lab: &Lab, events: Events<'_>) -> Result<libvirt_vm::Plan, 
     })
     .await
 }
+
+/// What libvirt at `libvirt.uri` says of the configuration's network: the other networks and
+/// host routes that overlap `network.nat_cidr`, each with its fix (`up` refuses to start
+/// while an active one does). `None` when libvirt cannot be reached from here.
+pub fn network_collisions(config: &homelab_config::Config) -> Option<Vec<Check>> {
+    let spec = inputs::vm_spec(config, Vec::new());
+    let hv = Hypervisor::connect(&config.libvirt.uri).ok()?;
+    Some(
+        libvirt_vm::preflight::preflight(&spec, &config.libvirt.uri, Some(&hv), None)
+            .into_iter()
+            .filter(|c| c.name == "network" && c.status != Preflight::Ok)
+            .map(|c| {
+                Check::fail(
+                    NAME,
+                    c.name,
+                    c.detail,
+                    c.fix
+                        .unwrap_or_else(|| "choose another network.nat_cidr".into()),
+                )
+            })
+            .collect(),
+    )
+}
