@@ -163,56 +163,45 @@ fn check_nodes(dir: &Path) {
     }
 }
 
-/// The node preparation steps of kubeadm-boot on the three VMs: swap, modules, sysctls,
-/// containerd with its TOML configuration. Checked with OpenSSH afterwards, then run again to
-/// show that nothing changes.
+/// The node preparation steps of kubeadm-boot on the three VMs, every one of them: swap,
+/// modules, sysctls, containerd with its TOML configuration, and the Kubernetes packages from
+/// a stand-in of the Kubernetes repository served by the host on the VMs' network (signed by a
+/// throwaway key whose fingerprint is pinned, the key fetched by the host). Checked with
+/// OpenSSH, run again to show that nothing changes; then the upgrade's package step moves one
+/// node to the next patch release, and preparation refuses to move the others.
 #[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn prepare_nodes(dir: &Path) {
+    use kubeadm_boot::kubeadm::Version;
     use kubeadm_boot::prepare::{PackageSource, node_steps};
     use kubeadm_boot::ssh::{HostKeyPolicy, Pool, SshOptions, Target};
-    use kubeadm_boot::steps::{Outcome, Runner};
+    use kubeadm_boot::steps::{Outcome, Runner, Step};
     use std::sync::Arc;
 
-    // The Kubernetes package repository is not reachable from this machine (only Debian's
-    // archive is), so the steps that install kubeadm, kubelet and kubectl cannot run here.
-    const NEEDS_KUBERNETES_REPOSITORY: &[&str] = &[
-        "kubernetes-key",
-        "kubernetes-repository",
-        "kubernetes-packages",
-        "kubelet-enabled",
-    ];
-    eprintln!(
-        "SKIPPED on the VMs: steps {NEEDS_KUBERNETES_REPOSITORY:?}: the Kubernetes package \
-         repository is unreachable from this machine, and kubeadm/kubelet are not in Debian"
-    );
-    let version = kubeadm_boot::kubeadm::Version {
-        major: 1,
-        minor: 33,
-        patch: 5,
-    };
-    let steps: Vec<_> = node_steps(&version, &PackageSource::default())
-        .into_iter()
-        .filter(|s| !NEEDS_KUBERNETES_REPOSITORY.contains(&s.name.as_str()))
-        .collect();
-    assert!(steps.iter().any(|s| s.name == "containerd-config"));
-    let work = || -> Vec<(Target, Vec<_>)> {
-        [("hlit-cp", 10), ("hlit-w1", 11), ("hlit-w2", 12)]
-            .into_iter()
-            .map(|(name, last)| {
-                (
-                    Target {
-                        name: name.into(),
-                        address: format!("{NET}.{last}"),
-                        port: 22,
-                        user: "ops".into(),
-                    },
-                    steps.clone(),
-                )
-            })
-            .collect()
-    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let run = |dry_run: bool| {
+    let repo = runtime
+        .block_on(homelab_testkit::apt_repo::AptRepo::start(
+            format!("{NET}.1").parse().unwrap(),
+            &["1.33.5", "1.33.6"],
+        ))
+        .unwrap();
+    eprintln!(
+        "stand-in package repository: {} (key {})",
+        repo.base_url, repo.fingerprint
+    );
+    let version: Version = "1.33.5".parse().unwrap();
+    let mut source = PackageSource::new(&repo.base_url, &repo.fingerprint);
+    runtime
+        .block_on(source.fetch_key(&reqwest::Client::new(), &version))
+        .unwrap();
+    let steps = node_steps(&version, &source);
+    let nodes = [("hlit-cp", 10), ("hlit-w1", 11), ("hlit-w2", 12)];
+    let target = |name: &str, last: u8| Target {
+        name: name.into(),
+        address: format!("{NET}.{last}"),
+        port: 22,
+        user: "ops".into(),
+    };
+    let run = |work: Vec<(Target, Vec<Step>)>, dry_run: bool| {
         runtime.block_on(async {
             let pool = Pool::new(SshOptions {
                 private_key: dir.join("id_ed25519"),
@@ -226,7 +215,7 @@ fn prepare_nodes(dir: &Path) {
             runner.dry_run = dry_run;
             runner
                 .run(
-                    work(),
+                    work,
                     Arc::new(|e| {
                         if let kubeadm_boot::steps::Event::Done(r) = e {
                             eprintln!("[{}] {} {:?} ({} ms)", r.host, r.step, r.outcome, r.millis);
@@ -234,13 +223,18 @@ fn prepare_nodes(dir: &Path) {
                     }),
                 )
                 .await
-                .unwrap_or_else(|e| panic!("{e}"))
         })
+    };
+    let everywhere = |steps: &[Step]| -> Vec<(Target, Vec<Step>)> {
+        nodes
+            .iter()
+            .map(|(name, last)| (target(name, *last), steps.to_vec()))
+            .collect()
     };
     // This machine's Debian mirror serves a fixed snapshot whose Release files are past their
     // Valid-Until date; the host's apt is configured for that, and so must the nodes' be.
     if let Ok(conf) = std::fs::read_to_string("/etc/apt/apt.conf.d/99artifact-registry") {
-        for last in [10, 11, 12] {
+        for (_, last) in nodes {
             ssh(
                 dir,
                 &format!("{NET}.{last}"),
@@ -251,14 +245,18 @@ fn prepare_nodes(dir: &Path) {
         }
     }
     let started = Instant::now();
-    let first = run(false);
-    eprintln!("prepare on 3 VMs: {:.0?}", started.elapsed());
+    let first = run(everywhere(&steps), false).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("prepare on 3 VMs (every step): {:.0?}", started.elapsed());
     for step in [
         "containerd-installed",
         "kubernetes-prerequisites",
         "containerd-config",
         "modules-persistent",
         "sysctl",
+        "kubernetes-key",
+        "kubernetes-repository",
+        "kubernetes-packages",
+        "kubelet-enabled",
     ] {
         assert_eq!(
             first
@@ -269,7 +267,7 @@ fn prepare_nodes(dir: &Path) {
             "{step} changed on every fresh node: {first:#?}"
         );
     }
-    for last in [10, 11, 12] {
+    for (_, last) in nodes {
         let out = ssh(
             dir,
             &format!("{NET}.{last}"),
@@ -277,22 +275,59 @@ fn prepare_nodes(dir: &Path) {
              sudo -n sysctl -n net.bridge.bridge-nf-call-iptables net.ipv4.ip_forward | tr '\\n' ' '; \
              sudo -n systemctl is-active containerd; sudo -n swapon --show --noheadings | wc -l; \
              grep -c 'SystemdCgroup = true' /etc/containerd/config.toml; \
-             sudo -n ctr version >/dev/null && echo ctr-ok",
+             sudo -n ctr version >/dev/null && echo ctr-ok; \
+             kubeadm version -o short; apt-mark showhold | sort | tr '\\n' ' '; echo; \
+             sudo -n systemctl is-enabled kubelet; command -v curl gpg || echo no-curl-no-gpg",
         );
         assert_eq!(
-            out, "br_netfilter overlay 1 1 active\n0\n1\nctr-ok\n",
+            out,
+            "br_netfilter overlay 1 1 active\n0\n1\nctr-ok\nv1.33.5\nkubeadm kubectl kubelet \nenabled\nno-curl-no-gpg\n",
             "node .{last}"
         );
     }
-    let second = run(false);
+    let second = run(everywhere(&steps), false).unwrap_or_else(|e| panic!("{e}"));
     let changed: Vec<_> = second
         .iter()
         .filter(|r| r.outcome != Outcome::Unchanged)
         .collect();
     assert!(changed.is_empty(), "a re-run changed: {changed:#?}");
     assert_eq!(second.len(), 3 * steps.len());
-    let dry = run(true);
+    let dry = run(everywhere(&steps), true).unwrap_or_else(|e| panic!("{e}"));
     assert!(dry.iter().all(|r| r.outcome == Outcome::Unchanged));
+
+    // The upgrade's package step moves the control plane to the next patch release (the
+    // package lists refreshed first, the package held again)...
+    let next: Version = "1.33.6".parse().unwrap();
+    let upgrade: Vec<Step> = kubeadm_boot::upgrade::node_steps(&next, &source)
+        .into_iter()
+        .filter(|s| s.name != "kubeadm-upgrade-node")
+        .collect();
+    let moved =
+        run(vec![(target("hlit-cp", 10), upgrade)], false).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        moved
+            .iter()
+            .any(|r| r.step == "kubeadm-package" && r.outcome == Outcome::Changed)
+    );
+    assert_eq!(
+        ssh(
+            dir,
+            &format!("{NET}.10"),
+            "kubeadm version -o short; apt-mark showhold | grep -cx kubeadm"
+        ),
+        "v1.33.6\n1\n"
+    );
+    // ...while preparation at that release refuses to move a node: only upgrade does.
+    let refused = run(everywhere(&node_steps(&next, &source)), false).unwrap_err();
+    let text = refused.to_string();
+    assert!(
+        text.contains("hlit-w1") && text.contains("run homelab upgrade"),
+        "{text}"
+    );
+    assert_eq!(
+        ssh(dir, &format!("{NET}.11"), "kubeadm version -o short"),
+        "v1.33.5\n"
+    );
 }
 
 /// `homelab status` and `verify` through the library on the real VMs: every node up; then

@@ -114,3 +114,56 @@ async fn fingerprints_agree_with_gnupg_and_a_changed_key_is_refused() {
     assert!(matches!(err, KeyError::Mismatch { .. }), "{err}");
     assert!(wrong.key.is_none());
 }
+
+#[tokio::test]
+async fn the_stand_in_repository_serves_a_key_with_its_fingerprint_and_signed_lists() {
+    let repo = homelab_testkit::apt_repo::AptRepo::start(
+        "127.0.0.1".parse().unwrap(),
+        &["1.33.5", "1.33.6"],
+    )
+    .await
+    .unwrap();
+    let version: Version = "1.33.5".parse().unwrap();
+    let mut source = PackageSource::new(&repo.base_url, &repo.fingerprint);
+    source
+        .fetch_key(&reqwest::Client::new(), &version)
+        .await
+        .unwrap();
+    assert_eq!(source.key.unwrap().fingerprint(), repo.fingerprint);
+    let channel = reqwest::Client::new();
+    let packages = channel
+        .get(format!("{}/v1.33/deb/Packages", repo.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in ["kubeadm", "kubelet", "kubectl", "cri-tools"] {
+        for v in ["1.33.5-1.1", "1.33.6-1.1"] {
+            assert!(
+                packages.contains(&format!("Package: {name}\n"))
+                    && packages.contains(&format!("Version: {v}\n")),
+                "{name} {v}"
+            );
+        }
+    }
+    let in_release = channel
+        .get(format!("{}/v1.33/deb/InRelease", repo.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        in_release.starts_with("-----BEGIN PGP SIGNED MESSAGE-----"),
+        "{in_release}"
+    );
+    let missing = channel
+        .get(format!("{}/v1.33/deb/../../etc/passwd", repo.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

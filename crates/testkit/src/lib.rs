@@ -5,6 +5,7 @@
 //! Debian's `docker-registry` on loopback; [`harbor_fake::HarborFake`] is a contract fake of
 //! Harbor's REST API.
 
+pub mod apt_repo;
 pub mod control_plane;
 pub mod harbor_fake;
 pub mod kube_api;
