@@ -658,23 +658,27 @@ async fn cutting_proxy(
     (addr, cuts)
 }
 
-#[tokio::test]
-async fn an_upload_cut_mid_blob_is_sent_again_in_a_new_session() {
-    let server = TestRegistry::start().unwrap();
-    let (proxy, cuts) = cutting_proxy(server.addr, 6 << 20).await;
+/// Pushes a one-layer image of `size` bytes of layer data through `proxy` to `server` as
+/// `repository:v1`, then pulls it from `server` directly, every digest verified.
+async fn push_through_and_verify(
+    server: &TestRegistry,
+    proxy: std::net::SocketAddr,
+    repository: &str,
+    size: usize,
+) {
     let client = Registry::new(
         &proxy.to_string(),
         Credentials::Anonymous,
         Options {
             plain_http: true,
-            backoff: std::time::Duration::from_millis(50),
+            backoff: std::time::Duration::from_millis(20),
             ..Options::default()
         },
     )
     .unwrap();
     let src = tempfile::tempdir().unwrap();
-    let digest = make_image(src.path(), "v1", &[12 << 20]);
-    let target: Reference = format!("{proxy}/cut/app:v1").parse().unwrap();
+    let digest = make_image(src.path(), "v1", &[size]);
+    let target: Reference = format!("{proxy}/{repository}:v1").parse().unwrap();
     let pushed = image::push(
         &client,
         &Layout::open_or_create(src.path()).unwrap(),
@@ -684,27 +688,33 @@ async fn an_upload_cut_mid_blob_is_sent_again_in_a_new_session() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        cuts.load(Ordering::SeqCst),
-        1,
-        "the connection was cut once"
-    );
-    // distribution drops an upload session whose chunk was cut off: the client had to open
-    // a new one and send the blob from byte 0 (see the resume test below for a session
-    // that survives).
     assert_eq!(pushed.digest, digest.to_string());
-    // What the registry stored is intact: pull it directly and verify every digest.
     let direct = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
     let dst = tempfile::tempdir().unwrap();
     image::pull(
         &direct,
-        &reference(&server, "cut/app:v1"),
+        &reference(server, &format!("{repository}:v1")),
         &Layout::open_or_create(dst.path()).unwrap(),
         "v1",
         1,
     )
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn an_upload_cut_mid_blob_is_sent_again_in_a_new_session() {
+    let server = TestRegistry::start().unwrap();
+    let (proxy, cuts) = cutting_proxy(server.addr, 6 << 20).await;
+    push_through_and_verify(&server, proxy, "cut/app", 12 << 20).await;
+    // distribution drops an upload session whose chunk was cut off: the client had to open
+    // a new one and send the blob from byte 0 (see the resume test below for a session
+    // that survives).
+    assert_eq!(
+        cuts.load(Ordering::SeqCst),
+        1,
+        "the connection was cut once"
+    );
 }
 
 /// One HTTP request as the [`failing_proxy`] saw it.
@@ -807,41 +817,7 @@ async fn push_refusing_once(
 ) -> (Vec<String>, Vec<ProxiedRequest>) {
     let server = TestRegistry::start().unwrap();
     let (proxy, seen) = failing_proxy(server.addr, fail).await;
-    let client = Registry::new(
-        &proxy.to_string(),
-        Credentials::Anonymous,
-        Options {
-            plain_http: true,
-            backoff: std::time::Duration::from_millis(20),
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let src = tempfile::tempdir().unwrap();
-    let digest = make_image(src.path(), "v1", &[10 << 20]);
-    let target: Reference = format!("{proxy}/{repository}:v1").parse().unwrap();
-    let pushed = image::push(
-        &client,
-        &Layout::open_or_create(src.path()).unwrap(),
-        Some("v1"),
-        &target,
-        1,
-    )
-    .await
-    .unwrap();
-    assert_eq!(pushed.digest, digest.to_string());
-    // What the registry stored is intact: pulled directly, every digest verified.
-    let direct = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();
-    let dst = tempfile::tempdir().unwrap();
-    image::pull(
-        &direct,
-        &reference(&server, &format!("{repository}:v1")),
-        &Layout::open_or_create(dst.path()).unwrap(),
-        "v1",
-        1,
-    )
-    .await
-    .unwrap();
+    push_through_and_verify(&server, proxy, repository, 10 << 20).await;
     let seen = seen.lock().unwrap().clone();
     let layer_patches = seen
         .iter()
