@@ -143,12 +143,14 @@ fn validate(explicit: Option<&Path>, output: ReportFormat) -> Result<ExitCode> {
             for w in report.warnings() {
                 eprintln!("{}", w.render(&report.source_name));
             }
+            // What the host says is not part of the file's report: it goes to the log, so
+            // that `--log-format json` keeps every line of standard error JSON.
             for c in collisions.iter().flatten() {
-                eprintln!(
-                    "{}: warning: network.nat_cidr: {} (fix: {})",
-                    report.source_name,
-                    c.detail,
-                    c.fix.as_deref().unwrap_or_default()
+                tracing::warn!(
+                    key = "network.nat_cidr",
+                    fix = c.fix.as_deref().unwrap_or_default(),
+                    "{}",
+                    c.detail
                 );
             }
             let warnings = report.warnings().count();
