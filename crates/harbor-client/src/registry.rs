@@ -308,8 +308,8 @@ pub struct Manifest {
     pub digest: Digest,
 }
 
-/// A client for one registry.
-#[derive(Debug)]
+/// A client for one registry. Its `Debug` names the scopes it holds tokens for, never the
+/// tokens.
 pub struct Registry {
     host: String,
     base: Url,
@@ -320,6 +320,27 @@ pub struct Registry {
     tokens: Mutex<HashMap<String, String>>,
     /// The registry asked for basic auth.
     basic: AtomicBool,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scopes: Vec<String> = self
+            .tokens
+            .lock()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .field("base", &self.base.as_str())
+            .field("credentials", &self.credentials)
+            .field("options", &self.options)
+            .field("token_scopes", &scopes)
+            .field(
+                "basic",
+                &self.basic.load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// How many bytes an upload session holds, from the `Range: 0-<last>` of its status.

@@ -506,6 +506,13 @@ async fn bearer_tokens_are_fetched_per_scope_from_the_challenge_realm() {
     );
     assert_eq!(client.resolve("q/app", "v1").await.unwrap(), Some(digest));
     assert_eq!(client.catalog(10).await.unwrap(), ["p/app", "q/app"]);
+    // The client now holds bearer tokens (JWTs, "eyJ..."): Debug names their scopes only.
+    let shown = format!("{client:?}");
+    assert!(
+        shown.contains("repository:p/app:pull,push") && !shown.contains("eyJ"),
+        "{shown}"
+    );
+    assert!(!shown.contains("t0ken-pass"), "{shown}");
     let asked = tokens.requests.lock().unwrap().clone();
     for scope in [
         "repository:p/app:pull,push",

@@ -160,8 +160,8 @@ pub fn join_step(
     })
 }
 
-/// One token as `kubeadm token list -o json` prints it.
-#[derive(Debug, Deserialize)]
+/// One token as `kubeadm token list -o json` prints it (no `Debug`: it holds the secret).
+#[derive(Deserialize)]
 struct ListedToken {
     token: String,
     #[serde(default)]
@@ -364,6 +364,28 @@ pub async fn control_plane_session(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_join_step_never_shows_its_token_in_debug() {
+        let cluster = crate::testing::cluster_spec(33);
+        let node = NodeSpec {
+            name: "w1".into(),
+            address: "192.168.122.11".parse().unwrap(),
+        };
+        let token = BootstrapToken::generate();
+        let step = join_step(&cluster, &node, &token, "sha256:00").unwrap();
+        let uploads = step
+            .changes
+            .iter()
+            .any(|c| matches!(c, crate::steps::Change::Upload { contents, .. } if String::from_utf8_lossy(contents).contains(token.expose())));
+        let in_check = matches!(&step.check, crate::steps::Check::File { contents, .. } if String::from_utf8_lossy(contents).contains(token.expose()));
+        assert!(uploads || in_check, "the step carries the token");
+        let shown = format!("{step:?}");
+        assert!(!shown.contains(token.expose()), "{shown}");
+        let secret = token.expose().split('.').nth(1).unwrap();
+        assert!(!shown.contains(secret), "{shown}");
+    }
+
     use super::*;
 
     fn at(rfc3339: &str) -> SystemTime {

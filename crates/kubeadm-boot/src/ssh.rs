@@ -230,8 +230,9 @@ pub enum Stream {
     Stderr,
 }
 
-/// A finished command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A finished command. Its `Debug` shows the sizes of the streams, never their bytes (what
+/// a command prints may be a kubeconfig or a token list).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Output {
     /// Exit status.
     pub exit_status: u32,
@@ -239,6 +240,16 @@ pub struct Output {
     pub stdout: Vec<u8>,
     /// Standard error.
     pub stderr: Vec<u8>,
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Output")
+            .field("exit_status", &self.exit_status)
+            .field("stdout", &crate::steps::Redacted(&self.stdout))
+            .field("stderr", &crate::steps::Redacted(&self.stderr))
+            .finish()
+    }
 }
 
 impl Output {
@@ -707,6 +718,25 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn command_output_is_never_shown_in_debug() {
+        let out = Output {
+            exit_status: 0,
+            stdout: b"client-key-data: c2VjcmV0LWtleQ==\n".to_vec(),
+            stderr: b"token abcdef.0123456789abcdef\n".to_vec(),
+        };
+        let shown = format!("{out:?}");
+        assert!(
+            !shown.contains("c2VjcmV0") && !shown.contains("0123456789abcdef"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("exit_status: 0") && shown.contains("34 bytes"),
+            "{shown}"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -5,6 +5,7 @@
 //! at the same time. Every failure names host, step, command, exit status and the tail of
 //! standard error.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,8 +21,19 @@ pub const DEFAULT_PARALLELISM: usize = 10;
 /// The lock directory on each host.
 pub const LOCK_DIR: &str = "/run/lock/homelab";
 
+/// File contents in `Debug` output: their size and digest, never the bytes (a join
+/// configuration holds a bootstrap token, a kubeconfig a client key).
+pub(crate) struct Redacted<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digest = hex::encode(Sha256::digest(self.0));
+        write!(f, "<{} bytes, sha256 {}…>", self.0.len(), &digest[..12])
+    }
+}
+
 /// How to tell whether a host is already in the wanted state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Check {
     /// In the wanted state when the command exits 0.
     Command(Cmd),
@@ -36,8 +48,26 @@ pub enum Check {
     },
 }
 
+impl fmt::Debug for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Command(cmd) => f.debug_tuple("Command").field(cmd).finish(),
+            Self::File {
+                path,
+                contents,
+                mode,
+            } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("contents", &Redacted(contents))
+                .field("mode", &format_args!("{mode:04o}"))
+                .finish(),
+        }
+    }
+}
+
 /// One change a step makes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Change {
     /// Run a command (must exit 0).
     Run(Cmd),
@@ -52,6 +82,26 @@ pub enum Change {
         /// `user:group`, when not root's.
         owner: Option<String>,
     },
+}
+
+impl fmt::Debug for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Run(cmd) => f.debug_tuple("Run").field(cmd).finish(),
+            Self::Upload {
+                path,
+                contents,
+                mode,
+                owner,
+            } => f
+                .debug_struct("Upload")
+                .field("path", path)
+                .field("contents", &Redacted(contents))
+                .field("mode", &format_args!("{mode:04o}"))
+                .field("owner", owner)
+                .finish(),
+        }
+    }
 }
 
 /// A unit of work on one host.

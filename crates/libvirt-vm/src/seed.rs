@@ -161,8 +161,9 @@ struct Nameservers {
     addresses: Vec<String>,
 }
 
-/// The three NoCloud documents of one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The three NoCloud documents of one node. Its `Debug` leaves out the user-data, which holds
+/// the node's SSH host private key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SeedDocuments {
     /// `#cloud-config` user-data.
     pub user_data: String,
@@ -170,6 +171,22 @@ pub struct SeedDocuments {
     pub meta_data: String,
     /// network-config version 2 (static address, default route, DNS).
     pub network_config: String,
+}
+
+impl std::fmt::Debug for SeedDocuments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedDocuments")
+            .field(
+                "user_data",
+                &format_args!(
+                    "<{} bytes, with the host private key>",
+                    self.user_data.len()
+                ),
+            )
+            .field("meta_data", &self.meta_data)
+            .field("network_config", &self.network_config)
+            .finish()
+    }
 }
 
 fn yaml<T: Serialize>(node: &str, document: &'static str, value: &T) -> Result<String, SeedError> {
@@ -322,6 +339,13 @@ mod tests {
         );
         assert!(docs.meta_data.contains("instance-id: lab-n1"));
         assert!(!format!("{key:?}").contains("PRIVATE KEY"));
+        // The user-data holds the host's private key; Debug of the documents never shows it.
+        assert!(docs.user_data.contains("PRIVATE KEY"));
+        let shown = format!("{docs:?}");
+        assert!(
+            !shown.contains("PRIVATE KEY") && shown.contains("instance-id"),
+            "{shown}"
+        );
     }
 
     #[test]
