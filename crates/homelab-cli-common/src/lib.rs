@@ -107,8 +107,9 @@ pub enum LoggingError {
 }
 
 impl LogArgs {
-    /// The filter these flags ask for: `info` by default, `debug` with `-v`, `trace` with
-    /// `-vv`, `error` with `-q`; dependencies stay at `warn` unless `-vv`.
+    /// The filter these flags ask for: this workspace's crates at `info` by default, `debug`
+    /// with `-v`, `trace` with `-vv`, `error` with `-q`; every dependency stays at `warn`
+    /// (`RUST_LOG`, when set, replaces all of it).
     pub fn filter_directives(&self) -> String {
         let ours = match (self.quiet, self.verbose) {
             (true, _) => "error",
@@ -116,14 +117,10 @@ impl LogArgs {
             (false, 1) => "debug",
             (false, _) => "trace",
         };
-        if self.verbose >= 2 {
-            ours.to_owned()
-        } else {
-            format!(
-                "warn,homelab={ours},homelab_config={ours},{}",
-                crate_directives(ours)
-            )
+        if WORKSPACE_CRATES.is_empty() {
+            return ours.to_owned();
         }
+        format!("warn,{}", crate_directives(ours))
     }
 
     /// Installs the global `tracing` subscriber, writing to standard error.
@@ -150,25 +147,15 @@ impl LogArgs {
     }
 }
 
-/// Every workspace crate logs at the level the flags ask for.
+// WORKSPACE_CRATES, listed by build.rs from the workspace manifests.
+include!(concat!(env!("OUT_DIR"), "/crates.rs"));
+
 fn crate_directives(level: &str) -> String {
-    [
-        "homelab_vm",
-        "homelab_boot",
-        "homelab_gitops",
-        "harbor",
-        "virt_vm",
-        "libvirt_vm",
-        "kubeadm_boot",
-        "platform",
-        "gitops",
-        "harbor_client",
-        "esc_secrets",
-    ]
-    .iter()
-    .map(|c| format!("{c}={level}"))
-    .collect::<Vec<_>>()
-    .join(",")
+    WORKSPACE_CRATES
+        .iter()
+        .map(|c| format!("{c}={level}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Output of the tools whose results are reports: for people, or JSON on standard output.
@@ -207,13 +194,55 @@ mod tests {
         assert!(args.filter_directives().contains("homelab=debug"));
         assert!(args.filter_directives().starts_with("warn,"));
         args.verbose = 2;
-        assert_eq!(args.filter_directives(), "trace");
+        let vv = args.filter_directives();
+        // -vv: this workspace at trace, dependencies (russh, hyper, kube, ...) still at warn.
+        assert!(
+            vv.starts_with("warn,") && vv.contains("kubeadm_boot=trace"),
+            "{vv}"
+        );
+        assert!(!vv.contains("russh") && !vv.contains("hyper"), "{vv}");
         args = LogArgs {
             quiet: true,
             ..LogArgs::default()
         };
         assert!(args.filter_directives().contains("homelab=error"));
         EnvFilter::try_new(args.filter_directives()).expect("directives parse");
+    }
+
+    #[test]
+    fn the_crate_list_is_this_workspace_exactly() {
+        // Every library and binary of the workspace, and nothing that does not exist.
+        for name in [
+            "homelab",
+            "homelab_config",
+            "homelab_cli_common",
+            "libvirt_vm",
+            "kubeadm_boot",
+            "gitops",
+            "harbor_client",
+            "homelab_vm",
+            "homelab_boot",
+            "homelab_gitops",
+            "harbor",
+        ] {
+            assert!(
+                WORKSPACE_CRATES.contains(&name),
+                "{name} in {WORKSPACE_CRATES:?}"
+            );
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for name in WORKSPACE_CRATES {
+            let exists = ["crates", "bins"].iter().any(|group| {
+                std::fs::read_dir(root.join(group)).is_ok_and(|dirs| {
+                    dirs.flatten().any(|d| {
+                        std::fs::read_to_string(d.path().join("Cargo.toml")).is_ok_and(|m| {
+                            m.replace('-', "_").contains(&format!("name = \"{name}\""))
+                        })
+                    })
+                })
+            });
+            assert!(exists, "{name} is not a crate of this workspace");
+        }
     }
 
     #[test]
