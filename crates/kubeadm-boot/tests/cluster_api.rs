@@ -79,35 +79,32 @@ async fn ready_nodes_are_reported_at_once() {
         .await
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
-    let err = nodes::wait_ready(
-        &client,
-        &["homelab-no-such-node".into()],
-        None,
-        Duration::from_secs(2),
-        &|_| {},
-    )
-    .await
-    .unwrap_err();
+    // Why `node` is not Ready, as the wait's timeout names it.
+    let not_ready = |node: &'static str| {
+        let client = client.clone();
+        async move {
+            nodes::wait_ready(
+                &client,
+                &[node.into()],
+                None,
+                Duration::from_secs(2),
+                &|_| {},
+            )
+            .await
+            .unwrap_err()
+            .to_string()
+        }
+    };
+    let err = not_ready("homelab-no-such-node").await;
     assert!(
-        err.to_string()
-            .contains("homelab-no-such-node (not registered with the API server)"),
+        err.contains("homelab-no-such-node (not registered with the API server)"),
         "{err}"
     );
     if plane.is_some() {
         // A registered node that is not Ready is named with its condition, as on the fake.
-        let err = nodes::wait_ready(
-            &client,
-            &["w1".into()],
-            None,
-            Duration::from_secs(2),
-            &|_| {},
-        )
-        .await
-        .unwrap_err();
+        let err = not_ready("w1").await;
         assert!(
-            err.to_string().contains(
-                "w1 (Ready=False (KubeletNotReady): container runtime network not ready)"
-            ),
+            err.contains("w1 (Ready=False (KubeletNotReady): container runtime network not ready)"),
             "{err}"
         );
         // Cordoning is a merge patch the real server accepts.

@@ -131,14 +131,11 @@ async fn the_stand_in_repository_serves_a_key_with_its_fingerprint_and_signed_li
         .unwrap();
     assert_eq!(source.key.unwrap().fingerprint(), repo.fingerprint);
     let channel = reqwest::Client::new();
-    let packages = channel
-        .get(format!("{}/v1.33/deb/Packages", repo.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let get = |file: &str| {
+        let request = channel.get(format!("{}/v1.33/deb/{file}", repo.base_url));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let packages = get("Packages").await;
     for name in ["kubeadm", "kubelet", "kubectl", "cri-tools"] {
         for v in ["1.33.5-1.1", "1.33.6-1.1"] {
             assert!(
@@ -148,14 +145,7 @@ async fn the_stand_in_repository_serves_a_key_with_its_fingerprint_and_signed_li
             );
         }
     }
-    let in_release = channel
-        .get(format!("{}/v1.33/deb/InRelease", repo.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let in_release = get("InRelease").await;
     assert!(
         in_release.starts_with("-----BEGIN PGP SIGNED MESSAGE-----"),
         "{in_release}"
