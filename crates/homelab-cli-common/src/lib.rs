@@ -117,10 +117,12 @@ impl LogArgs {
             (false, 1) => "debug",
             (false, _) => "trace",
         };
+        // A host key learned on first use is a trust decision: shown at every verbosity.
+        let learned = "homelab_ssh::learned=warn";
         if WORKSPACE_CRATES.is_empty() {
-            return ours.to_owned();
+            return format!("{ours},{learned}");
         }
-        format!("warn,{}", crate_directives(ours))
+        format!("warn,{},{learned}", crate_directives(ours))
     }
 
     /// Installs the global `tracing` subscriber, writing to standard error.
@@ -206,6 +208,11 @@ mod tests {
             ..LogArgs::default()
         };
         assert!(args.filter_directives().contains("homelab=error"));
+        // Learned host keys show even with -q (homelab_ssh::LEARNED_TARGET).
+        assert!(
+            args.filter_directives()
+                .ends_with(",homelab_ssh::learned=warn")
+        );
         EnvFilter::try_new(args.filter_directives()).expect("directives parse");
     }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use homelab_ssh::Pool;
 use kubeadm_boot::cluster::{self as boot, PodNetwork};
 use kubeadm_boot::nodes::{self, NodeState};
 use kubeadm_boot::prepare::PackageSource;
-use kubeadm_boot::ssh::Pool;
 use kubeadm_boot::steps::{Outcome, Runner};
 
 use crate::error::Error;

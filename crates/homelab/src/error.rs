@@ -41,7 +41,7 @@ pub enum Error {
     SigningKey(#[from] kubeadm_boot::signing_key::KeyError),
     /// An SSH connection failed.
     #[error(transparent)]
-    Ssh(#[from] kubeadm_boot::ssh::SshError),
+    Ssh(#[from] homelab_ssh::SshError),
     /// A downloaded artifact could not be had or did not match its digest.
     #[error(transparent)]
     Artifact(#[from] crate::lock::ArtifactError),

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use homelab_config::{Config, DomainType, NodeRole, expand_home};
+use homelab_ssh::{HostKeyPolicy, SshOptions, Target};
 use kubeadm_boot::bootstrap::{Node, Plan as BootstrapPlan};
 use kubeadm_boot::cluster::{API_PORT, CRI_SOCKET};
 use kubeadm_boot::kubeadm::{ClusterSpec as KubeadmCluster, NodeSpec as KubeadmNode, Version};
 use kubeadm_boot::prepare::PackageSource;
-use kubeadm_boot::ssh::{HostKeyPolicy, SshOptions, Target};
 use libvirt_vm::image::{ImageFiles, ImageRecipe};
 use libvirt_vm::{
     Access, BaseImage, BootMode, ClusterSpec as VmCluster, DiskFormat, DomainTypeChoice, Mac,

@@ -1,7 +1,6 @@
 //! The `vms` phase: libvirt network, pool, disks, cloud-init seeds and domains
 //! (`libvirt-vm`), until every node answers SSH with cloud-init done.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -94,10 +93,10 @@ async fn probe_nodes(lab: &Lab, spec: &ClusterSpec) -> Vec<Result<(), String>> {
         .await
         .unwrap_or_default();
     let key_path = expand_home(&lab.config.ssh.private_key);
-    let key = match russh::keys::load_secret_key(&key_path, None) {
-        Ok(key) => Arc::new(key),
+    let key = match homelab_ssh::load_key(&key_path) {
+        Ok(key) => key,
         Err(e) => {
-            let why = format!("cannot read ssh.private_key {}: {e}", key_path.display());
+            let why = format!("ssh.private_key: {e}");
             return spec.nodes.iter().map(|_| Err(why.clone())).collect();
         }
     };

@@ -121,7 +121,7 @@ fn programs(line: &str) -> BTreeSet<String> {
 
 /// Every command a step runs on a node: its check, its changes, the uploads' own command.
 fn step_programs(step: &Step) -> BTreeSet<String> {
-    let command = |cmd: &kubeadm_boot::ssh::Cmd| {
+    let command = |cmd: &homelab_ssh::Cmd| {
         if cmd.sudo {
             format!("sudo {}", cmd.line)
         } else {
@@ -131,7 +131,7 @@ fn step_programs(step: &Step) -> BTreeSet<String> {
     let mut lines = Vec::new();
     match &step.check {
         Check::Command(cmd) => lines.push(command(cmd)),
-        // What reads a file back and what writes it (kubeadm_boot::ssh::Session).
+        // What reads a file back and what writes it (homelab_ssh::Session).
         Check::File { .. } => lines.push("sudo if [ -e x ]; then cat x; else exit 3; fi".into()),
     }
     for change in &step.changes {

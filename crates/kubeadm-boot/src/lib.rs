@@ -3,9 +3,9 @@
 //! This crate knows nothing of how the nodes were made: its input is a list of hosts
 //! (name, address, SSH user, key). Its parts:
 //!
-//! - [`ssh`]: the transport on russh — key login, a `known_hosts` policy that refuses
-//!   changed keys, commands with exit status and time limits, non-interactive sudo, atomic
-//!   uploads, reused connections.
+//! - [`ssh`]: the transport, [`homelab_ssh`] re-exported — key login, a `known_hosts`
+//!   policy that refuses changed keys, commands with exit status and time limits,
+//!   non-interactive sudo, atomic uploads, reused connections.
 //! - [`steps`]: the step engine — check / describe / apply per step, hosts in parallel,
 //!   dry runs, a lock on each host, failures that name host, step, command and stderr.
 //! - [`kubeadm`]: InitConfiguration, ClusterConfiguration, JoinConfiguration and
@@ -31,9 +31,10 @@ pub mod kubeconfig;
 pub mod nodes;
 pub mod prepare;
 pub mod signing_key;
-pub mod ssh;
 pub mod steps;
 pub mod upgrade;
+
+pub use homelab_ssh as ssh;
 
 #[cfg(test)]
 mod testing;

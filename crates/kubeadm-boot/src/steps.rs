@@ -14,23 +14,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::ssh::{Cmd, Pool, Session, SshError, Target, shell_quote};
+use crate::ssh::{Cmd, Pool, Redacted, Session, SshError, Target, shell_quote};
 
 /// Default number of hosts worked on at once.
 pub const DEFAULT_PARALLELISM: usize = 10;
 /// The lock directory on each host.
 pub const LOCK_DIR: &str = "/run/lock/homelab";
-
-/// File contents in `Debug` output: their size and digest, never the bytes (a join
-/// configuration holds a bootstrap token, a kubeconfig a client key).
-pub(crate) struct Redacted<'a>(pub(crate) &'a [u8]);
-
-impl fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let digest = hex::encode(Sha256::digest(self.0));
-        write!(f, "<{} bytes, sha256 {}…>", self.0.len(), &digest[..12])
-    }
-}
 
 /// How to tell whether a host is already in the wanted state.
 #[derive(Clone)]

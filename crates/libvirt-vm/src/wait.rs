@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
-use russh::{ChannelMsg, client};
-use tokio::io::AsyncBufReadExt;
+use homelab_ssh::{
+    BannerError, Cmd, HostKeys, PrivateKey, PublicKey, Session, SshError, Target, read_banner,
+};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
@@ -83,124 +83,16 @@ impl fmt::Display for Seen {
     }
 }
 
-struct Verifier {
-    expected: PublicKey,
-    mismatch: Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl client::Handler for Verifier {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let ok = match key {
-            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
-                key.key_data() == self.expected.key_data()
-            }
-            russh::keys::PublicKeyOrCertificate::Certificate(_) => false,
-        };
-        if !ok && let Ok(mut slot) = self.mismatch.lock() {
-            let presented = match key {
-                russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
-                    key.fingerprint(russh::keys::HashAlg::default()).to_string()
-                }
-                russh::keys::PublicKeyOrCertificate::Certificate(_) => "a certificate".into(),
-            };
-            *slot = Some(format!(
-                "host key mismatch: the node presented {presented}, but {} was recorded for it (refusing to log in)",
-                self.expected.fingerprint(russh::keys::HashAlg::default())
-            ));
-        }
-        Ok(ok)
-    }
-}
-
-/// A connection whose first bytes (the server's identification line, and whatever was read
-/// with it) were consumed to look at them; they are handed to the SSH client again first, so
-/// one TCP connection serves both the banner check and the session.
-struct Replay {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: tokio::net::TcpStream,
-}
-
-impl tokio::io::AsyncRead for Replay {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.prefix.len() {
-            let n = buf.remaining().min(this.prefix.len() - this.pos);
-            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
-            return std::task::Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Replay {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// Connects and reads the SSH identification line the server sends first.
-async fn banner(addr: SocketAddr) -> Result<(String, Replay), Seen> {
-    let stream = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| Seen::NoAnswer("connect timed out".into()))?
-        .map_err(|e| Seen::NoAnswer(e.to_string()))?;
-    let mut reader = tokio::io::BufReader::new(stream);
-    let mut line = String::new();
-    match tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await {
-        Ok(Ok(n)) if n > 0 && line.starts_with("SSH-") => {
-            let mut prefix = line.clone().into_bytes();
-            prefix.extend_from_slice(reader.buffer());
-            Ok((
-                line.trim_end().to_owned(),
-                Replay {
-                    prefix,
-                    pos: 0,
-                    inner: reader.into_inner(),
-                },
-            ))
-        }
-        Ok(Ok(_)) => Err(Seen::NoBanner(format!("got {:?}", line.trim_end()))),
-        Ok(Err(e)) => Err(Seen::NoBanner(e.to_string())),
-        Err(_) => Err(Seen::NoBanner("no banner within 5s".into())),
-    }
-}
-
-/// Probes one node once.
+/// Probes one node once: the SSH port answers with a banner, the node proves the host key
+/// pinned for it, the login works and the ready command succeeds.
 pub async fn probe(target: &ReadyTarget, key: &Arc<PrivateKey>) -> Seen {
     let addr = SocketAddr::new(target.ip, target.port);
-    let (banner, stream) = match banner(addr).await {
-        Ok(b) => b,
-        Err(seen) => return seen,
-    };
+    let (banner, stream) =
+        match read_banner(addr, Duration::from_secs(3), Duration::from_secs(5)).await {
+            Ok(b) => b,
+            Err(BannerError::NoAnswer(e)) => return Seen::NoAnswer(e),
+            Err(BannerError::NoBanner(e)) => return Seen::NoBanner(e),
+        };
     let ssh_err = |error: String| Seen::Ssh {
         banner: banner.clone(),
         error,
@@ -209,75 +101,38 @@ pub async fn probe(target: &ReadyTarget, key: &Arc<PrivateKey>) -> Seen {
         Ok(k) => k,
         Err(e) => return ssh_err(format!("the recorded host key does not parse: {e}")),
     };
-    let config = Arc::new(client::Config {
-        inactivity_timeout: Some(Duration::from_secs(10)),
-        ..client::Config::default()
-    });
-    let mismatch = Arc::new(std::sync::Mutex::new(None));
-    let verifier = Verifier {
-        expected,
-        mismatch: mismatch.clone(),
+    let ssh_target = Target {
+        name: target.name.clone(),
+        address: target.ip.to_string(),
+        port: target.port,
+        user: target.user.clone(),
     };
-    let mut session = match tokio::time::timeout(
+    let session = match Session::connect_stream(
+        &ssh_target,
+        stream,
+        HostKeys::Pinned(expected),
+        key,
+        &target.private_key,
         Duration::from_secs(10),
-        client::connect_stream(config, stream, verifier),
     )
     .await
     {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let recorded = mismatch.lock().ok().and_then(|m| m.clone());
-            return ssh_err(recorded.unwrap_or_else(|| format!("handshake failed: {e}")));
-        }
-        Err(_) => return ssh_err("handshake timed out".into()),
-    };
-    let hash = session
-        .best_supported_rsa_hash()
-        .await
-        .ok()
-        .flatten()
-        .flatten();
-    match session
-        .authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key.clone(), hash))
-        .await
-    {
-        Ok(r) if r.success() => {}
-        Ok(_) => {
+        Ok(s) => s,
+        Err(SshError::Auth { user, .. }) => {
             return ssh_err(format!(
-                "login as {} was refused (cloud-init may not have added the key yet)",
-                target.user
+                "login as {user} was refused (cloud-init may not have added the key yet)"
             ));
         }
-        Err(e) => return ssh_err(format!("login failed: {e}")),
-    }
-    let code = run(&mut session, &target.ready_command).await;
-    let _ = session
-        .disconnect(russh::Disconnect::ByApplication, "", "en")
-        .await;
-    match code {
-        Ok(0) => Seen::Ready,
+        Err(e) => return ssh_err(e.to_string()),
+    };
+    let ready = Cmd::new(target.ready_command.clone()).timeout(Duration::from_secs(10));
+    let out = session.exec(&ready, &mut |_, _| {}).await;
+    session.disconnect().await;
+    match out {
+        Ok(out) if out.exit_status == 0 => Seen::Ready,
         Ok(_) => Seen::CloudInitRunning { banner },
-        Err(e) => ssh_err(e),
+        Err(e) => ssh_err(e.to_string()),
     }
-}
-
-async fn run(session: &mut client::Handle<Verifier>, command: &str) -> Result<u32, String> {
-    let mut channel = session
-        .channel_open_session()
-        .await
-        .map_err(|e| format!("cannot open a session: {e}"))?;
-    channel
-        .exec(true, command)
-        .await
-        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
-    let mut code = None;
-    // Read until the channel closes, not until EOF: the exit status may come after EOF.
-    while let Some(msg) = channel.wait().await {
-        if let ChannelMsg::ExitStatus { exit_status } = msg {
-            code = Some(exit_status);
-        }
-    }
-    code.ok_or_else(|| format!("`{command}` ended without an exit status"))
 }
 
 /// Waits, concurrently, until every target is ready or `timeout` passes. `progress` is told
@@ -297,13 +152,11 @@ pub async fn wait_ready(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Seen)>();
     let mut set = JoinSet::new();
     for (index, target) in targets.iter().enumerate() {
-        let key =
-            russh::keys::load_secret_key(&target.private_key, None).map_err(|e| Error::Io {
-                action: "read the SSH private key",
-                path: target.private_key.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        let key = Arc::new(key);
+        let key = homelab_ssh::load_key(&target.private_key).map_err(|e| Error::Io {
+            action: "read the SSH private key",
+            path: target.private_key.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let target = target.clone();
         let tx = tx.clone();
         set.spawn(async move {
@@ -429,22 +282,5 @@ mod tests {
             "{text}"
         );
         assert!(!seen.lock().unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_port_without_ssh_is_not_mistaken_for_a_node() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            while let Ok((mut s, _)) = listener.accept().await {
-                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
-            }
-        });
-        match banner(addr).await {
-            Err(Seen::NoBanner(e)) => assert!(e.contains("HTTP/1.1"), "{e}"),
-            Err(other) => panic!("unexpected {other:?}"),
-            Ok((b, _)) => panic!("unexpected banner {b}"),
-        }
     }
 }

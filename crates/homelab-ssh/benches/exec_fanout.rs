@@ -1,19 +1,19 @@
 //! Benchmark (not a test): one command on 1, 3 and 10 OpenSSH servers on loopback.
 //!
-//! A: this crate's step engine's transport — a fresh [`Pool`], every host at once.
+//! A: homelab-ssh's [`Pool`] (the transport of every layer), every host at once.
 //! B: a sequential loop of the OpenSSH client (`ssh host cmd`), one host after the other.
 //! Both include connecting and logging in. The command sleeps one second, as a stand-in for
 //! real work. Prints both wall times and the ratio per host count.
 //!
-//! Run: `cargo bench -p kubeadm-boot --bench exec_fanout`.
+//! Run: `cargo bench -p homelab-ssh --bench exec_fanout`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use homelab_ssh::{Cmd, HostKeyPolicy, Pool, SshOptions, Target};
 use homelab_testkit::Sshd;
-use kubeadm_boot::ssh::{Cmd, HostKeyPolicy, Pool, SshOptions, Target};
 
 const COMMAND: &str = "sleep 1; echo ok";
 
@@ -34,7 +34,7 @@ fn main() {
     let known_hosts = servers[0].dir().join("bench_known_hosts");
     println!(
         "{:>5}  {:>12}  {:>16}  {:>6}",
-        "hosts", "homelab-boot", "sequential ssh", "ratio"
+        "hosts", "homelab-ssh", "sequential ssh", "ratio"
     );
     for n in [1usize, 3, 10] {
         let targets: Vec<Target> = servers[..n]

@@ -1,15 +1,14 @@
-//! The SSH transport and the step engine against real OpenSSH servers on loopback.
+//! The transport against real OpenSSH servers on loopback.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use homelab_testkit::Sshd;
-use kubeadm_boot::ssh::{
+use homelab_ssh::{
     Cmd, HostKeyPolicy, Pool, Session, SshError, SshOptions, Stream, Target, load_key,
 };
-use kubeadm_boot::steps::{Check, Event, Outcome, Runner, Step};
+use homelab_testkit::Sshd;
 
 fn target(sshd: &Sshd, name: &str) -> Target {
     Target {
@@ -205,6 +204,38 @@ async fn unknown_hosts_are_recorded_and_changed_keys_refused() {
 }
 
 #[tokio::test]
+async fn a_recorded_key_of_another_algorithm_is_a_changed_host() {
+    // The server presents ed25519; known_hosts holds an ECDSA key for it. An impostor
+    // without the old private key would offer just that: refused, even on first use.
+    let sshd = Sshd::start().unwrap();
+    let known = sshd.dir().join("known_hosts_alg");
+    let ecdsa = homelab_ssh::PrivateKey::random(&mut rand::rng(), russh_algorithm_ecdsa()).unwrap();
+    homelab_ssh::record_known_host(
+        &known,
+        &sshd.addr.ip().to_string(),
+        sshd.addr.port(),
+        ecdsa.public_key(),
+    )
+    .unwrap();
+    let key = load_key(&sshd.client_key.private_path).unwrap();
+    let tofu = options(&sshd, &known, HostKeyPolicy::TrustOnFirstUse);
+    let err = Session::connect(&target(&sshd, "n1"), &tofu, &key)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SshError::HostKeyChanged { line: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&known).unwrap().lines().count(), 1);
+}
+
+fn russh_algorithm_ecdsa() -> homelab_ssh::Algorithm {
+    homelab_ssh::Algorithm::Ecdsa {
+        curve: homelab_ssh::EcdsaCurve::NistP256,
+    }
+}
+
+#[tokio::test]
 async fn a_dropped_connection_is_replaced() {
     let mut sshd = Sshd::start().unwrap();
     let opts = options(
@@ -238,205 +269,4 @@ async fn a_dropped_connection_is_replaced() {
         matches!(err, SshError::Connect { .. } | SshError::Channel { .. }),
         "{err}"
     );
-}
-
-fn steps(dir: &Path) -> Vec<Step> {
-    let marker = dir.join("marker");
-    vec![
-        Step::file(
-            "config",
-            dir.join("conf/app.toml").to_str().unwrap(),
-            "a = 1\n",
-            0o640,
-            None,
-        ),
-        Step::command(
-            "marker",
-            "create the marker file",
-            &format!("test -f {}", marker.display()),
-            &format!("touch {}", marker.display()),
-        ),
-    ]
-}
-
-#[tokio::test]
-async fn steps_apply_once_then_report_unchanged_and_dry_run_changes_nothing() {
-    let servers: Vec<Sshd> = (0..3).map(|_| Sshd::start().unwrap()).collect();
-    let opts = options(
-        &servers[0],
-        &servers[0].dir().join("known_hosts"),
-        HostKeyPolicy::TrustOnFirstUse,
-    );
-    let mut runner = Runner::new(Arc::new(Pool::new(opts).unwrap()));
-    let work = |servers: &[Sshd]| -> Vec<(Target, Vec<Step>)> {
-        servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (target(s, &format!("n{i}")), steps(s.dir())))
-            .collect()
-    };
-    // All servers accept the same client key? Each server has its own; use each one's key.
-    // (The pool has one key, so give every server the first server's authorized key.)
-    for s in &servers[1..] {
-        std::fs::write(
-            s.dir().join("authorized_keys"),
-            format!("{}\n", servers[0].client_key.public),
-        )
-        .unwrap();
-    }
-    // The simulated hosts share this machine's filesystem: each gets its own lock.
-    let locks = servers[0].dir().join("locks");
-    runner.lock_dir = format!("{}/{{host}}", locks.display());
-
-    runner.dry_run = true;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let events: Arc<dyn Fn(Event<'_>) + Send + Sync> = Arc::new(move |e| {
-        if let Event::Done(r) = e {
-            sink.lock()
-                .unwrap()
-                .push(format!("{} {} {:?}", r.host, r.step, r.outcome));
-        }
-    });
-    let dry = runner.run(work(&servers), events.clone()).await.unwrap();
-    assert!(
-        dry.iter().all(|r| r.outcome == Outcome::WouldChange),
-        "{dry:?}"
-    );
-    assert!(
-        !servers[0].dir().join("marker").exists(),
-        "a dry run changes nothing"
-    );
-
-    runner.dry_run = false;
-    let first = runner.run(work(&servers), events.clone()).await.unwrap();
-    assert_eq!(first.len(), 6);
-    assert!(first.iter().all(|r| r.outcome == Outcome::Changed));
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(servers[1].dir().join("conf/app.toml"))
-            .unwrap()
-            .permissions(),
-    );
-    assert_eq!(mode & 0o777, 0o640);
-    let second = runner.run(work(&servers), events).await.unwrap();
-    assert!(
-        second.iter().all(|r| r.outcome == Outcome::Unchanged),
-        "{second:?}"
-    );
-    assert_eq!(seen.lock().unwrap().len(), 18);
-    assert_eq!(
-        std::fs::read_dir(&locks).unwrap().count(),
-        0,
-        "every lock was released"
-    );
-}
-
-#[tokio::test]
-async fn failures_name_host_step_command_and_stderr() {
-    let sshd = Sshd::start().unwrap();
-    let opts = options(
-        &sshd,
-        &sshd.dir().join("known_hosts"),
-        HostKeyPolicy::TrustOnFirstUse,
-    );
-    let mut runner = Runner::new(Arc::new(Pool::new(opts).unwrap()));
-    runner.lock_dir = sshd.dir().join("lock").display().to_string();
-    let bad = Step::command(
-        "broken",
-        "do the impossible",
-        "false",
-        "echo 'no such thing' >&2; exit 3",
-    );
-    let never = Step {
-        name: "never-converges".into(),
-        description: "x".into(),
-        check: Check::Command(Cmd::new("false")),
-        changes: vec![],
-    };
-    let err = runner
-        .run(vec![(target(&sshd, "n1"), vec![bad])], Arc::new(|_| {}))
-        .await
-        .unwrap_err();
-    let text = err.to_string();
-    assert!(text.contains("n1: step broken: command failed (command `echo 'no such thing' >&2; exit 3`, exit status 3, stderr: no such thing)"), "{text}");
-    assert!(
-        !sshd.dir().join("lock").exists(),
-        "the lock is released after a failure"
-    );
-    let err = runner
-        .run(vec![(target(&sshd, "n1"), vec![never])], Arc::new(|_| {}))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("still not in the wanted state"),
-        "{err}"
-    );
-}
-
-#[tokio::test]
-async fn a_second_run_is_refused_while_the_first_holds_the_lock() {
-    let sshd = Sshd::start().unwrap();
-    let opts = options(
-        &sshd,
-        &sshd.dir().join("known_hosts"),
-        HostKeyPolicy::TrustOnFirstUse,
-    );
-    let pool = Arc::new(Pool::new(opts).unwrap());
-    let lock = sshd.dir().join("lock");
-    let mut slow = Runner::new(pool.clone());
-    slow.lock_dir = lock.display().to_string();
-    let fast = slow.clone();
-    // The first run's step waits, holding the lock, until the test releases it: no sleep
-    // decides who is first, so load cannot reorder the two runs.
-    let started = sshd.dir().join("slow-started");
-    let release = sshd.dir().join("slow-release");
-    let slow_step = Step::command(
-        "slow",
-        "wait",
-        "false",
-        &format!(
-            "touch {started}; while [ ! -e {release} ]; do sleep 0.05; done",
-            started = started.display(),
-            release = release.display()
-        ),
-    );
-    let t = target(&sshd, "n1");
-    let first = tokio::spawn({
-        let t = t.clone();
-        async move { slow.run(vec![(t, vec![slow_step])], Arc::new(|_| {})).await }
-    });
-    while !started.exists() {
-        assert!(
-            !first.is_finished(),
-            "the first run ended before its step began"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        lock.exists(),
-        "the first run holds the lock while its step runs"
-    );
-    let err = fast
-        .run(vec![(t, steps(sshd.dir()))], Arc::new(|_| {}))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("another run holds"), "{err}");
-    std::fs::write(&release, "").unwrap();
-    // The first run fails its re-check (sleep changes nothing) but releases the lock.
-    let first = first.await.unwrap();
-    assert!(!lock.exists(), "{first:?}");
-    // A lock left by a killed run of this machine is taken over.
-    std::fs::create_dir_all(&lock).unwrap();
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    std::fs::write(
-        lock.join("owner"),
-        format!("{} 4294967 2026-01-01T00:00:00Z\n", hostname.trim()),
-    )
-    .unwrap();
-    fast.run(
-        vec![(target(&sshd, "n1"), steps(sshd.dir()))],
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
 }
