@@ -11,12 +11,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use homelab_cli_common::LogArgs;
-use homelab_config::{ConfigSource, expand_home};
+use homelab_config::ConfigSource;
 use kubeadm_boot::prepare::{FACTS_COMMAND, PackageSource, node_steps, parse_facts};
-use kubeadm_boot::ssh::{Cmd, HostKeyPolicy, Pool, SshOptions, Target};
+use kubeadm_boot::ssh::{Cmd, Pool, SshOptions, Target};
 use kubeadm_boot::steps::{Event, Outcome, Runner};
 
 use crate::cluster;
@@ -211,92 +211,22 @@ pub(crate) struct Setup {
 fn setup(global: &Global) -> Result<Setup> {
     let loaded = ConfigSource::discover(global.config.config.as_deref()).load()?;
     let config = loaded.config;
-    let user = global
-        .user
-        .clone()
-        .unwrap_or_else(|| config.ssh.user.clone());
-    let mut targets: Vec<Target> = if global.nodes.is_empty() {
-        config
-            .nodes
-            .iter()
-            .map(|n| Target {
-                name: n.name.clone(),
-                address: n.ip.to_string(),
-                port: 22,
-                user: user.clone(),
-            })
-            .collect()
-    } else {
-        global
-            .nodes
-            .iter()
-            .map(|spec| {
-                let (name, addr) = spec
-                    .split_once('=')
-                    .with_context(|| format!("--node {spec}: expected NAME=ADDRESS[:PORT]"))?;
-                let (address, port) = match addr.rsplit_once(':') {
-                    Some((a, p)) => (
-                        a.to_owned(),
-                        p.parse()
-                            .with_context(|| format!("--node {spec}: bad port {p}"))?,
-                    ),
-                    None => (addr.to_owned(), 22),
-                };
-                Ok(Target {
-                    name: name.to_owned(),
-                    address,
-                    port,
-                    user: user.clone(),
-                })
-            })
-            .collect::<Result<_>>()?
-    };
-    let control_plane = if global.nodes.is_empty() {
-        config
-            .nodes
-            .iter()
-            .find(|n| n.role == homelab_config::NodeRole::ControlPlane)
-            .map(|n| n.name.clone())
-    } else {
-        targets.first().map(|t| t.name.clone())
+    let selection = homelab::inputs::NodeSelection::all()
+        .user(global.user.clone())
+        .nodes(global.nodes.clone())
+        .only(global.only.clone());
+    let picked = homelab::inputs::select_nodes(&config, &selection)?;
+    let mut options = homelab::inputs::ssh_options(&config, global.trust_new_hosts);
+    if let Some(key) = &global.key {
+        options.private_key.clone_from(key);
     }
-    .context("no control-plane node")?;
-    if !global.only.is_empty() {
-        for name in &global.only {
-            if !targets.iter().any(|t| &t.name == name) {
-                bail!(
-                    "--only {name}: no such node (nodes: {})",
-                    targets
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-        }
-        targets.retain(|t| global.only.contains(&t.name));
+    if let Some(known) = &global.known_hosts {
+        options.known_hosts.clone_from(known);
     }
-    let options = SshOptions {
-        private_key: global
-            .key
-            .clone()
-            .unwrap_or_else(|| expand_home(&config.ssh.private_key)),
-        known_hosts: global
-            .known_hosts
-            .clone()
-            .unwrap_or_else(|| expand_home(&config.ssh.known_hosts)),
-        policy: if global.trust_new_hosts {
-            HostKeyPolicy::TrustOnFirstUse
-        } else {
-            HostKeyPolicy::Strict
-        },
-        connect_timeout: Duration::from_secs(15),
-        attempts: 3,
-    };
     Ok(Setup {
         config,
-        targets,
-        control_plane,
+        targets: picked.targets,
+        control_plane: picked.control_plane,
         options,
     })
 }

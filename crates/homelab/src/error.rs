@@ -64,6 +64,16 @@ pub enum Error {
     /// The phase selection is contradictory.
     #[error("{0}")]
     Selection(String),
+    /// A node given on the command line (`--node`, `--only`) is not usable.
+    #[error("{flag} {value}: {reason}")]
+    NodeOverride {
+        /// The flag (`--node`, `--only`).
+        flag: &'static str,
+        /// What was given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// A worker thread stopped (a libvirt call panicked).
     #[error("a worker stopped: {0}")]
     Worker(String),

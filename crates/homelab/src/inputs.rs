@@ -152,6 +152,161 @@ pub fn targets(config: &Config) -> Vec<Target> {
         .collect()
 }
 
+/// Which nodes a command works on when its user narrows or replaces the configuration's
+/// list (the per-layer tools' `--user`, `--node NAME=ADDRESS[:PORT]` and `--only NAME`).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct NodeSelection {
+    /// Log in as this user instead of `ssh.user`.
+    pub user: Option<String>,
+    /// These machines instead of the configuration's nodes (`NAME=ADDRESS[:PORT]`); the first
+    /// is the control plane.
+    pub nodes: Vec<String>,
+    /// Only these nodes (by name) of the list.
+    pub only: Vec<String>,
+}
+
+impl NodeSelection {
+    /// Every node of the configuration.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// With a login user.
+    #[must_use]
+    pub fn user(mut self, user: Option<String>) -> Self {
+        self.user = user;
+        self
+    }
+
+    /// With machines that replace the configuration's nodes.
+    #[must_use]
+    pub fn nodes(mut self, nodes: Vec<String>) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    /// Narrowed to these node names.
+    #[must_use]
+    pub fn only(mut self, only: Vec<String>) -> Self {
+        self.only = only;
+        self
+    }
+}
+
+/// The nodes a command works on, and which of them is the control plane.
+#[derive(Debug, Clone)]
+pub struct SelectedNodes {
+    /// The SSH targets, in order (narrowed by `only`).
+    pub targets: Vec<Target>,
+    /// The control-plane node's name (the configuration's, or the first `--node`).
+    pub control_plane: String,
+}
+
+/// Parses `NAME=ADDRESS[:PORT]` (IPv6 addresses in brackets: `cp=[fd00::10]:2222`).
+fn node_override(spec: &str, user: &str) -> Result<Target, Error> {
+    let refuse = |reason: &str| Error::NodeOverride {
+        flag: "--node",
+        value: spec.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (name, addr) = spec
+        .split_once('=')
+        .ok_or_else(|| refuse("expected NAME=ADDRESS[:PORT]"))?;
+    if name.is_empty() || addr.is_empty() {
+        return Err(refuse("expected NAME=ADDRESS[:PORT]"));
+    }
+    let (address, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let (host, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| refuse("an IPv6 address in brackets needs its closing `]`"))?;
+        match tail.strip_prefix(':') {
+            Some(p) => (host.to_owned(), Some(p)),
+            None if tail.is_empty() => (host.to_owned(), None),
+            None => return Err(refuse("expected `:PORT` after `]`")),
+        }
+    } else if addr.matches(':').count() > 1 {
+        // A bare IPv6 address: no port.
+        (addr.to_owned(), None)
+    } else {
+        match addr.rsplit_once(':') {
+            Some((a, p)) => (a.to_owned(), Some(p)),
+            None => (addr.to_owned(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| refuse(&format!("`{p}` is not a port (1-65535)")))?,
+        None => SSH_PORT,
+    };
+    Ok(Target {
+        name: name.to_owned(),
+        address,
+        port,
+        user: user.to_owned(),
+    })
+}
+
+/// The nodes `selection` asks for: the configuration's (or the `--node` machines), narrowed
+/// to `only`.
+///
+/// # Errors
+/// A `--node` does not parse, an `--only` names no node of the list, or there is no control
+/// plane.
+pub fn select_nodes(config: &Config, selection: &NodeSelection) -> Result<SelectedNodes, Error> {
+    let user = selection.user.as_deref().unwrap_or(&config.ssh.user);
+    let (mut targets, control_plane) = if selection.nodes.is_empty() {
+        let targets: Vec<Target> = targets(config)
+            .into_iter()
+            .map(|t| Target {
+                user: user.to_owned(),
+                ..t
+            })
+            .collect();
+        let cp = config
+            .nodes
+            .iter()
+            .find(|n| n.role == NodeRole::ControlPlane)
+            .map(|n| n.name.clone())
+            .ok_or(Error::NoControlPlane)?;
+        (targets, cp)
+    } else {
+        let targets = selection
+            .nodes
+            .iter()
+            .map(|spec| node_override(spec, user))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cp = targets[0].name.clone();
+        (targets, cp)
+    };
+    for name in &selection.only {
+        if !targets.iter().any(|t| &t.name == name) {
+            return Err(Error::NodeOverride {
+                flag: "--only",
+                value: name.clone(),
+                reason: format!(
+                    "no such node (nodes: {})",
+                    targets
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+    }
+    if !selection.only.is_empty() {
+        targets.retain(|t| selection.only.contains(&t.name));
+    }
+    Ok(SelectedNodes {
+        targets,
+        control_plane,
+    })
+}
+
 /// The cluster layer's plan: the kubeadm cluster, its first control plane and the other
 /// nodes as workers.
 ///
@@ -208,6 +363,86 @@ pub fn kubeconfig_path(config: &Config) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn node_overrides_parse_names_addresses_and_ports() {
+        let config = Config::default();
+        let picked = select_nodes(
+            &config,
+            &NodeSelection::all().user(Some("ops".into())).nodes(vec![
+                "cp=10.0.0.5".into(),
+                "w1=10.0.0.6:2222".into(),
+                "w2=[fd00::7]:2200".into(),
+                "w3=fd00::8".into(),
+            ]),
+        )
+        .unwrap();
+        let got: Vec<(&str, &str, u16, &str)> = picked
+            .targets
+            .iter()
+            .map(|t| (t.name.as_str(), t.address.as_str(), t.port, t.user.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cp", "10.0.0.5", 22, "ops"),
+                ("w1", "10.0.0.6", 2222, "ops"),
+                ("w2", "fd00::7", 2200, "ops"),
+                ("w3", "fd00::8", 22, "ops"),
+            ]
+        );
+        assert_eq!(picked.control_plane, "cp");
+        for (bad, why) in [
+            ("cp", "expected NAME=ADDRESS[:PORT]"),
+            ("=10.0.0.1", "expected NAME=ADDRESS[:PORT]"),
+            ("cp=10.0.0.1:x", "`x` is not a port"),
+            ("cp=10.0.0.1:0", "`0` is not a port"),
+            ("cp=10.0.0.1:70000", "`70000` is not a port"),
+            ("cp=[fd00::1", "closing `]`"),
+        ] {
+            let err = select_nodes(&config, &NodeSelection::all().nodes(vec![bad.into()]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("--node {bad}: ")), "{err}");
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_narrows_the_configured_nodes_and_names_the_choices() {
+        let config = Config::default();
+        let picked = select_nodes(
+            &config,
+            &NodeSelection::all().only(vec!["k8s-worker-2".into()]),
+        )
+        .unwrap();
+        assert_eq!(picked.targets.len(), 1);
+        assert_eq!(picked.targets[0].address, "192.168.122.12");
+        assert_eq!(picked.control_plane, "k8s-cp-1");
+        let err = select_nodes(&config, &NodeSelection::all().only(vec!["w9".into()]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--only w9: no such node (nodes: k8s-cp-1, k8s-worker-1, k8s-worker-2)"
+        );
+    }
+
+    proptest! {
+        /// Any name, IPv4 address and port given as NAME=ADDRESS:PORT comes back as it was.
+        #[test]
+        fn node_overrides_round_trip(
+            name in "[a-z][a-z0-9-]{0,20}",
+            ip in any::<std::net::Ipv4Addr>(),
+            port in 1u16..,
+        ) {
+            let t = node_override(&format!("{name}={ip}:{port}"), "u").unwrap();
+            prop_assert_eq!(t.name, name);
+            prop_assert_eq!(t.address, ip.to_string());
+            prop_assert_eq!(t.port, port);
+        }
+    }
 
     #[test]
     fn the_default_converts_to_the_reference_topology() {
