@@ -45,7 +45,8 @@ struct Cli {
     command: Command,
 }
 
-/// Which phases a command works on.
+/// Which phases a command works on. The phases, in order: vms, nodes, cluster (with
+/// `cluster.provider = "existing"`: cluster only).
 #[derive(Debug, Clone, Args)]
 struct Phases {
     /// Start at this phase (the earlier ones are taken as done).

@@ -306,7 +306,7 @@ fn an_unknown_phase_is_named_with_the_phases_there_are() {
         .assert()
         .failure()
         .stderr(predicate::str::contains(
-            "no phase named `platfrom`; the phases are, in order: vms, cluster",
+            "no phase named `platfrom`; the phases are, in order: vms, nodes, cluster",
         ));
 }
 

@@ -66,8 +66,8 @@ pub struct ClusterConfig {
     /// `kubernetesVersion` and the upgrade target.
     pub kubernetes_version: KubeVersion,
     /// Where the cluster comes from: `libvirt` (homelab makes the VMs and the kubeadm
-    /// cluster) or `existing` (a cluster you already have, such as Kind or k3s: the VM and
-    /// cluster phases are skipped and the later phases use `kubeconfig` and `context`).
+    /// cluster) or `existing` (a cluster you already have, such as Kind or k3s: the VM, node
+    /// and cluster phases are skipped and the later phases use `kubeconfig` and `context`).
     pub provider: ClusterProvider,
     /// The kubeconfig file: where `libvirt` merges the new cluster's context, and where
     /// `existing` reads it.
@@ -581,7 +581,9 @@ impl Default for PhaseSettings {
 pub struct Phases {
     /// Creating the VMs and waiting for SSH.
     pub vms: PhaseSettings,
-    /// Preparing nodes, kubeadm init/join, CNI.
+    /// Preparing the nodes: swap, modules, sysctls, containerd, the Kubernetes packages.
+    pub nodes: PhaseSettings,
+    /// kubeadm init/join, the kubeconfig, the pod network, every node Ready.
     pub cluster: PhaseSettings,
     /// Platform components, wave by wave.
     pub platform: PhaseSettings,
@@ -593,6 +595,7 @@ impl Default for Phases {
     fn default() -> Self {
         Self {
             vms: PhaseSettings::minutes(20, 2),
+            nodes: PhaseSettings::minutes(30, 2),
             cluster: PhaseSettings::minutes(30, 2),
             platform: PhaseSettings::minutes(30, 3),
             gitops: PhaseSettings::minutes(20, 3),

@@ -720,8 +720,9 @@ fn secret_ref_check(key: &str, secret: &SecretRef, out: &mut Vec<Diagnostic>) {
 }
 
 fn phases(config: &Config, out: &mut Vec<Diagnostic>) {
-    let phases: [(&str, PhaseSettings); 4] = [
+    let phases: [(&str, PhaseSettings); 5] = [
         ("vms", config.phases.vms),
+        ("nodes", config.phases.nodes),
         ("cluster", config.phases.cluster),
         ("platform", config.phases.platform),
         ("gitops", config.phases.gitops),

@@ -380,7 +380,7 @@ fn config_strategy() -> impl Strategy<Value = Config> {
         prop::collection::btree_map("[a-z]([a-z0-9-]{0,9}[a-z0-9])?", (0u32..3, 3u32..10), 0..3),
     ));
     let gitops = proptest::option::of(("[a-z]([a-z0-9-]{0,9}[a-z0-9])?", "[a-z][a-z0-9/-]{0,10}"));
-    let phases = prop::collection::vec(phase(), 4);
+    let phases = prop::collection::vec(phase(), 5);
     let features = any::<(bool, bool, bool, bool)>();
     (
         (cluster, ssh, network, libvirt),
@@ -493,9 +493,10 @@ fn config_strategy() -> impl Strategy<Value = Config> {
                 path,
                 ..homelab_config::GitopsConfig::default()
             });
-            let [vms, cluster, platform, gitops_phase]: [homelab_config::PhaseSettings; 4] =
-                phases.try_into().unwrap();
+            let [vms, nodes_phase, cluster, platform, gitops_phase]: [homelab_config::PhaseSettings;
+                5] = phases.try_into().unwrap();
             conf.phases.vms = vms;
+            conf.phases.nodes = nodes_phase;
             conf.phases.cluster = cluster;
             conf.phases.platform = platform;
             conf.phases.gitops = gitops_phase;

@@ -1,5 +1,5 @@
-//! The `cluster` phase: node preparation, kubeadm init and joins, the admin kubeconfig, the
-//! pod network and every node `Ready` (`kubeadm-boot`). With `cluster.provider = "existing"`
+//! The `cluster` phase: kubeadm init and joins on the prepared nodes (the `nodes` phase), the
+//! admin kubeconfig, the pod network and every node `Ready` (`kubeadm-boot`). With `cluster.provider = "existing"`
 //! the phase of the same name only reads the cluster the kubeconfig names.
 
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub struct ClusterPhase;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExistingCluster;
 
-fn runner(lab: &Lab) -> Result<Runner, Error> {
+pub(crate) fn runner(lab: &Lab) -> Result<Runner, Error> {
     let pool = Pool::new(inputs::ssh_options(
         &lab.config,
         lab.options.trust_new_hosts,
@@ -85,7 +85,7 @@ pub async fn pod_network(lab: &Lab, events: Events<'_>) -> Result<PodNetwork, Er
 }
 
 /// Whether every node's VM runs, as libvirt says (the cluster cannot be planned before).
-async fn vms_missing(lab: &Lab) -> Option<String> {
+pub(crate) async fn vms_missing(lab: &Lab) -> Option<String> {
     match crate::vms::VmsPhase.status(lab).await {
         PhaseStatus { error: Some(e), .. } => Some(e),
         status => {
@@ -282,13 +282,12 @@ impl Phase for ClusterPhase {
                     changes: Vec::new(),
                     unchanged: 0,
                     pending: Some(format!(
-                        "{why}; every node-preparation and bootstrap step runs once they are"
+                        "{why}; kubeadm init and the joins run once they are"
                     )),
                 });
             }
             let plan = inputs::bootstrap_plan(&lab.config)?;
-            let packages = inputs::package_source(&lab.config);
-            let reports = boot::plan(&runner(lab)?, &plan, &packages).await?;
+            let reports = boot::plan_bootstrap(&runner(lab)?, &plan).await?;
             let mut changes = Vec::new();
             let mut unchanged = 0;
             for r in reports {
@@ -326,10 +325,8 @@ impl Phase for ClusterPhase {
                     let _ = tx.send(event.to_string());
                 });
                 async move {
-                    let packages = fetched_packages(lab, &plan.cluster.version).await?;
                     let (steps, client) =
-                        boot::up_nodes(&runner, &plan, &packages, &kubeconfig, &boot_events)
-                            .await?;
+                        boot::bootstrap_nodes(&runner, &plan, &kubeconfig, &boot_events).await?;
                     // Fetched only now: the nodes are prepared and joined whatever the download.
                     let network = pod_network(lab, events).await?;
                     let ready_timeout = lab.config.phases.cluster.timeout.0;
@@ -364,14 +361,6 @@ impl Phase for ClusterPhase {
     }
 
     fn hint(&self, error: &Error) -> String {
-        if let Error::SigningKey(kubeadm_boot::signing_key::KeyError::Download { url, .. }) = error
-        {
-            return format!(
-                "this machine cannot download the package repository's signing key ({url}): \
-                 point [packages] repository (and its key_fingerprint) at a mirror it reaches, \
-                 then run `homelab up` again (the VMs report unchanged)"
-            );
-        }
         let stage = match error {
             Error::Cluster(e) => format!(" (it stopped at: {})", e.stage()),
             _ => String::new(),

@@ -2,8 +2,8 @@
 //!
 //! This crate is where the layers meet: it turns one `homelab.toml` ([`homelab_config`])
 //! into each layer's own input types ([`inputs`]), and runs the layers as phases of one
-//! [`Pipeline`], in dependency order: `vms` ([`libvirt_vm`]), then `cluster`
-//! ([`kubeadm_boot`]); the platform, secrets, GitOps and registry layers are phases too.
+//! [`Pipeline`], in dependency order: `vms` ([`libvirt_vm`]), then `nodes` (node preparation)
+//! and `cluster` (kubeadm, the pod network) ([`kubeadm_boot`]); the platform, secrets, GitOps and registry layers are phases too.
 //! Every phase has the same four verbs ([`Phase`]): `plan` (what would change, from live
 //! state), `apply` (only that, idempotently, with progress [`Event`]s), `status` (live state,
 //! no state file) and `verify` (named checks, every one run, each with a fix).
@@ -31,6 +31,7 @@ mod error;
 pub mod inputs;
 mod lab;
 pub mod lock;
+pub mod nodes;
 mod phase;
 mod pipeline;
 pub mod vms;

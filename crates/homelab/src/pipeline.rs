@@ -46,6 +46,7 @@ impl Settings {
         let p = &lab.config.phases;
         let s = match name {
             "vms" => &p.vms,
+            "nodes" => &p.nodes,
             "cluster" => &p.cluster,
             "gitops" => &p.gitops,
             _ => &p.platform,
@@ -131,6 +132,7 @@ impl Pipeline {
         let phases: Vec<Box<dyn Phase>> = match lab.config.cluster.provider {
             homelab_config::ClusterProvider::Libvirt => vec![
                 Box::new(crate::vms::VmsPhase),
+                Box::new(crate::nodes::NodesPhase),
                 Box::new(crate::cluster::ClusterPhase),
             ],
             homelab_config::ClusterProvider::Existing => {

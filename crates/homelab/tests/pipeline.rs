@@ -366,7 +366,7 @@ async fn status_and_verify_ask_every_phase_and_verify_never_stops_early() {
 #[test]
 fn the_home_lab_pipeline_has_the_layers_in_dependency_order() {
     let lab = lab();
-    assert_eq!(Pipeline::for_lab(&lab).names(), ["vms", "cluster"]);
+    assert_eq!(Pipeline::for_lab(&lab).names(), ["vms", "nodes", "cluster"]);
     let mut existing = Config::default();
     existing.cluster.provider = homelab_config::ClusterProvider::Existing;
     assert_eq!(Pipeline::for_lab(&Lab::new(existing)).names(), ["cluster"]);

@@ -281,6 +281,34 @@ pub fn preparation(
         .collect()
 }
 
+/// Node preparation as a dry run: what would change on each node, changing nothing.
+///
+/// # Errors
+/// A node cannot be reached, or a check cannot run.
+pub async fn plan_preparation(
+    runner: &Runner,
+    plan: &Plan,
+    packages: &PackageSource,
+) -> Result<Vec<Report>, ClusterError> {
+    let mut dry = runner.clone();
+    dry.dry_run = true;
+    dry.run(preparation(plan, packages), Arc::new(|_| {}))
+        .await
+        .map_err(ClusterError::Prepare)
+}
+
+/// The bootstrap (kubeadm init, joins) as a dry run, as it would run on prepared nodes.
+///
+/// # Errors
+/// A node cannot be reached, or a check cannot run.
+pub async fn plan_bootstrap(runner: &Runner, plan: &Plan) -> Result<Vec<Report>, ClusterError> {
+    let mut dry = runner.clone();
+    dry.dry_run = true;
+    bootstrap::bootstrap(&dry, plan, Arc::new(|_| {}))
+        .await
+        .map_err(ClusterError::Bootstrap)
+}
+
 /// Node preparation and the bootstrap as a dry run: what would change, changing nothing.
 /// The bootstrap's reports are those of a cluster whose nodes are already prepared.
 ///
@@ -291,18 +319,8 @@ pub async fn plan(
     plan: &Plan,
     packages: &PackageSource,
 ) -> Result<Vec<Report>, ClusterError> {
-    let mut dry = runner.clone();
-    dry.dry_run = true;
-    let quiet: Arc<dyn Fn(steps::Event<'_>) + Send + Sync> = Arc::new(|_| {});
-    let mut reports = dry
-        .run(preparation(plan, packages), quiet.clone())
-        .await
-        .map_err(ClusterError::Prepare)?;
-    reports.extend(
-        bootstrap::bootstrap(&dry, plan, quiet)
-            .await
-            .map_err(ClusterError::Bootstrap)?,
-    );
+    let mut reports = plan_preparation(runner, plan, packages).await?;
+    reports.extend(plan_bootstrap(runner, plan).await?);
     Ok(reports)
 }
 
@@ -377,8 +395,47 @@ pub async fn apply_pod_network(
     cni::apply(client, &objects).await.map_err(fail)
 }
 
-/// The first part of [`up`]: prepare every node, bootstrap, merge the kubeconfig. Returns
-/// every step's report and a client for the new cluster's context.
+/// Prepares every node (control plane first in the list; nodes in parallel).
+///
+/// # Errors
+/// A step failed on some node ([`ClusterError::Prepare`]).
+pub async fn prepare_nodes(
+    runner: &Runner,
+    plan: &Plan,
+    packages: &PackageSource,
+    events: &Events,
+) -> Result<Vec<Report>, ClusterError> {
+    events(Event::Stage(Stage::Prepare));
+    runner
+        .run(preparation(plan, packages), step_events(events))
+        .await
+        .map_err(ClusterError::Prepare)
+}
+
+/// Bootstraps the prepared nodes (kubeadm init, joins) and merges the admin kubeconfig.
+/// Returns every step's report and a client for the new cluster's context.
+///
+/// # Errors
+/// The first stage that fails ([`ClusterError::stage`]); everything before it stays done.
+pub async fn bootstrap_nodes(
+    runner: &Runner,
+    plan: &Plan,
+    kubeconfig: &Path,
+    events: &Events,
+) -> Result<(Vec<Report>, kube::Client), ClusterError> {
+    events(Event::Stage(Stage::Bootstrap));
+    let steps = bootstrap::bootstrap(runner, plan, step_events(events))
+        .await
+        .map_err(ClusterError::Bootstrap)?;
+    events(Event::Stage(Stage::Kubeconfig));
+    merge_kubeconfig(runner, plan, kubeconfig).await?;
+    let client = client(kubeconfig, &plan.cluster.name).await?;
+    Ok((steps, client))
+}
+
+/// The first part of [`up`]: prepare every node ([`prepare_nodes`]), bootstrap and merge the
+/// kubeconfig ([`bootstrap_nodes`]). Returns every step's report and a client for the new
+/// cluster's context.
 ///
 /// # Errors
 /// The first stage that fails ([`ClusterError::stage`]); everything before it stays done.
@@ -389,20 +446,9 @@ pub async fn up_nodes(
     kubeconfig: &Path,
     events: &Events,
 ) -> Result<(Vec<Report>, kube::Client), ClusterError> {
-    events(Event::Stage(Stage::Prepare));
-    let mut steps = runner
-        .run(preparation(plan, packages), step_events(events))
-        .await
-        .map_err(ClusterError::Prepare)?;
-    events(Event::Stage(Stage::Bootstrap));
-    steps.extend(
-        bootstrap::bootstrap(runner, plan, step_events(events))
-            .await
-            .map_err(ClusterError::Bootstrap)?,
-    );
-    events(Event::Stage(Stage::Kubeconfig));
-    merge_kubeconfig(runner, plan, kubeconfig).await?;
-    let client = client(kubeconfig, &plan.cluster.name).await?;
+    let mut steps = prepare_nodes(runner, plan, packages, events).await?;
+    let (more, client) = bootstrap_nodes(runner, plan, kubeconfig, events).await?;
+    steps.extend(more);
     Ok((steps, client))
 }
 

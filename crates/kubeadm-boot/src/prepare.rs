@@ -180,8 +180,10 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
         Step::command(
             "containerd-installed",
             "install containerd",
-            "command -v containerd >/dev/null",
-            "DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd",
+            // Installed *and configured*: a run killed inside dpkg leaves the binary unpacked
+            // and the package half-configured, which the re-run must finish.
+            "dpkg-query -W -f='${Status}' containerd 2>/dev/null | grep -qx 'install ok installed'",
+            &apt_install("containerd"),
         ),
         Step::file(
             "containerd-config",
@@ -196,7 +198,7 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
             "kubernetes-prerequisites",
             "install what kubeadm's preflight and the package repository need",
             "dpkg-query -W -f='${Status}\\n' ca-certificates conntrack socat ethtool 2>/dev/null | grep -c '^install ok installed$' | grep -qx 4",
-            "DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ca-certificates conntrack socat ethtool",
+            &apt_install("ca-certificates conntrack socat ethtool"),
         ),
     ]
     .into_iter()
@@ -275,6 +277,17 @@ pub fn repository_steps(version: &Version, source: &PackageSource) -> Vec<Step> 
     vec![key, list]
 }
 
+/// Installs `packages` (an apt argument list) non-interactively: first finishes what an
+/// interrupted earlier run left half-configured (`dpkg --configure -a`; without it apt refuses
+/// every install after a run was killed inside dpkg), then refreshes the package lists, then
+/// installs, waiting up to five minutes for another apt (unattended upgrades) to let go.
+pub fn apt_install(packages: &str) -> String {
+    format!(
+        "export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a && apt-get update -qq && \
+         apt-get -o DPkg::Lock::Timeout=300 install -y -qq {packages}"
+    )
+}
+
 /// Installs `packages` at `version` the way the kubeadm upgrade documentation does: the
 /// package lists refreshed first (a new patch release is not known before), the holds lifted
 /// for the install only, and the packages held again on every exit path, the failed install
@@ -287,10 +300,9 @@ pub fn held_install(packages: &[&str], version: &str) -> String {
         .collect();
     format!(
         "apt-mark unhold {names} >/dev/null 2>&1; \
-         {{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {pinned}; }}; \
+         {{ {install}; }}; \
          rc=$?; apt-mark hold {names} >/dev/null 2>&1; exit $rc",
-        pinned = pinned.join(" ")
+        install = apt_install(&pinned.join(" "))
     )
 }
 

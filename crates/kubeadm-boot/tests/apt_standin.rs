@@ -17,6 +17,11 @@ use kubeadm_boot::steps::{Change, Step};
 /// `installed` what was installed.
 const APT_GET: &str = r#"#!/bin/sh
 set -e
+# Options before the command (`-o Name=value` takes the next argument).
+while [ "${1#-}" != "$1" ]; do [ "$1" = -o ] && shift; shift; done
+if [ "$1" = install ] && [ -e "$APT_STATE/interrupted" ]; then
+  echo "E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem." >&2; exit 100
+fi
 case "$1" in
   update) cp "$APT_STATE/published" "$APT_STATE/known"; exit 0 ;;
   install) ;;
@@ -28,6 +33,8 @@ for arg in "$@"; do
     -*) continue ;;
   esac
   pkg=${arg%%=*}; version=${arg#*=}; version=${version%-\*}; version=${version#\'}; version=${version%\'}
+  # Unversioned: whatever the repository has.
+  [ "$pkg" = "$arg" ] && continue
   if ! grep -qx "$version" "$APT_STATE/known" 2>/dev/null; then
     echo "E: Version '$version-*' for '$pkg' was not found" >&2; exit 100
   fi
@@ -54,6 +61,13 @@ for pkg in "$@"; do
 done
 "#;
 
+/// `dpkg --configure -a` finishing what a killed run left (`$APT_STATE/interrupted`).
+const DPKG: &str = r#"#!/bin/sh
+[ "$1 $2" = "--configure -a" ] || { echo "stand-in dpkg: $* not scripted" >&2; exit 2; }
+rm -f "$APT_STATE/interrupted"
+echo configured >> "$APT_STATE/log"
+"#;
+
 /// `kubeadm version -o short` as the installed package answers it (fails when absent).
 const KUBEADM: &str = r#"#!/bin/sh
 v=$(grep '^kubeadm ' "$APT_STATE/installed" | cut -d' ' -f2)
@@ -74,6 +88,7 @@ impl Apt {
         for (name, script) in [
             ("apt-get", APT_GET),
             ("apt-mark", APT_MARK),
+            ("dpkg", DPKG),
             ("kubeadm", KUBEADM),
         ] {
             let path = bin.join(name);
@@ -213,4 +228,25 @@ fn the_stand_in_refuses_what_apt_refuses() {
     assert!(!install("kubeadm='1.33.6-*'"), "unknown before update");
     assert!(!install("kubeadm='1.33.5-*'"), "held");
     assert!(Path::new(&apt.dir.path().join("state/known")).exists());
+}
+
+#[test]
+fn an_install_after_a_run_killed_inside_dpkg_finishes_it_first() {
+    // A run killed mid-install: dpkg refuses every install until `dpkg --configure -a`.
+    for step in [
+        "kubernetes-packages",
+        "containerd-installed",
+        "kubernetes-prerequisites",
+    ] {
+        let apt = Apt::new(&["1.33.5"], &["1.33.5"]);
+        std::fs::write(apt.dir.path().join("state/interrupted"), "").unwrap();
+        let version: Version = "1.33.5".parse().unwrap();
+        let step = node_steps(&version, &PackageSource::default())
+            .into_iter()
+            .find(|s| s.name == step)
+            .unwrap();
+        let (ok, stderr) = apt.run(&step);
+        assert!(ok, "{}: {stderr}", step.name);
+        assert_eq!(apt.state("log"), "configured\n", "{}", step.name);
+    }
 }

@@ -1,0 +1,296 @@
+//! The `nodes` phase: node preparation over SSH (swap, kernel modules, sysctls, containerd,
+//! the Kubernetes packages at `cluster.kubernetes_version`, held), from
+//! [`kubeadm_boot::prepare`]. Its own phase so that `homelab up --until nodes` prepares
+//! machines without making a cluster, and a failed preparation is resumed on its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use homelab_ssh::{Cmd, Pool, Target};
+use kubeadm_boot::cluster as boot;
+use kubeadm_boot::steps::{Outcome, Report};
+
+use crate::cluster::{fetched_packages, runner, vms_missing};
+use crate::error::Error;
+use crate::inputs;
+use crate::lab::Lab;
+use crate::phase::{
+    Change, Check, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem, relaying,
+};
+
+/// The phase's name.
+pub const NAME: &str = "nodes";
+
+/// How long `status` waits for one node's SSH (a node that is down must not hold it up).
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The packages whose installed versions say whether a node is prepared.
+const PACKAGES: [&str; 4] = ["containerd", "kubeadm", "kubelet", "kubectl"];
+
+/// The `nodes` phase (`cluster.provider = "libvirt"`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodesPhase;
+
+/// What the package database of one node says: `(package, version)` of each installed one.
+fn installed(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (name, version, state) = (f.next()?, f.next()?, f.next()?);
+            // `ii`: installed and configured; anything else is not there or half-done.
+            (state == "ii").then(|| (name.to_owned(), version.to_owned()))
+        })
+        .collect()
+}
+
+/// One node as `status` shows it, from its installed packages.
+fn node_item(name: &str, wanted: &str, packages: &[(String, String)]) -> StatusItem {
+    let version = |p: &str| {
+        packages
+            .iter()
+            .find(|(n, _)| n == p)
+            .map(|(_, v)| v.as_str())
+    };
+    let kube = ["kubeadm", "kubelet", "kubectl"].map(|p| (p, version(p)));
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| version(p).is_none())
+        .collect();
+    let detail = PACKAGES
+        .iter()
+        .map(|p| format!("{p} {}", version(p).unwrap_or("-")))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    // Debian revisions of pkgs.k8s.io packages: `1.33.5-1.1`.
+    let off: Vec<&str> = kube
+        .iter()
+        .filter(|(_, v)| v.is_some_and(|v| v.split('-').next() != Some(wanted)))
+        .map(|(p, _)| *p)
+        .collect();
+    let (state, healthy) = if !missing.is_empty() {
+        (
+            format!("not prepared (missing {})", missing.join(", ")),
+            false,
+        )
+    } else if !off.is_empty() {
+        (format!("{} not at {wanted}", off.join(", ")), false)
+    } else {
+        ("prepared".to_owned(), true)
+    };
+    StatusItem {
+        name: name.to_owned(),
+        state,
+        detail,
+        healthy,
+    }
+}
+
+async fn node_packages(pool: &Pool, target: &Target) -> Result<Vec<(String, String)>, String> {
+    let query = format!(
+        "dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {} 2>/dev/null; true",
+        PACKAGES.join(" ")
+    );
+    let cmd = Cmd::new(query).timeout(STATUS_TIMEOUT);
+    match tokio::time::timeout(STATUS_TIMEOUT * 2, pool.run(target, &cmd)).await {
+        Ok(Ok(out)) => Ok(installed(&out.stdout_text())),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {:?}", STATUS_TIMEOUT * 2)),
+    }
+}
+
+/// Each node's prepared state, read over SSH in parallel.
+async fn status(lab: &Lab) -> PhaseStatus {
+    let mut options = inputs::ssh_options(&lab.config, false);
+    options.connect_timeout = STATUS_TIMEOUT;
+    options.attempts = 1;
+    let pool = match Pool::new(options) {
+        Ok(p) => p,
+        Err(e) => {
+            return PhaseStatus {
+                phase: NAME,
+                items: Vec::new(),
+                error: Some(e.to_string()),
+            };
+        }
+    };
+    let wanted = lab.config.cluster.kubernetes_version.to_string();
+    let targets = inputs::targets(&lab.config);
+    let items = futures::future::join_all(targets.iter().map(|t| {
+        let pool = &pool;
+        let wanted = &wanted;
+        async move {
+            match node_packages(pool, t).await {
+                Ok(packages) => node_item(&t.name, wanted, &packages),
+                Err(e) => StatusItem {
+                    name: t.name.clone(),
+                    state: "unreachable".into(),
+                    detail: e,
+                    healthy: false,
+                },
+            }
+        }
+    }))
+    .await;
+    PhaseStatus {
+        phase: NAME,
+        items,
+        error: None,
+    }
+}
+
+fn reports_to_plan(reports: Vec<Report>) -> PhasePlan {
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    for r in reports {
+        if r.outcome == Outcome::Unchanged {
+            unchanged += 1;
+        } else {
+            changes.push(Change {
+                action: "run".into(),
+                object: format!("{}: {}", r.host, r.step),
+                detail: Some(r.description),
+            });
+        }
+    }
+    PhasePlan {
+        phase: NAME,
+        changes,
+        unchanged,
+        pending: None,
+    }
+}
+
+impl Phase for NodesPhase {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Result<PhasePlan, Error>> {
+        async move {
+            if let Some(why) = vms_missing(lab).await {
+                return Ok(PhasePlan {
+                    phase: NAME,
+                    changes: Vec::new(),
+                    unchanged: 0,
+                    pending: Some(format!(
+                        "{why}; every node-preparation step runs once they are"
+                    )),
+                });
+            }
+            let plan = inputs::bootstrap_plan(&lab.config)?;
+            let packages = inputs::package_source(&lab.config);
+            let reports = boot::plan_preparation(&runner(lab)?, &plan, &packages).await?;
+            Ok(reports_to_plan(reports))
+        }
+        .boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        lab: &'a Lab,
+        events: Events<'a>,
+    ) -> BoxFuture<'a, Result<PhaseReport, Error>> {
+        async move {
+            let plan = inputs::bootstrap_plan(&lab.config)?;
+            let runner = runner(lab)?;
+            let steps = relaying(NAME, events, |tx| {
+                let boot_events: boot::Events = Arc::new(move |event| {
+                    let _ = tx.send(event.to_string());
+                });
+                async move {
+                    let packages = fetched_packages(lab, &plan.cluster.version).await?;
+                    Ok::<_, Error>(
+                        boot::prepare_nodes(&runner, &plan, &packages, &boot_events).await?,
+                    )
+                }
+            })
+            .await?;
+            let changed = steps
+                .iter()
+                .filter(|r| r.outcome != Outcome::Unchanged)
+                .count();
+            Ok(PhaseReport {
+                phase: NAME,
+                changed,
+                unchanged: steps.len() - changed,
+            })
+        }
+        .boxed()
+    }
+
+    fn status<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, PhaseStatus> {
+        status(lab).boxed()
+    }
+
+    fn verify<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Vec<Check>> {
+        async move {
+            status(lab)
+                .await
+                .items
+                .into_iter()
+                .map(|item| {
+                    let check = format!("prepared {}", item.name);
+                    if item.healthy {
+                        Check::pass(NAME, check, item.detail)
+                    } else {
+                        Check::fail(
+                            NAME,
+                            check,
+                            format!("{}: {}", item.state, item.detail),
+                            "run `homelab up --only nodes` (`homelab upgrade` when the versions differ on a running cluster)",
+                        )
+                    }
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn hint(&self, error: &Error) -> String {
+        if let Error::SigningKey(kubeadm_boot::signing_key::KeyError::Download { url, .. }) = error
+        {
+            return format!(
+                "this machine cannot download the package repository's signing key ({url}): \
+                 point [packages] repository (and its key_fingerprint) at a mirror it reaches, \
+                 then run `homelab up` again (the VMs report unchanged)"
+            );
+        }
+        "fix the cause above, then run `homelab up` again: the VMs and every step already \
+         done report unchanged (or `homelab up --from nodes`)"
+            .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_prepared_when_every_package_is_installed_at_the_version() {
+        let out = "containerd 1.6.20~ds1-1+b1 ii \nkubeadm 1.33.5-1.1 ii \nkubelet 1.33.5-1.1 ii \nkubectl 1.33.5-1.1 ii \n";
+        let item = node_item("cp", "1.33.5", &installed(out));
+        assert!(item.healthy, "{item:?}");
+        assert_eq!(item.state, "prepared");
+        assert_eq!(
+            item.detail,
+            "containerd 1.6.20~ds1-1+b1 | kubeadm 1.33.5-1.1 | kubelet 1.33.5-1.1 | kubectl 1.33.5-1.1"
+        );
+        // A package half-installed (dpkg interrupted) is not installed.
+        let half = out.replace("kubelet 1.33.5-1.1 ii", "kubelet 1.33.5-1.1 iU");
+        let item = node_item("cp", "1.33.5", &installed(&half));
+        assert_eq!(item.state, "not prepared (missing kubelet)");
+        assert!(!item.healthy);
+        // Another version: named.
+        let item = node_item("cp", "1.33.6", &installed(out));
+        assert_eq!(item.state, "kubeadm, kubelet, kubectl not at 1.33.6");
+        // Nothing at all.
+        let item = node_item("w1", "1.33.5", &[]);
+        assert_eq!(
+            item.state,
+            "not prepared (missing containerd, kubeadm, kubelet, kubectl)"
+        );
+    }
+}
