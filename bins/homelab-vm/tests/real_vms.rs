@@ -163,14 +163,13 @@ fn check_nodes(dir: &Path) {
     }
 }
 
-/// The node preparation steps of kubeadm-boot on the three VMs, every one of them: swap,
-/// modules, sysctls, containerd with its TOML configuration, and the Kubernetes packages from
-/// a stand-in of the Kubernetes repository served by the host on the VMs' network (signed by a
-/// throwaway key whose fingerprint is pinned, the key fetched by the host). Checked with
-/// OpenSSH, run again to show that nothing changes; then the upgrade's package step moves one
-/// node to the next patch release, and preparation refuses to move the others.
+/// The nodes as the pipeline's `nodes` phase left them, checked with OpenSSH: swap off,
+/// modules, sysctls, containerd with its TOML configuration, the Kubernetes packages from the
+/// stand-in repository (signed by a throwaway key whose fingerprint is pinned, the key fetched
+/// by the host), held. The steps run again change nothing; then the upgrade's package step
+/// moves one node to the next patch release, and preparation refuses to move the others.
 #[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
-fn prepare_nodes(dir: &Path) {
+fn prepared_nodes(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo) {
     use kubeadm_boot::kubeadm::Version;
     use kubeadm_boot::prepare::{PackageSource, node_steps};
     use kubeadm_boot::ssh::{HostKeyPolicy, Pool, SshOptions, Target};
@@ -178,16 +177,6 @@ fn prepare_nodes(dir: &Path) {
     use std::sync::Arc;
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let repo = runtime
-        .block_on(homelab_testkit::apt_repo::AptRepo::start(
-            format!("{NET}.1").parse().unwrap(),
-            &["1.33.5", "1.33.6"],
-        ))
-        .unwrap();
-    eprintln!(
-        "stand-in package repository: {} (key {})",
-        repo.base_url, repo.fingerprint
-    );
     let version: Version = "1.33.5".parse().unwrap();
     let mut source = PackageSource::new(&repo.base_url, &repo.fingerprint);
     runtime
@@ -231,42 +220,6 @@ fn prepare_nodes(dir: &Path) {
             .map(|(name, last)| (target(name, *last), steps.to_vec()))
             .collect()
     };
-    // This machine's Debian mirror serves a fixed snapshot whose Release files are past their
-    // Valid-Until date; the host's apt is configured for that, and so must the nodes' be.
-    if let Ok(conf) = std::fs::read_to_string("/etc/apt/apt.conf.d/99artifact-registry") {
-        for (_, last) in nodes {
-            ssh(
-                dir,
-                &format!("{NET}.{last}"),
-                &format!(
-                    "printf '%s' '{conf}' | sudo -n tee /etc/apt/apt.conf.d/99artifact-registry >/dev/null"
-                ),
-            );
-        }
-    }
-    let started = Instant::now();
-    let first = run(everywhere(&steps), false).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("prepare on 3 VMs (every step): {:.0?}", started.elapsed());
-    for step in [
-        "containerd-installed",
-        "kubernetes-prerequisites",
-        "containerd-config",
-        "modules-persistent",
-        "sysctl",
-        "kubernetes-key",
-        "kubernetes-repository",
-        "kubernetes-packages",
-        "kubelet-enabled",
-    ] {
-        assert_eq!(
-            first
-                .iter()
-                .filter(|r| r.step == step && r.outcome == Outcome::Changed)
-                .count(),
-            3,
-            "{step} changed on every fresh node: {first:#?}"
-        );
-    }
     for (_, last) in nodes {
         let out = ssh(
             dir,
@@ -356,9 +309,16 @@ fn status_and_verify(dir: &Path) {
             .all(|i| i.detail.ends_with("ssh: ok")),
         "{status:#?}"
     );
-    // No cluster yet: reported as such, and the whole is not healthy.
+    // Nodes not prepared and no cluster yet: reported as such, and the whole is not healthy.
     assert!(!status.healthy);
-    let cluster = status.phases[1].error.clone().unwrap_or_default();
+    assert!(
+        status.phases[1]
+            .items
+            .iter()
+            .all(|i| i.state.starts_with("not prepared (missing ") && !i.healthy),
+        "{status:#?}"
+    );
+    let cluster = status.phases[2].error.clone().unwrap_or_default();
     assert!(cluster.contains("kubeconfig"), "{cluster}");
     let checks = runtime.block_on(pipeline.verify(&lab));
     let failed: Vec<String> = checks
@@ -426,11 +386,36 @@ fn status_and_verify(dir: &Path) {
     check_nodes(dir);
 }
 
-/// `up --only vms` through the library (in a process of its own, the `up` example of the
-/// homelab crate, so that it can be killed) killed at three points proptest chooses: early
-/// (libvirt objects), middle (domains defined and booting), late (waiting for SSH and
-/// cloud-init), each time with a node to re-create. Then run again in this process: it
-/// converges, leaves a foreign volume in the pool alone, and a further run changes nothing.
+/// The lab's configuration with node preparation pointed at the stand-in repository.
+fn config_with_packages(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo) -> String {
+    format!(
+        "{}\n[packages]\nrepository = \"{}\"\nkey_fingerprint = \"{}\"\n",
+        config(dir),
+        repo.base_url,
+        repo.fingerprint
+    )
+}
+
+/// The node-preparation steps every fresh node needs.
+const PREPARATION: [&str; 9] = [
+    "containerd-installed",
+    "kubernetes-prerequisites",
+    "containerd-config",
+    "modules-persistent",
+    "sysctl",
+    "kubernetes-key",
+    "kubernetes-repository",
+    "kubernetes-packages",
+    "kubelet-enabled",
+];
+
+/// `up --until nodes` through the library (in a process of its own, the `up` example of the
+/// homelab crate, so that it can be killed) killed at four points proptest chooses: two in the
+/// vms phase (libvirt objects; domains defined and booting), each time with a node to
+/// re-create, and two in the nodes phase on fresh nodes (apt and dpkg at work). Then run again
+/// in this process: it converges (a node killed inside dpkg is finished), leaves a foreign
+/// volume in the pool alone, and a further run changes nothing.
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn kill_points(dir: &Path) {
     use homelab::{Lab, Pipeline, Selection};
     use proptest::strategy::{Strategy, ValueTree};
@@ -447,56 +432,119 @@ fn kill_points(dir: &Path) {
         .and_then(Path::parent)
         .unwrap()
         .join("examples/up");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = Lab::load(Some(&dir.join("homelab.toml"))).unwrap();
+    let pipeline = Pipeline::for_lab(&lab);
+    let until_nodes = Selection {
+        until: Some("nodes".into()),
+        ..Selection::default()
+    };
+
+    // Fresh nodes: the plan lists every preparation step on every node.
+    let plans = runtime.block_on(pipeline.plan(&lab, &until_nodes)).unwrap();
+    assert!(plans[0].is_noop(), "{}", plans[0]);
+    for node in ["hlit-cp", "hlit-w1", "hlit-w2"] {
+        for step in PREPARATION {
+            let object = format!("{node}: {step}");
+            assert!(
+                plans[1].changes.iter().any(|c| c.object == object),
+                "the plan lacks {object}:\n{}",
+                plans[1]
+            );
+        }
+    }
+
     // Something in the pool that homelab did not make.
     virsh(&["vol-create-as", "hlit", "foreign.img", "1M"]);
     let mut runner = proptest::test_runner::TestRunner::default();
-    let (early, middle, late) = (500u64..3_000, 3_000u64..15_000, 15_000u64..40_000)
+    let delays = (
+        500u64..3_000,
+        3_000u64..15_000,
+        12_000u64..40_000,
+        20_000u64..60_000,
+    )
         .new_tree(&mut runner)
         .unwrap()
         .current();
-    for delay in [early, middle, late] {
-        // A node to re-create, so that every run has work to do when it is killed.
-        let _ = virsh_status(&["destroy", "hlit-w2"]);
-        virsh(&["undefine", "hlit-w2"]);
+    let log = dir.join("killed-up.log");
+    for (delay, recreate) in [
+        (delays.0, true),
+        (delays.1, true),
+        (delays.2, false),
+        (delays.3, false),
+    ] {
+        if recreate {
+            // A node to re-create, so that the run has work to do in the vms phase.
+            let _ = virsh_status(&["destroy", "hlit-w2"]);
+            virsh(&["undefine", "hlit-w2"]);
+        }
         let mut child = StdCommand::new(&up)
             .arg(dir.join("homelab.toml"))
-            .args(["--only", "vms"])
+            .args(["--until", "nodes"])
             .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay));
         let finished = child.try_wait().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
+        let events = std::fs::read_to_string(&log).unwrap();
+        let last = events.lines().last().unwrap_or("(nothing yet)");
         eprintln!(
-            "kill point {delay} ms: {}",
+            "kill point {delay} ms: {}; last event: {last}",
             finished.map_or_else(
                 || "killed mid-run".to_owned(),
                 |s| format!("had already finished ({s})")
             )
         );
+        if !recreate {
+            // These two are meant for node preparation: the run got there and was stopped in
+            // it, not after it.
+            assert!(
+                finished.is_none() && events.contains("== nodes"),
+                "kill point {delay} ms did not land in node preparation:\n{events}"
+            );
+        }
     }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let lab = Lab::load(Some(&dir.join("homelab.toml"))).unwrap();
-    let pipeline = Pipeline::for_lab(&lab);
-    let only_vms = Selection {
-        only: Some("vms".into()),
-        ..Selection::default()
-    };
-    runtime
-        .block_on(pipeline.up(&lab, &only_vms, &|e| eprintln!("(re-run) {e}")))
-        .unwrap();
-    check_nodes(dir);
-    let again = runtime.block_on(pipeline.plan(&lab, &only_vms)).unwrap();
-    assert!(
-        again[0].is_noop(),
-        "a further run would change: {}",
-        again[0]
-    );
+    let started = Instant::now();
     let reports = runtime
-        .block_on(pipeline.up(&lab, &only_vms, &|_| {}))
+        .block_on(pipeline.up(&lab, &until_nodes, &|e| eprintln!("(re-run) {e}")))
         .unwrap();
-    assert_eq!(reports[0].changed, 0);
+    eprintln!(
+        "re-run after the kills: {:.0?} ({} + {} changed)",
+        started.elapsed(),
+        reports[0].changed,
+        reports[1].changed
+    );
+    check_nodes(dir);
+    let again = runtime.block_on(pipeline.plan(&lab, &until_nodes)).unwrap();
+    for plan in &again {
+        assert!(plan.is_noop(), "a further run would change: {plan}");
+    }
+    let reports = runtime
+        .block_on(pipeline.up(&lab, &until_nodes, &|_| {}))
+        .unwrap();
+    assert_eq!(
+        reports.iter().map(|r| r.changed).collect::<Vec<_>>(),
+        [0, 0]
+    );
+    // Every node reports prepared at the configured version.
+    let status = homelab::Status::of(runtime.block_on(pipeline.status(&lab)));
+    let nodes: Vec<(&str, &str)> = status.phases[1]
+        .items
+        .iter()
+        .map(|i| (i.name.as_str(), i.state.as_str()))
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("hlit-cp", "prepared"),
+            ("hlit-w1", "prepared"),
+            ("hlit-w2", "prepared")
+        ],
+        "{status:#?}"
+    );
     // The foreign volume is untouched, then removed by the test.
     virsh(&["vol-info", "--pool", "hlit", "foreign.img"]);
     virsh(&["vol-delete", "--pool", "hlit", "foreign.img"]);
@@ -537,10 +585,7 @@ fn real_vms_apply_reapply_interrupt_destroy() {
     );
     check_nodes(d);
 
-    // 2. The cluster layer's node preparation, as root on real machines.
-    prepare_nodes(d);
-
-    // 3. A re-run changes nothing.
+    // 2. A re-run changes nothing.
     let plan = homelab_vm(d).arg("plan").assert().success();
     let plan = String::from_utf8(plan.get_output().stdout.clone()).unwrap();
     assert!(plan.trim_end().ends_with("plan: 11 unchanged"), "{plan}");
@@ -552,14 +597,46 @@ fn real_vms_apply_reapply_interrupt_destroy() {
         .stdout(predicates::str::contains("(0 changes)"));
     eprintln!("idempotent re-apply: {:.1?}", started.elapsed());
 
-    // 3b. Status and verify through the library, with every node up, then with one VM
+    // 3. Status and verify through the library, with every node up, then with one VM
     // stopped and one node's SSH down.
     status_and_verify(d);
 
-    // 3c. The library's `up` killed at three points chosen by proptest, then run again.
+    // 4. Node preparation through the pipeline, from a stand-in of the Kubernetes package
+    // repository served on the VMs' network, killed at four points, then converging.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let repo = runtime
+        .block_on(homelab_testkit::apt_repo::AptRepo::start(
+            format!("{NET}.1").parse().unwrap(),
+            &["1.33.5", "1.33.6"],
+        ))
+        .unwrap();
+    eprintln!(
+        "stand-in package repository: {} (key {})",
+        repo.base_url, repo.fingerprint
+    );
+    std::fs::write(d.join("homelab.toml"), config_with_packages(d, &repo)).unwrap();
+    // This machine's Debian mirror serves a fixed snapshot whose Release files are past their
+    // Valid-Until date; the host's apt is configured for that, and so must the nodes' be.
+    if let Ok(conf) = std::fs::read_to_string("/etc/apt/apt.conf.d/99artifact-registry") {
+        for last in [10, 11, 12] {
+            ssh(
+                d,
+                &format!("{NET}.{last}"),
+                &format!(
+                    "printf '%s' '{conf}' | sudo -n tee /etc/apt/apt.conf.d/99artifact-registry >/dev/null"
+                ),
+            );
+        }
+    }
+    let started = Instant::now();
     kill_points(d);
+    eprintln!(
+        "node preparation with four kills and the re-run: {:.0?}",
+        started.elapsed()
+    );
+    prepared_nodes(d, &repo);
 
-    // 4. A node lost, the tool killed while re-creating it, then run again: converges.
+    // 5. A node lost, the tool killed while re-creating it, then run again: converges.
     virsh(&["destroy", "hlit-w2"]);
     virsh(&["undefine", "hlit-w2"]);
     let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("homelab-vm"))
@@ -602,7 +679,7 @@ fn real_vms_apply_reapply_interrupt_destroy() {
         .success()
         .stdout(predicates::str::contains("plan: 11 unchanged"));
 
-    // 5. Destroy leaves nothing of this cluster behind.
+    // 6. Destroy leaves nothing of this cluster behind.
     homelab_vm(d).args(["destroy", "--yes"]).assert().success();
     let domains = virsh(&["list", "--all", "--name"]);
     assert!(!domains.contains("hlit-"), "{domains}");

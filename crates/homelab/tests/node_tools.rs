@@ -64,7 +64,7 @@ const INSTALLED_BY: &[(&str, &[&str])] = &[
 const SHELL: &[&str] = &[
     "if", "then", "else", "elif", "fi", "for", "in", "do", "done", "while", "case", "esac", "[",
     "[[", "test", "echo", "printf", "true", "false", "exit", "cd", "export", "umask", "read",
-    "set", "trap", "command", "!", "{", "}", "local", "return", ":",
+    "set", "trap", "command", "!", "{", "}", "local", "return", ":", "until", "continue", "break",
 ];
 
 /// The programs a shell command line starts (first word of every simple command).
@@ -81,6 +81,13 @@ fn programs(line: &str) -> BTreeSet<String> {
         } else if !quoted {
             unquoted.push(c);
         }
+    }
+    // Arithmetic expansions, `$((n+1))`, run nothing.
+    while let Some(start) = unquoted.find("$((") {
+        let end = unquoted[start..]
+            .find("))")
+            .map_or(unquoted.len(), |e| start + e + 2);
+        unquoted.replace_range(start..end, "0");
     }
     let mut separated = unquoted.replace("$(", "\n").replace('`', "\n");
     for sep in ["&&", "||", ";", "|", "(", ")", "\n"] {

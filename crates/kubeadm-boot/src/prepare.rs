@@ -280,11 +280,19 @@ pub fn repository_steps(version: &Version, source: &PackageSource) -> Vec<Step> 
 /// Installs `packages` (an apt argument list) non-interactively: first finishes what an
 /// interrupted earlier run left half-configured (`dpkg --configure -a`; without it apt refuses
 /// every install after a run was killed inside dpkg), then refreshes the package lists, then
-/// installs, waiting up to five minutes for another apt (unattended upgrades) to let go.
+/// installs. While another apt or dpkg holds its locks (unattended upgrades, or the remote
+/// half of an interrupted run, which outlives its SSH connection), it tries again every 2 s
+/// for up to 5 minutes. Runs in a subshell: the caller's shell goes on whatever happens.
 pub fn apt_install(packages: &str) -> String {
     format!(
-        "export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a && apt-get update -qq && \
-         apt-get -o DPkg::Lock::Timeout=300 install -y -qq {packages}"
+        "( export DEBIAN_FRONTEND=noninteractive; n=0; \
+         until err=$( {{ dpkg --configure -a && apt-get update -qq && \
+         apt-get -o DPkg::Lock::Timeout=300 install -y -qq {packages}; }} 2>&1 >/dev/null ); do \
+         n=$((n+1)); \
+         case \"$err\" in *'Could not get lock'*|*'locked by another process'*) \
+         if [ $n -lt 150 ]; then sleep 2; continue; fi ;; esac; \
+         printf '%s\\n' \"$err\" >&2; exit 1; \
+         done )"
     )
 }
 
@@ -300,7 +308,7 @@ pub fn held_install(packages: &[&str], version: &str) -> String {
         .collect();
     format!(
         "apt-mark unhold {names} >/dev/null 2>&1; \
-         {{ {install}; }}; \
+         {install}; \
          rc=$?; apt-mark hold {names} >/dev/null 2>&1; exit $rc",
         install = apt_install(&pinned.join(" "))
     )

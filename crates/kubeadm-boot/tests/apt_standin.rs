@@ -19,6 +19,11 @@ const APT_GET: &str = r#"#!/bin/sh
 set -e
 # Options before the command (`-o Name=value` takes the next argument).
 while [ "${1#-}" != "$1" ]; do [ "$1" = -o ] && shift; shift; done
+# Another apt holding the lock for the next `busy` calls.
+if [ -s "$APT_STATE/busy" ]; then
+  b=$(cat "$APT_STATE/busy"); echo $((b-1)) > "$APT_STATE/busy"; [ "$b" -le 1 ] && : > "$APT_STATE/busy"
+  echo "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 4242 (apt-get)" >&2; exit 100
+fi
 if [ "$1" = install ] && [ -e "$APT_STATE/interrupted" ]; then
   echo "E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem." >&2; exit 100
 fi
@@ -249,4 +254,25 @@ fn an_install_after_a_run_killed_inside_dpkg_finishes_it_first() {
         assert!(ok, "{}: {stderr}", step.name);
         assert_eq!(apt.state("log"), "configured\n", "{}", step.name);
     }
+}
+
+#[test]
+fn an_install_waits_while_another_apt_holds_the_lock() {
+    // The remote half of an interrupted run (or unattended upgrades) still holds apt's lock
+    // for the next two calls: the install waits, then succeeds.
+    let apt = Apt::new(&["1.33.5"], &["1.33.5"]);
+    std::fs::write(apt.dir.path().join("state/busy"), "2").unwrap();
+    let (ok, stderr) = apt.run(&packages_step("1.33.5"));
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        apt.state("installed"),
+        "kubeadm 1.33.5\nkubelet 1.33.5\nkubectl 1.33.5\n"
+    );
+    // Any other failure is not waited on: reported at once with apt's message.
+    let apt = Apt::new(&["1.33.5"], &["1.33.5"]);
+    let started = std::time::Instant::now();
+    let (ok, stderr) = apt.run(&packages_step("1.33.9"));
+    assert!(!ok);
+    assert!(stderr.contains("Version '1.33.9-*'"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
