@@ -94,6 +94,12 @@ fn programs(line: &str) -> BTreeSet<String> {
         separated = separated.replace(sep, "\n");
     }
     let mut found = BTreeSet::new();
+    // Shell functions the line defines (`kc() { …; }`) are not programs.
+    let defined: BTreeSet<String> = unquoted
+        .split(|c: char| c.is_whitespace() || c == ';' || c == '{')
+        .filter_map(|w| w.strip_suffix("()"))
+        .map(str::to_owned)
+        .collect();
     for segment in separated.lines() {
         let mut words = segment.split_whitespace().peekable();
         while let Some(word) = words.peek() {
@@ -121,7 +127,9 @@ fn programs(line: &str) -> BTreeSet<String> {
         {
             continue;
         }
-        found.insert(first.to_owned());
+        if !defined.contains(first) {
+            found.insert(first.to_owned());
+        }
     }
     found
 }
@@ -168,6 +176,7 @@ fn every_step() -> Vec<Step> {
             &plan.workers[0].spec,
             &BootstrapToken::generate(),
             "sha256:0000",
+            false,
         )
         .unwrap(),
     );

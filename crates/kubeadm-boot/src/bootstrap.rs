@@ -1,7 +1,8 @@
-//! The cluster bootstrap: `kubeadm init` on the control plane (only when
-//! `/etc/kubernetes/admin.conf` is absent), a bootstrap token created or reused, the discovery
-//! hash computed here from the cluster CA, workers joined in parallel from a 0600
-//! JoinConfiguration file that is removed again, and the admin kubeconfig fetched.
+//! The cluster bootstrap: `kubeadm init` on the control plane (or the rest of an init that
+//! stopped half-way), a bootstrap token created or reused, the discovery hash computed here
+//! from the cluster CA, workers that are not registered joined in parallel (reset first when
+//! an earlier join left files behind) from a 0600 JoinConfiguration file that is removed
+//! again, and the admin kubeconfig fetched.
 //!
 //! Re-running a finished bootstrap reports every step unchanged and creates no token.
 
@@ -14,7 +15,7 @@ use crate::ca::{CaError, ca_cert_hash};
 use crate::kubeadm::{
     BootstrapToken, ClusterSpec, ConfigError, NodeSpec, init_config, join_config,
 };
-use crate::ssh::{Cmd, Pool, Session, SshError, Target};
+use crate::ssh::{Cmd, Pool, Session, SshError, Target, shell_quote};
 use crate::steps::{Change, Check, Event, Report, RunError, Runner, Step};
 
 /// Where homelab keeps kubeadm's configuration files on a node.
@@ -92,39 +93,115 @@ pub struct Plan {
     pub workers: Vec<Node>,
 }
 
-fn config_path(file: &str) -> String {
-    format!("{CONFIG_DIR}/{file}")
+/// The directory kubeadm works in on every node.
+pub const KUBERNETES_DIR: &str = "/etc/kubernetes";
+
+/// What a finished `kubeadm init` leaves in the cluster, besides admin.conf (which kubeadm
+/// writes early, in its kubeconfig phase): the ConfigMaps joins need and the two addons.
+const INIT_RESULTS: &str = "kc -n kube-public get configmap/cluster-info && \
+     kc -n kube-system get configmap/kubeadm-config configmap/kubelet-config deployment/coredns daemonset/kube-proxy";
+
+/// A shell function `kc` running kubectl with the node's admin kubeconfig, quietly.
+fn kc(kubernetes_dir: &str) -> String {
+    format!(
+        "kc() {{ kubectl --kubeconfig {} --request-timeout=10s \"$@\" >/dev/null 2>&1; }}",
+        shell_quote(&format!("{kubernetes_dir}/admin.conf"))
+    )
 }
 
 /// The control plane's steps: the InitConfiguration file (0600, kept for upgrades) and
-/// `kubeadm init`, which runs only while `/etc/kubernetes/admin.conf` is absent.
+/// `kubeadm init`. Init counts as done only when what a finished init leaves is in the
+/// cluster (cluster-info, kubeadm-config, kubelet-config, CoreDNS, kube-proxy), not when
+/// admin.conf exists: kubeadm writes that early, so an init that died later would otherwise be
+/// skipped for ever and every join would fail. Such an init is resumed: the phases whose
+/// results are missing run again (`kubeadm init phase …`), after the API server answers.
 ///
 /// # Errors
 /// The configuration cannot be serialized.
 pub fn init_steps(cluster: &ClusterSpec, node: &NodeSpec) -> Result<Vec<Step>, ConfigError> {
-    let path = config_path("kubeadm-init.yaml");
+    init_steps_in(KUBERNETES_DIR, cluster, node)
+}
+
+/// [`init_steps`] with kubeadm's directory elsewhere than [`KUBERNETES_DIR`] (tests).
+///
+/// # Errors
+/// The configuration cannot be serialized.
+pub fn init_steps_in(
+    kubernetes_dir: &str,
+    cluster: &ClusterSpec,
+    node: &NodeSpec,
+) -> Result<Vec<Step>, ConfigError> {
+    let path = format!("{kubernetes_dir}/homelab/kubeadm-init.yaml");
     let config = init_config(cluster, node, None)?;
+    let k = shell_quote(kubernetes_dir);
+    let c = shell_quote(&path);
+    let phase = |args: &str| format!("kubeadm init phase {args} --config {c} || exit 1");
+    let resume = [
+        format!("[ -f {k}/manifests/etcd.yaml ] || {}", phase("etcd local")),
+        format!(
+            "[ -f {k}/manifests/kube-apiserver.yaml ] || {}",
+            phase("control-plane all")
+        ),
+        format!(
+            "{{ [ -f {k}/kubelet.conf ] && systemctl is-active --quiet kubelet; }} || {}",
+            phase("kubelet-start")
+        ),
+        format!(
+            "n=0; until kc get --raw /readyz; do n=$((n+1)); if [ $n -ge 120 ]; then \
+             echo 'the API server at {} did not answer /readyz within 4 minutes' >&2; exit 1; fi; \
+             sleep 2; done",
+            cluster.control_plane_endpoint
+        ),
+        format!(
+            "kc -n kube-system get configmap/kubeadm-config configmap/kubelet-config || {}",
+            phase("upload-config all")
+        ),
+        phase("mark-control-plane"),
+        format!(
+            "kc -n kube-public get configmap/cluster-info || kubeadm init phase bootstrap-token --config {c} --skip-token-print || exit 1"
+        ),
+        phase("kubelet-finalize all"),
+        format!(
+            "kc -n kube-system get deployment/coredns || {}",
+            phase("addon coredns")
+        ),
+        format!(
+            "kc -n kube-system get daemonset/kube-proxy || {}",
+            phase("addon kube-proxy")
+        ),
+    ];
+    let run = format!(
+        "{kc}; if [ ! -f {k}/admin.conf ]; then exec kubeadm init --config {c} --skip-token-print; fi; \
+         echo 'kubeadm init did not finish on an earlier run: running the phases whose results are missing' >&2; \
+         {resume}",
+        kc = kc(kubernetes_dir),
+        resume = resume.join("; ")
+    );
     Ok(vec![
         Step::file("kubeadm-init-config", &path, config, 0o600, None),
         Step {
             name: "kubeadm-init".into(),
             description: format!(
-                "run `kubeadm init` for cluster {} (Kubernetes {}, API at {})",
+                "run `kubeadm init` for cluster {} (Kubernetes {}, API at {}), or finish one that stopped",
                 cluster.name, cluster.version, cluster.control_plane_endpoint
             ),
-            check: Check::Command(Cmd::new(format!("test -f {ADMIN_CONF}")).sudo()),
+            check: Check::Command(
+                Cmd::new(format!("{}; {INIT_RESULTS}", kc(kubernetes_dir))).sudo(),
+            ),
             changes: vec![Change::Run(
-                Cmd::new(format!("kubeadm init --config {path} --skip-token-print"))
-                    .sudo()
-                    .timeout(Duration::from_secs(15 * 60)),
+                Cmd::new(run).sudo().timeout(Duration::from_secs(15 * 60)),
             )],
         },
     ])
 }
 
 /// A worker's join step: the JoinConfiguration (it holds the token) written 0600, `kubeadm
-/// join`, and the file removed whether the join worked or not. Runs only while the node
-/// has no `/etc/kubernetes/kubelet.conf`.
+/// join`, and the file removed whether the join worked or not. `member` says whether the
+/// cluster already has this node registered: a member with `/etc/kubernetes/kubelet.conf` is
+/// left alone. Anything else joins; when it carries what an earlier, failed join (or another
+/// cluster) left — kubelet.conf, bootstrap-kubelet.conf, pki/ca.crt, static pod manifests,
+/// each of which kubeadm's join preflight refuses — it is reset first (`kubeadm reset -f`,
+/// its CNI configuration removed).
 ///
 /// # Errors
 /// The configuration cannot be serialized.
@@ -133,15 +210,49 @@ pub fn join_step(
     node: &NodeSpec,
     token: &BootstrapToken,
     ca_hash: &str,
+    member: bool,
 ) -> Result<Step, ConfigError> {
-    let path = config_path("kubeadm-join.yaml");
+    join_step_in(KUBERNETES_DIR, cluster, node, token, ca_hash, member)
+}
+
+/// [`join_step`] with kubeadm's directory elsewhere than [`KUBERNETES_DIR`] (tests).
+///
+/// # Errors
+/// The configuration cannot be serialized.
+pub fn join_step_in(
+    kubernetes_dir: &str,
+    cluster: &ClusterSpec,
+    node: &NodeSpec,
+    token: &BootstrapToken,
+    ca_hash: &str,
+    member: bool,
+) -> Result<Step, ConfigError> {
+    let path = format!("{kubernetes_dir}/homelab/kubeadm-join.yaml");
+    let k = shell_quote(kubernetes_dir);
+    let p = shell_quote(&path);
+    let check = if member {
+        format!("test -f {k}/kubelet.conf")
+    } else {
+        // Not registered with the API server: whatever the node holds, it joins.
+        "false".to_owned()
+    };
+    let run = format!(
+        "left=''; for f in kubelet.conf bootstrap-kubelet.conf pki/ca.crt; do \
+         if [ -e {k}/$f ]; then left=\"$left $f\"; fi; done; \
+         if [ -n \"$(ls -A {k}/manifests 2>/dev/null)\" ]; then left=\"$left manifests/\"; fi; \
+         if [ -n \"$left\" ]; then \
+         echo \"not a member of the cluster, but holds what an earlier join left ($left ): resetting it first\" >&2; \
+         kubeadm reset -f --cri-socket {cri} || exit 1; rm -rf /etc/cni/net.d; fi; \
+         kubeadm join --config {p}; status=$?; rm -f {p}; exit $status",
+        cri = crate::cluster::CRI_SOCKET,
+    );
     Ok(Step {
         name: "kubeadm-join".into(),
         description: format!(
             "join the cluster at {} as worker {}",
             cluster.control_plane_endpoint, node.name
         ),
-        check: Check::Command(Cmd::new(format!("test -f {KUBELET_CONF}")).sudo()),
+        check: Check::Command(Cmd::new(check).sudo()),
         changes: vec![
             Change::Upload {
                 path: path.clone(),
@@ -149,15 +260,27 @@ pub fn join_step(
                 mode: 0o600,
                 owner: None,
             },
-            Change::Run(
-                Cmd::new(format!(
-                    "kubeadm join --config {path}; status=$?; rm -f {path}; exit $status"
-                ))
-                .sudo()
-                .timeout(Duration::from_secs(10 * 60)),
-            ),
+            Change::Run(Cmd::new(run).sudo().timeout(Duration::from_secs(10 * 60))),
         ],
     })
+}
+
+/// The names of the nodes the cluster has registered, read with kubectl on the control plane
+/// (none when there is no admin.conf yet, or the API server does not answer).
+///
+/// # Errors
+/// The connection fails.
+pub async fn registered_nodes(session: &Session) -> Result<Vec<String>, BootstrapError> {
+    let cmd = Cmd::new(format!(
+        "kubectl --kubeconfig {ADMIN_CONF} --request-timeout=10s get nodes -o name 2>/dev/null || true"
+    ))
+    .sudo();
+    let out = session.run(&cmd).await?;
+    Ok(out
+        .stdout_text()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("node/").map(str::to_owned))
+        .collect())
 }
 
 /// One token as `kubeadm token list -o json` prints it (no `Debug`: it holds the secret).
@@ -305,13 +428,16 @@ pub async fn bootstrap(
     // Which workers still need to join: the same step, checked only. Its contents are
     // never sent, so a placeholder token does no harm.
     let placeholder = BootstrapToken::generate();
+    let cp_session = runner.pool().session(&cp.target).await?;
+    let registered = registered_nodes(&cp_session).await?;
     let join_steps = |token: &BootstrapToken, hash: &str| {
         plan.workers
             .iter()
             .map(|w| {
+                let member = registered.contains(&w.spec.name);
                 Ok((
                     w.target.clone(),
-                    vec![join_step(&plan.cluster, &w.spec, token, hash)?],
+                    vec![join_step(&plan.cluster, &w.spec, token, hash, member)?],
                 ))
             })
             .collect::<Result<Vec<_>, ConfigError>>()
@@ -373,7 +499,7 @@ mod tests {
             address: "192.168.122.11".parse().unwrap(),
         };
         let token = BootstrapToken::generate();
-        let step = join_step(&cluster, &node, &token, "sha256:00").unwrap();
+        let step = join_step(&cluster, &node, &token, "sha256:00", false).unwrap();
         let uploads = step
             .changes
             .iter()
@@ -446,7 +572,7 @@ mod tests {
             name: "w1".into(),
             address: "192.168.122.11".parse().unwrap(),
         };
-        let step = join_step(&cluster(), &node, &token, "sha256:00").unwrap();
+        let step = join_step(&cluster(), &node, &token, "sha256:00", true).unwrap();
         let mut saw_upload = false;
         for change in &step.changes {
             match change {
@@ -454,7 +580,7 @@ mod tests {
                     assert!(!cmd.line.contains(token.expose()), "{}", cmd.line);
                     assert!(
                         cmd.line
-                            .contains("rm -f /etc/kubernetes/homelab/kubeadm-join.yaml")
+                            .contains("rm -f '/etc/kubernetes/homelab/kubeadm-join.yaml'")
                     );
                     assert!(
                         cmd.line.ends_with("exit $status"),
@@ -470,12 +596,18 @@ mod tests {
         }
         assert!(saw_upload);
         assert!(
-            matches!(&step.check, Check::Command(c) if c.line == "test -f /etc/kubernetes/kubelet.conf")
+            matches!(&step.check, Check::Command(c) if c.line == "test -f '/etc/kubernetes'/kubelet.conf"),
+            "a registered member with kubelet.conf is left alone"
+        );
+        let not_member = join_step(&cluster(), &node, &token, "sha256:00", false).unwrap();
+        assert!(
+            matches!(&not_member.check, Check::Command(c) if c.line == "false"),
+            "a node the cluster has not registered always joins"
         );
     }
 
     #[test]
-    fn init_runs_only_without_admin_conf_and_keeps_no_token() {
+    fn init_is_done_only_when_its_results_are_in_the_cluster() {
         let node = NodeSpec {
             name: "cp".into(),
             address: "192.168.122.10".parse().unwrap(),
@@ -487,8 +619,20 @@ mod tests {
         };
         assert_eq!(*mode, 0o600);
         assert!(!String::from_utf8_lossy(contents).contains("bootstrapTokens"));
+        let Check::Command(check) = &steps[1].check else {
+            panic!("init is checked by a command");
+        };
+        for wanted in [
+            "configmap/cluster-info",
+            "configmap/kubelet-config",
+            "deployment/coredns",
+            "daemonset/kube-proxy",
+        ] {
+            assert!(check.line.contains(wanted), "{}", check.line);
+        }
         assert!(
-            matches!(&steps[1].check, Check::Command(c) if c.line == "test -f /etc/kubernetes/admin.conf")
+            !check.line.contains("test -f"),
+            "admin.conf alone proves nothing"
         );
     }
 }
