@@ -202,6 +202,8 @@ pub(crate) struct KubeconfigArg {
 
 pub(crate) struct Setup {
     pub(crate) config: homelab_config::Config,
+    /// The file it came from (`None`: the embedded default).
+    pub(crate) config_file: Option<std::path::PathBuf>,
     pub(crate) targets: Vec<Target>,
     /// Name of the control-plane node (the configuration's, or the first --node).
     pub(crate) control_plane: String,
@@ -209,8 +211,13 @@ pub(crate) struct Setup {
 }
 
 fn setup(global: &Global) -> Result<Setup> {
-    let loaded = ConfigSource::discover(global.config.config.as_deref()).load()?;
+    let source = ConfigSource::discover(global.config.config.as_deref());
+    let loaded = source.load()?;
     let config = loaded.config;
+    let config_file = match source {
+        ConfigSource::File(path) => Some(path),
+        ConfigSource::Embedded => None,
+    };
     let selection = homelab::inputs::NodeSelection::all()
         .user(global.user.clone())
         .nodes(global.nodes.clone())
@@ -225,6 +232,7 @@ fn setup(global: &Global) -> Result<Setup> {
     }
     Ok(Setup {
         config,
+        config_file,
         targets: picked.targets,
         control_plane: picked.control_plane,
         options,

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use homelab_config::expand_home;
-use kubeadm_boot::bootstrap::{self, Node, Plan};
-use kubeadm_boot::cluster::{self as boot, API_PORT, CRI_SOCKET, PodNetwork};
-use kubeadm_boot::kubeadm::{ClusterSpec, NodeSpec, Version};
+use kubeadm_boot::bootstrap::{self, Plan};
+use kubeadm_boot::cluster::{self as boot, PodNetwork};
+use kubeadm_boot::kubeadm::Version;
 use kubeadm_boot::nodes;
 use kubeadm_boot::prepare::PackageSource;
 use kubeadm_boot::ssh::Pool;
@@ -25,66 +25,18 @@ impl KubeconfigArg {
 }
 
 fn version_of(setup: &Setup) -> Version {
-    let kv = setup.config.cluster.kubernetes_version;
-    Version {
-        major: kv.major,
-        minor: kv.minor,
-        patch: kv.patch,
-    }
-}
-
-/// The control plane and workers, as the bootstrap needs them.
-fn nodes_of(setup: &Setup) -> Result<(Node, Vec<Node>)> {
-    let mut control_plane = None;
-    let mut workers = Vec::new();
-    for target in &setup.targets {
-        let address = target.address.parse().with_context(|| {
-            format!(
-                "node {}: address {} is not an IPv4 address (kubeadm advertises it)",
-                target.name, target.address
-            )
-        })?;
-        let node = Node {
-            target: target.clone(),
-            spec: NodeSpec {
-                name: target.name.clone(),
-                address,
-            },
-        };
-        if target.name == setup.control_plane {
-            control_plane = Some(node);
-        } else {
-            workers.push(node);
-        }
-    }
-    let control_plane = control_plane.with_context(|| {
-        format!(
-            "the control plane {} is not among the selected nodes (--only?)",
-            setup.control_plane
-        )
-    })?;
-    Ok((control_plane, workers))
-}
-
-fn cluster_spec(setup: &Setup, control_plane: &Node) -> ClusterSpec {
-    ClusterSpec {
-        name: setup.config.cluster.name.clone(),
-        version: version_of(setup),
-        control_plane_endpoint: format!("{}:{API_PORT}", control_plane.spec.address),
-        pod_cidr: setup.config.network.pod_cidr,
-        service_cidr: setup.config.network.service_cidr,
-        image_repository: None,
-        cri_socket: CRI_SOCKET.into(),
-    }
+    homelab::inputs::kube_version(&setup.config)
 }
 
 fn bootstrap_plan(setup: &Setup) -> Result<Plan> {
-    let (control_plane, workers) = nodes_of(setup)?;
-    Ok(Plan {
-        cluster: cluster_spec(setup, &control_plane),
-        control_plane,
-        workers,
-    })
+    let selected = homelab::inputs::SelectedNodes {
+        targets: setup.targets.clone(),
+        control_plane: setup.control_plane.clone(),
+    };
+    Ok(homelab::inputs::bootstrap_plan_for(
+        &setup.config,
+        &selected,
+    )?)
 }
 
 pub(crate) async fn bootstrap(
@@ -214,7 +166,11 @@ pub(crate) async fn upgrade(
         Some(to) => to.parse().with_context(|| format!("--to {to}"))?,
         None => version_of(setup),
     };
-    let (control_plane, workers) = nodes_of(setup)?;
+    let Plan {
+        control_plane,
+        workers,
+        ..
+    } = bootstrap_plan(setup)?;
     let plan = upgrade::Plan {
         target,
         source: {
@@ -242,5 +198,31 @@ pub(crate) async fn upgrade(
         Err(upgrade::UpgradeError::Steps(e)) => Err(e),
         Err(other) => return Err(other.into()),
     };
-    print_reports(json, result)
+    let upgraded = result.is_ok();
+    let code = print_reports(json, result)?;
+    if upgraded && !args.dry_run {
+        record(setup, &target)?;
+    }
+    Ok(code)
+}
+
+/// Writes the version an upgrade reached into homelab.toml when it said another one, so that
+/// `homelab up` does not try to prepare the nodes at the old version.
+fn record(setup: &Setup, target: &Version) -> Result<()> {
+    let mut lab = homelab::Lab::new(setup.config.clone());
+    lab.config_file.clone_from(&setup.config_file);
+    let target = format!("{}.{}.{}", target.major, target.minor, target.patch);
+    match homelab::cluster::record_kubernetes_version(&lab, &target.parse()?)? {
+        homelab::cluster::Recorded::File(path) => eprintln!(
+            "recorded cluster.kubernetes_version = \"{target}\" in {} (the cluster runs it now)",
+            path.display()
+        ),
+        homelab::cluster::Recorded::AlreadyThere(_) => {}
+        homelab::cluster::Recorded::Embedded => eprintln!(
+            "the cluster runs {target} now, and the embedded default says {}: run `homelab config init` \
+             and set cluster.kubernetes_version = \"{target}\", or `homelab up` will refuse to prepare its nodes",
+            setup.config.cluster.kubernetes_version
+        ),
+    }
+    Ok(())
 }

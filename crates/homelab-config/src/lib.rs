@@ -29,6 +29,7 @@
 //! ```
 
 mod diagnostic;
+pub mod edit;
 mod load;
 mod model;
 mod path;

@@ -225,6 +225,50 @@ async fn cluster_checks(lab: &Lab, wanted: &[String], version: Option<String>) -
     checks
 }
 
+/// Where a version reached by an upgrade was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// `cluster.kubernetes_version` in this file now says it.
+    File(std::path::PathBuf),
+    /// The file already said it.
+    AlreadyThere(std::path::PathBuf),
+    /// The embedded default is in use: there is no file to write it into.
+    Embedded,
+}
+
+/// Writes `version` into the lab's `homelab.toml` as `cluster.kubernetes_version` (comments
+/// and everything else kept), so that configuration and cluster cannot silently disagree
+/// after an upgrade to a version the file did not name: preparation would otherwise try to
+/// install the older packages on a node the upgrade moved.
+///
+/// # Errors
+/// The file cannot be read or written, or the result would not be valid.
+pub fn record_kubernetes_version(
+    lab: &Lab,
+    version: &kubeadm_boot::kubeadm::Version,
+) -> Result<Recorded, Error> {
+    let Some(path) = &lab.config_file else {
+        return Ok(Recorded::Embedded);
+    };
+    let edit_err = |source: Box<dyn std::error::Error + Send + Sync>| Error::ConfigEdit {
+        path: path.clone(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| edit_err(Box::new(e)))?;
+    let wanted = format!("{}.{}.{}", version.major, version.minor, version.patch);
+    if lab.config.cluster.kubernetes_version.to_string() == wanted {
+        return Ok(Recorded::AlreadyThere(path.clone()));
+    }
+    let updated = homelab_config::edit::set_string(&text, "cluster.kubernetes_version", &wanted)
+        .map_err(|e| edit_err(Box::new(e)))?;
+    // Written beside it, then renamed: a crash leaves the old file or the new one.
+    let tmp = path.with_extension("toml.homelab-tmp");
+    std::fs::write(&tmp, updated)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| edit_err(Box::new(e)))?;
+    Ok(Recorded::File(path.clone()))
+}
+
 /// Upgrades the cluster to `cluster.kubernetes_version`, node by node, control plane first,
 /// after the pre-checks (every node Ready, no downgrade, one minor release at most). With
 /// `dry_run`, only checks and reports what would change.
@@ -429,5 +473,41 @@ impl Phase for ExistingCluster {
 
     fn verify<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Vec<Check>> {
         async move { cluster_checks(lab, &[], None).await }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn an_upgrade_to_another_version_is_written_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("homelab.toml");
+        std::fs::write(
+            &path,
+            "# my lab\n[cluster]\nname = \"lab\"\nkubernetes_version = \"1.33.5\" # pinned\n",
+        )
+        .unwrap();
+        let lab = Lab::load(Some(&path)).unwrap();
+        let v: kubeadm_boot::kubeadm::Version = "1.33.6".parse().unwrap();
+        assert_eq!(
+            record_kubernetes_version(&lab, &v).unwrap(),
+            Recorded::File(path.clone())
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "# my lab\n[cluster]\nname = \"lab\"\nkubernetes_version = \"1.33.6\" # pinned\n"
+        );
+        let lab = Lab::load(Some(&path)).unwrap();
+        assert_eq!(
+            record_kubernetes_version(&lab, &v).unwrap(),
+            Recorded::AlreadyThere(path.clone())
+        );
+        let embedded = Lab::new(homelab_config::Config::default());
+        assert_eq!(
+            record_kubernetes_version(&embedded, &v).unwrap(),
+            Recorded::Embedded
+        );
     }
 }

@@ -74,6 +74,26 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// A value could not be written back into `homelab.toml`.
+    #[error("cannot update {}: {source}", path.display())]
+    ConfigEdit {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A node's address cannot be what kubeadm advertises.
+    #[error("node {node}: address {address} is not an IPv4 address (kubeadm advertises it)")]
+    NodeAddress {
+        /// The node.
+        node: String,
+        /// Its address.
+        address: String,
+    },
+    /// The control-plane node is not among the selected ones.
+    #[error("the control plane {0} is not among the selected nodes (--only?)")]
+    ControlPlaneNotSelected(String),
     /// A worker thread stopped (a libvirt call panicked).
     #[error("a worker stopped: {0}")]
     Worker(String),

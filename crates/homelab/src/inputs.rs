@@ -313,23 +313,39 @@ pub fn select_nodes(config: &Config, selection: &NodeSelection) -> Result<Select
 /// # Errors
 /// No node has the control-plane role (validation already refuses such a file).
 pub fn bootstrap_plan(config: &Config) -> Result<BootstrapPlan, Error> {
+    bootstrap_plan_for(config, &select_nodes(config, &NodeSelection::all())?)
+}
+
+/// The cluster layer's plan for the nodes a command selected ([`select_nodes`]).
+///
+/// # Errors
+/// A node's address is not IPv4, or the control plane is not among the selected nodes.
+pub fn bootstrap_plan_for(
+    config: &Config,
+    selected: &SelectedNodes,
+) -> Result<BootstrapPlan, Error> {
     let mut control_plane = None;
     let mut workers = Vec::new();
-    for (node, target) in config.nodes.iter().zip(targets(config)) {
-        let n = Node {
-            target,
+    for target in &selected.targets {
+        let address = target.address.parse().map_err(|_| Error::NodeAddress {
+            node: target.name.clone(),
+            address: target.address.clone(),
+        })?;
+        let node = Node {
+            target: target.clone(),
             spec: KubeadmNode {
-                name: node.name.clone(),
-                address: node.ip,
+                name: target.name.clone(),
+                address,
             },
         };
-        if control_plane.is_none() && node.role == NodeRole::ControlPlane {
-            control_plane = Some(n);
+        if control_plane.is_none() && target.name == selected.control_plane {
+            control_plane = Some(node);
         } else {
-            workers.push(n);
+            workers.push(node);
         }
     }
-    let control_plane = control_plane.ok_or(Error::NoControlPlane)?;
+    let control_plane = control_plane
+        .ok_or_else(|| Error::ControlPlaneNotSelected(selected.control_plane.clone()))?;
     let cluster = KubeadmCluster {
         name: config.cluster.name.clone(),
         version: kube_version(config),
