@@ -410,9 +410,9 @@ const PREPARATION: [&str; 9] = [
 ];
 
 /// `up --until nodes` through the library (in a process of its own, the `up` example of the
-/// homelab crate, so that it can be killed) killed at four points proptest chooses: two in the
-/// vms phase (libvirt objects; domains defined and booting), each time with a node to
-/// re-create, and two in the nodes phase on fresh nodes (apt and dpkg at work). Then run again
+/// homelab crate, so that it can be killed) killed at four points proptest chooses: two while it
+/// plans or re-creates a node in the vms phase (each time with a node to re-create), and two
+/// in the nodes phase on fresh nodes (apt and dpkg at work); each event log shows where. Then run again
 /// in this process: it converges (a node killed inside dpkg is finished), leaves a foreign
 /// volume in the pool alone, and a further run changes nothing.
 #[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
@@ -458,8 +458,8 @@ fn kill_points(dir: &Path) {
     virsh(&["vol-create-as", "hlit", "foreign.img", "1M"]);
     let mut runner = proptest::test_runner::TestRunner::default();
     let delays = (
-        500u64..3_000,
-        3_000u64..15_000,
+        1_000u64..6_000,
+        6_000u64..25_000,
         12_000u64..40_000,
         20_000u64..60_000,
     )
@@ -467,16 +467,25 @@ fn kill_points(dir: &Path) {
         .unwrap()
         .current();
     let log = dir.join("killed-up.log");
-    for (delay, recreate) in [
+    let only_vms = Selection {
+        only: Some("vms".into()),
+        ..Selection::default()
+    };
+    for (delay, in_vms) in [
         (delays.0, true),
         (delays.1, true),
         (delays.2, false),
         (delays.3, false),
     ] {
-        if recreate {
+        if in_vms {
             // A node to re-create, so that the run has work to do in the vms phase.
             let _ = virsh_status(&["destroy", "hlit-w2"]);
-            virsh(&["undefine", "hlit-w2"]);
+            let _ = virsh_status(&["undefine", "hlit-w2"]);
+        } else {
+            // Every VM up first, so that the run reaches node preparation at once.
+            runtime
+                .block_on(pipeline.up(&lab, &only_vms, &|_| {}))
+                .unwrap();
         }
         let mut child = StdCommand::new(&up)
             .arg(dir.join("homelab.toml"))
@@ -490,7 +499,7 @@ fn kill_points(dir: &Path) {
         child.kill().unwrap();
         child.wait().unwrap();
         let events = std::fs::read_to_string(&log).unwrap();
-        let last = events.lines().last().unwrap_or("(nothing yet)");
+        let last = events.lines().last().unwrap_or("(still planning)");
         eprintln!(
             "kill point {delay} ms: {}; last event: {last}",
             finished.map_or_else(
@@ -498,12 +507,15 @@ fn kill_points(dir: &Path) {
                 |s| format!("had already finished ({s})")
             )
         );
-        if !recreate {
-            // These two are meant for node preparation: the run got there and was stopped in
-            // it, not after it.
+        assert!(
+            finished.is_none(),
+            "kill point {delay} ms came after the run:\n{events}"
+        );
+        if !in_vms {
+            // Meant for node preparation: the run got there and was stopped in it.
             assert!(
-                finished.is_none() && events.contains("== nodes"),
-                "kill point {delay} ms did not land in node preparation:\n{events}"
+                events.contains("== nodes"),
+                "kill point {delay} ms did not reach node preparation:\n{events}"
             );
         }
     }
