@@ -454,7 +454,8 @@ fn kill_points(dir: &Path) {
         }
     }
 
-    // Something in the pool that homelab did not make.
+    // Something in the pool that homelab did not make (an aborted run may have left it).
+    let _ = virsh_status(&["vol-delete", "--pool", "hlit", "foreign.img"]);
     virsh(&["vol-create-as", "hlit", "foreign.img", "1M"]);
     let mut runner = proptest::test_runner::TestRunner::default();
     let delays = (

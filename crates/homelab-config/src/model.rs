@@ -121,6 +121,10 @@ pub struct PackagesConfig {
     pub repository: String,
     /// The OpenPGP fingerprint of the repository's signing key (40 hex digits; spaces allowed).
     pub key_fingerprint: String,
+    /// The apt package that provides containerd: Debian's `containerd`, or `containerd.io`
+    /// from Docker's repository (set up on the image) when Debian's is older than the
+    /// Kubernetes release supports.
+    pub containerd: String,
 }
 
 impl Default for PackagesConfig {
@@ -128,6 +132,7 @@ impl Default for PackagesConfig {
         Self {
             repository: "https://pkgs.k8s.io/core:/stable:".into(),
             key_fingerprint: "DE15B14486CD377B9E876E1A234654DA9A296436".into(),
+            containerd: "containerd".into(),
         }
     }
 }

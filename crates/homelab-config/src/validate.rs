@@ -517,6 +517,24 @@ fn packages(config: &Config, out: &mut Vec<Diagnostic>) {
             .with_help("`gpg --show-keys Release.key` prints it"),
         );
     }
+    // A Debian package name (policy 5.6.1): it goes into an apt command line.
+    let name_ok = pk.containerd.len() >= 2
+        && pk
+            .containerd
+            .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && pk
+            .containerd
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+    if !name_ok {
+        out.push(
+            Diagnostic::error(
+                p("packages.containerd"),
+                format!("`{}` is not a Debian package name", pk.containerd),
+            )
+            .with_help("for example \"containerd\" (Debian) or \"containerd.io\" (Docker)"),
+        );
+    }
 }
 
 fn harbor(config: &Config, out: &mut Vec<Diagnostic>) {

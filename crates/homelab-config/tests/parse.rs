@@ -617,3 +617,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_containerd_package_must_be_a_package_name() {
+    let report = homelab_config::parse_str(
+        "homelab.toml",
+        "[packages]\ncontainerd = \"containerd; rm -rf /\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        report.contains("packages.containerd: `containerd; rm -rf /` is not a Debian package name"),
+        "{report}"
+    );
+    let ok = homelab_config::parse_str(
+        "homelab.toml",
+        "[packages]\ncontainerd = \"containerd.io\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.config.packages.containerd, "containerd.io");
+}

@@ -369,6 +369,7 @@ pub fn package_source(config: &Config) -> PackageSource {
         config.packages.repository.clone(),
         config.packages.key_fingerprint.clone(),
     )
+    .with_containerd_package(config.packages.containerd.clone())
 }
 
 /// The kubeconfig file of the cluster (`cluster.kubeconfig`, `~` expanded).

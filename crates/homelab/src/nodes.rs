@@ -26,8 +26,9 @@ pub const NAME: &str = "nodes";
 /// How long `status` waits for one node's SSH (a node that is down must not hold it up).
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The packages whose installed versions say whether a node is prepared.
-const PACKAGES: [&str; 4] = ["containerd", "kubeadm", "kubelet", "kubectl"];
+/// The Kubernetes packages whose installed versions say whether a node is prepared (with the
+/// configured containerd package).
+const KUBE_PACKAGES: [&str; 3] = ["kubeadm", "kubelet", "kubectl"];
 
 /// The `nodes` phase (`cluster.provider = "libvirt"`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,30 +46,44 @@ fn installed(out: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// One node as `status` shows it, from its installed packages.
-fn node_item(name: &str, wanted: &str, packages: &[(String, String)]) -> StatusItem {
+/// One node as `status` shows it, from its installed packages: prepared when containerd
+/// (package `containerd`) and the Kubernetes packages are installed, the latter at `wanted`.
+/// A containerd older than the release supports is a warning in the detail.
+fn node_item(
+    name: &str,
+    wanted: &kubeadm_boot::kubeadm::Version,
+    containerd: &str,
+    packages: &[(String, String)],
+) -> StatusItem {
     let version = |p: &str| {
         packages
             .iter()
             .find(|(n, _)| n == p)
             .map(|(_, v)| v.as_str())
     };
-    let kube = ["kubeadm", "kubelet", "kubectl"].map(|p| (p, version(p)));
-    let missing: Vec<&str> = PACKAGES
+    let all: Vec<&str> = std::iter::once(containerd).chain(KUBE_PACKAGES).collect();
+    let missing: Vec<&str> = all
         .iter()
         .copied()
         .filter(|p| version(p).is_none())
         .collect();
-    let detail = PACKAGES
+    let mut detail = all
         .iter()
         .map(|p| format!("{p} {}", version(p).unwrap_or("-")))
         .collect::<Vec<_>>()
         .join(" | ");
+    if let Some(v) = version(containerd)
+        && let Err(warning) = kubeadm_boot::prepare::containerd_supported(wanted, v)
+    {
+        detail.push_str(" | warning: ");
+        detail.push_str(&warning);
+    }
+    let wanted_text = format!("{}.{}.{}", wanted.major, wanted.minor, wanted.patch);
     // Debian revisions of pkgs.k8s.io packages: `1.33.5-1.1`.
-    let off: Vec<&str> = kube
+    let off: Vec<&str> = KUBE_PACKAGES
         .iter()
-        .filter(|(_, v)| v.is_some_and(|v| v.split('-').next() != Some(wanted)))
-        .map(|(p, _)| *p)
+        .copied()
+        .filter(|p| version(p).is_some_and(|v| v.split('-').next() != Some(&wanted_text)))
         .collect();
     let (state, healthy) = if !missing.is_empty() {
         (
@@ -76,7 +91,7 @@ fn node_item(name: &str, wanted: &str, packages: &[(String, String)]) -> StatusI
             false,
         )
     } else if !off.is_empty() {
-        (format!("{} not at {wanted}", off.join(", ")), false)
+        (format!("{} not at {wanted_text}", off.join(", ")), false)
     } else {
         ("prepared".to_owned(), true)
     };
@@ -88,10 +103,15 @@ fn node_item(name: &str, wanted: &str, packages: &[(String, String)]) -> StatusI
     }
 }
 
-async fn node_packages(pool: &Pool, target: &Target) -> Result<Vec<(String, String)>, String> {
+async fn node_packages(
+    pool: &Pool,
+    target: &Target,
+    containerd: &str,
+) -> Result<Vec<(String, String)>, String> {
     let query = format!(
-        "dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {} 2>/dev/null; true",
-        PACKAGES.join(" ")
+        "dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {} {} 2>/dev/null; true",
+        homelab_ssh::shell_quote(containerd),
+        KUBE_PACKAGES.join(" ")
     );
     let cmd = Cmd::new(query).timeout(STATUS_TIMEOUT);
     match tokio::time::timeout(STATUS_TIMEOUT * 2, pool.run(target, &cmd)).await {
@@ -116,14 +136,15 @@ async fn status(lab: &Lab) -> PhaseStatus {
             };
         }
     };
-    let wanted = lab.config.cluster.kubernetes_version.to_string();
+    let wanted = inputs::kube_version(&lab.config);
+    let containerd = lab.config.packages.containerd.as_str();
     let targets = inputs::targets(&lab.config);
     let items = futures::future::join_all(targets.iter().map(|t| {
         let pool = &pool;
         let wanted = &wanted;
         async move {
-            match node_packages(pool, t).await {
-                Ok(packages) => node_item(&t.name, wanted, &packages),
+            match node_packages(pool, t, containerd).await {
+                Ok(packages) => node_item(&t.name, wanted, containerd, &packages),
                 Err(e) => StatusItem {
                     name: t.name.clone(),
                     state: "unreachable".into(),
@@ -208,6 +229,14 @@ impl Phase for NodesPhase {
                 }
             })
             .await?;
+            for item in status(lab).await.items {
+                if let Some((_, warning)) = item.detail.split_once("warning: ") {
+                    events(crate::phase::Event::Progress {
+                        phase: NAME,
+                        message: format!("{}: warning: {warning}", item.name),
+                    });
+                }
+            }
             let changed = steps
                 .iter()
                 .filter(|r| r.outcome != Outcome::Unchanged)
@@ -270,27 +299,38 @@ mod tests {
 
     #[test]
     fn a_node_is_prepared_when_every_package_is_installed_at_the_version() {
-        let out = "containerd 1.6.20~ds1-1+b1 ii \nkubeadm 1.33.5-1.1 ii \nkubelet 1.33.5-1.1 ii \nkubectl 1.33.5-1.1 ii \n";
-        let item = node_item("cp", "1.33.5", &installed(out));
+        let v = |s: &str| -> kubeadm_boot::kubeadm::Version { s.parse().unwrap() };
+        let out = "containerd 1.7.24~ds1-1 ii \nkubeadm 1.33.5-1.1 ii \nkubelet 1.33.5-1.1 ii \nkubectl 1.33.5-1.1 ii \n";
+        let item = node_item("cp", &v("1.33.5"), "containerd", &installed(out));
         assert!(item.healthy, "{item:?}");
         assert_eq!(item.state, "prepared");
         assert_eq!(
             item.detail,
-            "containerd 1.6.20~ds1-1+b1 | kubeadm 1.33.5-1.1 | kubelet 1.33.5-1.1 | kubectl 1.33.5-1.1"
+            "containerd 1.7.24~ds1-1 | kubeadm 1.33.5-1.1 | kubelet 1.33.5-1.1 | kubectl 1.33.5-1.1"
         );
         // A package half-installed (dpkg interrupted) is not installed.
         let half = out.replace("kubelet 1.33.5-1.1 ii", "kubelet 1.33.5-1.1 iU");
-        let item = node_item("cp", "1.33.5", &installed(&half));
+        let item = node_item("cp", &v("1.33.5"), "containerd", &installed(&half));
         assert_eq!(item.state, "not prepared (missing kubelet)");
         assert!(!item.healthy);
         // Another version: named.
-        let item = node_item("cp", "1.33.6", &installed(out));
+        let item = node_item("cp", &v("1.33.6"), "containerd", &installed(out));
         assert_eq!(item.state, "kubeadm, kubelet, kubectl not at 1.33.6");
-        // Nothing at all.
-        let item = node_item("w1", "1.33.5", &[]);
+        // Nothing at all; another containerd package.
+        let item = node_item("w1", &v("1.33.5"), "containerd.io", &[]);
         assert_eq!(
             item.state,
-            "not prepared (missing containerd, kubeadm, kubelet, kubectl)"
+            "not prepared (missing containerd.io, kubeadm, kubelet, kubectl)"
+        );
+        // Debian 12's containerd: prepared, with a warning.
+        let old = out.replace("1.7.24~ds1-1", "1.6.20~ds1-1+b1");
+        let item = node_item("cp", &v("1.33.5"), "containerd", &installed(&old));
+        assert!(item.healthy);
+        assert!(
+            item.detail
+                .contains("warning: containerd 1.6.20 is older than Kubernetes 1.33 supports"),
+            "{}",
+            item.detail
         );
     }
 }

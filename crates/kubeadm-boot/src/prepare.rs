@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::kubeadm::Version;
 use crate::signing_key::{KeyError, SigningKey};
-use crate::ssh::Cmd;
+use crate::ssh::{Cmd, shell_quote};
 use crate::steps::{Change, Check, Step};
 
 /// The OpenPGP fingerprint of the key that signs the Kubernetes package repository
@@ -31,15 +31,21 @@ pub struct PackageSource {
     /// ([`PackageSource::fetch_key`]). Without it, the key step fails and says so.
     #[serde(skip)]
     pub key: Option<SigningKey>,
+    /// The apt package that provides containerd: Debian's `containerd`, or another source's
+    /// (`containerd.io` from Docker's repository, set up on the image) when Debian's is older
+    /// than the Kubernetes release needs ([`containerd_supported`]).
+    pub containerd_package: String,
+    /// Where kubeadm's images come from (`imageRepository`); `None`: registry.k8s.io. The
+    /// sandbox (pause) image containerd uses comes from there too.
+    pub image_repository: Option<String>,
 }
 
 impl Default for PackageSource {
     fn default() -> Self {
-        Self {
-            base_url: "https://pkgs.k8s.io/core:/stable:".into(),
-            key_fingerprint: KUBERNETES_KEY_FINGERPRINT.into(),
-            key: None,
-        }
+        Self::new(
+            "https://pkgs.k8s.io/core:/stable:",
+            KUBERNETES_KEY_FINGERPRINT,
+        )
     }
 }
 
@@ -50,7 +56,23 @@ impl PackageSource {
             base_url: base_url.into(),
             key_fingerprint: key_fingerprint.into(),
             key: None,
+            containerd_package: "containerd".into(),
+            image_repository: None,
         }
+    }
+
+    /// With containerd from another package.
+    #[must_use]
+    pub fn with_containerd_package(mut self, package: impl Into<String>) -> Self {
+        self.containerd_package = package.into();
+        self
+    }
+
+    /// With kubeadm's images (and the pause image) from a mirror.
+    #[must_use]
+    pub fn with_image_repository(mut self, repository: Option<String>) -> Self {
+        self.image_repository = repository;
+        self
     }
 
     /// The apt repository URL of a release's channel.
@@ -95,7 +117,7 @@ pub const SYSCTLS: &[(&str, &str)] = &[
 ];
 
 /// containerd's configuration: CRI plugin with systemd cgroups and per-registry host files.
-pub fn containerd_config() -> String {
+pub fn containerd_config(sandbox_image: &str) -> String {
     let mut runc_options = toml::Table::new();
     runc_options.insert("SystemdCgroup".into(), true.into());
     let mut runc = toml::Table::new();
@@ -108,6 +130,10 @@ pub fn containerd_config() -> String {
     let mut registry = toml::Table::new();
     registry.insert("config_path".into(), "/etc/containerd/certs.d".into());
     let mut cri = toml::Table::new();
+    // The pod sandbox image of this Kubernetes release: without it containerd uses its own
+    // built-in default, pulled from registry.k8s.io whatever mirror kubeadm is told to use,
+    // and kubeadm's preflight warns about the difference.
+    cri.insert("sandbox_image".into(), sandbox_image.into());
     cri.insert("containerd".into(), containerd.into());
     cri.insert("registry".into(), registry.into());
     let mut plugins = toml::Table::new();
@@ -119,6 +145,81 @@ pub fn containerd_config() -> String {
         "# Written by homelab: edits are replaced on the next run.\n{}",
         toml::to_string(&root).unwrap_or_default()
     )
+}
+
+/// The pause image tag kubeadm uses for a release (kubeadm's `PauseVersion`); releases this
+/// table does not know get the newest it does, and the `sandbox-image` step compares it with
+/// what the installed kubeadm says.
+pub fn pause_version(version: &Version) -> &'static str {
+    match (version.major, version.minor) {
+        (1, ..=30) => "3.9",
+        (1, 31..=33) => "3.10",
+        _ => "3.10.1",
+    }
+}
+
+/// The pod sandbox image of `version`, from `image_repository` or registry.k8s.io.
+pub fn pause_image(version: &Version, image_repository: Option<&str>) -> String {
+    format!(
+        "{}/pause:{}",
+        image_repository
+            .unwrap_or("registry.k8s.io")
+            .trim_end_matches('/'),
+        pause_version(version)
+    )
+}
+
+/// The oldest containerd of each series (`(major, minor, patch)`) a Kubernetes release
+/// supports, from the container runtime requirements of its release notes; empty when no
+/// requirement is known.
+fn containerd_minimums(version: &Version) -> &'static [(u32, u32, u32)] {
+    match (version.major, version.minor) {
+        (1, 32..) => &[(1, 6, 36), (1, 7, 24), (2, 0, 4)],
+        _ => &[],
+    }
+}
+
+/// Whether `containerd_version` (as `containerd --version` or the package says it:
+/// `1.6.20~ds1-1+b1`, `v1.7.24`) is one Kubernetes `version` supports.
+///
+/// # Errors
+/// A message naming the version, what is supported and what to do.
+pub fn containerd_supported(version: &Version, containerd_version: &str) -> Result<(), String> {
+    let minimums = containerd_minimums(version);
+    let numbers: Vec<u32> = containerd_version
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map_while(|n| n.parse().ok())
+        .collect();
+    let [major, minor, patch] = numbers[..] else {
+        return Err(format!(
+            "cannot read the containerd version `{containerd_version}`"
+        ));
+    };
+    if minimums.is_empty() {
+        return Ok(());
+    }
+    let ok = minimums
+        .iter()
+        .any(|&(ma, mi, pa)| (major, minor) == (ma, mi) && patch >= pa)
+        || minimums
+            .iter()
+            .all(|&(ma, mi, _)| (major, minor) > (ma, mi));
+    if ok {
+        return Ok(());
+    }
+    let supported = minimums
+        .iter()
+        .map(|(a, b, c)| format!("{a}.{b}.{c}+"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(format!(
+        "containerd {major}.{minor}.{patch} is older than Kubernetes {}.{} supports ({supported}); \
+         install a newer one (for example containerd.io from Docker's apt repository on the image) \
+         and set [packages] containerd = \"containerd.io\"",
+        version.major, version.minor
+    ))
 }
 
 /// The steps that prepare a node for kubeadm, in order.
@@ -179,16 +280,19 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
         },
         Step::command(
             "containerd-installed",
-            "install containerd",
+            &format!("install containerd (package {})", source.containerd_package),
             // Installed *and configured*: a run killed inside dpkg leaves the binary unpacked
             // and the package half-configured, which the re-run must finish.
-            "dpkg-query -W -f='${Status}' containerd 2>/dev/null | grep -qx 'install ok installed'",
-            &apt_install("containerd"),
+            &format!(
+                "dpkg-query -W -f='${{Status}}' {} 2>/dev/null | grep -qx 'install ok installed'",
+                shell_quote(&source.containerd_package)
+            ),
+            &apt_install(&shell_quote(&source.containerd_package)),
         ),
         Step::file(
             "containerd-config",
             "/etc/containerd/config.toml",
-            containerd_config(),
+            containerd_config(&pause_image(version, source.image_repository.as_deref())),
             0o644,
             Some(
                 Cmd::new("mkdir -p /etc/containerd/certs.d && systemctl restart containerd").sudo(),
@@ -205,6 +309,7 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
     .chain(repository_steps(version, source))
     .chain([
         packages_step(version),
+        sandbox_image_step(version, source),
         Step::command(
             "kubelet-enabled",
             "enable the kubelet",
@@ -213,6 +318,35 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
         ),
     ])
     .collect()
+}
+
+/// Checks that containerd's sandbox image is the pause image of the installed kubeadm (`kubeadm
+/// config images list`). The containerd configuration takes it from [`pause_image`]; when the
+/// two differ (a release newer than that table), this step fails and names both, rather than
+/// letting every pod pull a pause image kubeadm does not expect.
+fn sandbox_image_step(version: &Version, source: &PackageSource) -> Step {
+    let repository = source
+        .image_repository
+        .as_deref()
+        .map_or(String::new(), |r| {
+            format!(" --image-repository {}", shell_quote(r))
+        });
+    let want = format!(
+        "want=$(kubeadm config images list --kubernetes-version {version}{repository} 2>/dev/null | grep '/pause:')"
+    );
+    let have =
+        "have=$(sed -n 's/^ *sandbox_image = \"\\(.*\\)\"$/\\1/p' /etc/containerd/config.toml)";
+    Step::command(
+        "sandbox-image",
+        &format!(
+            "check that containerd's sandbox image is kubeadm {version}'s pause image ({})",
+            pause_image(version, source.image_repository.as_deref())
+        ),
+        &format!("{want}; {have}; [ -n \"$want\" ] && [ \"$want\" = \"$have\" ]"),
+        &format!(
+            "{want}; {have}; echo \"containerd's sandbox_image is '$have', but kubeadm {version} uses              '${{want:-(kubeadm config images list printed no pause image)}}': homelab's pause table              is behind this release; please report it\" >&2; exit 1"
+        ),
+    )
 }
 
 /// kubeadm, kubelet and kubectl at the configured release, held, on a node that has none of
@@ -364,7 +498,7 @@ mod tests {
 
     #[test]
     fn containerd_config_is_toml_with_systemd_cgroups_and_mirrors() {
-        let text = containerd_config();
+        let text = containerd_config("registry.k8s.io/pause:3.10");
         let doc: toml::Table = toml::from_str(&text).unwrap();
         let cri = &doc["plugins"]["io.containerd.grpc.v1.cri"];
         assert_eq!(
@@ -376,6 +510,47 @@ mod tests {
             Some("/etc/containerd/certs.d")
         );
         assert_eq!(doc["version"].as_integer(), Some(2));
+        assert_eq!(
+            cri["sandbox_image"].as_str(),
+            Some("registry.k8s.io/pause:3.10")
+        );
+    }
+
+    #[test]
+    fn the_pause_image_follows_the_release_and_the_mirror() {
+        let v = |s: &str| -> Version { s.parse().unwrap() };
+        assert_eq!(
+            pause_image(&v("1.33.5"), None),
+            "registry.k8s.io/pause:3.10"
+        );
+        assert_eq!(pause_image(&v("1.30.2"), None), "registry.k8s.io/pause:3.9");
+        assert_eq!(
+            pause_image(&v("1.33.5"), Some("harbor.lan/k8s/")),
+            "harbor.lan/k8s/pause:3.10"
+        );
+    }
+
+    #[test]
+    fn containerd_older_than_the_release_supports_is_named() {
+        let v133: Version = "1.33.5".parse().unwrap();
+        let err = containerd_supported(&v133, "1.6.20~ds1-1+b1").unwrap_err();
+        assert!(
+            err.contains("containerd 1.6.20 is older than Kubernetes 1.33 supports (1.6.36+, 1.7.24+, 2.0.4+)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("[packages] containerd = \"containerd.io\""),
+            "{err}"
+        );
+        for ok in ["1.6.36", "v1.7.24", "1.7.27-1", "2.0.4", "2.1.0", "3.0.0"] {
+            containerd_supported(&v133, ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for old in ["1.7.23", "2.0.3", "1.5.99"] {
+            assert!(containerd_supported(&v133, old).is_err(), "{old}");
+        }
+        // No requirement known for older releases.
+        containerd_supported(&"1.29.0".parse().unwrap(), "1.6.20").unwrap();
+        assert!(containerd_supported(&v133, "garbage").is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use kubeadm_boot::kubeadm::Version;
 use kubeadm_boot::prepare::{PackageSource, node_steps};
-use kubeadm_boot::steps::{Change, Step};
+use kubeadm_boot::steps::{Change, Check, Step};
 
 /// `apt-get` and `apt-mark` stand-ins keeping their state in `$APT_STATE`: `published` lists
 /// the versions the repository has, `known` those the last `update` saw, `held` the holds,
@@ -275,4 +275,56 @@ fn an_install_waits_while_another_apt_holds_the_lock() {
     assert!(!ok);
     assert!(stderr.contains("Version '1.33.9-*'"), "{stderr}");
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn the_sandbox_image_check_compares_containerd_with_kubeadm() {
+    let version: Version = "1.33.5".parse().unwrap();
+    let steps = node_steps(&version, &PackageSource::default());
+    let config = steps
+        .iter()
+        .find(|s| s.name == "containerd-config")
+        .unwrap();
+    let Check::File { contents, .. } = &config.check else {
+        panic!("containerd-config is a file step")
+    };
+    let step = steps.iter().find(|s| s.name == "sandbox-image").unwrap();
+    let Check::Command(check) = &step.check else {
+        panic!("sandbox-image is checked by a command")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("config.toml");
+    std::fs::write(&toml, contents).unwrap();
+    let line = check
+        .line
+        .replace("/etc/containerd/config.toml", &toml.display().to_string());
+    let run = |pause: &str| {
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let kubeadm = bin.join("kubeadm");
+        std::fs::write(
+            &kubeadm,
+            format!(
+                "#!/bin/sh\n[ \"$1 $2 $3 $4 $5\" = 'config images list --kubernetes-version v1.33.5' ] || exit 2\n\
+                 echo registry.k8s.io/kube-apiserver:v1.33.5\necho {pause}\necho registry.k8s.io/etcd:3.5.21-0\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&kubeadm, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        run("registry.k8s.io/pause:3.10"),
+        "the configured image is kubeadm's"
+    );
+    assert!(
+        !run("registry.k8s.io/pause:3.11"),
+        "a newer kubeadm's pause differs"
+    );
 }

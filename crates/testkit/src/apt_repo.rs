@@ -55,7 +55,10 @@ fn package_files(name: &str, version: &str) -> Vec<(&'static str, String, bool)>
         "kubeadm" => vec![(
             "usr/bin/kubeadm",
             format!(
-                "#!/bin/sh\ncase \"$1 $2 $3\" in\n  'version -o short') echo v{version} ;;\n  *) echo \"stand-in kubeadm v{version}: $*\" ;;\nesac\n"
+                "#!/bin/sh\ncase \"$1 $2 $3\" in\n  'version -o short') echo v{version} ;;\n  \
+                 'config images list') echo registry.k8s.io/kube-apiserver:v{version}; \
+                 echo registry.k8s.io/coredns/coredns:v1.12.0; echo registry.k8s.io/pause:3.10; \
+                 echo registry.k8s.io/etcd:3.5.21-0 ;;\n  *) echo \"stand-in kubeadm v{version}: $*\" ;;\nesac\n"
             ),
             true,
         )],
