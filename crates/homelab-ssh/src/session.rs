@@ -381,7 +381,8 @@ impl Session {
             format!(" && chown {} {}", shell_quote(o), shell_quote(&tmp))
         });
         let line = format!(
-            "umask 077 && mkdir -p \"$(dirname {p})\" && cat > {t} && chmod {mode:o} {t}{chown} && mv -f {t} {p}",
+            "umask 077 && mkdir -p \"$(dirname {p})\" && trap \"rm -f {t}\" EXIT HUP INT TERM && \
+             cat > {t} && chmod {mode:o} {t}{chown} && mv -f {t} {p}",
             p = shell_quote(path),
             t = shell_quote(&tmp),
         );

@@ -141,6 +141,18 @@ async fn uploads_are_atomic_with_mode_and_secrets_stay_off_the_command_line() {
         .await
         .unwrap();
     assert_eq!(std::fs::read(path).unwrap(), b"v2");
+    // A failed chown: the upload fails, the file keeps its contents and no temporary copy of
+    // the new (secret) contents stays behind.
+    let err = s
+        .upload(path, b"token: v3", 0o600, Some("no-such-user:no-such-group"), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::Failed { .. }), "{err}");
+    assert_eq!(std::fs::read(path).unwrap(), b"v2");
+    assert!(
+        !Path::new(&format!("{path}.homelab-tmp")).exists(),
+        "the temporary file of a failed upload was left behind"
+    );
     assert_eq!(s.read_file(path, false).await.unwrap().unwrap(), b"v2");
     assert_eq!(s.read_file("/nonexistent/file", false).await.unwrap(), None);
     let who = s
