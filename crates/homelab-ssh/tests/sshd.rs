@@ -144,7 +144,13 @@ async fn uploads_are_atomic_with_mode_and_secrets_stay_off_the_command_line() {
     // A failed chown: the upload fails, the file keeps its contents and no temporary copy of
     // the new (secret) contents stays behind.
     let err = s
-        .upload(path, b"token: v3", 0o600, Some("no-such-user:no-such-group"), true)
+        .upload(
+            path,
+            b"token: v3",
+            0o600,
+            Some("no-such-user:no-such-group"),
+            true,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, SshError::Failed { .. }), "{err}");

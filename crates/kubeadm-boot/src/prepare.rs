@@ -344,7 +344,9 @@ fn sandbox_image_step(version: &Version, source: &PackageSource) -> Step {
         ),
         &format!("{want}; {have}; [ -n \"$want\" ] && [ \"$want\" = \"$have\" ]"),
         &format!(
-            "{want}; {have}; echo \"containerd's sandbox_image is '$have', but kubeadm {version} uses              '${{want:-(kubeadm config images list printed no pause image)}}': homelab's pause table              is behind this release; please report it\" >&2; exit 1"
+            "{want}; {have}; [ -n \"$want\" ] || want='none: kubeadm config images list printed no pause image'; \
+             echo \"containerd's sandbox_image is '$have', but kubeadm {version} uses '$want': \
+             homelab's pause table is behind this release, please report it\" >&2; exit 1"
         ),
     )
 }
