@@ -15,7 +15,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use homelab_cli_common::LogArgs;
 use homelab_config::ConfigSource;
-use kubeadm_boot::prepare::{FACTS_COMMAND, PackageSource, node_steps, parse_facts};
+use kubeadm_boot::prepare::{FACTS_COMMAND, node_steps, parse_facts};
 use kubeadm_boot::ssh::{Cmd, Pool, SshOptions, Target};
 use kubeadm_boot::steps::{Event, Outcome, Runner};
 
@@ -244,6 +244,13 @@ fn setup(global: &Global) -> Result<Setup> {
 /// # Errors
 /// The configuration is invalid, or the command fails.
 pub(crate) async fn run(command: Command, global: &Global) -> Result<ExitCode> {
+    // Flags first, before any file or node is touched.
+    if let Command::Up { package_source, .. }
+    | Command::Prepare { package_source, .. }
+    | Command::Upgrade { package_source, .. } = &command
+    {
+        repository_url(package_source.clone())?;
+    }
     let setup = setup(global)?;
     let pool = Arc::new(Pool::new(setup.options.clone())?);
     let json = global.output == Output::Json;
@@ -379,16 +386,11 @@ async fn prepare(
     dry_run: bool,
     package_source: Option<String>,
 ) -> Result<ExitCode> {
-    let kv = setup.config.cluster.kubernetes_version;
-    let version = kubeadm_boot::kubeadm::Version {
-        major: kv.major,
-        minor: kv.minor,
-        patch: kv.patch,
-    };
-    let mut source = PackageSource::new(
-        package_source.unwrap_or_else(|| setup.config.packages.repository.clone()),
-        setup.config.packages.key_fingerprint.clone(),
-    );
+    let version = homelab::inputs::kube_version(&setup.config);
+    let mut source = homelab::inputs::package_source(&setup.config);
+    if let Some(base) = repository_url(package_source)? {
+        source.base_url = base;
+    }
     if !dry_run {
         source.fetch_key(&reqwest::Client::new(), &version).await?;
     }
@@ -545,6 +547,28 @@ async fn fan_out(
             })
         })
         .collect()
+}
+
+/// `--package-source`: an http(s) URL without credentials (it ends up in an apt source list on
+/// every node, and in messages). Checked here, not by clap, whose error repeats the value.
+pub(crate) fn repository_url(value: Option<String>) -> Result<Option<String>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let problems = homelab_config::url_problems(&value, &["https", "http"]);
+    if problems.is_empty() {
+        return Ok(Some(value));
+    }
+    anyhow::bail!(
+        "--package-source: {}",
+        problems
+            .into_iter()
+            .map(|p| p
+                .help
+                .map_or(p.message.clone(), |h| format!("{} ({h})", p.message)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
 }
 
 #[cfg(test)]

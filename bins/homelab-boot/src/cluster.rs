@@ -11,7 +11,6 @@ use kubeadm_boot::bootstrap::{self, Plan};
 use kubeadm_boot::cluster::{self as boot, PodNetwork};
 use kubeadm_boot::kubeadm::Version;
 use kubeadm_boot::nodes;
-use kubeadm_boot::prepare::PackageSource;
 use kubeadm_boot::ssh::Pool;
 use kubeadm_boot::steps::Runner;
 use kubeadm_boot::upgrade;
@@ -174,11 +173,10 @@ pub(crate) async fn upgrade(
     let plan = upgrade::Plan {
         target,
         source: {
-            let mut source = PackageSource::new(
-                args.package_source
-                    .unwrap_or_else(|| setup.config.packages.repository.clone()),
-                setup.config.packages.key_fingerprint.clone(),
-            );
+            let mut source = homelab::inputs::package_source(&setup.config);
+            if let Some(base) = crate::cli::repository_url(args.package_source)? {
+                source.base_url = base;
+            }
             if !args.dry_run {
                 source.fetch_key(&reqwest::Client::new(), &target).await?;
             }

@@ -213,3 +213,31 @@ fn upgrade_names_a_bad_target() {
         .failure()
         .stderr(predicate::str::contains("--to 1.33"));
 }
+
+#[test]
+fn a_package_source_with_credentials_is_refused_without_repeating_them() {
+    let mut cmd = Command::cargo_bin("homelab-boot").unwrap();
+    let out = cmd
+        .env_remove("HOMELAB_CONFIG")
+        .args(["prepare", "--dry-run", "--package-source"])
+        .arg("https://glpat-SeCrEt123@mirror.lan/k8s")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("carries credentials"));
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(!stderr.contains("glpat-SeCrEt123"), "{stderr}");
+    Command::cargo_bin("homelab-boot")
+        .unwrap()
+        .env_remove("HOMELAB_CONFIG")
+        .args([
+            "prepare",
+            "--dry-run",
+            "--package-source",
+            "ftp://mirror.lan/",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "scheme `ftp` is not one of https, http",
+        ));
+}

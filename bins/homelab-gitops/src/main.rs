@@ -136,10 +136,20 @@ fn origin(path: &Path) -> Option<String> {
         .args(["remote", "get-url", "origin"])
         .output()
         .ok()?;
-    out.status
+    let url = out
+        .status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .filter(|u| !u.is_empty())
+        .filter(|u| !u.is_empty())?;
+    if homelab_config::git_url_problems(&url).is_empty() {
+        Some(url)
+    } else {
+        // Never printed: an origin like https://<token>@github.com/... holds a credential.
+        eprintln!(
+            "note: the Git origin carries credentials or is not a URL; not used (pass --repo-url)"
+        );
+        None
+    }
 }
 
 /// The scaffold's input, from homelab.toml.
@@ -304,7 +314,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .and_then(|l| l.config.gitops)
                 .map(|g| g.repo_url)
                 .filter(|u| !u.is_empty());
-            let repo_url = repo_url.or(configured).or_else(|| origin(&path));
+            let repo_url = git_url(repo_url)?.or(configured).or_else(|| origin(&path));
             if repo_url.is_none() {
                 eprintln!(
                     "note: no repository URL (--repo-url, gitops.repo_url or a Git origin): Application paths are checked only where they exist here"
@@ -335,6 +345,26 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = cli.log.clone();
     homelab_cli_common::run_main(&log, move || run(cli))
+}
+
+/// `--repo-url`: a Git URL without credentials (Applications name it, and it is printed).
+/// Checked here, not by clap, whose error repeats the value.
+fn git_url(value: Option<String>) -> Result<Option<String>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let problems = homelab_config::git_url_problems(&value);
+    if problems.is_empty() {
+        return Ok(Some(value));
+    }
+    anyhow::bail!(
+        "--repo-url: {}",
+        problems
+            .into_iter()
+            .map(|p| p.message)
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
 }
 
 #[cfg(test)]

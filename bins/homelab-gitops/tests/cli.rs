@@ -126,3 +126,17 @@ fn init_writes_a_repository_that_validates() {
         .failure()
         .stderr(predicate::str::contains("set [gitops] repo_url"));
 }
+
+#[test]
+fn a_repository_url_with_a_token_is_refused_without_repeating_it() {
+    let out = assert_cmd::Command::cargo_bin("homelab-gitops")
+        .unwrap()
+        .env_remove("HOMELAB_CONFIG")
+        .args(["validate", ".", "--repo-url"])
+        .arg("https://ghp_SeCrEt0123@github.com/me/lab.git")
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("carries credentials"), "{stderr}");
+    assert!(!stderr.contains("ghp_SeCrEt0123"), "{stderr}");
+}

@@ -262,7 +262,8 @@ impl Harbor {
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self> {
         let mut base =
-            Url::parse(url).map_err(|e| HarborError::Setup(format!("Harbor URL {url:?}: {e}")))?;
+            // Not repeated: a URL that does not parse may still hold a password.
+            Url::parse(url).map_err(|e| HarborError::Setup(format!("the Harbor URL does not parse: {e}")))?;
         base.set_path(&format!("{}/api/v2.0/", base.path().trim_end_matches('/')));
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("homelab-harbor-client/", env!("CARGO_PKG_VERSION")));

@@ -55,7 +55,8 @@ pub use types::{
 };
 pub use validate::{
     MIN_CONTROL_PLANE_MEMORY_MIB, MIN_CONTROL_PLANE_VCPUS, MIN_DISK_MIB, MIN_KUBERNETES_MINOR,
-    MIN_WORKER_MEMORY_MIB, is_dns_label, validate,
+    MIN_WORKER_MEMORY_MIB, UrlProblem, git_url_problems, is_dns_label, url_problems, validate,
+    without_userinfo,
 };
 
 static SCHEMA: LazyLock<serde_json::Value> = LazyLock::new(|| {

@@ -184,9 +184,12 @@ impl<'de> Deserialize<'de> for SecretRef {
                                 || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                                 || var.as_bytes()[0].is_ascii_digit()
                             {
-                                return Err(de::Error::custom(format!(
-                                    "`{var}` is not an environment variable name (letters, digits, _)"
-                                )));
+                                // Not repeated: a value pasted here by mistake is the secret.
+                                return Err(de::Error::custom(
+                                    "is not an environment variable name (letters, digits, _; \
+                                     the value is not shown: if it is the secret itself, put it in \
+                                     the environment and name the variable here)",
+                                ));
                             }
                             SecretRef::Env(var)
                         }

@@ -559,32 +559,77 @@ fn harbor(config: &Config, out: &mut Vec<Diagnostic>) {
 
 /// Checks that `value` is a URL with one of `schemes` and no credentials in it.
 fn url_check(key: &str, value: &str, schemes: &[&str], out: &mut Vec<Diagnostic>) {
+    if value.is_empty() {
+        out.push(Diagnostic::error(p(key), "is required"));
+        return;
+    }
+    for problem in url_problems(value, schemes) {
+        let d = Diagnostic::error(p(key), problem.message);
+        out.push(match problem.help {
+            Some(help) => d.with_help(help),
+            None => d,
+        });
+    }
+}
+
+/// One thing wrong with a URL; never holds its credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlProblem {
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub help: Option<String>,
+}
+
+/// What is wrong with `value` as a URL of one of `schemes`: it does not parse (reported with
+/// its user-info masked), has another scheme, or carries credentials (a password, or any
+/// user name on an http(s) URL: a token as user name is a credential too). Every place that
+/// takes a URL (this file, command-line flags, the GitOps scaffold) checks it with this.
+pub fn url_problems(value: &str, schemes: &[&str]) -> Vec<UrlProblem> {
+    let mut problems = Vec::new();
     match url::Url::parse(value) {
         Ok(url) => {
             if !schemes.contains(&url.scheme()) {
-                out.push(Diagnostic::error(
-                    p(key),
-                    format!(
+                problems.push(UrlProblem {
+                    message: format!(
                         "scheme `{}` is not one of {}",
                         url.scheme(),
                         schemes.join(", ")
                     ),
-                ));
+                    help: None,
+                });
             }
-            if url.password().is_some() {
-                // Never repeat the URL: it holds a password.
-                out.push(
-                    Diagnostic::error(p(key), "the URL has a password in it").with_help(
-                        "remove user:password@; credentials come from secret references",
+            let http = matches!(url.scheme(), "http" | "https");
+            if url.password().is_some() || (http && !url.username().is_empty()) {
+                // Never repeat the URL: it holds a credential.
+                problems.push(UrlProblem {
+                    message: "the URL carries credentials (user-info before @)".into(),
+                    help: Some(
+                        "remove user:password@; credentials come from secret references".into(),
                     ),
-                );
+                });
             }
         }
-        Err(_) if value.is_empty() => out.push(Diagnostic::error(p(key), "is required")),
-        Err(e) => out.push(Diagnostic::error(
-            p(key),
-            format!("`{value}` is not a URL: {e}"),
-        )),
+        Err(e) => problems.push(UrlProblem {
+            message: format!("`{}` is not a URL: {e}", without_userinfo(value)),
+            help: None,
+        }),
+    }
+    problems
+}
+
+/// `text` with whatever sits between `scheme://` and `@` masked: a URL that does not parse
+/// may still carry a password or token there.
+pub fn without_userinfo(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return text.to_owned();
+    };
+    let authority_end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| start + i);
+    match text[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_owned(),
     }
 }
 
@@ -707,6 +752,23 @@ fn github(config: &Config, out: &mut Vec<Diagnostic>) {
 }
 
 fn gitops_url(value: &str, out: &mut Vec<Diagnostic>) {
+    if value.is_empty() {
+        out.push(Diagnostic::error(p("gitops.repo_url"), "is required"));
+        return;
+    }
+    for problem in git_url_problems(value) {
+        let d = Diagnostic::error(p("gitops.repo_url"), problem.message);
+        out.push(match problem.help {
+            Some(help) => d.with_help(help),
+            None => d,
+        });
+    }
+}
+
+/// What is wrong with `value` as a Git repository URL: the scp-like ssh form
+/// (`git@github.com:owner/repo.git`) or a URL of https, http, ssh, git or file, without
+/// credentials ([`url_problems`]).
+pub fn git_url_problems(value: &str) -> Vec<UrlProblem> {
     // scp-like ssh form: git@github.com:owner/repo.git
     if let Some((user_host, repo)) = value.split_once(':')
         && !user_host.contains('/')
@@ -714,19 +776,14 @@ fn gitops_url(value: &str, out: &mut Vec<Diagnostic>) {
         && !repo.starts_with("//")
     {
         if repo.is_empty() {
-            out.push(Diagnostic::error(
-                p("gitops.repo_url"),
-                format!("`{value}` names no repository"),
-            ));
+            return vec![UrlProblem {
+                message: format!("`{value}` names no repository"),
+                help: None,
+            }];
         }
-        return;
+        return Vec::new();
     }
-    url_check(
-        "gitops.repo_url",
-        value,
-        &["https", "http", "ssh", "git", "file"],
-        out,
-    );
+    url_problems(value, &["https", "http", "ssh", "git", "file"])
 }
 
 fn secret_ref_check(key: &str, secret: &SecretRef, out: &mut Vec<Diagnostic>) {

@@ -637,3 +637,58 @@ fn the_containerd_package_must_be_a_package_name() {
     .unwrap();
     assert_eq!(ok.config.packages.containerd, "containerd.io");
 }
+
+#[test]
+fn error_messages_never_repeat_a_credential() {
+    for (text, secret) in [
+        // A token as user name, a password: refused, and not repeated.
+        (
+            "[harbor]\nurl = \"https://ghp_tok123456@harbor.lan\"\n",
+            "ghp_tok123456",
+        ),
+        (
+            "[harbor]\nurl = \"https://admin:Harbor12345@harbor.lan\"\n",
+            "Harbor12345",
+        ),
+        (
+            "[packages]\nrepository = \"https://tok987654@mirror.lan/k8s\"\n",
+            "tok987654",
+        ),
+        (
+            "[gitops]\nrepo_url = \"https://x-access-token:ghs_abcdef@github.com/o/r.git\"\n",
+            "ghs_abcdef",
+        ),
+        // A URL that does not parse, with a password in it.
+        (
+            "[harbor]\nurl = \"https://admin:s3cr3tpw@har bor.lan\"\n",
+            "s3cr3tpw",
+        ),
+        // A secret pasted where the variable's name belongs.
+        (
+            "[harbor]\nadmin_password = { env = \"Harbor12345!\" }\n",
+            "Harbor12345!",
+        ),
+    ] {
+        let report = homelab_config::parse_str("homelab.toml", text)
+            .map_or_else(|r| r.to_string(), |_| String::from("accepted"));
+        assert_ne!(report, "accepted", "{text}");
+        // The report quotes the offending source line (that is the file the user wrote);
+        // the messages themselves must not repeat the value.
+        let messages: String = report
+            .lines()
+            .filter(|l| l.contains("error:") || l.contains("help:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!messages.contains(secret), "{text}:\n{report}");
+    }
+    // ssh's user is not a credential.
+    homelab_config::parse_str(
+        "homelab.toml",
+        "[gitops]\nrepo_url = \"ssh://git@github.com/o/r.git\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        homelab_config::without_userinfo("https://a:b@h st/x@y"),
+        "https://***@h st/x@y"
+    );
+}

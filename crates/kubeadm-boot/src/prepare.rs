@@ -397,8 +397,11 @@ pub fn repository_steps(version: &Version, source: &PackageSource) -> Vec<Step> 
             "the package signing key (fetched on the host)",
             &format!("[ -s {KEYRING_PATH} ]"),
             &format!(
-                "echo 'the signing key of {repo} was not fetched: the host fetches it and checks its fingerprint ({}) before the nodes get it' >&2; exit 1",
-                source.key_fingerprint
+                "echo {} >&2; exit 1",
+                shell_quote(&format!(
+                    "the signing key of {repo} was not fetched: the host fetches it and checks its fingerprint ({}) before the nodes get it",
+                    source.key_fingerprint
+                ))
             ),
         ),
     };
