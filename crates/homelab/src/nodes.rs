@@ -40,8 +40,9 @@ fn installed(out: &str) -> Vec<(String, String)> {
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             let (name, version, state) = (f.next()?, f.next()?, f.next()?);
-            // `ii`: installed and configured; anything else is not there or half-done.
-            (state == "ii").then(|| (name.to_owned(), version.to_owned()))
+            // db:Status-Abbrev: wanted action (`i`nstall, `h`old, ...), then the state: `i`
+            // is installed and configured; anything else is not there or half-done.
+            (state.as_bytes().get(1) == Some(&b'i')).then(|| (name.to_owned(), version.to_owned()))
         })
         .collect()
 }
@@ -300,7 +301,8 @@ mod tests {
     #[test]
     fn a_node_is_prepared_when_every_package_is_installed_at_the_version() {
         let v = |s: &str| -> kubeadm_boot::kubeadm::Version { s.parse().unwrap() };
-        let out = "containerd 1.7.24~ds1-1 ii \nkubeadm 1.33.5-1.1 ii \nkubelet 1.33.5-1.1 ii \nkubectl 1.33.5-1.1 ii \n";
+        // The Kubernetes packages are held (`hi`).
+        let out = "containerd 1.7.24~ds1-1 ii \nkubeadm 1.33.5-1.1 hi \nkubelet 1.33.5-1.1 hi \nkubectl 1.33.5-1.1 hi \n";
         let item = node_item("cp", &v("1.33.5"), "containerd", &installed(out));
         assert!(item.healthy, "{item:?}");
         assert_eq!(item.state, "prepared");
@@ -309,7 +311,7 @@ mod tests {
             "containerd 1.7.24~ds1-1 | kubeadm 1.33.5-1.1 | kubelet 1.33.5-1.1 | kubectl 1.33.5-1.1"
         );
         // A package half-installed (dpkg interrupted) is not installed.
-        let half = out.replace("kubelet 1.33.5-1.1 ii", "kubelet 1.33.5-1.1 iU");
+        let half = out.replace("kubelet 1.33.5-1.1 hi", "kubelet 1.33.5-1.1 hU");
         let item = node_item("cp", &v("1.33.5"), "containerd", &installed(&half));
         assert_eq!(item.state, "not prepared (missing kubelet)");
         assert!(!item.healthy);
