@@ -266,7 +266,9 @@ impl Harbor {
             Url::parse(url).map_err(|e| HarborError::Setup(format!("the Harbor URL does not parse: {e}")))?;
         base.set_path(&format!("{}/api/v2.0/", base.path().trim_end_matches('/')));
         let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("homelab-harbor-client/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("homelab-harbor-client/", env!("CARGO_PKG_VERSION")))
+            // An https Harbor is never left for plain HTTP (a redirect or link included).
+            .https_only(base.scheme() == "https");
         if let Some(ca) = ca_file {
             let pem = std::fs::read(ca)
                 .map_err(|e| HarborError::Setup(format!("{}: {e}", ca.display())))?;

@@ -370,7 +370,10 @@ impl Registry {
             .map_err(|e| RegistryError::Setup(format!("registry {host:?}: {e}")))?;
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("homelab-harbor-client/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15));
+            .connect_timeout(Duration::from_secs(15))
+            // No request leaves in clear text (a Location, Link or token realm on http://
+            // included) unless plain HTTP was asked for.
+            .https_only(!options.plain_http);
         if let Some(ca) = &options.ca_file {
             let pem = std::fs::read(ca).map_err(io(ca))?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
@@ -486,8 +489,14 @@ impl Registry {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let request =
-                self.authorize(build(self.http.request(method.clone(), url.clone())), scope);
+            let request = build(self.http.request(method.clone(), url.clone()));
+            // Credentials go only to the registry itself: an upload Location or a paging Link
+            // that names another scheme, host or port gets none.
+            let request = if url.origin() == self.base.origin() {
+                self.authorize(request, scope)
+            } else {
+                request
+            };
             let result = match request.send().await {
                 Err(source) => Err(transport(method.clone(), &url)(source)),
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !challenged => {

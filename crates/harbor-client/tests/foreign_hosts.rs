@@ -1,0 +1,131 @@
+//! Credentials go only to the registry itself. A registry may send an upload `Location` (or a
+//! paging `Link`) on another host or port — a storage front end, or an attacker that took over
+//! the response — and the client must follow it without the user's credentials.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use harbor_client::registry::{Credentials, Options, Registry};
+use secrecy::SecretString;
+
+type Seen = Arc<Mutex<Vec<(String, bool)>>>;
+
+async fn serve(app: axum::Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test]
+async fn an_upload_location_on_another_port_gets_no_authorization() {
+    let foreign_seen: Seen = Arc::default();
+    let seen = foreign_seen.clone();
+    // The other host: takes the upload and notes whether credentials came with it.
+    let foreign =
+        axum::Router::new().fallback(move |method: axum::http::Method, headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push((
+                    method.to_string(),
+                    headers.contains_key(header::AUTHORIZATION),
+                ));
+                StatusCode::CREATED
+            }
+        });
+    let foreign_port = serve(foreign).await;
+    let registry_seen: Seen = Arc::default();
+    let seen = registry_seen.clone();
+    // The registry: basic auth, no blobs, uploads sent elsewhere.
+    let registry = axum::Router::new().fallback(
+        move |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let authorized = headers.contains_key(header::AUTHORIZATION);
+                seen.lock()
+                    .unwrap()
+                    .push((format!("{method} {}", uri.path()), authorized));
+                if !authorized {
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, "Basic realm=\"test\"".to_owned())],
+                    )
+                        .into_response();
+                }
+                match (method.as_str(), uri.path()) {
+                    ("POST", "/v2/lab/app/blobs/uploads/") => (
+                        StatusCode::ACCEPTED,
+                        [(
+                            header::LOCATION,
+                            format!("http://127.0.0.1:{foreign_port}/upload/1"),
+                        )],
+                    )
+                        .into_response(),
+                    _ => StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        },
+    );
+    let registry_port = serve(registry).await;
+    let client = Registry::new(
+        &format!("127.0.0.1:{registry_port}"),
+        Credentials::Basic {
+            username: "robot$lab".into(),
+            password: SecretString::from("s3cret"),
+        },
+        Options {
+            plain_http: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    client.push_blob_bytes("lab/app", b"hello").await.unwrap();
+    let foreign = foreign_seen.lock().unwrap().clone();
+    assert_eq!(foreign, [("PUT".to_owned(), false)], "{foreign:?}");
+    let registry = registry_seen.lock().unwrap().clone();
+    assert!(
+        registry
+            .iter()
+            .any(|(r, authorized)| r == "POST /v2/lab/app/blobs/uploads/" && *authorized),
+        "the registry itself got the credentials: {registry:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_https_registry_whose_token_realm_is_plain_http_gets_no_password() {
+    // The registry speaks TLS; its challenge sends the client to an http:// realm. The basic
+    // credentials would travel in clear text: the client refuses instead.
+    let dir = tempfile::tempdir().unwrap();
+    let tokens =
+        homelab_testkit::token_server::TokenServer::start(dir.path(), "robot$ci", "t0ken-pass")
+            .unwrap();
+    assert!(tokens.realm.starts_with("http://"), "{}", tokens.realm);
+    let server = homelab_testkit::registry::Registry::start_with(
+        &homelab_testkit::registry::RegistryConfig {
+            tls: true,
+            token: Some((tokens.realm.clone(), tokens.cert_pem.clone())),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let client = Registry::new(
+        &server.host(),
+        Credentials::Basic {
+            username: "robot$ci".into(),
+            password: SecretString::from("t0ken-pass"),
+        },
+        Options {
+            ca_file: server.ca_file.clone(),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let err = client.ping().await.unwrap_err();
+    assert!(err.to_string().contains(&tokens.realm), "{err}");
+    assert!(
+        tokens.requests.lock().unwrap().is_empty(),
+        "the token server was asked (with the password) over plain HTTP"
+    );
+}
