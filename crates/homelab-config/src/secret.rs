@@ -87,18 +87,18 @@ impl SecretRef {
 }
 
 fn read_private_file(path: &Path) -> Result<String, SecretError> {
+    use std::io::Read;
     let read_err = |source| SecretError::FileRead {
         path: path.to_owned(),
         source,
     };
+    // Opened once; the mode is checked on that handle, and the contents read from it: the
+    // file cannot be swapped between the check and the read.
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(read_err)?
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(SecretError::FileTooOpen {
                 path: path.to_owned(),
@@ -106,7 +106,9 @@ fn read_private_file(path: &Path) -> Result<String, SecretError> {
             });
         }
     }
-    std::fs::read_to_string(path).map_err(read_err)
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(read_err)?;
+    Ok(text)
 }
 
 impl fmt::Display for SecretRef {

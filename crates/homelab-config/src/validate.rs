@@ -438,6 +438,14 @@ fn ssh(config: &Config, out: &mut Vec<Diagnostic>) {
 fn libvirt(config: &Config, out: &mut Vec<Diagnostic>) {
     let lv = &config.libvirt;
     match lv.uri.split_once("://") {
+        Some((scheme, _)) if scheme.ends_with("+tcp") => out.push(
+            Diagnostic::warning(
+                p("libvirt.uri"),
+                "a +tcp libvirt connection is not encrypted: the cloud-init seeds, which hold \
+                 every node's SSH host private key, would cross the network in clear text",
+            )
+            .with_help("use qemu+ssh://user@host/system or qemu+tls://host/system"),
+        ),
         Some((scheme, _)) if !scheme.is_empty() => {}
         _ => out.push(
             Diagnostic::error(

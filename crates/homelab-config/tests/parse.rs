@@ -692,3 +692,34 @@ fn error_messages_never_repeat_a_credential() {
         "https://***@h st/x@y"
     );
 }
+
+#[test]
+fn an_unencrypted_libvirt_connection_is_warned_about() {
+    let loaded = homelab_config::parse_str(
+        "homelab.toml",
+        "[libvirt]\nuri = \"qemu+tcp://kvm.lan/system\"\n",
+    )
+    .unwrap();
+    let warnings: Vec<String> = loaded
+        .warnings
+        .iter()
+        .map(|w| w.render("homelab.toml"))
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("libvirt.uri") && w.contains("host private key")),
+        "{warnings:#?}"
+    );
+    let quiet = homelab_config::parse_str(
+        "homelab.toml",
+        "[libvirt]\nuri = \"qemu+ssh://me@kvm.lan/system\"\n",
+    )
+    .unwrap();
+    assert!(
+        quiet
+            .warnings
+            .iter()
+            .all(|w| !w.render("x").contains("libvirt.uri"))
+    );
+}

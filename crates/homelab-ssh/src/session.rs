@@ -110,17 +110,40 @@ impl fmt::Debug for Session {
     }
 }
 
-/// Loads a private key file.
+/// Loads a private key file. Like OpenSSH, it refuses a key that its group or others can read;
+/// the file is opened once and its mode checked on that handle.
 ///
 /// # Errors
-/// The file cannot be read or parsed (encrypted keys need an agent, which is not supported).
+/// The file cannot be read, is readable by others, or is not a key (encrypted keys need an
+/// agent, which is not supported).
 pub fn load_key(path: &Path) -> Result<Arc<PrivateKey>, SshError> {
-    russh::keys::load_secret_key(path, None)
+    use std::io::Read;
+    let fail = |message: String| SshError::Key {
+        path: path.to_owned(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file
+            .metadata()
+            .map_err(|e| fail(e.to_string()))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(fail(format!(
+                "permissions {mode:04o} are too open: others could read it (chmod 600 {})",
+                path.display()
+            )));
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| fail(e.to_string()))?;
+    russh::keys::decode_secret_key(&text, None)
         .map(Arc::new)
-        .map_err(|e| SshError::Key {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// Where a connection comes from.

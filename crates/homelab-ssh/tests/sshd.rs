@@ -288,3 +288,15 @@ async fn a_dropped_connection_is_replaced() {
         "{err}"
     );
 }
+
+#[test]
+fn a_private_key_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let sshd = Sshd::start().unwrap();
+    let path = &sshd.client_key.private_path;
+    load_key(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = load_key(path).unwrap_err().to_string();
+    assert!(err.contains("permissions 0644 are too open"), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+}

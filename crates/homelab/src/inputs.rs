@@ -103,13 +103,26 @@ pub fn image_recipe(config: &Config) -> ImageRecipe {
 /// The file cannot be read; the message says how to make a key.
 pub fn authorized_key(config: &Config) -> Result<String, Error> {
     let path = expand_home(&config.ssh.public_key);
-    std::fs::read_to_string(&path)
+    let private = expand_home(&config.ssh.private_key);
+    let key = std::fs::read_to_string(&path)
         .map(|key| key.trim().to_owned())
         .map_err(|source| Error::Key {
-            path,
-            private: expand_home(&config.ssh.private_key),
+            path: path.clone(),
+            private: private.clone(),
             source,
-        })
+        })?;
+    // It goes into every node's cloud-init seed: it must be a public key, never (by a slip of
+    // the path) the private one. The contents are not repeated.
+    if homelab_ssh::PublicKey::from_openssh(&key).is_err() {
+        return Err(Error::Key {
+            path,
+            private,
+            source: std::io::Error::other(
+                "not an OpenSSH public key (`ssh-ed25519 AAAA…`); is it the private key?",
+            ),
+        });
+    }
+    Ok(key)
 }
 
 /// The Kubernetes release of the configuration.
@@ -381,6 +394,29 @@ pub fn kubeconfig_path(config: &Config) -> PathBuf {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_public_key_must_be_a_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.ssh.public_key = dir.path().join("id.pub");
+        config.ssh.private_key = dir.path().join("id");
+        let private = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+        std::fs::write(&config.ssh.public_key, private).unwrap();
+        let err = authorized_key(&config).unwrap_err().to_string();
+        assert!(err.contains("not an OpenSSH public key"), "{err}");
+        assert!(!err.contains("b3BlbnNzaC1rZXkt"), "{err}");
+        std::fs::write(
+            &config.ssh.public_key,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMdYkEU1eDGbrzYsYK6wI0xZ3wu0tw6UOIiOZA6m95Gv me@lab\n",
+        )
+        .unwrap();
+        assert!(
+            authorized_key(&config)
+                .unwrap()
+                .starts_with("ssh-ed25519 AAAA")
+        );
+    }
 
     #[test]
     fn node_overrides_parse_names_addresses_and_ports() {

@@ -241,6 +241,11 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
+        std::fs::set_permissions(
+            &key_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let target = ReadyTarget {
             name: "n1".into(),
             ip: "127.0.0.1".parse().unwrap(),
