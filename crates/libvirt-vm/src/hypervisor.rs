@@ -603,8 +603,10 @@ impl Hypervisor {
             Err(e)
                 if e.code().is(virt::error::ErrorNumber::NoSupport) && is_local_uri(&self.uri) =>
             {
+                // 0600 like the volume libvirt makes: the seed holds the node's host
+                // private key.
                 let path = Path::new(&spec.pool.path).join(&name);
-                std::fs::write(&path, &image).map_err(|source| Error::Io {
+                write_private(&path, &image).map_err(|source| Error::Io {
                     action: "write seed",
                     path,
                     source,
@@ -837,6 +839,22 @@ pub fn desired(spec: &ClusterSpec, kind: DomainType) -> Desired {
             })
             .collect(),
     }
+}
+
+/// Writes `data` to `path` readable by its owner only, whatever the umask and whether the file
+/// existed.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(data)?;
+    file.sync_all()
 }
 
 #[cfg(test)]

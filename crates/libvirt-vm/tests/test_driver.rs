@@ -125,6 +125,13 @@ fn seeds_are_fat_images_with_the_node_settings_and_host_keys_are_recorded() {
     let spec = host.spec(&[("cp", 10, 2)]);
     host.apply(&spec);
     let image = std::fs::read(host.pool_dir().join("cp-seed.img")).unwrap();
+    // It holds the node's host private key: its owner alone reads it.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(host.pool_dir().join("cp-seed.img"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "seed mode {mode:o}");
     let mut cursor = std::io::Cursor::new(image);
     let fs = fatfs::FileSystem::new(&mut cursor, fatfs::FsOptions::new()).unwrap();
     assert_eq!(fs.volume_label().trim(), "cidata");
