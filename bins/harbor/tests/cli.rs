@@ -310,3 +310,58 @@ fn harbor_api_commands() {
         .failure()
         .stderr(predicate::str::contains("needs a user"));
 }
+
+/// Everything the tool prints, at every verbosity and with every library logging at trace,
+/// holds neither the password nor the Basic header made of it.
+#[test]
+fn no_credential_reaches_the_output_even_at_trace() {
+    let server = Registry::start_with(&RegistryConfig {
+        user: Some(("ci".into(), "pa55word".into())),
+        tls: false,
+        token: None,
+    })
+    .unwrap();
+    let host = server.host();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tiny_layout(&src);
+    // base64("ci:pa55word"), as an Authorization header would carry it.
+    let secrets = ["pa55word", "Y2k6cGE1NXdvcmQ="];
+    for (flag, rust_log) in [("-vv", None), ("-v", Some("trace"))] {
+        for args in [
+            vec![
+                "push".to_owned(),
+                format!("{}:v1", src.display()),
+                format!("{host}/p/app:v1"),
+            ],
+            vec!["tags".to_owned(), format!("{host}/p/app")],
+        ] {
+            let mut cmd = harbor();
+            cmd.env("HARBOR_USERNAME", "ci")
+                .env("HARBOR_PASSWORD", "pa55word")
+                .args([flag, "--plain-http"])
+                .args(&args);
+            match rust_log {
+                Some(level) => cmd.env("RUST_LOG", level),
+                None => cmd.env_remove("RUST_LOG"),
+            };
+            let out = cmd.assert().success();
+            let output = out.get_output();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(
+                !all.is_empty() || rust_log.is_none(),
+                "trace logging produced nothing: the check would prove nothing"
+            );
+            for secret in secrets {
+                assert!(
+                    !all.contains(secret),
+                    "{flag} RUST_LOG={rust_log:?} {args:?} printed {secret}"
+                );
+            }
+        }
+    }
+}

@@ -300,3 +300,60 @@ fn a_private_key_others_can_read_is_refused() {
     assert!(err.contains("permissions 0644 are too open"), "{err}");
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+/// A sink for everything logged on this thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything russh and this crate log at trace while a secret travels (on standard input
+/// and in an upload) and comes back (in command output) holds no byte of it.
+#[tokio::test]
+async fn a_secret_never_reaches_the_logs_even_at_trace() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    // The global subscriber (nextest runs each test in its own process), with russh's `log`
+    // records bridged in, as the binaries do.
+    tracing_subscriber::util::SubscriberInitExt::try_init(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || sink.clone()),
+    )
+    .unwrap();
+    let sshd = Sshd::start().unwrap();
+    let s = session(&sshd).await;
+    let secret = "abcdef.0123456789abcdef";
+    let path = sshd.dir().join("join.yaml");
+    s.upload(
+        path.to_str().unwrap(),
+        secret.as_bytes(),
+        0o600,
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    let out = s
+        .run(&Cmd::new(format!("cat {}", path.display())))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_text(), secret);
+    s.run(&Cmd::new("cat >/dev/null").stdin(secret.as_bytes().to_vec()))
+        .await
+        .unwrap();
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.lines().count() > 20,
+        "too little was logged for the check to mean anything:\n{logs}"
+    );
+    assert!(!logs.contains("0123456789abcdef"), "{logs}");
+}
