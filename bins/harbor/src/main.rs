@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use harbor_client::harbor::{Harbor, RobotCreate, repository_access};
+use harbor_client::harbor::{GcSchedule, Harbor, RobotCreate, repository_access};
 use harbor_client::image::{self, Layout};
 use harbor_client::reference::Reference;
 use harbor_client::registry::{Credentials, Options, Progress, ProgressSink, Registry};
@@ -175,8 +175,13 @@ enum RobotCmd {
         #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
         duration: i64,
     },
-    /// List robot accounts.
-    List,
+    /// List robot accounts: a project's with --project, else the system-level ones (Harbor
+    /// lists the two separately).
+    List {
+        /// The project whose robots to list.
+        #[arg(long)]
+        project: Option<String>,
+    },
     /// Delete a robot account.
     Delete {
         /// Id.
@@ -288,7 +293,9 @@ impl Ctx {
         )?)
     }
 
-    fn harbor(&self) -> Result<Harbor> {
+    /// A Harbor client whose credentials Harbor accepted (a wrong password would otherwise
+    /// make every call anonymous).
+    async fn harbor(&self) -> Result<Harbor> {
         let url = self
             .global_url
             .as_deref()
@@ -298,12 +305,9 @@ impl Ctx {
                 "this command needs a user: give --username (or $HARBOR_USERNAME) and a password"
             );
         };
-        Ok(Harbor::new(
-            url,
-            username,
-            password.clone(),
-            self.ca_file.as_deref(),
-        )?)
+        let harbor = Harbor::new(url, username, password.clone(), self.ca_file.as_deref())?;
+        harbor.check_login().await?;
+        Ok(harbor)
     }
 
     fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) -> Result<()> {
@@ -371,7 +375,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     };
     match cli.command {
         Command::Project(cmd) => {
-            let harbor = ctx.harbor()?;
+            let harbor = ctx.harbor().await?;
             match cmd {
                 ProjectCmd::List => ctx.print(&harbor.projects().await?, |ps| {
                     for p in ps {
@@ -402,7 +406,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Robot(cmd) => {
-            let harbor = ctx.harbor()?;
+            let harbor = ctx.harbor().await?;
             match cmd {
                 RobotCmd::Create {
                     name,
@@ -427,11 +431,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         },
                     )?;
                 }
-                RobotCmd::List => ctx.print(&harbor.robots().await?, |rs| {
-                    for r in rs {
-                        println!("{:<6} {}", r.id, r.name);
-                    }
-                })?,
+                RobotCmd::List { project } => {
+                    let project = match project {
+                        Some(name) => Some(
+                            harbor
+                                .project(&name)
+                                .await?
+                                .ok_or_else(|| anyhow::anyhow!("no project {name}"))?,
+                        ),
+                        None => None,
+                    };
+                    ctx.print(&harbor.robots(project.as_ref()).await?, |rs| {
+                        for r in rs {
+                            println!("{:<6} {}", r.id, r.name);
+                        }
+                    })?;
+                }
                 RobotCmd::Delete { id } => {
                     harbor.delete_robot(id).await?;
                     eprintln!("robot {id} deleted");
@@ -448,7 +463,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Artifact(cmd) => {
-            let harbor = ctx.harbor()?;
+            let harbor = ctx.harbor().await?;
             match cmd {
                 ArtifactCmd::List {
                     project,
@@ -485,7 +500,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             keep,
             dry_run,
         } => {
-            let report = ctx.harbor()?.cleanup(&project, keep, dry_run).await?;
+            let report = ctx.harbor().await?.cleanup(&project, keep, dry_run).await?;
             ctx.print(&report, |r| {
                 for gone in &r.removed {
                     println!(
@@ -502,7 +517,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             })?;
         }
         Command::Gc(cmd) => {
-            let harbor = ctx.harbor()?;
+            let harbor = ctx.harbor().await?;
             match cmd {
                 GcCmd::Run { delete_untagged } => {
                     let id = harbor.run_gc(delete_untagged).await?;
@@ -511,8 +526,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     })?;
                 }
                 GcCmd::Schedule { kind, cron } => {
-                    harbor.set_gc_schedule(&kind, cron.as_deref()).await?;
-                    eprintln!("garbage collection schedule: {kind}");
+                    let schedule = GcSchedule::parse(&kind, cron.as_deref())
+                        .map_err(|e| anyhow::anyhow!("gc schedule: {e}"))?;
+                    harbor.set_gc_schedule(&schedule).await?;
+                    eprintln!(
+                        "garbage collection schedule: {}{}",
+                        schedule.kind(),
+                        schedule
+                            .cron()
+                            .map(|c| format!(" ({c})"))
+                            .unwrap_or_default()
+                    );
                 }
                 GcCmd::Status { id } => ctx.print(&harbor.gc_status(id).await?, |v| {
                     println!("{}", v["job_status"].as_str().unwrap_or("unknown"));

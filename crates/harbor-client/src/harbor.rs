@@ -86,6 +86,98 @@ impl Project {
     }
 }
 
+/// A garbage-collection schedule, as Harbor's `ScheduleObj` takes it. Harbor validates the cron
+/// of every scheduled type (`utils.ValidateCronString`: six fields, seconds first and fixed at
+/// 0), and silently ignores types its handler does not know (`Schedule`), so only these exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GcSchedule {
+    /// Every hour, at minute 0.
+    Hourly,
+    /// Every day at midnight.
+    Daily,
+    /// Every Sunday at midnight.
+    Weekly,
+    /// On a six-field cron (`0 30 2 * * *`).
+    Custom(String),
+    /// No schedule.
+    None,
+}
+
+impl GcSchedule {
+    /// From the words a user types: `Hourly`, `Daily`, `Weekly`, `None` (any case), or
+    /// `Custom` with `cron`.
+    ///
+    /// # Errors
+    /// Another word, a cron given for a fixed type, a Custom without cron, or a cron Harbor
+    /// would refuse.
+    pub fn parse(kind: &str, cron: Option<&str>) -> std::result::Result<Self, String> {
+        let fixed = |s: Self| match cron {
+            Some(_) => Err(format!("--cron goes with Custom only, not {kind}")),
+            None => Ok(s),
+        };
+        match kind.to_ascii_lowercase().as_str() {
+            "hourly" => fixed(Self::Hourly),
+            "daily" => fixed(Self::Daily),
+            "weekly" => fixed(Self::Weekly),
+            "none" => fixed(Self::None),
+            "custom" => {
+                let cron =
+                    cron.ok_or("Custom needs --cron (six fields: sec min hour dom mon dow)")?;
+                check_cron(cron)?;
+                Ok(Self::Custom(cron.to_owned()))
+            }
+            _ => Err(format!(
+                "`{kind}` is not a schedule: Hourly, Daily, Weekly, Custom (with --cron) or None"
+            )),
+        }
+    }
+
+    /// The schedule type's name in Harbor's API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hourly => "Hourly",
+            Self::Daily => "Daily",
+            Self::Weekly => "Weekly",
+            Self::Custom(_) => "Custom",
+            Self::None => "None",
+        }
+    }
+
+    /// The cron Harbor runs it on (what its UI sends for the fixed types).
+    pub fn cron(&self) -> Option<&str> {
+        match self {
+            Self::Hourly => Some("0 0 * * * *"),
+            Self::Daily => Some("0 0 0 * * *"),
+            Self::Weekly => Some("0 0 0 * * 0"),
+            Self::Custom(cron) => Some(cron),
+            Self::None => None,
+        }
+    }
+
+    fn body(&self) -> serde_json::Value {
+        match self.cron() {
+            Some(cron) => serde_json::json!({ "type": self.kind(), "cron": cron }),
+            None => serde_json::json!({ "type": self.kind() }),
+        }
+    }
+}
+
+/// Harbor's rule for a cron: six space-separated fields, the first (seconds) `0`.
+fn check_cron(cron: &str) -> std::result::Result<(), String> {
+    let fields: Vec<&str> = cron.split(' ').collect();
+    if fields.len() != 6 || fields.iter().any(|f| f.is_empty()) {
+        return Err(format!(
+            "`{cron}` is not a six-field cron (sec min hour dom mon dow, one space apart)"
+        ));
+    }
+    if fields[0] != "0" {
+        return Err(format!(
+            "`{cron}`: Harbor needs the first (seconds) field to be 0"
+        ));
+    }
+    Ok(())
+}
+
 /// One permission of a robot account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RobotPermission {
@@ -498,8 +590,13 @@ impl Harbor {
     ///
     /// # Errors
     /// The call fails.
-    pub async fn robots(&self) -> Result<Vec<Robot>> {
-        self.all_pages("robots", &[]).await
+    pub async fn robots(&self, project: Option<&Project>) -> Result<Vec<Robot>> {
+        // Harbor's `ListRobot` lists system robots unless asked for a project's by id.
+        let q = match project {
+            Some(p) => format!("Level=project,ProjectID={}", p.project_id),
+            None => "Level=system".to_owned(),
+        };
+        self.all_pages("robots", &[("q", q)]).await
     }
 
     /// Deletes a robot account.
@@ -646,7 +743,9 @@ impl Harbor {
 
     /// Sets a tag retention policy on a project: keep the `keep` most recently pushed
     /// artifacts of each repository, run on `cron` (Harbor's six-field cron). Returns the
-    /// policy's id.
+    /// policy's id. A project has at most one policy: Harbor's `CreateRetention` refuses a
+    /// second, so an existing one (the project's `retention_id` metadata) is updated with
+    /// `UpdateRetention` instead.
     ///
     /// # Errors
     /// The call fails.
@@ -664,20 +763,62 @@ impl Harbor {
             "trigger": { "kind": "Schedule", "settings": { "cron": cron } },
             "scope": { "level": "project", "ref": project.project_id },
         });
+        let current = self
+            .project(&project.name)
+            .await?
+            .and_then(|p| p.metadata.get("retention_id").cloned())
+            .and_then(|id| id.parse::<i64>().ok());
+        if let Some(id) = current {
+            self.call(
+                Method::PUT,
+                &format!("retentions/{id}"),
+                &[],
+                Some(&body),
+                &[],
+            )
+            .await?;
+            return Ok(id);
+        }
         let (_, headers, _) = self
             .call(Method::POST, "retentions", &[], Some(&body), &[])
             .await?;
         created_id(&headers, "retentions")
     }
 
-    /// Sets the garbage-collection schedule (`Hourly`, `Daily`, `Weekly`, `Custom` with a
-    /// cron, or `None`).
+    /// Checks that Harbor accepts the credentials (`GET /users/current`). Harbor treats a
+    /// caller whose password is wrong as anonymous on most endpoints (`GET /projects` then
+    /// lists public projects only), so a command would quietly act as nobody: this asks the
+    /// one question anonymous cannot answer. A robot account gets 412 there, which means its
+    /// credentials were accepted.
     ///
     /// # Errors
-    /// The call fails.
-    pub async fn set_gc_schedule(&self, kind: &str, cron: Option<&str>) -> Result<()> {
-        let body =
-            serde_json::json!({ "schedule": { "type": kind, "cron": cron.unwrap_or_default() } });
+    /// Harbor answers 401 (wrong user or password), or the call fails.
+    pub async fn check_login(&self) -> Result<()> {
+        match self
+            .call(Method::GET, "users/current", &[], None, &[])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(StatusCode::PRECONDITION_FAILED) => Ok(()),
+            Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => {
+                Err(HarborError::Setup(format!(
+                    "Harbor refused the credentials of {}: wrong user name or password \
+                     (Harbor would otherwise treat every request as anonymous)",
+                    self.username
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets the garbage-collection schedule (Harbor's `UpdateGCSchedule`: `PUT
+    /// /system/gc/schedule`). Harbor validates the cron of every scheduled type, so each type
+    /// is sent with the cron Harbor's own UI uses for it.
+    ///
+    /// # Errors
+    /// The call fails (a cron Harbor refuses is caught before: see [`GcSchedule::parse`]).
+    pub async fn set_gc_schedule(&self, schedule: &GcSchedule) -> Result<()> {
+        let body = serde_json::json!({ "schedule": schedule.body() });
         self.call(Method::PUT, "system/gc/schedule", &[], Some(&body), &[])
             .await
             .map(|_| ())

@@ -1,7 +1,7 @@
 //! The Harbor REST client against the contract fake of Harbor's v2.0 API.
 #![allow(clippy::unwrap_used)]
 
-use harbor_client::harbor::{Harbor, RobotCreate, repository_access};
+use harbor_client::harbor::{GcSchedule, Harbor, RobotCreate, repository_access};
 use homelab_testkit::harbor_fake::{ADMIN, DEVELOPER, HarborFake};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
@@ -46,8 +46,10 @@ async fn projects_are_created_once_and_listed_across_pages() {
 #[tokio::test]
 async fn errors_carry_harbors_code_message_and_request_id() {
     let fake = HarborFake::start().await;
+    // A wrong password makes the caller anonymous (not a 401 by itself); an endpoint that
+    // needs a user then answers 401.
     let wrong = client(&fake, ("admin", "wrong"));
-    let err = wrong.projects().await.unwrap_err();
+    let err = wrong.robots(None).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
     let text = err.to_string();
     assert!(text.contains("UNAUTHORIZED unauthorized"), "{text}");
@@ -69,7 +71,7 @@ async fn errors_carry_harbors_code_message_and_request_id() {
 async fn robots_get_push_and_pull_and_their_secret_is_shown_once() {
     let fake = HarborFake::start().await;
     let admin = client(&fake, ADMIN);
-    admin.ensure_project("homelab", false).await.unwrap();
+    let (project, _) = admin.ensure_project("homelab", false).await.unwrap();
     let robot = RobotCreate {
         name: "ci".into(),
         description: "pushes from CI".into(),
@@ -85,7 +87,10 @@ async fn robots_get_push_and_pull_and_their_secret_is_shown_once() {
     );
     let err = admin.create_robot(&robot).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::CONFLICT));
-    let listed = admin.robots().await.unwrap();
+    // Harbor lists a project's robots only when asked for that project (ListRobot with
+    // q=Level=project,ProjectID=<id>); without it, the system robots.
+    assert!(admin.robots(None).await.unwrap().is_empty());
+    let listed = admin.robots(Some(&project)).await.unwrap();
     assert_eq!(listed.len(), 1);
     let actions: Vec<&str> = listed[0].permissions[0]
         .access
@@ -96,7 +101,7 @@ async fn robots_get_push_and_pull_and_their_secret_is_shown_once() {
     let refreshed = admin.refresh_robot_secret(creds.id).await.unwrap();
     assert_ne!(refreshed.expose_secret(), creds.secret.expose_secret());
     admin.delete_robot(creds.id).await.unwrap();
-    assert!(admin.robots().await.unwrap().is_empty());
+    assert!(admin.robots(Some(&project)).await.unwrap().is_empty());
     assert_eq!(
         admin.delete_robot(creds.id).await.unwrap_err().status(),
         Some(StatusCode::NOT_FOUND)
@@ -178,7 +183,32 @@ async fn retention_and_garbage_collection() {
         .await
         .unwrap();
     assert!(id > 0);
-    admin.set_gc_schedule("Weekly", None).await.unwrap();
+    // A second policy is refused by Harbor (CreateRetention: "already has retention
+    // policy"); the client updates the one there is.
+    let again = admin
+        .set_retention(&project, 5, "0 0 4 * * *")
+        .await
+        .unwrap();
+    assert_eq!(again, id);
+    assert!(
+        fake.log()
+            .iter()
+            .any(|l| l == &format!("PUT /api/v2.0/retentions/{id}")),
+        "{:?}",
+        fake.log()
+    );
+    for schedule in [
+        GcSchedule::Hourly,
+        GcSchedule::Daily,
+        GcSchedule::Weekly,
+        GcSchedule::parse("custom", Some("0 30 2 * * *")).unwrap(),
+        GcSchedule::None,
+    ] {
+        admin
+            .set_gc_schedule(&schedule)
+            .await
+            .unwrap_or_else(|e| panic!("{schedule:?}: {e}"));
+    }
     let run = admin.run_gc(true).await.unwrap();
     assert_eq!(admin.gc_status(run).await.unwrap()["job_status"], "Success");
     let dev = client(&fake, DEVELOPER);
@@ -186,4 +216,65 @@ async fn retention_and_garbage_collection() {
         dev.run_gc(false).await.unwrap_err().status(),
         Some(StatusCode::FORBIDDEN)
     );
+}
+
+#[test]
+fn gc_schedules_are_what_harbor_accepts() {
+    assert_eq!(GcSchedule::Weekly.cron(), Some("0 0 0 * * 0"));
+    for (kind, cron, why) in [
+        ("Custom", Some("*/5 * * * *"), "six-field"),
+        ("Custom", Some("30 0 3 * * *"), "seconds"),
+        ("Custom", None, "needs --cron"),
+        ("Schedule", None, "not a schedule"),
+        ("Daily", Some("0 0 3 * * *"), "Custom only"),
+    ] {
+        let err = GcSchedule::parse(kind, cron).unwrap_err();
+        assert!(err.contains(why), "{kind} {cron:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn the_fake_refuses_what_harbor_refuses_for_gc_schedules() {
+    // What the client used to send: a scheduled type with an empty cron.
+    let fake = HarborFake::start().await;
+    let http = reqwest::Client::new();
+    let put = |body: serde_json::Value| {
+        http.put(format!("{}/api/v2.0/system/gc/schedule", fake.url))
+            .basic_auth(ADMIN.0, Some(ADMIN.1))
+            .json(&body)
+            .send()
+    };
+    let old = put(serde_json::json!({ "schedule": { "type": "Weekly", "cron": "" } }))
+        .await
+        .unwrap();
+    assert_eq!(old.status(), StatusCode::BAD_REQUEST);
+    let bad_type = put(serde_json::json!({ "schedule": { "type": "Monthly" } }))
+        .await
+        .unwrap();
+    assert_eq!(bad_type.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_caught_although_harbor_answers_as_to_anonymous() {
+    let fake = HarborFake::start().await;
+    let admin = client(&fake, ADMIN);
+    admin.ensure_project("private", false).await.unwrap();
+    admin.ensure_project("open", true).await.unwrap();
+    let wrong = client(&fake, ("admin", "not-the-password"));
+    // What Harbor does: no 401 on listProjects, only the public projects.
+    let seen: Vec<String> = wrong
+        .projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(seen, ["open"]);
+    // What the client does about it.
+    let err = wrong.check_login().await.unwrap_err().to_string();
+    assert!(
+        err.contains("Harbor refused the credentials of admin"),
+        "{err}"
+    );
+    admin.check_login().await.unwrap();
 }

@@ -10,6 +10,14 @@
 //!
 //! Artifacts arrive in Harbor by pushes to its registry, not through this API; tests add
 //! them with [`HarborFake::push_artifact`].
+//!
+//! Where the fake follows Harbor's handlers (src/server/v2.0/handler) beyond the swagger, the
+//! operation is named at its route: a wrong password makes the caller anonymous, not 401
+//! (the basic-auth security generator yields nothing; `getCurrentUserInfo` then answers 401);
+//! `ListRobot` without `q` lists system robots only; `CreateRetention` refuses a second policy
+//! for a project (400) and records the policy id as the project's `retention_id` metadata;
+//! `UpdateGCSchedule` validates the cron of every scheduled type (`ValidateCronString`);
+//! `RefreshSec` returns an empty secret when the caller chose it.
 
 #![allow(
     clippy::unwrap_used,
@@ -46,7 +54,11 @@ struct State {
     repositories: BTreeMap<String, Vec<Artifact>>,
     /// id -> (name, level, permissions, secret)
     robots: BTreeMap<i64, (String, String, Value, String)>,
+    /// robot id -> its project's id (0 for system robots)
+    robot_project: BTreeMap<i64, i64>,
     retentions: BTreeMap<i64, Value>,
+    /// project id -> its retention policy id (Harbor's `retention_id` project metadata)
+    retention_of: BTreeMap<i64, i64>,
     gc_schedule: Value,
     gc_runs: BTreeMap<i64, Value>,
     scans: Vec<String>,
@@ -156,6 +168,22 @@ fn paged(path: &str, q: &BTreeMap<String, String>, items: Vec<Value>) -> Reply {
     r
 }
 
+/// Harbor's `utils.ValidateCronString`: non-empty, six fields (robfig/cron with seconds), the
+/// first (seconds) `0`. The field values themselves are not parsed here.
+fn validate_cron(cron: &str) -> Result<(), &'static str> {
+    if cron.is_empty() {
+        return Err("empty cron string is invalid");
+    }
+    let fields: Vec<&str> = cron.split(' ').collect();
+    if fields.len() != 6 || fields.iter().any(|f| f.is_empty()) {
+        return Err("expected exactly 6 fields");
+    }
+    if fields[0] != "0" {
+        return Err("the 1st field (indicating Seconds of time) of the cron setting must be 0");
+    }
+    Ok(())
+}
+
 impl HarborFake {
     /// Starts the fake on a free loopback port.
     pub async fn start() -> Self {
@@ -246,10 +274,9 @@ impl HarborFake {
             ));
             format!("fake-req-{:06}", s.requests)
         };
+        // A wrong password is not refused: Harbor's security context is then anonymous.
         let user = Self::user(&req);
-        let reply = if req.headers().contains_key("authorization") && user.is_none() {
-            error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "unauthorized")
-        } else {
+        let reply = {
             let method = req.method().clone();
             let path = req.uri().path().to_owned();
             let q = query(req.uri().query());
@@ -297,17 +324,20 @@ impl HarborFake {
         };
         let segments: Vec<&str> = rest.split('/').collect();
         let admin = user == Some(ADMIN.0);
+        // Anonymous may read health, systeminfo and public projects (`listProjects` filters
+        // them); everything else needs a user.
         let needs_login = !matches!(
             (method, segments.as_slice()),
-            ("GET", ["health" | "systeminfo"])
+            ("GET", ["health" | "systeminfo" | "projects"])
         );
         if needs_login && user.is_none() {
             return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "unauthorized");
         }
         let forbidden = || error(StatusCode::FORBIDDEN, "FORBIDDEN", "forbidden");
         let mut s = self.state.lock().unwrap();
+        // `X-Is-Resource-Name`: a key that does not parse as an integer is a name anyway.
         let find_project = |s: &State, key: &str| -> Option<(String, i64, bool)> {
-            if by_name {
+            if by_name || key.parse::<i64>().is_err() {
                 s.projects.get(key).map(|(id, p)| (key.to_owned(), *id, *p))
             } else {
                 let id: i64 = key.parse().ok()?;
@@ -317,12 +347,23 @@ impl HarborFake {
                     .map(|(n, (i, p))| (n.clone(), *i, *p))
             }
         };
-        let project_json = |name: &str, id: i64, public: bool| json!({ "project_id": id, "name": name, "metadata": { "public": public.to_string() } });
+        let project_json = |s: &State, name: &str, id: i64, public: bool| {
+            let mut metadata = json!({ "public": public.to_string() });
+            if let Some(policy) = s.retention_of.get(&id) {
+                metadata["retention_id"] = json!(policy.to_string());
+            }
+            json!({ "project_id": id, "name": name, "metadata": metadata })
+        };
         match (method, segments.as_slice()) {
             ("GET", ["health"]) => reply(
                 StatusCode::OK,
                 json!({ "status": "healthy", "components": [
                     { "name": "core", "status": "healthy" }, { "name": "registry", "status": "healthy" } ] }),
+            ),
+            // `getCurrentUserInfo`: (needs a user; see needs_login above).
+            ("GET", ["users", "current"]) => reply(
+                StatusCode::OK,
+                json!({ "user_id": 1, "username": user.unwrap_or_default(), "sysadmin_flag": admin }),
             ),
             ("GET", ["systeminfo"]) => reply(
                 StatusCode::OK,
@@ -333,7 +374,8 @@ impl HarborFake {
                     .projects
                     .iter()
                     .filter(|(n, _)| q.get("name").is_none_or(|want| want == *n))
-                    .map(|(n, (id, p))| project_json(n, *id, *p))
+                    .filter(|(_, (_, public))| user.is_some() || *public)
+                    .map(|(n, (id, p))| project_json(&s, n, *id, *p))
                     .collect();
                 paged("/api/v2.0/projects", q, items)
             }
@@ -377,7 +419,7 @@ impl HarborFake {
                 created(format!("/api/v2.0/projects/{id}"))
             }
             ("GET", ["projects", key]) => match find_project(&s, key) {
-                Some((n, id, p)) => reply(StatusCode::OK, project_json(&n, id, p)),
+                Some((n, id, p)) => reply(StatusCode::OK, project_json(&s, &n, id, p)),
                 None => error(
                     StatusCode::NOT_FOUND,
                     "NOT_FOUND",
@@ -462,7 +504,8 @@ impl HarborFake {
                             .iter()
                             .map(|a| json!({
                                 "id": a.id, "digest": a.digest, "push_time": a.push_time,
-                                "tags": if q.get("with_tag").is_some_and(|w| w == "true") {
+                                // `listArtifacts`: with_tag defaults to true.
+                                "tags": if q.get("with_tag").is_none_or(|w| w == "true") {
                                     Value::Array(a.tags.iter().map(|t| json!({ "name": t })).collect())
                                 } else { Value::Null },
                             }))
@@ -519,10 +562,24 @@ impl HarborFake {
                 let name = body["name"].as_str().unwrap_or_default();
                 let level = body["level"].as_str().unwrap_or_default();
                 let permissions = body["permissions"].clone();
-                if name.is_empty()
-                    || !matches!(level, "system" | "project")
-                    || !permissions.is_array()
-                {
+                // `CreateRobot` (validate): duration -1 (never expires) or more than 0 days;
+                // at least one permission, each with a namespace and some access.
+                let duration_ok = body["duration"].as_i64().is_some_and(|d| d == -1 || d > 0);
+                let permissions_ok = permissions.as_array().is_some_and(|ps| {
+                    !ps.is_empty()
+                        && ps.iter().all(|p| {
+                            p["namespace"].as_str().is_some_and(|n| !n.is_empty())
+                                && p["access"].as_array().is_some_and(|a| !a.is_empty())
+                        })
+                });
+                if !duration_ok {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "BAD_REQUEST",
+                        "duration must be -1 (never expires) or greater than 0",
+                    );
+                }
+                if name.is_empty() || !matches!(level, "system" | "project") || !permissions_ok {
                     return error(
                         StatusCode::BAD_REQUEST,
                         "BAD_REQUEST",
@@ -547,10 +604,26 @@ impl HarborFake {
                 s.next_id += 1;
                 let id = s.next_id;
                 let secret = format!("S3cret{id:04}{}", "x".repeat(26));
+                let project_id = if level == "project" {
+                    let ns = permissions[0]["namespace"].as_str().unwrap_or_default();
+                    match s.projects.get(ns) {
+                        Some((pid, _)) => *pid,
+                        None => {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                "BAD_REQUEST",
+                                &format!("project {ns} not found"),
+                            );
+                        }
+                    }
+                } else {
+                    0
+                };
                 s.robots.insert(
                     id,
                     (full.clone(), level.to_owned(), permissions, secret.clone()),
                 );
+                s.robot_project.insert(id, project_id);
                 let mut r = reply(
                     StatusCode::CREATED,
                     json!({ "id": id, "name": full, "secret": secret, "creation_time": "2026-11-23T12:00:00.000Z", "expires_at": -1 }),
@@ -560,9 +633,43 @@ impl HarborFake {
                 r
             }
             ("GET", ["robots"]) => {
+                // `ListRobot`: no `q`, or Level=system, lists system robots;
+                // Level=project needs ProjectID (a positive integer).
+                let keywords: BTreeMap<&str, &str> = q
+                    .get("q")
+                    .map(|q| q.split(',').filter_map(|kv| kv.split_once('=')).collect())
+                    .unwrap_or_default();
+                let project = match keywords.get("Level").copied() {
+                    None | Some("system") => 0,
+                    Some("project") => match keywords.get("ProjectID").map(|v| v.parse::<i64>()) {
+                        Some(Ok(id)) if id > 0 => id,
+                        Some(_) => {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                "BAD_REQUEST",
+                                "ProjectID must be a positive integer",
+                            );
+                        }
+                        None => {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                "BAD_REQUEST",
+                                "must with project ID when to query project robots",
+                            );
+                        }
+                    },
+                    Some(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "BAD_REQUEST",
+                            "bad request error level input",
+                        );
+                    }
+                };
                 let items = s
                     .robots
                     .iter()
+                    .filter(|(id, _)| s.robot_project.get(id).copied().unwrap_or(0) == project)
                     .map(|(id, (n, l, p, _))| json!({ "id": id, "name": n, "level": l, "permissions": p }))
                     .collect();
                 paged("/api/v2.0/robots", q, items)
@@ -592,11 +699,14 @@ impl HarborFake {
                         &format!("robot {id} not found"),
                     );
                 };
-                robot.3 = body["secret"]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .map_or_else(|| format!("Refreshed{id}{}", "y".repeat(24)), str::to_owned);
-                reply(StatusCode::OK, json!({ "secret": robot.3 }))
+                // `RefreshSec`: a secret the caller chose is not sent back.
+                if let Some(chosen) = body["secret"].as_str().filter(|s| !s.is_empty()) {
+                    chosen.clone_into(&mut robot.3);
+                    reply(StatusCode::OK, json!({ "secret": "" }))
+                } else {
+                    robot.3 = format!("Refreshed{id}{}", "y".repeat(24));
+                    reply(StatusCode::OK, json!({ "secret": robot.3 }))
+                }
             }
             ("POST", ["retentions"]) => {
                 if !admin {
@@ -611,10 +721,47 @@ impl HarborFake {
                         "rules and a project scope are required",
                     );
                 }
+                // `CreateRetention`: one policy per project.
+                let project = body["scope"]["ref"].as_i64().unwrap_or_default();
+                if !s.projects.values().any(|(id, _)| *id == project) {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "BAD_REQUEST",
+                        &format!("invalid Project id {project}"),
+                    );
+                }
+                if let Some(old) = s.retention_of.get(&project) {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "BAD_REQUEST",
+                        &format!("project {project} already has retention policy {old}"),
+                    );
+                }
                 s.next_id += 1;
                 let id = s.next_id;
                 s.retentions.insert(id, body.clone());
+                s.retention_of.insert(project, id);
                 created(format!("/api/v2.0/retentions/{id}"))
+            }
+            ("PUT", ["retentions", id]) => {
+                if !admin {
+                    return forbidden();
+                }
+                match id
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|id| s.retentions.contains_key(id))
+                {
+                    Some(id) => {
+                        s.retentions.insert(id, body.clone());
+                        empty(StatusCode::OK)
+                    }
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        "NOT_FOUND",
+                        "retention policy not found",
+                    ),
+                }
             }
             ("GET", ["retentions", id]) => {
                 match id.parse::<i64>().ok().and_then(|id| s.retentions.get(&id)) {
@@ -631,7 +778,35 @@ impl HarborFake {
                 if !admin {
                     return forbidden();
                 }
-                s.gc_schedule = body.clone();
+                // `UpdateGCSchedule` (kick): the swagger's enum first, then per type.
+                let kind = body["schedule"]["type"].as_str().unwrap_or_default();
+                match kind {
+                    "Hourly" | "Daily" | "Weekly" | "Custom" => {
+                        let cron = body["schedule"]["cron"].as_str().unwrap_or_default();
+                        if let Err(why) = validate_cron(cron) {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                "BAD_REQUEST",
+                                &format!(
+                                    "invalid cron string for scheduled gc: {cron}, error: {why}"
+                                ),
+                            );
+                        }
+                        s.gc_schedule = body.clone();
+                    }
+                    "None" => s.gc_schedule = json!({ "schedule": { "type": "None" } }),
+                    // Known to the swagger, ignored by the handler.
+                    "Manual" | "Schedule" => {}
+                    _ => {
+                        return error(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "UNPROCESSABLE_ENTITY",
+                            &format!(
+                                "schedule.type in body should be one of [Hourly Daily Weekly Custom Manual None Schedule]: {kind}"
+                            ),
+                        );
+                    }
+                }
                 empty(StatusCode::OK)
             }
             ("POST", ["system", "gc", "schedule"]) => {
