@@ -447,8 +447,19 @@ impl Registry {
             }
         }
         let mut request = self.http.get(url.clone());
+        // Credentials belong to this registry's host: a realm elsewhere (Docker Hub's
+        // auth.docker.io for a mirror source, or whatever a hostile registry names) is asked
+        // for an anonymous token. Plain HTTP is refused by the client unless asked for.
         if let Credentials::Basic { username, password } = &self.credentials {
-            request = request.basic_auth(username, Some(password.expose_secret()));
+            if url.host_str() == self.base.host_str() {
+                request = request.basic_auth(username, Some(password.expose_secret()));
+            } else {
+                tracing::debug!(
+                    realm = %realm,
+                    registry = %self.host,
+                    "the token realm is not on the registry's host: asking for an anonymous token"
+                );
+            }
         }
         let response = request
             .send()

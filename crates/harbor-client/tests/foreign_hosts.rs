@@ -129,3 +129,78 @@ async fn an_https_registry_whose_token_realm_is_plain_http_gets_no_password() {
         "the token server was asked (with the password) over plain HTTP"
     );
 }
+
+#[tokio::test]
+async fn a_token_realm_on_another_host_gets_no_credentials() {
+    // The registry (127.0.0.1) names a token service on another host name (localhost: the
+    // same machine here, another host to the client). A mirror source does this (Docker
+    // Hub's auth.docker.io), and so could a hostile registry: the credentials of this
+    // registry must not go there. The token service is asked anonymously and refuses.
+    let dir = tempfile::tempdir().unwrap();
+    let tokens =
+        homelab_testkit::token_server::TokenServer::start(dir.path(), "robot$ci", "t0ken-pass")
+            .unwrap();
+    let foreign_realm = tokens.realm.replace("127.0.0.1", "localhost");
+    let server = homelab_testkit::registry::Registry::start_with(
+        &homelab_testkit::registry::RegistryConfig {
+            token: Some((foreign_realm, tokens.cert_pem.clone())),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let client = Registry::new(
+        &server.host(),
+        Credentials::Basic {
+            username: "robot$ci".into(),
+            password: SecretString::from("t0ken-pass"),
+        },
+        Options {
+            plain_http: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        client.ping().await.is_err(),
+        "an anonymous token is refused"
+    );
+    let users = tokens.users.lock().unwrap().clone();
+    assert!(!users.is_empty(), "the token service was asked");
+    assert!(
+        users.iter().all(Option::is_none),
+        "credentials went to another host: {users:?}"
+    );
+
+    // The same token service on the registry's own host gets them, and the ping works.
+    let server = homelab_testkit::registry::Registry::start_with(
+        &homelab_testkit::registry::RegistryConfig {
+            token: Some((tokens.realm.clone(), tokens.cert_pem.clone())),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let client = Registry::new(
+        &server.host(),
+        Credentials::Basic {
+            username: "robot$ci".into(),
+            password: SecretString::from("t0ken-pass"),
+        },
+        Options {
+            plain_http: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    client.ping().await.unwrap();
+    assert_eq!(
+        tokens
+            .users
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("robot$ci")
+    );
+}

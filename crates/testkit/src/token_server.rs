@@ -29,6 +29,8 @@ pub struct TokenServer {
     pub cert_pem: PathBuf,
     /// Scopes asked for, in order.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Per request, the Basic user name it came with (`None`: no credentials).
+    pub users: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -41,6 +43,10 @@ impl TokenServer {
     ///
     /// # Errors
     /// openssl fails or the port cannot be bound.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "key, certificate and server, in order"
+    )]
     pub fn start(dir: &Path, user: &str, password: &str) -> Result<Self, FixtureError> {
         openssl(
             dir,
@@ -116,15 +122,25 @@ impl TokenServer {
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|e| FixtureError(format!("bind: {e}")))?;
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let users = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new((
             key,
             cert_der,
             format!("{user}:{password}"),
             requests.clone(),
+            users.clone(),
         ));
         let app = axum::Router::new().fallback(move |req: Request<Body>| {
             let state = state.clone();
-            async move { issue(&state.0, &state.1, &state.2, &state.3, &req) }
+            async move {
+                let given = basic_of(&req);
+                state
+                    .4
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(given.map(|g| g.split(':').next().unwrap_or_default().to_owned()));
+                issue(&state.0, &state.1, &state.2, &state.3, &req)
+            }
         });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -133,8 +149,19 @@ impl TokenServer {
             realm: format!("http://{addr}/token"),
             cert_pem: dir.join("token.pem"),
             requests,
+            users,
         })
     }
+}
+
+/// The `user:password` of a request's Basic authorization.
+fn basic_of(req: &Request<Body>) -> Option<String> {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .and_then(|v| String::from_utf8(v).ok())
 }
 
 fn issue(
@@ -149,13 +176,7 @@ fn issue(
         *r.status_mut() = status;
         r
     };
-    let given = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-        .and_then(|v| String::from_utf8(v).ok());
+    let given = basic_of(req);
     if given.as_deref() != Some(credentials) {
         return reply(
             StatusCode::UNAUTHORIZED,
