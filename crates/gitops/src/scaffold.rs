@@ -512,7 +512,9 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
         format!("{MARKER}\nresources:\n  - issuers.yaml\n"),
     );
 
-    // platform/: Argo CD's own service on its fixed address.
+    // platform/: Argo CD's configuration (the Application health check that makes waves
+    // gate) and its own service on its fixed address.
+    add("platform/argocd/argocd-cm.yaml", yaml(&[argocd_cm()])?);
     let argocd = [json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": { "name": "argocd-server-lb", "namespace": "argocd",
@@ -523,7 +525,7 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
     add("platform/argocd/service.yaml", yaml(&argocd)?);
     add(
         "platform/argocd/kustomization.yaml",
-        format!("{MARKER}\nresources:\n  - service.yaml\n"),
+        format!("{MARKER}\nresources:\n  - argocd-cm.yaml\n  - service.yaml\n"),
     );
 
     // bootstrap/workloads/: one Application per application (see add_app), listed here;
@@ -533,6 +535,45 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
         "resources: []\n".into(),
     );
     Ok(files)
+}
+
+/// The `argocd-cm` key of the health check for `argoproj.io/Application`.
+pub const APPLICATION_HEALTH_KEY: &str = "resource.customizations.health.argoproj.io_Application";
+
+/// The health of an `argoproj.io/Application` as Argo CD's Lua health checks take it (Lua 5.1,
+/// `obj` in, `{status, message}` out). Since Argo CD 1.8 an Application has no health of its
+/// own for the app that owns it, so sync waves of child Applications do not wait for each
+/// other; with this, a child is Progressing until it is both Synced and Healthy, and a
+/// Degraded or Missing child stops the waves behind it.
+pub const APPLICATION_HEALTH_LUA: &str = r#"local hs = { status = "Progressing", message = "waiting for the first sync" }
+if obj.status == nil then
+  return hs
+end
+local health = obj.status.health and obj.status.health.status or "Unknown"
+local sync = obj.status.sync and obj.status.sync.status or "Unknown"
+if health == "Degraded" or health == "Missing" then
+  hs.status = health
+  hs.message = (obj.status.health.message or "") ~= "" and obj.status.health.message or ("the Application is " .. health)
+elseif health == "Healthy" and sync == "Synced" then
+  hs.status = "Healthy"
+  hs.message = ""
+else
+  hs.message = "health " .. health .. ", sync " .. sync
+end
+return hs
+"#;
+
+/// `argocd-cm` with the Application health check ([`APPLICATION_HEALTH_LUA`]). It must be in
+/// place before the root Application is applied (the platform bootstrap applies it with Argo
+/// CD; by hand: `kubectl apply -f platform/argocd/argocd-cm.yaml`), and the `argocd-config`
+/// Application keeps it so afterwards.
+fn argocd_cm() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "argocd-cm", "namespace": "argocd",
+                      "labels": { "app.kubernetes.io/name": "argocd-cm", "app.kubernetes.io/part-of": "argocd" } },
+        "data": { APPLICATION_HEALTH_KEY: APPLICATION_HEALTH_LUA },
+    })
 }
 
 /// A unified-style diff of two texts (`-` removed, `+` added lines).

@@ -94,9 +94,15 @@ fn the_generated_repository_validates_and_round_trips() {
     yaml_documents(dir.path(), &mut docs);
     let mut apps = 0;
     for doc in &docs {
+        // argocd-cm is Argo CD's: its settings informer selects part-of=argocd.
+        let part_of = if doc["metadata"]["name"] == "argocd-cm" {
+            "argocd"
+        } else {
+            "homelab"
+        };
         if doc["kind"].is_string() {
             assert_eq!(
-                doc["metadata"]["labels"]["app.kubernetes.io/part-of"], "homelab",
+                doc["metadata"]["labels"]["app.kubernetes.io/part-of"], part_of,
                 "{doc}"
             );
         }
@@ -214,4 +220,71 @@ fn add_app_edits_the_lists_and_is_idempotent() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("DNS label"), "{err}");
+}
+
+/// The health Argo CD's Lua check gives an Application object (run in Lua 5.1, as Argo CD's
+/// gopher-lua does).
+fn application_health(lua_source: &str, app: &serde_json::Value) -> (String, String) {
+    use mlua::LuaSerdeExt;
+    let lua = mlua::Lua::new();
+    lua.globals()
+        .set("obj", lua.to_value(app).unwrap())
+        .unwrap();
+    let hs: mlua::Table = lua.load(lua_source).eval().unwrap();
+    (hs.get("status").unwrap(), hs.get("message").unwrap())
+}
+
+#[test]
+fn the_generated_argocd_cm_makes_a_child_application_progress_until_synced_and_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &spec()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("platform/argocd/argocd-cm.yaml")).unwrap();
+    let cm: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    assert_eq!(cm["metadata"]["name"], "argocd-cm");
+    assert_eq!(cm["metadata"]["namespace"], "argocd");
+    // Argo CD's settings informer selects ConfigMaps by this label.
+    assert_eq!(
+        cm["metadata"]["labels"]["app.kubernetes.io/part-of"],
+        "argocd"
+    );
+    let lua = cm["data"]["resource.customizations.health.argoproj.io_Application"]
+        .as_str()
+        .expect("the Application health check is in argocd-cm");
+    let app = |status: serde_json::Value| {
+        serde_json::json!({ "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                            "metadata": { "name": "metallb" }, "status": status })
+    };
+    let no_status = serde_json::json!({ "kind": "Application", "metadata": { "name": "x" } });
+    assert_eq!(application_health(lua, &no_status).0, "Progressing");
+    for (health, sync, want) in [
+        ("Progressing", "Synced", "Progressing"),
+        ("Healthy", "OutOfSync", "Progressing"),
+        ("Healthy", "Unknown", "Progressing"),
+        ("Suspended", "Synced", "Progressing"),
+        ("Healthy", "Synced", "Healthy"),
+        ("Degraded", "Synced", "Degraded"),
+        ("Missing", "OutOfSync", "Missing"),
+    ] {
+        let (status, message) = application_health(
+            lua,
+            &app(serde_json::json!({ "health": { "status": health }, "sync": { "status": sync } })),
+        );
+        assert_eq!(status, want, "health {health}, sync {sync}: {message}");
+        if want == "Progressing" {
+            assert!(
+                message.contains(health) && message.contains(sync),
+                "{message}"
+            );
+        }
+    }
+    let (status, message) = application_health(
+        lua,
+        &app(
+            serde_json::json!({ "health": { "status": "Degraded", "message": "Deployment speaker: 0/3 available" } }),
+        ),
+    );
+    assert_eq!(
+        (status.as_str(), message.as_str()),
+        ("Degraded", "Deployment speaker: 0/3 available")
+    );
 }
