@@ -52,12 +52,14 @@ fi
 #   kubectl: the GitOps validator and its tests build kustomizations with `kubectl kustomize`;
 #            Debian 12's kubernetes-client is 1.20 (kustomize v2), so kubectl is built from
 #            its Go module at the pinned Kubernetes version (scripts/kube-tools.sh).
-#   kube-apiserver: the real API server the kube tests run against, built from its Go
-#            module like kubectl (cached per machine and version).
+#   kube-apiserver, kube-controller-manager, kube-scheduler: the real control plane the kube
+#            tests run against, built from their Go module like kubectl (cached per machine
+#            and version; kube-tools.sh rebuilds only what go.sum no longer matches).
 tools_missing=()
 cargo nextest --version >/dev/null 2>&1 || tools_missing+=("cargo-nextest")
 kubectl kustomize --help >/dev/null 2>&1 || tools_missing+=("kubectl")
-[[ -x $("$(dirname "$0")/kube-tools.sh" --dir)/kube-apiserver ]] || tools_missing+=("kube-apiserver")
+[[ -z $("$(dirname "$0")/kube-tools.sh" --stale kube-apiserver kube-controller-manager kube-scheduler) ]] ||
+  tools_missing+=("control-plane")
 
 install_tools() {
   for tool in "${tools_missing[@]}"; do
@@ -70,9 +72,9 @@ install_tools() {
         echo "deps: building kubectl from its Go module (a few minutes, once)"
         "$(dirname "$0")/kube-tools.sh" --install kubectl >/dev/null
         ;;
-      kube-apiserver)
-        echo "deps: building kube-apiserver from its Go module (a few minutes, once)"
-        "$(dirname "$0")/kube-tools.sh" kube-apiserver >/dev/null
+      control-plane)
+        echo "deps: kube-apiserver, kube-controller-manager, kube-scheduler (built from their Go module when not cached: minutes, once)"
+        "$(dirname "$0")/kube-tools.sh" kube-apiserver kube-controller-manager kube-scheduler >/dev/null
         ;;
     esac
   done

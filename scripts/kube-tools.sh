@@ -7,6 +7,7 @@
 #   scripts/kube-tools.sh kube-apiserver kubectl     build (or reuse) these; print the bin dir
 #   scripts/kube-tools.sh --install kubectl          also link each into /usr/local/bin
 #   scripts/kube-tools.sh --dir                      print the bin dir only
+#   scripts/kube-tools.sh --stale kube-apiserver     print those not built from this go.sum
 #
 # HOMELAB_KUBE_CACHE moves the cache (default /var/cache/homelab/kube).
 set -euo pipefail
@@ -18,16 +19,27 @@ version=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }' "$modu
 bin=${HOMELAB_KUBE_CACHE:-/var/cache/homelab/kube}/$version/bin
 
 install=false
+stale_only=false
 components=()
 for arg in "$@"; do
   case $arg in
     --install) install=true ;;
+    --stale) stale_only=true ;;
     --dir) echo "$bin"; exit 0 ;;
     kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kubeadm)
       components+=("$arg") ;;
     *) echo "kube-tools: unknown component or option: $arg" >&2; exit 2 ;;
   esac
 done
+
+# A binary is reused when it was built from the same go.sum (the lock).
+stamp=$(sha256sum "$module/go.sum" | cut -c1-16)
+if $stale_only; then
+  for c in "${components[@]}"; do
+    [[ -x $bin/$c && $(cat "$bin/.$c.stamp" 2>/dev/null) == "$stamp" ]] || echo "$c"
+  done
+  exit 0
+fi
 
 # The Go toolchain: on the PATH, or where the machine image puts it. Never downloaded.
 if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
@@ -39,8 +51,6 @@ command -v go >/dev/null 2>&1 || {
 }
 export GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 
-# A binary is reused when it was built from the same go.sum (the lock).
-stamp=$(sha256sum "$module/go.sum" | cut -c1-16)
 minor=${version#v1.}
 minor=${minor%%.*}
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version \

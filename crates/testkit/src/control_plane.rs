@@ -45,6 +45,8 @@ pub fn kube_bin_dir() -> Result<PathBuf, FixtureError> {
 pub struct ControlPlane {
     etcd: Child,
     apiserver: Child,
+    /// kube-controller-manager and kube-scheduler, once [`ControlPlane::start_controllers`] ran.
+    controllers: Vec<Child>,
     dir: tempfile::TempDir,
     /// The API server's URL (`https://127.0.0.1:PORT`).
     pub url: String,
@@ -256,6 +258,7 @@ impl ControlPlane {
         let mut plane = Self {
             etcd,
             apiserver,
+            controllers: Vec::new(),
             dir,
             url,
             version: String::new(),
@@ -342,6 +345,106 @@ impl ControlPlane {
         kube::Client::try_from(config).map_err(|e| FixtureError(format!("build a client: {e}")))
     }
 
+    /// Starts kube-controller-manager and kube-scheduler (built by `scripts/kube-tools.sh`)
+    /// against this API server, for scenarios that need what they do: service accounts in new
+    /// namespaces, replica sets and pods from deployments, pods bound to nodes, namespaces
+    /// that finish deleting. Returns once the controllers work (the `default` service account
+    /// of a new namespace appears).
+    ///
+    /// # Errors
+    /// A binary is not built, exits, or the controllers do nothing within 60 s.
+    pub async fn start_controllers(&mut self) -> Result<(), FixtureError> {
+        let bin = kube_bin_dir()?;
+        let d = self.dir.path().to_owned();
+        let file = |name: &str| d.join(name).display().to_string();
+        let kubeconfig = self.kubeconfig().display().to_string();
+        let mut commands = Vec::new();
+        let mut kcm = Command::new(bin.join("kube-controller-manager"));
+        kcm.arg(format!("--kubeconfig={kubeconfig}"))
+            .arg("--leader-elect=false")
+            // No serving endpoint: nothing here scrapes it.
+            .arg("--secure-port=0")
+            .arg("--controllers=*")
+            .arg("--use-service-account-credentials=false")
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                file("sa.key")
+            ))
+            .arg(format!("--root-ca-file={}", file("ca.crt")))
+            .arg(format!("--cluster-signing-cert-file={}", file("ca.crt")))
+            .arg(format!("--cluster-signing-key-file={}", file("ca.key")));
+        commands.push(("kube-controller-manager", kcm));
+        let mut scheduler = Command::new(bin.join("kube-scheduler"));
+        scheduler
+            .arg(format!("--kubeconfig={kubeconfig}"))
+            .arg("--leader-elect=false")
+            .arg("--secure-port=0");
+        commands.push(("kube-scheduler", scheduler));
+        for (name, mut command) in commands {
+            let path = bin.join(name);
+            if !path.is_file() {
+                return Err(FixtureError(format!(
+                    "{} is not built: run scripts/kube-tools.sh {name} (make test does)",
+                    path.display()
+                )));
+            }
+            let log = std::fs::File::create(d.join(format!("{name}.log")))
+                .map_err(err(format!("create {name}.log")))?;
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(err(format!("start {}", path.display())))?;
+            self.controllers.push(child);
+        }
+        // The service account controller gives a new namespace its `default` account.
+        let client = self.client().await?;
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(client.clone());
+        let probe = k8s_openapi::api::core::v1::Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some("homelab-fixture-probe".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        namespaces
+            .create(&kube::api::PostParams::default(), &probe)
+            .await
+            .map_err(|e| FixtureError(format!("create a probe namespace: {e}")))?;
+        let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(client, "homelab-fixture-probe");
+        let started = Instant::now();
+        loop {
+            for (child, name) in self
+                .controllers
+                .iter_mut()
+                .zip(["kube-controller-manager", "kube-scheduler"])
+            {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(FixtureError(format!(
+                        "{name} exited: {status}: {}",
+                        tail(&d.join(format!("{name}.log")))
+                    )));
+                }
+            }
+            if accounts.get_opt("default").await.ok().flatten().is_some() {
+                let _ = namespaces
+                    .delete("homelab-fixture-probe", &kube::api::DeleteParams::default())
+                    .await;
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(FixtureError(format!(
+                    "kube-controller-manager made no ServiceAccount within 60 s: {}",
+                    tail(&d.join("kube-controller-manager.log"))
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The API server's log so far (for a failing test's message).
     pub fn apiserver_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
@@ -355,6 +458,10 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        for child in &mut self.controllers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for child in [&mut self.apiserver, &mut self.etcd] {
             let _ = child.kill();
             let _ = child.wait();

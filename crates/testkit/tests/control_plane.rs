@@ -80,3 +80,134 @@ fn binaries_come_from_the_cache() {
     );
     assert!(dir.join("kube-apiserver").is_file());
 }
+
+/// With kube-controller-manager and kube-scheduler: what a fake API server cannot do. A new
+/// namespace gets its `default` service account, a deployment becomes a replica set and a
+/// pod, the scheduler binds the pod to the only Ready node (no kubelet runs it), and an
+/// emptied namespace finishes deleting.
+#[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+async fn controllers_and_scheduler_act_on_what_is_applied() {
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
+    use kube::api::{Api, DeleteParams, ListParams, PostParams};
+    use std::time::{Duration, Instant};
+
+    let mut plane = ControlPlane::start().await.unwrap();
+    plane.start_controllers().await.unwrap();
+    let client = plane.client().await.unwrap();
+    async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+        let started = Instant::now();
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what} did not happen within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let post = PostParams::default();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &post,
+            &serde_json::from_value(serde_json::json!({ "metadata": { "name": "lab" } })).unwrap(),
+        )
+        .await
+        .unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "lab");
+    until("the default ServiceAccount", async || {
+        accounts.get_opt("default").await.unwrap()
+    })
+    .await;
+
+    // A Node that says it is Ready (nothing runs on it: there is no kubelet).
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "n1", "labels": { "kubernetes.io/hostname": "n1" } },
+    }))
+    .unwrap();
+    nodes.create(&post, &node).await.unwrap();
+    let status = serde_json::json!({ "status": {
+        "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "fixture" }],
+        "allocatable": { "cpu": "4", "memory": "8Gi", "pods": "110" },
+        "capacity": { "cpu": "4", "memory": "8Gi", "pods": "110" },
+    }});
+    nodes
+        .patch_status(
+            "n1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        )
+        .await
+        .unwrap();
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "lab");
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "web" },
+        "spec": { "replicas": 1, "selector": { "matchLabels": { "app": "web" } },
+                  "template": { "metadata": { "labels": { "app": "web" } },
+                                "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] } } },
+    }))
+    .unwrap();
+    deployments.create(&post, &deployment).await.unwrap();
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "lab");
+    until("a ReplicaSet", async || {
+        sets.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .next()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "lab");
+    let bound = until("a Pod bound to n1", async || {
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find_map(|p| p.spec.and_then(|s| s.node_name))
+    })
+    .await;
+    assert_eq!(bound, "n1");
+    // The Deployment's status comes from the controller (never available: no kubelet).
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(d.status.and_then(|s| s.replicas), Some(1));
+
+    // An emptied namespace finishes deleting (the namespace controller).
+    namespaces
+        .create(
+            &post,
+            &serde_json::from_value(serde_json::json!({ "metadata": { "name": "gone" } })).unwrap(),
+        )
+        .await
+        .unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "gone");
+    maps.create(
+        &post,
+        &serde_json::from_value(
+            serde_json::json!({ "metadata": { "name": "c" }, "data": { "k": "v" } }),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    namespaces
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    until("namespace gone deleted", async || {
+        namespaces
+            .get_opt("gone")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
