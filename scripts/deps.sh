@@ -52,13 +52,13 @@ fi
 #   kubectl: the GitOps validator and its tests build kustomizations with `kubectl kustomize`;
 #            Debian 12's kubernetes-client is 1.20 (kustomize v2), so kubectl is built from
 #            its Go module at the pinned Kubernetes version (scripts/kube-tools.sh).
-#   kube-apiserver, kube-controller-manager, kube-scheduler: the real control plane the kube
+#   etcd (3.5; Debian has 3.4), kube-apiserver, kube-controller-manager, kube-scheduler: the real control plane the kube
 #            tests run against, built from their Go module like kubectl (cached per machine
 #            and version; kube-tools.sh rebuilds only what go.sum no longer matches).
 tools_missing=()
 cargo nextest --version >/dev/null 2>&1 || tools_missing+=("cargo-nextest")
 kubectl kustomize --help >/dev/null 2>&1 || tools_missing+=("kubectl")
-[[ -z $("$(dirname "$0")/kube-tools.sh" --stale kube-apiserver kube-controller-manager kube-scheduler) ]] ||
+[[ -z $("$(dirname "$0")/kube-tools.sh" --stale etcd kube-apiserver kube-controller-manager kube-scheduler) ]] ||
   tools_missing+=("control-plane")
 
 install_tools() {
@@ -73,8 +73,8 @@ install_tools() {
         "$(dirname "$0")/kube-tools.sh" --install kubectl >/dev/null
         ;;
       control-plane)
-        echo "deps: kube-apiserver, kube-controller-manager, kube-scheduler (built from their Go module when not cached: minutes, once)"
-        "$(dirname "$0")/kube-tools.sh" kube-apiserver kube-controller-manager kube-scheduler >/dev/null
+        echo "deps: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built from their Go modules when not cached: minutes, once)"
+        "$(dirname "$0")/kube-tools.sh" etcd kube-apiserver kube-controller-manager kube-scheduler >/dev/null
         ;;
     esac
   done

@@ -5,6 +5,8 @@
 # ships them, but the Go toolchain and the Go module proxy are there.
 #
 #   scripts/kube-tools.sh kube-apiserver kubectl     build (or reuse) these; print the bin dir
+#                                                    (also: kube-controller-manager, kube-scheduler,
+#                                                    kubelet, kubeadm, and etcd 3.5 for the API server)
 #   scripts/kube-tools.sh --install kubectl          also link each into /usr/local/bin
 #   scripts/kube-tools.sh --dir                      print the bin dir only
 #   scripts/kube-tools.sh --stale kube-apiserver     print those not built from this go.sum
@@ -26,7 +28,7 @@ for arg in "$@"; do
     --install) install=true ;;
     --stale) stale_only=true ;;
     --dir) echo "$bin"; exit 0 ;;
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kubeadm)
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kubeadm | etcd)
       components+=("$arg") ;;
     *) echo "kube-tools: unknown component or option: $arg" >&2; exit 2 ;;
   esac
@@ -63,7 +65,11 @@ for c in "${components[@]}"; do
   fi
   echo "kube-tools: building $c $version from its Go module (minutes on a cold cache)" >&2
   started=$SECONDS
-  (cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$bin/.$c.tmp" "k8s.io/kubernetes/cmd/$c")
+  # etcd's server from go.etcd.io at the version k8s.io/kubernetes requires (cmd/etcd here);
+  # the rest from k8s.io/kubernetes' own cmd/ packages.
+  package=k8s.io/kubernetes/cmd/$c
+  [[ $c == etcd ]] && package=./cmd/etcd
+  (cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$bin/.$c.tmp" "$package")
   mv "$bin/.$c.tmp" "$bin/$c"
   echo "$stamp" > "$bin/.$c.stamp"
   echo "kube-tools: built $c in $((SECONDS - started)) s" >&2

@@ -161,13 +161,21 @@ impl ControlPlane {
                 apiserver_bin.display()
             )));
         }
-        let etcd_bin = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                FixtureError("etcd is not installed (apt-get install etcd-server)".into())
-            })?;
+        // etcd 3.5 built with the components (the version Kubernetes requires), else the
+        // system's (Debian 12 has 3.4, which kube-apiserver 1.33 still runs on).
+        let etcd_bin = [
+            bin.join("etcd"),
+            PathBuf::from("/usr/bin/etcd"),
+            PathBuf::from("/usr/local/bin/etcd"),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            FixtureError(
+                "etcd is not built or installed: run scripts/kube-tools.sh etcd (make test does)"
+                    .into(),
+            )
+        })?;
         let mut last = None;
         // A free port may be taken by another fixture before the server binds it.
         for _ in 0..5 {

@@ -79,6 +79,48 @@ fn binaries_come_from_the_cache() {
         dir.to_str().unwrap()
     );
     assert!(dir.join("kube-apiserver").is_file());
+    // etcd is the 3.5 release Kubernetes requires (go.mod), not Debian's 3.4.
+    let etcd = std::process::Command::new(dir.join("etcd"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let etcd = String::from_utf8_lossy(&etcd.stdout).into_owned();
+    let wanted = go_mod_version("go.etcd.io/etcd/server/v3");
+    assert!(
+        etcd.contains(&format!("etcd Version: {}", wanted.trim_start_matches('v'))),
+        "{etcd}"
+    );
+}
+
+/// The version go.mod requires of `module`.
+fn go_mod_version(module: &str) -> String {
+    let go_mod =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("kube/go.mod")).unwrap();
+    go_mod
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("require ")
+                .unwrap_or(l.trim())
+                .strip_prefix(&format!("{module} "))
+                .map(|v| v.split_whitespace().next().unwrap().to_owned())
+        })
+        .unwrap_or_else(|| panic!("{module} not in go.mod"))
+}
+
+/// Polls `probe` until it yields, for at most 60 s.
+async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{what} did not happen within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// With kube-controller-manager and kube-scheduler: what a fake API server cannot do. A new
@@ -91,24 +133,10 @@ async fn controllers_and_scheduler_act_on_what_is_applied() {
     use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
     use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
     use kube::api::{Api, DeleteParams, ListParams, PostParams};
-    use std::time::{Duration, Instant};
 
     let mut plane = ControlPlane::start().await.unwrap();
     plane.start_controllers().await.unwrap();
     let client = plane.client().await.unwrap();
-    async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-        let started = Instant::now();
-        loop {
-            if let Some(v) = probe().await {
-                return v;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{what} did not happen within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
     let post = PostParams::default();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
