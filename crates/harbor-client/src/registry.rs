@@ -354,6 +354,30 @@ fn received_bytes(range: &str) -> u64 {
     }
 }
 
+/// Checks the `Docker-Content-Digest` a registry answers a PUT with against what was sent
+/// (a registry that stored something else must not pass for one that stored this).
+fn returned_digest(response: &Response, sent: &Digest, what: &str) -> Result<()> {
+    let Some(returned) = response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    match returned.parse::<Digest>() {
+        Ok(d) if &d == sent => Ok(()),
+        Ok(d) => Err(RegistryError::DigestMismatch {
+            what: format!("{what} as the registry stored it"),
+            expected: sent.clone(),
+            actual: d,
+        }),
+        Err(e) => Err(RegistryError::Protocol {
+            url: response.url().to_string(),
+            message: format!("Docker-Content-Digest `{returned}`: {e}"),
+        }),
+    }
+}
+
 /// What a request needs access to, for bearer tokens.
 fn repo_scope(repository: &str, actions: &str) -> String {
     format!("repository:{repository}:{actions}")
@@ -709,10 +733,12 @@ impl Registry {
         let mut done = location.clone();
         done.query_pairs_mut()
             .append_pair("digest", digest.as_str());
-        self.send(Method::PUT, &done, &scope, &[], &|r| {
-            r.header(CONTENT_LENGTH, "0")
-        })
-        .await?;
+        let closed = self
+            .send(Method::PUT, &done, &scope, &[], &|r| {
+                r.header(CONTENT_LENGTH, "0")
+            })
+            .await?;
+        returned_digest(&closed, digest, &format!("blob {repository}@{digest}"))?;
         self.report(Progress::Done { digest });
         Ok(true)
     }
@@ -780,11 +806,13 @@ impl Registry {
         done.query_pairs_mut()
             .append_pair("digest", digest.as_str());
         let body = bytes::Bytes::copy_from_slice(bytes);
-        self.send(Method::PUT, &done, &scope, &[], &|r| {
-            r.header(CONTENT_TYPE, "application/octet-stream")
-                .body(body.clone())
-        })
-        .await?;
+        let stored = self
+            .send(Method::PUT, &done, &scope, &[], &|r| {
+                r.header(CONTENT_TYPE, "application/octet-stream")
+                    .body(body.clone())
+            })
+            .await?;
+        returned_digest(&stored, &digest, &format!("blob {repository}@{digest}"))?;
         Ok(digest)
     }
 
@@ -913,14 +941,18 @@ impl Registry {
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let digest = response
+        // The header is optional for HEAD in the distribution spec: without it, the manifest
+        // itself is fetched and its digest computed.
+        let Some(digest) = response
             .headers()
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| RegistryError::Protocol {
-                url: url.to_string(),
-                message: "no Docker-Content-Digest header".into(),
-            })?;
+        else {
+            return self
+                .get_manifest(repository, reference)
+                .await
+                .map(|m| Some(m.digest));
+        };
         digest
             .parse()
             .map(Some)
@@ -946,18 +978,25 @@ impl Registry {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
         let body = bytes::Bytes::copy_from_slice(bytes);
         let media_type = media_type.to_owned();
-        self.send(
-            Method::PUT,
-            &url,
-            &repo_scope(repository, "pull,push"),
-            &[],
-            &|r| {
-                r.header(CONTENT_TYPE, media_type.clone())
-                    .body(body.clone())
-            },
-        )
-        .await?;
-        Ok(Digest::of(bytes))
+        let stored = self
+            .send(
+                Method::PUT,
+                &url,
+                &repo_scope(repository, "pull,push"),
+                &[],
+                &|r| {
+                    r.header(CONTENT_TYPE, media_type.clone())
+                        .body(body.clone())
+                },
+            )
+            .await?;
+        let digest = Digest::of(bytes);
+        returned_digest(
+            &stored,
+            &digest,
+            &format!("manifest {repository}:{reference}"),
+        )?;
+        Ok(digest)
     }
 
     /// Deletes a manifest by tag or digest (a tag is resolved first: the API deletes by
