@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use harbor_client::harbor::{GcSchedule, Harbor, RobotCreate, repository_access};
+use harbor_client::harbor::{GcSchedule, Harbor, HarborOptions, RobotCreate, repository_access};
 use harbor_client::image::{self, Layout};
 use harbor_client::reference::Reference;
 use harbor_client::registry::{Credentials, Options, Progress, ProgressSink, Registry};
@@ -58,7 +58,8 @@ struct Global {
     /// Trust this CA certificate (PEM) too.
     #[arg(long, global = true, value_name = "FILE")]
     ca_file: Option<PathBuf>,
-    /// Talk plain HTTP to registries (never the default).
+    /// Talk plain HTTP to registries and to Harbor's API (never the default: credentials
+    /// cross the network in clear text).
     #[arg(long, global = true)]
     plain_http: bool,
     /// Blobs moved at once.
@@ -305,7 +306,14 @@ impl Ctx {
                 "this command needs a user: give --username (or $HARBOR_USERNAME) and a password"
             );
         };
-        let harbor = Harbor::new(url, username, password.clone(), self.ca_file.as_deref())?;
+        let harbor = Harbor::new(
+            url,
+            username,
+            password.clone(),
+            &HarborOptions::default()
+                .ca_file(self.ca_file.clone())
+                .plain_http(self.options.plain_http),
+        )?;
         harbor.check_login().await?;
         Ok(harbor)
     }

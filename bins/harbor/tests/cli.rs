@@ -254,13 +254,36 @@ fn harbor_api_commands() {
         &["new"],
         "2026-02-01T00:00:00Z",
     );
+    // The fake is plain HTTP: it must be asked for.
+    let mut refused = harbor();
+    refused
+        .env("HARBOR_URL", &fake.url)
+        .env("HARBOR_USERNAME", ADMIN.0)
+        .env("HARBOR_PASSWORD", ADMIN.1)
+        .args(["project", "list"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("plain HTTP"));
     let api = || {
         let mut cmd = harbor();
         cmd.env("HARBOR_URL", &fake.url)
             .env("HARBOR_USERNAME", ADMIN.0)
-            .env("HARBOR_PASSWORD", ADMIN.1);
+            .env("HARBOR_PASSWORD", ADMIN.1)
+            .arg("--plain-http");
         cmd
     };
+    // A wrong password is refused before anything runs (Harbor itself would answer as to
+    // anonymous).
+    harbor()
+        .env("HARBOR_URL", &fake.url)
+        .env("HARBOR_USERNAME", ADMIN.0)
+        .env("HARBOR_PASSWORD", "wrong")
+        .args(["--plain-http", "project", "list"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "Harbor refused the credentials of admin",
+        ));
     api()
         .args(["project", "ensure", "homelab"])
         .assert()

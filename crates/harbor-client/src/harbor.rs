@@ -341,27 +341,62 @@ pub struct Harbor {
     password: SecretString,
 }
 
+/// How to reach Harbor beyond its URL.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct HarborOptions {
+    /// Trust this CA certificate (PEM) too.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Allow an `http://` URL: the password then crosses the network in clear text, so it
+    /// must be asked for.
+    pub plain_http: bool,
+}
+
+impl HarborOptions {
+    /// With a CA certificate to trust.
+    #[must_use]
+    pub fn ca_file(mut self, ca_file: Option<std::path::PathBuf>) -> Self {
+        self.ca_file = ca_file;
+        self
+    }
+
+    /// Allowing `http://`.
+    #[must_use]
+    pub fn plain_http(mut self, plain_http: bool) -> Self {
+        self.plain_http = plain_http;
+        self
+    }
+}
+
 impl Harbor {
     /// A client for the Harbor at `url` (`https://harbor.example`), logging in as
     /// `username`.
     ///
     /// # Errors
-    /// The URL is not absolute, or the CA file is unusable.
+    /// The URL is not absolute, is `http://` without [`HarborOptions::plain_http`], or the
+    /// CA file is unusable.
     pub fn new(
         url: &str,
         username: &str,
         password: SecretString,
-        ca_file: Option<&std::path::Path>,
+        options: &HarborOptions,
     ) -> Result<Self> {
         let mut base =
             // Not repeated: a URL that does not parse may still hold a password.
             Url::parse(url).map_err(|e| HarborError::Setup(format!("the Harbor URL does not parse: {e}")))?;
+        if base.scheme() == "http" && !options.plain_http {
+            return Err(HarborError::Setup(format!(
+                "the Harbor URL is plain HTTP ({}): the password would cross the network in \
+                 clear text; use https, or allow it explicitly (--plain-http)",
+                base.host_str().unwrap_or_default()
+            )));
+        }
         base.set_path(&format!("{}/api/v2.0/", base.path().trim_end_matches('/')));
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("homelab-harbor-client/", env!("CARGO_PKG_VERSION")))
             // An https Harbor is never left for plain HTTP (a redirect or link included).
             .https_only(base.scheme() == "https");
-        if let Some(ca) = ca_file {
+        if let Some(ca) = &options.ca_file {
             let pem = std::fs::read(ca)
                 .map_err(|e| HarborError::Setup(format!("{}: {e}", ca.display())))?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {

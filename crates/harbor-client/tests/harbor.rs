@@ -1,13 +1,19 @@
 //! The Harbor REST client against the contract fake of Harbor's v2.0 API.
 #![allow(clippy::unwrap_used)]
 
-use harbor_client::harbor::{GcSchedule, Harbor, RobotCreate, repository_access};
+use harbor_client::harbor::{GcSchedule, Harbor, HarborOptions, RobotCreate, repository_access};
 use homelab_testkit::harbor_fake::{ADMIN, DEVELOPER, HarborFake};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 
 fn client(fake: &HarborFake, (user, password): (&str, &str)) -> Harbor {
-    Harbor::new(&fake.url, user, password.to_owned().into(), None).unwrap()
+    Harbor::new(
+        &fake.url,
+        user,
+        password.to_owned().into(),
+        &HarborOptions::default().plain_http(true),
+    )
+    .unwrap()
 }
 
 fn digest(n: u32) -> String {
@@ -277,4 +283,28 @@ async fn a_wrong_password_is_caught_although_harbor_answers_as_to_anonymous() {
         "{err}"
     );
     admin.check_login().await.unwrap();
+}
+
+#[test]
+fn plain_http_must_be_asked_for() {
+    let err = Harbor::new(
+        "http://harbor.lan",
+        "admin",
+        "pw".to_owned().into(),
+        &HarborOptions::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("plain HTTP") && err.contains("--plain-http"),
+        "{err}"
+    );
+    Harbor::new(
+        "http://harbor.lan",
+        "admin",
+        "pw".to_owned().into(),
+        &HarborOptions::default().plain_http(true),
+    )
+    .unwrap();
 }
