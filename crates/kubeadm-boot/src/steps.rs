@@ -336,19 +336,37 @@ impl Runner {
         let lock_dir = self.lock_dir.replace("{host}", host);
         lock(&session, &lock_dir).await?;
         let result = async {
-            for step in steps {
+            // Every check at once, in one remote command: on a host where nothing is to
+            // change (the usual re-run) that is one round trip instead of one per step. The
+            // steps up to the first one not in its wanted state are unchanged; from there on,
+            // each is checked again in turn, as earlier changes may affect later checks.
+            let batch_started = Instant::now();
+            let settled = checks_at_once(&session, steps).await;
+            let batch_millis =
+                u64::try_from(batch_started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let unchanged_prefix = settled.iter().take_while(|done| **done).count();
+            for (index, step) in steps.iter().enumerate() {
                 events(Event::Checking {
                     host,
                     step: &step.name,
                 });
                 let started = Instant::now();
-                let outcome = self.run_step(&session, step).await?;
+                let outcome = if index < unchanged_prefix {
+                    Outcome::Unchanged
+                } else {
+                    self.run_step(&session, step).await?
+                };
+                let millis = if index < unchanged_prefix {
+                    if index == 0 { batch_millis } else { 0 }
+                } else {
+                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+                };
                 let report = Report {
                     host: host.to_owned(),
                     step: step.name.clone(),
                     outcome,
                     description: step.description.clone(),
-                    millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    millis,
                 };
                 events(Event::Done(&report));
                 reports.push(report);
@@ -402,6 +420,60 @@ impl Runner {
                 exit_status: None,
                 stderr_tail: String::new(),
             })
+        }
+    }
+}
+
+/// The shell test that is true when the host is in the state `check` describes (as root).
+fn check_test(check: &Check) -> Option<String> {
+    match check {
+        // Only checks that run as root: the batch runs as root.
+        Check::Command(cmd) if cmd.sudo && cmd.stdin.is_none() => {
+            Some(format!("( {} ) </dev/null >/dev/null 2>&1", cmd.line))
+        }
+        Check::Command(_) => None,
+        Check::File {
+            path,
+            contents,
+            mode,
+        } => {
+            let p = shell_quote(path);
+            Some(format!(
+                "[ -f {p} ] && [ \"$(stat -c %a {p})\" = {mode:o} ] && [ \"$(sha256sum < {p} | cut -d' ' -f1)\" = {} ]",
+                hex::encode(Sha256::digest(contents))
+            ))
+        }
+    }
+}
+
+/// Every step's check in one remote command: for each step, whether its host is already in
+/// the wanted state. A check that cannot be batched, or a batch that fails as a whole, counts
+/// as not settled (the step is then checked on its own).
+async fn checks_at_once(session: &Session, steps: &[Step]) -> Vec<bool> {
+    let tests: Vec<Option<String>> = steps.iter().map(|s| check_test(&s.check)).collect();
+    if tests.iter().all(Option::is_none) {
+        return vec![false; steps.len()];
+    }
+    let script = tests
+        .iter()
+        .enumerate()
+        .map(|(i, test)| match test {
+            Some(t) => format!("if {t}; then echo {i}=1; else echo {i}=0; fi"),
+            None => format!("echo {i}=0"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cmd = Cmd::new(script).sudo().timeout(Duration::from_secs(120));
+    match session.run(&cmd).await {
+        Ok(out) => {
+            let text = out.stdout_text();
+            (0..steps.len())
+                .map(|i| text.lines().any(|l| l == format!("{i}=1")))
+                .collect()
+        }
+        Err(e) => {
+            tracing::debug!(host = %session.target().name, error = %e, "batched checks failed; checking step by step");
+            vec![false; steps.len()]
         }
     }
 }

@@ -106,11 +106,31 @@ async fn steps_apply_once_then_report_unchanged_and_dry_run_changes_nothing() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o640);
+    let before = servers[2].commands().len();
     let second = runner.run(work(&servers), events).await.unwrap();
     assert!(
         second.iter().all(|r| r.outcome == Outcome::Unchanged),
         "{second:?}"
     );
+    // Settled hosts are checked in one round trip: lock, every check at once, unlock.
+    let rerun = &servers[2].commands()[before..];
+    assert_eq!(rerun.len(), 3, "{rerun:#?}");
+    // A host where a later step drifted: the earlier one is settled by the batch, the drifted
+    // one is checked and changed on its own.
+    std::fs::remove_file(servers[1].dir().join("marker")).unwrap();
+    let third = runner
+        .run(work(&servers[1..2]), Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let outcomes: Vec<(String, Outcome)> = third.into_iter().map(|r| (r.step, r.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("config".to_owned(), Outcome::Unchanged),
+            ("marker".to_owned(), Outcome::Changed)
+        ]
+    );
+    assert!(servers[1].dir().join("marker").exists());
     assert_eq!(seen.lock().unwrap().len(), 18);
     assert_eq!(
         std::fs::read_dir(&locks).unwrap().count(),
