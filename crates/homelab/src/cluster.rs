@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use homelab_ssh::Pool;
 use kubeadm_boot::cluster::{self as boot, PodNetwork};
 use kubeadm_boot::nodes::{self, NodeState};
 use kubeadm_boot::prepare::PackageSource;
@@ -32,11 +31,7 @@ pub struct ClusterPhase;
 pub struct ExistingCluster;
 
 pub(crate) fn runner(lab: &Lab) -> Result<Runner, Error> {
-    let pool = Pool::new(inputs::ssh_options(
-        &lab.config,
-        lab.options.trust_new_hosts,
-    ))?;
-    let mut runner = Runner::new(Arc::new(pool));
+    let mut runner = Runner::new(lab.ssh_pool()?);
     runner.parallelism = lab.options.parallelism;
     Ok(runner)
 }
@@ -84,16 +79,16 @@ pub async fn pod_network(lab: &Lab, events: Events<'_>) -> Result<PodNetwork, Er
     Ok(PodNetwork::new(url, fetched.bytes))
 }
 
-/// Whether every node's VM runs, as libvirt says (the cluster cannot be planned before).
+/// Whether every node's VM runs, as libvirt says (the cluster cannot be planned before). Only
+/// libvirt is asked: no SSH probe (the phases that follow connect anyway).
 pub(crate) async fn vms_missing(lab: &Lab) -> Option<String> {
-    match crate::vms::VmsPhase.status(lab).await {
-        PhaseStatus { error: Some(e), .. } => Some(e),
-        status => {
-            let down: Vec<String> = status
-                .items
+    match crate::vms::domain_states(lab).await {
+        Err(e) => Some(e.to_string()),
+        Ok(states) => {
+            let down: Vec<String> = states
                 .iter()
-                .filter(|i| i.state != "running")
-                .map(|i| format!("{} ({})", i.name, i.state))
+                .filter(|(_, state)| *state != "running")
+                .map(|(name, state)| format!("{name} ({state})"))
                 .collect();
             (!down.is_empty()).then(|| format!("nodes not running yet: {}", down.join(", ")))
         }

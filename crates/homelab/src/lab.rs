@@ -48,6 +48,9 @@ pub struct Lab {
     /// How to run.
     pub options: Options,
     kube: Option<kube::Client>,
+    /// One SSH connection pool for every phase of this lab (made on first use): plan, apply
+    /// and status reuse the connections instead of logging in again each time.
+    ssh: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<homelab_ssh::Pool>>>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -88,6 +91,7 @@ impl Lab {
             warnings: Vec::new(),
             options: Options::default(),
             kube: None,
+            ssh: std::sync::Arc::default(),
         }
     }
 
@@ -104,6 +108,22 @@ impl Lab {
     pub fn with_kube_client(mut self, client: kube::Client) -> Self {
         self.kube = Some(client);
         self
+    }
+
+    /// The SSH connection pool of the cluster layer (`ssh.*` of the configuration), shared by
+    /// every phase of this lab.
+    ///
+    /// # Errors
+    /// The private key cannot be loaded.
+    pub fn ssh_pool(&self) -> Result<std::sync::Arc<homelab_ssh::Pool>, Error> {
+        if let Some(pool) = self.ssh.get() {
+            return Ok(pool.clone());
+        }
+        let pool = std::sync::Arc::new(homelab_ssh::Pool::new(inputs::ssh_options(
+            &self.config,
+            self.options.trust_new_hosts,
+        ))?);
+        Ok(self.ssh.get_or_init(|| pool).clone())
     }
 
     /// The libvirt URI in use.

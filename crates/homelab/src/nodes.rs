@@ -122,26 +122,28 @@ async fn node_packages(
     }
 }
 
-/// Each node's prepared state, read over SSH in parallel.
+/// Each node's prepared state, read over SSH in parallel, with a pool that gives up quickly
+/// on a node that does not answer.
 async fn status(lab: &Lab) -> PhaseStatus {
     let mut options = inputs::ssh_options(&lab.config, false);
     options.connect_timeout = STATUS_TIMEOUT;
     options.attempts = 1;
-    let pool = match Pool::new(options) {
-        Ok(p) => p,
-        Err(e) => {
-            return PhaseStatus {
-                phase: NAME,
-                items: Vec::new(),
-                error: Some(e.to_string()),
-            };
-        }
-    };
+    match Pool::new(options) {
+        Ok(pool) => status_with(lab, &pool).await,
+        Err(e) => PhaseStatus {
+            phase: NAME,
+            items: Vec::new(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// Each node's prepared state, over `pool`'s connections.
+async fn status_with(lab: &Lab, pool: &Pool) -> PhaseStatus {
     let wanted = inputs::kube_version(&lab.config);
     let containerd = lab.config.packages.containerd.as_str();
     let targets = inputs::targets(&lab.config);
     let items = futures::future::join_all(targets.iter().map(|t| {
-        let pool = &pool;
         let wanted = &wanted;
         async move {
             match node_packages(pool, t, containerd).await {
@@ -230,7 +232,8 @@ impl Phase for NodesPhase {
                 }
             })
             .await?;
-            for item in status(lab).await.items {
+            // The connections of the preparation are still open: reused.
+            for item in status_with(lab, &*lab.ssh_pool()?).await.items {
                 if let Some((_, warning)) = item.detail.split_once("warning: ") {
                     events(crate::phase::Event::Progress {
                         phase: NAME,

@@ -132,6 +132,16 @@ fn node_state(s: &NodeStatus) -> &'static str {
     }
 }
 
+/// Each node's domain state as libvirt reports it (`running`, `shut off`, `absent`, `not
+/// ours`), without probing SSH.
+pub(crate) async fn domain_states(lab: &Lab) -> Result<Vec<(String, &'static str)>, Error> {
+    let (_, nodes) = read_status(lab).await?;
+    Ok(nodes
+        .iter()
+        .map(|s| (s.name.clone(), node_state(s)))
+        .collect())
+}
+
 async fn read_status(lab: &Lab) -> Result<(ClusterSpec, Vec<NodeStatus>), Error> {
     let spec = spec(lab)?;
     let uri = lab.libvirt_uri().to_owned();
