@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use kubeadm_boot::cluster::{self as boot, PodNetwork};
 use kubeadm_boot::nodes::{self, NodeState};
 use kubeadm_boot::prepare::PackageSource;
-use kubeadm_boot::steps::{Outcome, Runner};
+use kubeadm_boot::steps::{Outcome, Report, Runner};
 
 use crate::error::Error;
 use crate::inputs;
@@ -304,6 +304,43 @@ pub async fn upgrade(
     Ok(reports)
 }
 
+/// A phase's plan from the dry-run reports of its steps (each step that would change is a
+/// change: "run HOST: STEP").
+pub(crate) fn steps_plan(phase: &'static str, reports: Vec<Report>) -> PhasePlan {
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    for r in reports {
+        if r.outcome == Outcome::Unchanged {
+            unchanged += 1;
+        } else {
+            changes.push(Change {
+                action: "run".into(),
+                object: format!("{}: {}", r.host, r.step),
+                detail: Some(r.description),
+            });
+        }
+    }
+    PhasePlan {
+        phase,
+        changes,
+        unchanged,
+        pending: None,
+    }
+}
+
+/// A phase's report from the reports of the steps it ran.
+pub(crate) fn steps_report(phase: &'static str, steps: &[Report]) -> PhaseReport {
+    let changed = steps
+        .iter()
+        .filter(|r| r.outcome != Outcome::Unchanged)
+        .count();
+    PhaseReport {
+        phase,
+        changed,
+        unchanged: steps.len() - changed,
+    }
+}
+
 fn node_names(lab: &Lab) -> Vec<String> {
     lab.config.nodes.iter().map(|n| n.name.clone()).collect()
 }
@@ -327,25 +364,7 @@ impl Phase for ClusterPhase {
             }
             let plan = inputs::bootstrap_plan(&lab.config)?;
             let reports = boot::plan_bootstrap(&runner(lab)?, &plan).await?;
-            let mut changes = Vec::new();
-            let mut unchanged = 0;
-            for r in reports {
-                if r.outcome == Outcome::Unchanged {
-                    unchanged += 1;
-                } else {
-                    changes.push(Change {
-                        action: "run".into(),
-                        object: format!("{}: {}", r.host, r.step),
-                        detail: Some(r.description),
-                    });
-                }
-            }
-            Ok(PhasePlan {
-                phase: NAME,
-                changes,
-                unchanged,
-                pending: None,
-            })
+            Ok(steps_plan(NAME, reports))
         }
         .boxed()
     }
@@ -374,15 +393,7 @@ impl Phase for ClusterPhase {
                 }
             })
             .await?;
-            let changed = steps
-                .iter()
-                .filter(|r| r.outcome != Outcome::Unchanged)
-                .count();
-            Ok(PhaseReport {
-                phase: NAME,
-                changed,
-                unchanged: steps.len() - changed,
-            })
+            Ok(steps_report(NAME, &steps))
         }
         .boxed()
     }

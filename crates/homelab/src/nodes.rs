@@ -10,14 +10,13 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use homelab_ssh::{Cmd, Pool, Target};
 use kubeadm_boot::cluster as boot;
-use kubeadm_boot::steps::{Outcome, Report};
 
-use crate::cluster::{fetched_packages, runner, vms_missing};
+use crate::cluster::{fetched_packages, runner, steps_plan, steps_report, vms_missing};
 use crate::error::Error;
 use crate::inputs;
 use crate::lab::Lab;
 use crate::phase::{
-    Change, Check, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem, relaying,
+    Check, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem, relaying,
 };
 
 /// The phase's name.
@@ -165,28 +164,6 @@ async fn status_with(lab: &Lab, pool: &Pool) -> PhaseStatus {
     }
 }
 
-fn reports_to_plan(reports: Vec<Report>) -> PhasePlan {
-    let mut changes = Vec::new();
-    let mut unchanged = 0;
-    for r in reports {
-        if r.outcome == Outcome::Unchanged {
-            unchanged += 1;
-        } else {
-            changes.push(Change {
-                action: "run".into(),
-                object: format!("{}: {}", r.host, r.step),
-                detail: Some(r.description),
-            });
-        }
-    }
-    PhasePlan {
-        phase: NAME,
-        changes,
-        unchanged,
-        pending: None,
-    }
-}
-
 impl Phase for NodesPhase {
     fn name(&self) -> &'static str {
         NAME
@@ -207,7 +184,7 @@ impl Phase for NodesPhase {
             let plan = inputs::bootstrap_plan(&lab.config)?;
             let packages = inputs::package_source(&lab.config);
             let reports = boot::plan_preparation(&runner(lab)?, &plan, &packages).await?;
-            Ok(reports_to_plan(reports))
+            Ok(steps_plan(NAME, reports))
         }
         .boxed()
     }
@@ -241,15 +218,7 @@ impl Phase for NodesPhase {
                     });
                 }
             }
-            let changed = steps
-                .iter()
-                .filter(|r| r.outcome != Outcome::Unchanged)
-                .count();
-            Ok(PhaseReport {
-                phase: NAME,
-                changed,
-                unchanged: steps.len() - changed,
-            })
+            Ok(steps_report(NAME, &steps))
         }
         .boxed()
     }
