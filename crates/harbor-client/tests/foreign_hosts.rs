@@ -19,6 +19,19 @@ async fn serve(app: axum::Router) -> u16 {
     port
 }
 
+/// A client logging in as the token server's robot.
+fn robot(host: &str, options: Options) -> Registry {
+    Registry::new(
+        host,
+        Credentials::Basic {
+            username: "robot$ci".into(),
+            password: SecretString::from("t0ken-pass"),
+        },
+        options,
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn an_upload_location_on_another_port_gets_no_authorization() {
     let foreign_seen: Seen = Arc::default();
@@ -110,18 +123,13 @@ async fn an_https_registry_whose_token_realm_is_plain_http_gets_no_password() {
         },
     )
     .unwrap();
-    let client = Registry::new(
+    let client = robot(
         &server.host(),
-        Credentials::Basic {
-            username: "robot$ci".into(),
-            password: SecretString::from("t0ken-pass"),
-        },
         Options {
             ca_file: server.ca_file.clone(),
             ..Options::default()
         },
-    )
-    .unwrap();
+    );
     let err = client.ping().await.unwrap_err();
     assert!(err.to_string().contains(&tokens.realm), "{err}");
     assert!(
@@ -148,18 +156,13 @@ async fn a_token_realm_on_another_host_gets_no_credentials() {
         },
     )
     .unwrap();
-    let client = Registry::new(
+    let client = robot(
         &server.host(),
-        Credentials::Basic {
-            username: "robot$ci".into(),
-            password: SecretString::from("t0ken-pass"),
-        },
         Options {
             plain_http: true,
             ..Options::default()
         },
-    )
-    .unwrap();
+    );
     assert!(
         client.ping().await.is_err(),
         "an anonymous token is refused"
@@ -179,18 +182,13 @@ async fn a_token_realm_on_another_host_gets_no_credentials() {
         },
     )
     .unwrap();
-    let client = Registry::new(
+    let client = robot(
         &server.host(),
-        Credentials::Basic {
-            username: "robot$ci".into(),
-            password: SecretString::from("t0ken-pass"),
-        },
         Options {
             plain_http: true,
             ..Options::default()
         },
-    )
-    .unwrap();
+    );
     client.ping().await.unwrap();
     assert_eq!(
         tokens
