@@ -437,7 +437,18 @@ impl Registry {
         self.base.join(path).unwrap_or_else(|_| self.base.clone())
     }
 
-    fn authorize(&self, request: reqwest::RequestBuilder, scope: &str) -> reqwest::RequestBuilder {
+    /// `request` to `url` with this registry's credentials for `scope` — only when `url` is
+    /// the registry itself: an upload `Location` or a paging `Link` that names another
+    /// scheme, host or port gets none.
+    fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &Url,
+        scope: &str,
+    ) -> reqwest::RequestBuilder {
+        if url.origin() != self.base.origin() {
+            return request;
+        }
         if let Some(token) = self
             .tokens
             .lock()
@@ -524,14 +535,11 @@ impl Registry {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let request = build(self.http.request(method.clone(), url.clone()));
-            // Credentials go only to the registry itself: an upload Location or a paging Link
-            // that names another scheme, host or port gets none.
-            let request = if url.origin() == self.base.origin() {
-                self.authorize(request, scope)
-            } else {
-                request
-            };
+            let request = self.authorize(
+                build(self.http.request(method.clone(), url.clone())),
+                url,
+                scope,
+            );
             let result = match request.send().await {
                 Err(source) => Err(transport(method.clone(), &url)(source)),
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !challenged => {
@@ -699,7 +707,11 @@ impl Registry {
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_RANGE, format!("{offset}-{end}"))
                 .header(CONTENT_LENGTH, want.to_string());
-            let result = self.authorize(result, &scope).body(chunk).send().await;
+            let result = self
+                .authorize(result, &location, &scope)
+                .body(chunk)
+                .send()
+                .await;
             let outcome = match result {
                 Ok(r) if r.status() == StatusCode::ACCEPTED => Ok(r),
                 Ok(r) => Err(check(Method::PATCH, location.as_str(), r)

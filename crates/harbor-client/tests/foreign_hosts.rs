@@ -34,20 +34,38 @@ fn robot(host: &str, options: Options) -> Registry {
 
 #[tokio::test]
 async fn an_upload_location_on_another_port_gets_no_authorization() {
+    for chunked in [false, true] {
+        upload_elsewhere(chunked).await;
+    }
+}
+
+/// One upload whose session the registry sends to another port: monolithic (one PUT) or in
+/// chunks (PATCH, then the closing PUT).
+async fn upload_elsewhere(chunked: bool) {
     let foreign_seen: Seen = Arc::default();
     let seen = foreign_seen.clone();
     // The other host: takes the upload and notes whether credentials came with it.
-    let foreign =
-        axum::Router::new().fallback(move |method: axum::http::Method, headers: HeaderMap| {
+    let foreign = axum::Router::new().fallback(
+        move |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap| {
             let seen = seen.clone();
             async move {
                 seen.lock().unwrap().push((
                     method.to_string(),
                     headers.contains_key(header::AUTHORIZATION),
                 ));
-                StatusCode::CREATED
+                if method == axum::http::Method::PATCH {
+                    // A chunk taken: the session goes on where it is.
+                    (
+                        StatusCode::ACCEPTED,
+                        [(header::LOCATION, uri.path().to_owned())],
+                    )
+                        .into_response()
+                } else {
+                    StatusCode::CREATED.into_response()
+                }
             }
-        });
+        },
+    );
     let foreign_port = serve(foreign).await;
     let registry_seen: Seen = Arc::default();
     let seen = registry_seen.clone();
@@ -94,9 +112,27 @@ async fn an_upload_location_on_another_port_gets_no_authorization() {
         },
     )
     .unwrap();
-    client.push_blob_bytes("lab/app", b"hello").await.unwrap();
+    if chunked {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("blob");
+        std::fs::write(&file, b"hello").unwrap();
+        let digest = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+            .parse()
+            .unwrap();
+        client
+            .push_blob_file("lab/app", &digest, &file, 5)
+            .await
+            .unwrap();
+    } else {
+        client.push_blob_bytes("lab/app", b"hello").await.unwrap();
+    }
     let foreign = foreign_seen.lock().unwrap().clone();
-    assert_eq!(foreign, [("PUT".to_owned(), false)], "{foreign:?}");
+    let expected: &[(String, bool)] = if chunked {
+        &[("PATCH".to_owned(), false), ("PUT".to_owned(), false)]
+    } else {
+        &[("PUT".to_owned(), false)]
+    };
+    assert_eq!(foreign, expected, "chunked {chunked}: {foreign:?}");
     let registry = registry_seen.lock().unwrap().clone();
     assert!(
         registry
