@@ -684,18 +684,30 @@ impl Registry {
             return Ok(false);
         }
         let scope = repo_scope(repository, "pull,push");
-        let mut location = self.open_upload(repository, &scope).await?;
+        let (mut location, min_chunk) = self.open_upload_session(repository, &scope).await?;
+        // Every chunk but the last at least as large as the registry asks (held in memory:
+        // a demand beyond 256 MiB is refused rather than allocated).
+        let min_chunk = min_chunk.unwrap_or(0);
+        if min_chunk > 256 << 20 {
+            return Err(RegistryError::Protocol {
+                url: location.to_string(),
+                message: format!(
+                    "the registry asks for chunks of at least {min_chunk} bytes (OCI-Chunk-Min-Length); more than 256 MiB is not buffered"
+                ),
+            });
+        }
+        let chunk_size = self.options.chunk_size.max(min_chunk);
         self.report(Progress::Start { digest, size });
         let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
         let mut offset: u64 = 0;
-        let mut buffer = vec![0u8; self.options.chunk_size];
+        let mut buffer = vec![0u8; chunk_size];
         let mut failures = 0;
         while offset < size {
             file.seek(std::io::SeekFrom::Start(offset))
                 .await
                 .map_err(io(path))?;
-            let want = usize::try_from((size - offset).min(self.options.chunk_size as u64))
-                .unwrap_or(self.options.chunk_size);
+            let want =
+                usize::try_from((size - offset).min(chunk_size as u64)).unwrap_or(chunk_size);
             file.read_exact(&mut buffer[..want])
                 .await
                 .map_err(io(path))?;
@@ -757,13 +769,31 @@ impl Registry {
 
     /// Opens an upload session; returns where to send the data.
     async fn open_upload(&self, repository: &str, scope: &str) -> Result<Url> {
+        self.open_upload_session(repository, scope)
+            .await
+            .map(|(url, _)| url)
+    }
+
+    /// Opens an upload session; returns where to send the data and the smallest chunk the
+    /// registry takes (`OCI-Chunk-Min-Length`, distribution spec 1.1), when it says.
+    async fn open_upload_session(
+        &self,
+        repository: &str,
+        scope: &str,
+    ) -> Result<(Url, Option<usize>)> {
         let start = self.url(&format!("v2/{repository}/blobs/uploads/"));
         let response = self
             .send(Method::POST, &start, scope, &[], &|r| {
                 r.header(CONTENT_LENGTH, "0")
             })
             .await?;
-        Self::location(&start, &response)
+        let min = response
+            .headers()
+            .get("oci-chunk-min-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0);
+        Ok((Self::location(&start, &response)?, min))
     }
 
     /// Where an interrupted upload session can go on from: the offset the registry reports,

@@ -92,3 +92,56 @@ async fn a_put_answered_with_another_digest_fails() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn chunks_are_at_least_what_the_registry_asks() {
+    use std::sync::{Arc, Mutex};
+    let lengths: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let seen = lengths.clone();
+    let app =
+        axum::Router::new().fallback(move |method: Method, uri: Uri, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                match (method.as_str(), uri.path()) {
+                    ("POST", "/v2/lab/app/blobs/uploads/") => (
+                        StatusCode::ACCEPTED,
+                        [
+                            (header::LOCATION.as_str(), "/upload/1"),
+                            ("oci-chunk-min-length", "8"),
+                        ],
+                    )
+                        .into_response(),
+                    ("PATCH", "/upload/1") => {
+                        seen.lock().unwrap().push(body.len());
+                        (StatusCode::ACCEPTED, [(header::LOCATION, "/upload/1")]).into_response()
+                    }
+                    ("PUT", "/upload/1") => StatusCode::CREATED.into_response(),
+                    _ => StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // Chunks of 4 bytes asked for; the registry takes no fewer than 8.
+    let client = Registry::new(
+        &format!("127.0.0.1:{port}"),
+        Credentials::Anonymous,
+        Options {
+            plain_http: true,
+            chunk_size: 4,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let data = b"twenty bytes of blob";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    std::fs::write(&file, data).unwrap();
+    let digest = sha256(data).parse().unwrap();
+    client
+        .push_blob_file("lab/app", &digest, &file, data.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(*lengths.lock().unwrap(), [8, 8, 4]);
+}
