@@ -72,9 +72,23 @@ pub(crate) struct Global {
     /// Hosts worked on at once.
     #[arg(long, global = true, default_value_t = DEFAULT_PARALLEL)]
     pub(crate) parallel: usize,
+    /// The directory on each host that keeps two runs apart (`{host}` is replaced by the
+    /// host's name; for several "hosts" that share one machine, such as test servers).
+    #[arg(long, global = true, value_name = "DIR", default_value = kubeadm_boot::steps::LOCK_DIR)]
+    pub(crate) lock_dir: String,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,
+}
+
+impl Global {
+    /// A step runner with these flags' parallelism and lock directory.
+    pub(crate) fn runner(&self, pool: Arc<Pool>) -> Runner {
+        let mut runner = Runner::new(pool);
+        runner.parallelism = self.parallel;
+        runner.lock_dir.clone_from(&self.lock_dir);
+        runner
+    }
 }
 
 /// Output format.
@@ -395,9 +409,8 @@ async fn prepare(
         source.fetch_key(&reqwest::Client::new(), &version).await?;
     }
     let steps = node_steps(&version, &source);
-    let mut runner = Runner::new(pool);
+    let mut runner = global.runner(pool);
     runner.dry_run = dry_run;
-    runner.parallelism = global.parallel;
     let work = setup
         .targets
         .iter()

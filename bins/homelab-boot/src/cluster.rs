@@ -47,9 +47,8 @@ pub(crate) async fn bootstrap(
     kubeconfig: &Path,
 ) -> Result<ExitCode> {
     let plan = bootstrap_plan(setup)?;
-    let mut runner = Runner::new(pool.clone());
+    let mut runner = global.runner(pool.clone());
     runner.dry_run = dry_run;
-    runner.parallelism = global.parallel;
     let result = match bootstrap::bootstrap(&runner, &plan, progress(json)).await {
         Ok(reports) => Ok(reports),
         Err(bootstrap::BootstrapError::Steps(e)) => Err(e),
@@ -188,9 +187,8 @@ pub(crate) async fn upgrade(
         ready_timeout: Duration::from_secs(10 * 60),
     };
     let client = client(setup, kubeconfig).await?;
-    let mut runner = Runner::new(pool);
+    let mut runner = global.runner(pool);
     runner.dry_run = args.dry_run;
-    runner.parallelism = global.parallel;
     let result = match upgrade::upgrade(&runner, &client, &plan, progress(json)).await {
         Ok(reports) => Ok(reports),
         Err(upgrade::UpgradeError::Steps(e)) => Err(e),

@@ -19,7 +19,11 @@ fn boot(servers: &[Sshd], known_hosts: &std::path::Path) -> Command {
         .arg("--key")
         .arg(&servers[0].client_key.private_path)
         .arg("--known-hosts")
-        .arg(known_hosts);
+        .arg(known_hosts)
+        // The test servers share this machine: each test keeps its locks in its own
+        // directory, so tests running at once do not see each other's runs.
+        .arg("--lock-dir")
+        .arg(format!("{}/locks/{{host}}", servers[0].dir().display()));
     cmd
 }
 
