@@ -353,14 +353,10 @@ impl Phase for ClusterPhase {
     fn plan<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Result<PhasePlan, Error>> {
         async move {
             if let Some(why) = vms_missing(lab).await {
-                return Ok(PhasePlan {
-                    phase: NAME,
-                    changes: Vec::new(),
-                    unchanged: 0,
-                    pending: Some(format!(
-                        "{why}; kubeadm init and the joins run once they are"
-                    )),
-                });
+                return Ok(PhasePlan::pending(
+                    NAME,
+                    format!("{why}; kubeadm init and the joins run once they are"),
+                ));
             }
             let plan = inputs::bootstrap_plan(&lab.config)?;
             let reports = boot::plan_bootstrap(&runner(lab)?, &plan).await?;

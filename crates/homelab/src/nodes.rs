@@ -172,14 +172,10 @@ impl Phase for NodesPhase {
     fn plan<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Result<PhasePlan, Error>> {
         async move {
             if let Some(why) = vms_missing(lab).await {
-                return Ok(PhasePlan {
-                    phase: NAME,
-                    changes: Vec::new(),
-                    unchanged: 0,
-                    pending: Some(format!(
-                        "{why}; every node-preparation step runs once they are"
-                    )),
-                });
+                return Ok(PhasePlan::pending(
+                    NAME,
+                    format!("{why}; every node-preparation step runs once they are"),
+                ));
             }
             let plan = inputs::bootstrap_plan(&lab.config)?;
             let packages = inputs::package_source(&lab.config);

@@ -39,6 +39,16 @@ pub struct PhasePlan {
 }
 
 impl PhasePlan {
+    /// The plan of a phase that cannot be planned yet: `why`, and what will run once it can.
+    pub fn pending(phase: &'static str, why: impl Into<String>) -> Self {
+        Self {
+            phase,
+            changes: Vec::new(),
+            unchanged: 0,
+            pending: Some(why.into()),
+        }
+    }
+
     /// Whether applying changes nothing.
     pub fn is_noop(&self) -> bool {
         self.changes.is_empty() && self.pending.is_none()

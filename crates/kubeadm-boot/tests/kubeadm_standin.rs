@@ -172,6 +172,18 @@ impl Node {
             .collect()
     }
 
+    /// Applies `step` with kubeadm stopping after `phase` (the run fails), then lets kubeadm
+    /// work again and forgets what it logged.
+    fn dies_after(&self, phase: &str, step: &Step) {
+        std::fs::write(self.path("state/die-after"), phase).unwrap();
+        assert!(
+            !self.apply(step).0,
+            "kubeadm stopped after {phase}: the run fails"
+        );
+        std::fs::remove_file(self.path("state/die-after")).unwrap();
+        self.clear_log();
+    }
+
     fn clear_log(&self) {
         std::fs::write(self.path("state/log"), "").unwrap();
     }
@@ -222,11 +234,8 @@ fn a_fresh_control_plane_runs_kubeadm_init_once() {
 fn an_init_that_died_after_writing_admin_conf_is_finished_phase_by_phase() {
     let node = Node::new();
     let step = init(&node);
-    std::fs::write(node.path("state/die-after"), "kubeconfig").unwrap();
-    assert!(!node.apply(&step).0, "the first init dies");
+    node.dies_after("kubeconfig", &step);
     assert!(node.path("k/admin.conf").exists());
-    std::fs::remove_file(node.path("state/die-after")).unwrap();
-    node.clear_log();
     // admin.conf is there, but the cluster lacks what joins need: not done.
     assert!(!node.done(&step));
     let (ok, stderr) = node.apply(&step);
@@ -258,10 +267,7 @@ fn an_init_that_died_after_writing_admin_conf_is_finished_phase_by_phase() {
 fn an_init_that_died_with_the_api_up_runs_only_the_missing_phases() {
     let node = Node::new();
     let step = init(&node);
-    std::fs::write(node.path("state/die-after"), "wait-control-plane").unwrap();
-    assert!(!node.apply(&step).0);
-    std::fs::remove_file(node.path("state/die-after")).unwrap();
-    node.clear_log();
+    node.dies_after("wait-control-plane", &step);
     assert!(!node.done(&step));
     let (ok, stderr) = node.apply(&step);
     assert!(ok, "{stderr}");
