@@ -28,6 +28,9 @@ PACKAGES=(
   "etcd-server:/usr/bin/etcd"                      # the real control plane's store in tests
   "gnupg:/usr/bin/gpg"                             # OpenPGP keys: fingerprint cross-checks, a signed test repository
   "apt-utils:/usr/bin/apt-ftparchive"              # the stand-in Kubernetes package repository of the real-VM suite
+  "iptables:/usr/sbin/xtables-nft-multi"           # the node bundle's kube-proxy and Flannel images carry it
+  "gcc:/usr/bin/gcc"                               # Flannel's UDP backend is C (cgo), as Flannel builds it
+  "libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a"     # ... linked statically
 )
 
 missing=()
@@ -52,14 +55,16 @@ fi
 #   kubectl: the GitOps validator and its tests build kustomizations with `kubectl kustomize`;
 #            Debian 12's kubernetes-client is 1.20 (kustomize v2), so kubectl is built from
 #            its Go module at the pinned Kubernetes version (scripts/kube-tools.sh).
-#   etcd (3.5; Debian has 3.4), kube-apiserver, kube-controller-manager, kube-scheduler: the real control plane the kube
-#            tests run against, built from their Go module like kubectl (cached per machine
-#            and version; kube-tools.sh rebuilds only what go.sum no longer matches).
+#   etcd (3.5; Debian has 3.4), kube-apiserver, kube-controller-manager, kube-scheduler: the
+#            real control plane the kube tests run against; with kube-proxy, kubelet, kubeadm,
+#            CoreDNS, Flannel, the CNI plugins and a pause process, the offline node bundle
+#            the real-VM suite brings a cluster up from (scripts/node-bundle.sh). Built from
+#            their Go modules like kubectl (cached per machine and version; kube-tools.sh
+#            rebuilds only what its lock no longer matches).
 tools_missing=()
 cargo nextest --version >/dev/null 2>&1 || tools_missing+=("cargo-nextest")
 kubectl kustomize --help >/dev/null 2>&1 || tools_missing+=("kubectl")
-[[ -z $("$(dirname "$0")/kube-tools.sh" --stale etcd kube-apiserver kube-controller-manager kube-scheduler) ]] ||
-  tools_missing+=("control-plane")
+[[ -z $("$(dirname "$0")/kube-tools.sh" --stale all) ]] || tools_missing+=("kubernetes")
 
 install_tools() {
   for tool in "${tools_missing[@]}"; do
@@ -72,9 +77,9 @@ install_tools() {
         echo "deps: building kubectl from its Go module (a few minutes, once)"
         "$(dirname "$0")/kube-tools.sh" --install kubectl >/dev/null
         ;;
-      control-plane)
-        echo "deps: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built from their Go modules when not cached: minutes, once)"
-        "$(dirname "$0")/kube-tools.sh" etcd kube-apiserver kube-controller-manager kube-scheduler >/dev/null
+      kubernetes)
+        echo "deps: the Kubernetes components, CoreDNS, Flannel and the CNI plugins (built from their Go modules when not cached: minutes, once)"
+        "$(dirname "$0")/kube-tools.sh" all >/dev/null
         ;;
     esac
   done

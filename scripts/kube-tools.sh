@@ -6,7 +6,11 @@
 #
 #   scripts/kube-tools.sh kube-apiserver kubectl     build (or reuse) these; print the bin dir
 #                                                    (also: kube-controller-manager, kube-scheduler,
-#                                                    kubelet, kubeadm, and etcd 3.5 for the API server)
+#                                                    kube-proxy, kubelet, kubeadm, etcd 3.5 for the
+#                                                    API server, and the node bundle's add-ons:
+#                                                    pause, coredns, flanneld, and the CNI plugins
+#                                                    cni-bridge, cni-host-local, cni-loopback,
+#                                                    cni-portmap, cni-flannel; `all` names every one)
 #   scripts/kube-tools.sh --install kubectl          also link each into /usr/local/bin
 #   scripts/kube-tools.sh --dir                      print the bin dir only
 #   scripts/kube-tools.sh --stale kube-apiserver     print those not built from this go.sum
@@ -20,6 +24,25 @@ version=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }' "$modu
 [[ -n $version ]] || { echo "kube-tools: no k8s.io/kubernetes version in $module/go.mod" >&2; exit 1; }
 bin=${HOMELAB_KUBE_CACHE:-/var/cache/homelab/kube}/$version/bin
 
+# Add-ons that are not part of k8s.io/kubernetes, each built from its own module at the
+# version the pinned release expects (kubeadm 1.33 deploys CoreDNS v1.12.0; Flannel is
+# versions.flannel of the embedded default). Their go.sum lines are checked against the Go
+# checksum database by `go install module@version`. Flannel's CNI plugin
+# (github.com/flannel-io/cni-plugin) is not served by the module proxy here; the same plugin
+# before it moved to its own repository, containernetworking/plugins v0.9.1's meta/flannel,
+# stands in for it.
+declare -A addon=(
+  [coredns]=github.com/coredns/coredns@v1.12.0
+  [flanneld]=github.com/flannel-io/flannel@v0.27.4
+  [cni-bridge]=github.com/containernetworking/plugins/plugins/main/bridge@v1.6.2
+  [cni-host-local]=github.com/containernetworking/plugins/plugins/ipam/host-local@v1.6.2
+  [cni-loopback]=github.com/containernetworking/plugins/plugins/main/loopback@v1.6.2
+  [cni-portmap]=github.com/containernetworking/plugins/plugins/meta/portmap@v1.6.2
+  [cni-flannel]=github.com/containernetworking/plugins/plugins/meta/flannel@v0.9.1
+)
+all=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubeadm kubectl etcd pause
+  coredns flanneld cni-bridge cni-host-local cni-loopback cni-portmap cni-flannel)
+
 install=false
 stale_only=false
 components=()
@@ -28,17 +51,24 @@ for arg in "$@"; do
     --install) install=true ;;
     --stale) stale_only=true ;;
     --dir) echo "$bin"; exit 0 ;;
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kubeadm | etcd)
+    all) components+=("${all[@]}") ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kube-proxy | kubectl | kubelet | kubeadm | etcd | pause | \
+      coredns | flanneld | cni-bridge | cni-host-local | cni-loopback | cni-portmap | cni-flannel)
       components+=("$arg") ;;
     *) echo "kube-tools: unknown component or option: $arg" >&2; exit 2 ;;
   esac
 done
 
-# A binary is reused when it was built from the same go.sum (the lock).
-stamp=$(sha256sum "$module/go.sum" | cut -c1-16)
+# A binary is reused when it was built from the same lock (go.sum, or the add-on's version)
+# by the same recipe (static: every binary also runs in an image with nothing else in it;
+# Kubernetes' own Go release for its components).
+recipe=static-2 addon_recipe=static-1
+lock=$(sha256sum "$module/go.sum" | cut -c1-16)
+stamp_of() { if [[ -n ${addon[$1]:-} ]]; then echo "$addon_recipe ${addon[$1]}"; else echo "$recipe $lock"; fi; }
+fresh() { [[ -x $bin/$1 && $(cat "$bin/.$1.stamp" 2>/dev/null) == "$(stamp_of "$1")" ]]; }
 if $stale_only; then
   for c in "${components[@]}"; do
-    [[ -x $bin/$c && $(cat "$bin/.$c.stamp" 2>/dev/null) == "$stamp" ]] || echo "$c"
+    fresh "$c" || echo "$c"
   done
   exit 0
 fi
@@ -51,7 +81,13 @@ command -v go >/dev/null 2>&1 || {
   echo "kube-tools: Go is not installed; building ${components[*]} needs Go $(awk '$1 == "go" { print $2 }' "$module/go.mod") or newer" >&2
   exit 1
 }
-export GOTOOLCHAIN=local GOFLAGS=-mod=readonly
+export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
+# The Kubernetes components are built with the Go release Kubernetes itself was built with
+# (the module's .go-version; the go command takes that toolchain from the module proxy once,
+# ~10 s). A newer Go changes behaviour they rely on: built with Go 1.26, kubeadm's preflight
+# fails, because net/url no longer accepts the bracketed IPv4 address it builds.
+k8s_go=go$(cat "$(go env GOMODCACHE)/k8s.io/kubernetes@$version/.go-version" 2>/dev/null ||
+  (cd "$module" && go mod download k8s.io/kubernetes && cat "$(go env GOMODCACHE)/k8s.io/kubernetes@$version/.go-version"))
 
 minor=${version#v1.}
 minor=${minor%%.*}
@@ -60,18 +96,30 @@ ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version \
   -X k8s.io/component-base/version.gitTreeState=clean"
 mkdir -p "$bin"
 for c in "${components[@]}"; do
-  if [[ -x $bin/$c && $(cat "$bin/.$c.stamp" 2>/dev/null) == "$stamp" ]]; then
-    continue
-  fi
-  echo "kube-tools: building $c $version from its Go module (minutes on a cold cache)" >&2
+  fresh "$c" && continue
+  echo "kube-tools: building $c from its Go module (minutes on a cold cache)" >&2
   started=$SECONDS
-  # etcd's server from go.etcd.io at the version k8s.io/kubernetes requires (cmd/etcd here);
-  # the rest from k8s.io/kubernetes' own cmd/ packages.
-  package=k8s.io/kubernetes/cmd/$c
-  [[ $c == etcd ]] && package=./cmd/etcd
-  (cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$bin/.$c.tmp" "$package")
+  if [[ -n ${addon[$c]:-} ]]; then
+    # Outside our module, in the add-on's own (its go.mod decides its dependencies).
+    gobin=$(mktemp -d)
+    cgo=0 flags="-s -w"
+    if [[ $c == flanneld ]]; then
+      # As Flannel's own Makefile builds it on amd64: its UDP backend is C, linked statically.
+      cgo=1 flags="-s -w -X github.com/flannel-io/flannel/pkg/version.Version=${addon[$c]#*@} -extldflags -static"
+    fi
+    (cd / && CGO_ENABLED=$cgo GOFLAGS=-mod=mod GOBIN=$gobin go install -trimpath -ldflags "$flags" "${addon[$c]}")
+    mv "$gobin"/* "$bin/.$c.tmp"
+    rm -rf "$gobin"
+  else
+    # etcd's server from go.etcd.io at the version k8s.io/kubernetes requires (cmd/etcd here),
+    # the pause container's process (cmd/pause here); the rest from k8s.io/kubernetes' own
+    # cmd/ packages.
+    package=k8s.io/kubernetes/cmd/$c
+    [[ $c == etcd || $c == pause ]] && package=./cmd/$c
+    (cd "$module" && GOTOOLCHAIN=$k8s_go go build -trimpath -ldflags "$ldflags" -o "$bin/.$c.tmp" "$package")
+  fi
   mv "$bin/.$c.tmp" "$bin/$c"
-  echo "$stamp" > "$bin/.$c.stamp"
+  stamp_of "$c" > "$bin/.$c.stamp"
   echo "kube-tools: built $c in $((SECONDS - started)) s" >&2
 done
 

@@ -170,6 +170,7 @@ fn credentials_come_from_a_private_file_or_the_environment_never_an_argument() {
         user: Some(("ci".into(), "pa55word".into())),
         tls: false,
         token: None,
+        ..Default::default()
     })
     .unwrap();
     let host = server.host();
@@ -342,6 +343,7 @@ fn no_credential_reaches_the_output_even_at_trace() {
         user: Some(("ci".into(), "pa55word".into())),
         tls: false,
         token: None,
+        ..Default::default()
     })
     .unwrap();
     let host = server.host();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 const NET: &str = "192.168.215";
 const NODES: [(&str, u8, u32, u32); 3] = [
-    ("hlb-cp", 10, 2, 1700),
+    ("hlb-cp", 10, 2, 1900),
     ("hlb-w1", 11, 1, 1024),
     ("hlb-w2", 12, 1, 1024),
 ];

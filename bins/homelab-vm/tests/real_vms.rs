@@ -61,7 +61,7 @@ timeout = "15m"
 name = "hlit-cp"
 role = "control-plane"
 vcpus = 2
-memory = "1700MiB"
+memory = "2GiB"
 disk = "10GiB"
 ip = "{NET}.10"
 
@@ -563,6 +563,199 @@ fn kill_points(dir: &Path) {
     virsh(&["vol-delete", "--pool", "hlit", "foreign.img"]);
 }
 
+/// The lab's configuration for a cluster from the offline node bundle: kubeadm, kubelet,
+/// kubectl and the CNI plugins uploaded from `bundle`, and every image of `registry.k8s.io`
+/// and `ghcr.io` pulled from `mirror` (a registry on the VMs' network).
+fn config_with_bundle(dir: &Path, bundle: &Path, mirror: &str) -> String {
+    format!(
+        "{}\n[phases.cluster]\ntimeout = \"40m\"\n\n[packages]\nbundle = \"{}\"\n\n[packages.mirrors]\n\"registry.k8s.io\" = \"http://{mirror}\"\n\"ghcr.io\" = \"http://{mirror}\"\n",
+        config(dir),
+        bundle.display()
+    )
+}
+
+/// Writes the host's apt setting for its fixed-snapshot mirror (Release files past their
+/// Valid-Until date) onto every node, as the nodes' apt needs it too.
+fn apt_valid_until_workaround(dir: &Path) {
+    if let Ok(conf) = std::fs::read_to_string("/etc/apt/apt.conf.d/99artifact-registry") {
+        for last in [10, 11, 12] {
+            ssh(
+                dir,
+                &format!("{NET}.{last}"),
+                &format!(
+                    "printf '%s' '{conf}' | sudo -n tee /etc/apt/apt.conf.d/99artifact-registry >/dev/null"
+                ),
+            );
+        }
+    }
+}
+
+/// From nothing to a Kubernetes cluster with every node `Ready`, through the pipeline
+/// (vms → nodes → cluster) as `homelab up` runs it, offline: kubeadm, kubelet, kubectl, the
+/// CNI plugins and every image built from their Go modules at the pinned versions
+/// (`scripts/node-bundle.sh`), the images pushed by the nodes phase to a registry on the VMs'
+/// network that containerd on every node uses as the mirror of registry.k8s.io and ghcr.io.
+/// Then `status` and `verify` report the cluster healthy, a re-run changes nothing, and
+/// `destroy` removes it.
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+fn ready_cluster(dir: &Path) {
+    use homelab::{Lab, Pipeline, Selection, Status};
+    let started = Instant::now();
+    let bundle = dir.join("bundle");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/node-bundle.sh");
+    let made = StdCommand::new("bash")
+        .arg(&script)
+        .arg(&bundle)
+        .status()
+        .unwrap();
+    assert!(made.success(), "{} failed", script.display());
+    eprintln!("node bundle: {:.0?}", started.elapsed());
+    let registry = homelab_testkit::registry::Registry::start_with(
+        &homelab_testkit::registry::RegistryConfig {
+            address: Some(format!("{NET}.1").parse().unwrap()),
+            ..Default::default()
+        },
+    );
+    // The VMs' network (and so its gateway address) exists only once the vms phase ran.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    std::fs::write(dir.join("homelab.toml"), config(dir)).unwrap();
+    let lab = Lab::load(Some(&dir.join("homelab.toml"))).unwrap();
+    let until_vms = Selection {
+        until: Some("vms".into()),
+        ..Selection::default()
+    };
+    let started = Instant::now();
+    runtime
+        .block_on(Pipeline::for_lab(&lab).up(&lab, &until_vms, &|e| eprintln!("{e}")))
+        .unwrap();
+    eprintln!("vms: {:.0?}", started.elapsed());
+    apt_valid_until_workaround(dir);
+    let registry = registry.unwrap_or_else(|_| {
+        homelab_testkit::registry::Registry::start_with(
+            &homelab_testkit::registry::RegistryConfig {
+                address: Some(format!("{NET}.1").parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    });
+    std::fs::write(
+        dir.join("homelab.toml"),
+        config_with_bundle(dir, &bundle, &registry.host()),
+    )
+    .unwrap();
+    let lab = Lab::load(Some(&dir.join("homelab.toml"))).unwrap();
+    let pipeline = Pipeline::for_lab(&lab);
+
+    // The plan names the bundle's files and the images the mirror lacks.
+    let plans = runtime
+        .block_on(pipeline.plan(&lab, &Selection::all()))
+        .unwrap();
+    let nodes_plan = plans.iter().find(|p| p.phase == "nodes").unwrap();
+    for object in [
+        "hlit-w1: bundle-bin-kubelet",
+        "image registry.k8s.io/kube-apiserver:v1.33.5",
+        "image ghcr.io/flannel-io/flannel:v0.27.4",
+    ] {
+        assert!(
+            nodes_plan.changes.iter().any(|c| c.object == object),
+            "the plan lacks {object}:\n{nodes_plan}"
+        );
+    }
+
+    // Up: every node prepared from the bundle, kubeadm init and joins, Flannel, all Ready.
+    let started = Instant::now();
+    let reports = runtime
+        .block_on(pipeline.up(&lab, &Selection::all(), &|e| eprintln!("{e}")))
+        .unwrap_or_else(|e| panic!("homelab up: {e}\nregistry log:\n{}", registry.log()));
+    eprintln!(
+        "homelab up from the bundle to Ready: {:.0?} ({})",
+        started.elapsed(),
+        reports
+            .iter()
+            .map(|r| format!("{} {} changed", r.phase, r.changed))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // kubectl (built from the same module) sees three Ready nodes at the pinned version.
+    let kubectl = Path::new(&std::env::var("HOMELAB_KUBE_BIN").unwrap_or_else(|_| {
+        String::from_utf8(
+            StdCommand::new("bash")
+                .arg(script.with_file_name("kube-tools.sh"))
+                .arg("--dir")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_owned()
+    }))
+    .join("kubectl");
+    let nodes = StdCommand::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(dir.join("kubeconfig"))
+        .args(["get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.nodeInfo.kubeletVersion} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}"])
+        .output()
+        .unwrap();
+    let nodes = String::from_utf8_lossy(&nodes.stdout).into_owned();
+    for node in ["hlit-cp", "hlit-w1", "hlit-w2"] {
+        assert!(
+            nodes.lines().any(|l| l == format!("{node} v1.33.5 True")),
+            "{node} is not Ready at v1.33.5:\n{nodes}"
+        );
+    }
+    let pods = StdCommand::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(dir.join("kubeconfig"))
+        .args(["get", "pods", "-A", "-o", "wide"])
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&pods.stdout));
+
+    // Status and verify: every phase healthy.
+    let status = Status::of(runtime.block_on(pipeline.status(&lab)));
+    assert!(status.healthy, "{status:#?}");
+    let cluster = status.phases.iter().find(|p| p.phase == "cluster").unwrap();
+    assert_eq!(
+        cluster.items.iter().filter(|i| i.state == "Ready").count(),
+        3,
+        "{cluster:#?}"
+    );
+    let checks = runtime.block_on(pipeline.verify(&lab));
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{} {}: {}", c.phase, c.name, c.detail))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert!(checks.iter().any(|c| c.phase == "cluster"), "{checks:#?}");
+
+    // A re-run changes nothing: no image pushed again, no step run, no object applied.
+    let started = Instant::now();
+    let plans = runtime
+        .block_on(pipeline.plan(&lab, &Selection::all()))
+        .unwrap();
+    assert!(plans.iter().all(homelab::PhasePlan::is_noop), "{plans:#?}");
+    let reports = runtime
+        .block_on(pipeline.up(&lab, &Selection::all(), &|e| eprintln!("(re-run) {e}")))
+        .unwrap();
+    assert!(
+        reports.iter().all(|r| r.changed == 0),
+        "the re-run changed something: {reports:?}"
+    );
+    eprintln!("re-run: {:.0?}", started.elapsed());
+
+    // Destroy leaves nothing of this cluster behind.
+    runtime
+        .block_on(homelab::vms::destroy(&lab, &|e| eprintln!("{e}")))
+        .unwrap();
+    let domains = virsh(&["list", "--all", "--name"]);
+    assert!(!domains.contains("hlit-"), "{domains}");
+    drop(registry);
+}
+
 #[test]
 #[ignore = "boots real VMs under qemu:///system (root, several minutes); `make test` runs it"]
 #[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
@@ -718,4 +911,9 @@ fn real_vms_apply_reapply_interrupt_destroy() {
         .assert()
         .success()
         .stdout(predicates::str::contains("nothing of cluster hlit"));
+
+    // 7. From nothing to a cluster with every node Ready, offline, through the pipeline.
+    let started = Instant::now();
+    ready_cluster(d);
+    eprintln!("cluster scenario: {:.0?}", started.elapsed());
 }

@@ -65,7 +65,7 @@ domain_type = "auto"
         image = image_dir().display(),
     );
     for (name, last, vcpus, mem) in [
-        ("hlbr-cp", 10, 2, 1700),
+        ("hlbr-cp", 10, 2, 1900),
         ("hlbr-w1", 11, 1, 1024),
         ("hlbr-w2", 12, 1, 1024),
     ] {

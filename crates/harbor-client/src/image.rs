@@ -75,6 +75,11 @@ impl Layout {
         })
     }
 
+    /// The directory holding the blobs (`blobs/sha256`).
+    pub fn blob_dir(&self) -> PathBuf {
+        self.dir.join("blobs/sha256")
+    }
+
     /// The path of a blob.
     pub fn blob(&self, digest: &Digest) -> PathBuf {
         self.dir.join("blobs/sha256").join(digest.hex())

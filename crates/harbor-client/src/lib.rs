@@ -7,8 +7,10 @@
 //!   cleanup, retention, garbage collection, scans.
 //! - [`image`]: whole images — push from and pull into OCI image layouts, copy between
 //!   registries, mirror lists of images.
+//! - [`build`]: images built from files into an OCI image layout (deterministic digests).
 //! - [`node`]: pull Secrets from robot credentials, containerd `hosts.toml` for mirrors.
 
+pub mod build;
 pub mod harbor;
 pub mod image;
 pub mod node;

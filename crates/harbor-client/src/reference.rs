@@ -29,6 +29,11 @@ impl Digest {
         ))
     }
 
+    /// The digest of a finished SHA-256 hash.
+    pub fn from_sha256(hash: [u8; 32]) -> Self {
+        Self(format!("sha256:{}", hex::encode(hash)))
+    }
+
     /// A digest from its hex part (as in `blobs/sha256/<hex>`).
     ///
     /// # Errors

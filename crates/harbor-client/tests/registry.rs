@@ -407,6 +407,7 @@ async fn basic_auth_is_required_and_used() {
         user: Some(("robot".into(), "s3cret-pass".into())),
         tls: false,
         token: None,
+        ..Default::default()
     })
     .unwrap();
     let anonymous = Registry::new(&server.host(), Credentials::Anonymous, plain()).unwrap();

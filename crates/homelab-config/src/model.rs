@@ -75,6 +75,11 @@ pub struct ClusterConfig {
     /// The context in `kubeconfig` (default: the cluster's name).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// The nodes are slow (small boards, or VMs without hardware virtualisation): etcd and
+    /// the control plane's probes are given more time, so that a loaded node is not restarted
+    /// in a loop. Set on its own when the VMs run under software emulation (libvirt domain
+    /// type `qemu`, or `auto` on a host whose KVM cannot run guests).
+    pub slow_nodes: bool,
 }
 
 impl ClusterConfig {
@@ -107,13 +112,16 @@ impl Default for ClusterConfig {
             provider: ClusterProvider::Libvirt,
             kubeconfig: PathBuf::from("~/.kube/config"),
             context: None,
+            slow_nodes: false,
         }
     }
 }
 
 /// Where the nodes get kubeadm, kubelet and kubectl from: an apt repository with one channel
 /// per minor release (`<repository>/v1.33/deb/`), signed by a key whose fingerprint is pinned
-/// here. The host fetches the key and checks it; the nodes get it over SSH.
+/// here (the host fetches the key and checks it; the nodes get it over SSH), or an offline
+/// node bundle on this machine (`bundle`), with the cluster's images pulled from mirrors
+/// (`mirrors`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct PackagesConfig {
@@ -125,6 +133,17 @@ pub struct PackagesConfig {
     /// from Docker's repository (set up on the image) when Debian's is older than the
     /// Kubernetes release supports.
     pub containerd: String,
+    /// An offline node bundle (a directory with `VERSION`, `SHA256SUMS`, `bin/`, `cni/`,
+    /// `images/`; `scripts/node-bundle.sh` makes one): kubeadm, kubelet, kubectl and the CNI
+    /// plugins are installed from it over SSH instead of from `repository`, the cluster's
+    /// images are built from it and pushed to `mirrors`, and Flannel's manifest is read from
+    /// it. `~` is expanded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<PathBuf>,
+    /// Registries whose pulls go to a mirror first, on every node (containerd's
+    /// `hosts.toml`): `{ "registry.k8s.io" = "http://192.168.122.1:5000" }`. With a bundle,
+    /// the images of each mirrored registry are pushed to its mirror.
+    pub mirrors: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for PackagesConfig {
@@ -133,6 +152,8 @@ impl Default for PackagesConfig {
             repository: "https://pkgs.k8s.io/core:/stable:".into(),
             key_fingerprint: "DE15B14486CD377B9E876E1A234654DA9A296436".into(),
             containerd: "containerd".into(),
+            bundle: None,
+            mirrors: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -182,7 +203,7 @@ pub struct Node {
     pub role: NodeRole,
     /// Virtual CPUs (the control plane needs at least 2).
     pub vcpus: u32,
-    /// Memory, e.g. "8GiB" (the control plane needs at least 1700MiB).
+    /// Memory, e.g. "8GiB" (the control plane needs at least 1900MiB: kubeadm wants 1700 MB as the guest reports it).
     pub memory: Mebibytes,
     /// Disk size of the node's overlay, e.g. "50GiB".
     pub disk: Mebibytes,

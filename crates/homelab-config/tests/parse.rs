@@ -443,6 +443,17 @@ fn config_strategy() -> impl Strategy<Value = Config> {
             let (pins, sha, key_fingerprint) = versions;
             conf.packages.repository = format!("http://mirror.lan/{pool}/k8s");
             conf.packages.key_fingerprint = key_fingerprint;
+            conf.cluster.slow_nodes = build;
+            if build {
+                conf.packages.bundle = Some(format!("/srv/{pool}/bundle").into());
+                conf.packages.mirrors.insert(
+                    "registry.k8s.io".into(),
+                    format!("http://mirror.lan:5000/{pool}"),
+                );
+                conf.packages
+                    .mirrors
+                    .insert("ghcr.io".into(), "https://mirror.lan".into());
+            }
             let v = &mut conf.versions;
             [
                 &mut v.flannel,
@@ -616,6 +627,33 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn mirrors_name_registry_hosts_and_urls_without_credentials() {
+    let report = homelab_config::parse_str(
+        "homelab.toml",
+        "[packages]\nbundle = \"/srv/bundle\"\n[packages.mirrors]\n\"registry.k8s.io\" = \"http://192.168.122.1:5000\"\n\"bad host\" = \"http://m.lan\"\n\"ghcr.io\" = \"ftp://m.lan\"\n\"quay.io\" = \"https://robot:s3cr3t@m.lan\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        report.contains("`bad host` is not a registry host"),
+        "{report}"
+    );
+    assert!(
+        report.contains("ghcr.io") && report.contains("ftp"),
+        "{report}"
+    );
+    assert!(
+        report.contains("quay.io") && !report.contains("s3cr3t"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("packages.mirrors.registry.k8s.io"),
+        "{report}"
+    );
+    assert!(report.contains("3 errors"), "{report}");
 }
 
 #[test]

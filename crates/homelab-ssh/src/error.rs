@@ -92,6 +92,17 @@ pub enum SshError {
         /// The last lines of its standard error.
         stderr_tail: String,
     },
+    /// A local file to upload could not be read.
+    #[error("{host}: cannot read {path} to upload it: {source}")]
+    LocalFile {
+        /// Host name.
+        host: String,
+        /// The local file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The host presented another key than the one pinned for it.
     #[error(
         "{host}: host key mismatch: it presented {fingerprint}, but {expected} was recorded for it (refusing to log in)"

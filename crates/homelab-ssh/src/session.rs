@@ -291,6 +291,17 @@ impl Session {
         cmd: &Cmd,
         sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<Output, SshError> {
+        self.exec_with(cmd, None, sink).await
+    }
+
+    /// As [`Session::exec`], with standard input streamed from `input` (instead of the
+    /// command's own) so that a large file never sits in memory.
+    async fn exec_with(
+        &self,
+        cmd: &Cmd,
+        input: Option<Box<dyn AsyncRead + Send + Unpin + '_>>,
+        sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<Output, SshError> {
         let line = cmd.wire_line();
         let channel_err = |message: String| SshError::Channel {
             host: self.target.name.clone(),
@@ -311,9 +322,11 @@ impl Session {
             // input (cat) would otherwise fill the window and wait forever. Shutting the writer
             // down sends end-of-file.
             let mut writer = channel.make_writer();
-            let input = cmd.stdin.clone();
+            let data = cmd.stdin.clone();
             let write = async move {
-                if let Some(Stdin(data)) = input {
+                if let Some(mut input) = input {
+                    tokio::io::copy(&mut input, &mut writer).await?;
+                } else if let Some(Stdin(data)) = data {
                     tokio::io::AsyncWriteExt::write_all(&mut writer, &data).await?;
                 }
                 tokio::io::AsyncWriteExt::shutdown(&mut writer).await
@@ -404,7 +417,7 @@ impl Session {
             format!(" && chown {} {}", shell_quote(o), shell_quote(&tmp))
         });
         let line = format!(
-            "umask 077 && mkdir -p \"$(dirname {p})\" && trap \"rm -f {t}\" EXIT HUP INT TERM && \
+            "(umask 022 && mkdir -p \"$(dirname {p})\") && umask 077 && trap \"rm -f {t}\" EXIT HUP INT TERM && \
              cat > {t} && chmod {mode:o} {t}{chown} && mv -f {t} {p}",
             p = shell_quote(path),
             t = shell_quote(&tmp),
@@ -412,6 +425,58 @@ impl Session {
         let mut cmd = Cmd::new(line).stdin(contents.to_vec());
         cmd.sudo = sudo;
         self.run(&cmd).await.map(|_| ())
+    }
+
+    /// Copies the local file `local` to `path`, streamed from disk (bounded memory whatever
+    /// its size), and installs it with `mode` only when the copy's sha256 on the host is
+    /// `sha256` (lower-case hex): a temporary file beside `path`, checked with `sha256sum`,
+    /// then renamed; on any failure the temporary file is removed and `path` is untouched.
+    ///
+    /// # Errors
+    /// The local file cannot be read, the session fails, or the copy on the host has another
+    /// digest (the error names both).
+    pub async fn upload_file(
+        &self,
+        local: &Path,
+        path: &str,
+        mode: u32,
+        sha256: &str,
+        sudo: bool,
+    ) -> Result<(), SshError> {
+        let file = tokio::fs::File::open(local)
+            .await
+            .map_err(|source| SshError::LocalFile {
+                host: self.target.name.clone(),
+                path: local.to_owned(),
+                source,
+            })?;
+        let tmp = format!("{path}.homelab-tmp");
+        let line = format!(
+            "(umask 022 && mkdir -p \"$(dirname {p})\") && umask 077 && trap \"rm -f {t}\" EXIT HUP INT TERM && \
+             cat > {t} && got=$(sha256sum {t} | cut -d' ' -f1) && \
+             if [ \"$got\" != {want} ]; then echo \"the copy of {l} on this host has sha256 $got, not {sha}\" >&2; exit 1; fi && \
+             chmod {mode:o} {t} && mv -f {t} {p}",
+            p = shell_quote(path),
+            t = shell_quote(&tmp),
+            want = shell_quote(sha256),
+            sha = sha256,
+            l = shell_quote(&local.display().to_string()),
+        );
+        let mut cmd = Cmd::new(line).timeout(Duration::from_secs(1800));
+        cmd.sudo = sudo;
+        let out = self
+            .exec_with(&cmd, Some(Box::new(file)), &mut |_, _| {})
+            .await?;
+        if out.exit_status == 0 {
+            Ok(())
+        } else {
+            Err(SshError::Failed {
+                host: self.target.name.clone(),
+                command: cmd.line.clone(),
+                exit_status: out.exit_status,
+                stderr_tail: out.stderr_tail(5),
+            })
+        }
     }
 
     /// Reads a remote file (`None` when it does not exist).

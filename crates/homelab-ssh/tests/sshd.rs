@@ -170,6 +170,56 @@ async fn uploads_are_atomic_with_mode_and_secrets_stay_off_the_command_line() {
 }
 
 #[tokio::test]
+async fn a_file_is_streamed_installed_by_its_digest_and_refused_when_the_copy_differs() {
+    use sha2::Digest as _;
+    let sshd = Sshd::start().unwrap();
+    let s = session(&sshd).await;
+    // Larger than any buffer on the way (the channel window, the copy's blocks).
+    let local = sshd.dir().join("kubelet.local");
+    let contents: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&local, &contents).unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(&contents));
+    let path = sshd.dir().join("usr/bin/kubelet");
+    let path = path.to_str().unwrap();
+    s.upload_file(&local, path, 0o755, &digest, true)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), contents);
+    let mode_of = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+    };
+    assert_eq!(mode_of(Path::new(path)) & 0o777, 0o755);
+    // The directories made on the way are readable by everyone, as /usr/bin is (the
+    // temporary file's 0077 umask must not reach them: a 0700 /opt/cni or /var/lib/homelab
+    // hid what is in them from every user but root).
+    assert_eq!(mode_of(&sshd.dir().join("usr/bin")) & 0o777, 0o755);
+    assert_eq!(mode_of(&sshd.dir().join("usr")) & 0o777, 0o755);
+    // The copy on the host has another digest than the one promised (the local file changed
+    // after it was checked, or the transfer damaged it): refused, naming both digests; the
+    // installed file is untouched and no temporary copy stays behind.
+    std::fs::write(&local, b"something else").unwrap();
+    let err = s
+        .upload_file(&local, path, 0o755, &digest, true)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, SshError::Failed { .. }), "{text}");
+    assert!(
+        text.contains(&digest)
+            && text.contains(&hex::encode(sha2::Sha256::digest(b"something else"))),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(path).unwrap(), contents);
+    assert!(!Path::new(&format!("{path}.homelab-tmp")).exists());
+    // A local file that is not there is named.
+    let err = s
+        .upload_file(&sshd.dir().join("missing"), path, 0o755, &digest, true)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::LocalFile { .. }), "{err}");
+}
+
+#[tokio::test]
 async fn unknown_hosts_are_recorded_and_changed_keys_refused() {
     let sshd = Sshd::start().unwrap();
     let known = sshd.dir().join("kh/known_hosts");

@@ -46,8 +46,25 @@ pub async fn fetched_packages(
     version: &kubeadm_boot::kubeadm::Version,
 ) -> Result<PackageSource, Error> {
     let mut packages = inputs::package_source(&lab.config);
+    if let Some(bundle) = lab.node_bundle()? {
+        // From the bundle: no package repository, so no key to fetch.
+        return Ok(packages.with_bundle(Some(bundle)));
+    }
     packages.fetch_key(&reqwest::Client::new(), version).await?;
     Ok(packages)
+}
+
+/// The cluster layer's plan of the whole cluster: `cluster.slow_nodes` is also on when the
+/// VMs run under software emulation.
+async fn cluster_plan(lab: &Lab) -> Result<kubeadm_boot::bootstrap::Plan, Error> {
+    let mut plan = inputs::bootstrap_plan(&lab.config)?;
+    if !plan.cluster.slow_nodes
+        && lab.config.cluster.provider == homelab_config::ClusterProvider::Libvirt
+        && crate::vms::emulated(lab).await
+    {
+        plan.cluster.slow_nodes = true;
+    }
+    Ok(plan)
 }
 
 /// Flannel's release manifest of `versions.flannel`, checked against the pin in
@@ -57,6 +74,29 @@ pub async fn fetched_packages(
 /// The download fails or the digest differs.
 pub async fn pod_network(lab: &Lab, events: Events<'_>) -> Result<PodNetwork, Error> {
     let url = kubeadm_boot::cni::flannel_manifest_url(lab.config.versions.flannel.as_str());
+    // Offline: the bundle's copy (checked against SHA256SUMS when the bundle was opened, and
+    // against the pin when there is one).
+    if let Some(bundle) = lab.node_bundle()? {
+        let file = bundle.file(crate::bundle::FLANNEL_MANIFEST)?;
+        let bytes = std::fs::read(&file.local).map_err(|source| {
+            Error::Bundle(kubeadm_boot::bundle::BundleError::Read {
+                path: file.local.clone(),
+                source,
+            })
+        })?;
+        if let Some(pin) = &lab.config.versions.flannel_manifest_sha256
+            && !pin.trim().eq_ignore_ascii_case(&file.sha256)
+        {
+            return Err(Error::Artifact(crate::lock::ArtifactError::Mismatch {
+                url: file.local.display().to_string(),
+                expected: pin.trim().to_ascii_lowercase(),
+                actual: file.sha256.clone(),
+                origin: "the pin in homelab.toml".into(),
+                hint: "The bundle holds another Flannel manifest than the pinned one: make the bundle from the pinned release, or update the pin.".into(),
+            }));
+        }
+        return Ok(PodNetwork::new(file.local.display().to_string(), bytes));
+    }
     let mut lock = LockFile::load(&lab.lock_path())?;
     let fetched = lock::fetch(
         &reqwest::Client::new(),
@@ -358,7 +398,7 @@ impl Phase for ClusterPhase {
                     format!("{why}; kubeadm init and the joins run once they are"),
                 ));
             }
-            let plan = inputs::bootstrap_plan(&lab.config)?;
+            let plan = cluster_plan(lab).await?;
             let reports = boot::plan_bootstrap(&runner(lab)?, &plan).await?;
             Ok(steps_plan(NAME, reports))
         }
@@ -371,7 +411,7 @@ impl Phase for ClusterPhase {
         events: Events<'a>,
     ) -> BoxFuture<'a, Result<PhaseReport, Error>> {
         async move {
-            let plan = inputs::bootstrap_plan(&lab.config)?;
+            let plan = cluster_plan(lab).await?;
             let runner = runner(lab)?;
             let kubeconfig = inputs::kubeconfig_path(&lab.config);
             let steps = relaying(NAME, events, |tx| {

@@ -94,6 +94,15 @@ pub enum Error {
     /// The control-plane node is not among the selected ones.
     #[error("the control plane {0} is not among the selected nodes (--only?)")]
     ControlPlaneNotSelected(String),
+    /// The offline node bundle is unusable.
+    #[error(transparent)]
+    Bundle(#[from] kubeadm_boot::bundle::BundleError),
+    /// A registry (a mirror the bundle's images go to) refused or failed.
+    #[error(transparent)]
+    Registry(#[from] harbor_client::registry::RegistryError),
+    /// A manifest could not be read.
+    #[error(transparent)]
+    Manifest(#[from] kubeadm_boot::cni::CniError),
     /// A worker thread stopped (a libvirt call panicked).
     #[error("a worker stopped: {0}")]
     Worker(String),

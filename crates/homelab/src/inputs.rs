@@ -9,7 +9,7 @@ use homelab_ssh::{HostKeyPolicy, SshOptions, Target};
 use kubeadm_boot::bootstrap::{Node, Plan as BootstrapPlan};
 use kubeadm_boot::cluster::{API_PORT, CRI_SOCKET};
 use kubeadm_boot::kubeadm::{ClusterSpec as KubeadmCluster, NodeSpec as KubeadmNode, Version};
-use kubeadm_boot::prepare::PackageSource;
+use kubeadm_boot::prepare::{PackageSource, RegistryHosts};
 use libvirt_vm::image::{ImageFiles, ImageRecipe};
 use libvirt_vm::{
     Access, BaseImage, BootMode, ClusterSpec as VmCluster, DiskFormat, DomainTypeChoice, Mac,
@@ -367,6 +367,7 @@ pub fn bootstrap_plan_for(
         service_cidr: config.network.service_cidr,
         image_repository: None,
         cri_socket: CRI_SOCKET.into(),
+        slow_nodes: config.cluster.slow_nodes,
     };
     Ok(BootstrapPlan {
         cluster,
@@ -375,14 +376,29 @@ pub fn bootstrap_plan_for(
     })
 }
 
-/// Where the nodes get the Kubernetes packages from (`[packages]`); the signing key is not
-/// fetched yet ([`PackageSource::fetch_key`]).
+/// Where the nodes get the Kubernetes packages from (`[packages]`), and containerd's mirror
+/// for each registry in `[packages] mirrors`; the signing key is not fetched yet
+/// ([`PackageSource::fetch_key`]) and the bundle not opened yet ([`crate::bundle::open`]).
 pub fn package_source(config: &Config) -> PackageSource {
+    let hosts = config
+        .packages
+        .mirrors
+        .iter()
+        .map(|(registry, mirror)| RegistryHosts {
+            registry: registry.clone(),
+            hosts_toml: harbor_client::node::hosts_toml(
+                registry,
+                mirror,
+                &harbor_client::node::MirrorTls::System,
+            ),
+        })
+        .collect();
     PackageSource::new(
         config.packages.repository.clone(),
         config.packages.key_fingerprint.clone(),
     )
     .with_containerd_package(config.packages.containerd.clone())
+    .with_registry_hosts(hosts)
 }
 
 /// The kubeconfig file of the cluster (`cluster.kubeconfig`, `~` expanded).

@@ -51,6 +51,8 @@ pub struct Lab {
     /// One SSH connection pool for every phase of this lab (made on first use): plan, apply
     /// and status reuse the connections instead of logging in again each time.
     ssh: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<homelab_ssh::Pool>>>,
+    /// The node bundle, opened (every file hashed) once per lab.
+    bundle: std::sync::Arc<std::sync::OnceLock<Option<kubeadm_boot::bundle::NodeBundle>>>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -92,6 +94,7 @@ impl Lab {
             options: Options::default(),
             kube: None,
             ssh: std::sync::Arc::default(),
+            bundle: std::sync::Arc::default(),
         }
     }
 
@@ -124,6 +127,19 @@ impl Lab {
             self.options.trust_new_hosts,
         ))?);
         Ok(self.ssh.get_or_init(|| pool).clone())
+    }
+
+    /// The offline node bundle of `[packages] bundle`, if one is set: opened and checked
+    /// against its `SHA256SUMS` on first use, then kept for every phase of this lab.
+    ///
+    /// # Errors
+    /// The bundle cannot be read or a file differs from its digest.
+    pub fn node_bundle(&self) -> Result<Option<kubeadm_boot::bundle::NodeBundle>, Error> {
+        if let Some(bundle) = self.bundle.get() {
+            return Ok(bundle.clone());
+        }
+        let bundle = crate::bundle::open(&self.config)?;
+        Ok(self.bundle.get_or_init(|| bundle).clone())
     }
 
     /// The libvirt URI in use.

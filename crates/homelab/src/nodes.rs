@@ -103,16 +103,35 @@ fn node_item(
     }
 }
 
+/// Reports kubeadm, kubelet and kubectl installed from a node bundle (no package) as the
+/// package query would (`name version ii`), from the release the node's bundle mark names
+/// (reading it is cheap; asking three large binaries their version is not, on slow nodes).
+fn bundle_versions() -> String {
+    format!(
+        "v=$(head -n1 {} 2>/dev/null) && [ -n \"$v\" ] && for b in kubeadm kubelet kubectl; do echo \"$b ${{v#v}} ii\"; done; true",
+        kubeadm_boot::bundle::INSTALLED_MARK
+    )
+}
+
 async fn node_packages(
     pool: &Pool,
     target: &Target,
     containerd: &str,
+    bundle: bool,
 ) -> Result<Vec<(String, String)>, String> {
-    let query = format!(
-        "dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {} {} 2>/dev/null; true",
-        homelab_ssh::shell_quote(containerd),
-        KUBE_PACKAGES.join(" ")
-    );
+    let query = if bundle {
+        format!(
+            "dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {} 2>/dev/null; {}",
+            homelab_ssh::shell_quote(containerd),
+            bundle_versions(),
+        )
+    } else {
+        format!(
+            "dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {} {} 2>/dev/null; true",
+            homelab_ssh::shell_quote(containerd),
+            KUBE_PACKAGES.join(" ")
+        )
+    };
     let cmd = Cmd::new(query).timeout(STATUS_TIMEOUT);
     match tokio::time::timeout(STATUS_TIMEOUT * 2, pool.run(target, &cmd)).await {
         Ok(Ok(out)) => Ok(installed(&out.stdout_text())),
@@ -141,11 +160,12 @@ async fn status(lab: &Lab) -> PhaseStatus {
 async fn status_with(lab: &Lab, pool: &Pool) -> PhaseStatus {
     let wanted = inputs::kube_version(&lab.config);
     let containerd = lab.config.packages.containerd.as_str();
+    let bundle = lab.config.packages.bundle.is_some();
     let targets = inputs::targets(&lab.config);
     let items = futures::future::join_all(targets.iter().map(|t| {
         let wanted = &wanted;
         async move {
-            match node_packages(pool, t, containerd).await {
+            match node_packages(pool, t, containerd, bundle).await {
                 Ok(packages) => node_item(&t.name, wanted, containerd, &packages),
                 Err(e) => StatusItem {
                     name: t.name.clone(),
@@ -178,9 +198,30 @@ impl Phase for NodesPhase {
                 ));
             }
             let plan = inputs::bootstrap_plan(&lab.config)?;
-            let packages = inputs::package_source(&lab.config);
+            let bundle = lab.node_bundle()?;
+            let packages = inputs::package_source(&lab.config).with_bundle(bundle.clone());
             let reports = boot::plan_preparation(&runner(lab)?, &plan, &packages).await?;
-            Ok(steps_plan(NAME, reports))
+            let mut phase_plan = steps_plan(NAME, reports);
+            if let Some(bundle) = &bundle {
+                for image in crate::bundle::mirrored_images(&lab.config, bundle).await? {
+                    if image.present {
+                        phase_plan.unchanged += 1;
+                    } else {
+                        phase_plan.changes.push(crate::Change {
+                            action: "push".into(),
+                            object: format!("image {}", image.reference),
+                            detail: Some(match &image.replaces {
+                                None => format!("built from the node bundle, to {}", image.mirror),
+                                Some(old) => format!(
+                                    "built from the node bundle ({}), to {}, which holds {old} under that tag",
+                                    image.digest, image.mirror
+                                ),
+                            }),
+                        });
+                    }
+                }
+            }
+            Ok(phase_plan)
         }
         .boxed()
     }
@@ -193,15 +234,25 @@ impl Phase for NodesPhase {
         async move {
             let plan = inputs::bootstrap_plan(&lab.config)?;
             let runner = runner(lab)?;
-            let steps = relaying(NAME, events, |tx| {
+            let (steps, pushed) = relaying(NAME, events, |tx| {
+                let messages = tx.clone();
                 let boot_events: boot::Events = Arc::new(move |event| {
                     let _ = tx.send(event.to_string());
                 });
                 async move {
                     let packages = fetched_packages(lab, &plan.cluster.version).await?;
-                    Ok::<_, Error>(
-                        boot::prepare_nodes(&runner, &plan, &packages, &boot_events).await?,
-                    )
+                    // The cluster's images on the mirrors before any node pulls them.
+                    let mut pushed = 0;
+                    if let Some(bundle) = &packages.bundle {
+                        let images = crate::bundle::mirrored_images(&lab.config, bundle).await?;
+                        pushed = crate::bundle::publish(&images, bundle, &move |m| {
+                            let _ = messages.send(m);
+                        })
+                        .await?;
+                    }
+                    let steps =
+                        boot::prepare_nodes(&runner, &plan, &packages, &boot_events).await?;
+                    Ok::<_, Error>((steps, pushed))
                 }
             })
             .await?;
@@ -214,7 +265,9 @@ impl Phase for NodesPhase {
                     });
                 }
             }
-            Ok(steps_report(NAME, &steps))
+            let mut report = steps_report(NAME, &steps);
+            report.changed += pushed;
+            Ok(report)
         }
         .boxed()
     }

@@ -48,6 +48,18 @@ async fn blocking<T: Send + 'static>(
         .map_err(Error::from)
 }
 
+/// Whether the nodes' VMs run under software emulation (the configured domain type resolved
+/// as the VM layer resolves it: `qemu`, or `auto` on a host whose KVM cannot run guests).
+/// `false` when libvirt cannot be asked (the cluster layer then keeps its defaults).
+pub async fn emulated(lab: &Lab) -> bool {
+    let Ok(spec) = spec(lab) else { return false };
+    let uri = lab.libvirt_uri().to_owned();
+    let choice = spec.domain_type;
+    blocking(move || Hypervisor::connect(&uri)?.resolve_domain_type(choice))
+        .await
+        .is_ok_and(|t| t == libvirt_vm::DomainType::Qemu)
+}
+
 /// The VM layer's plan (no change made).
 ///
 /// # Errors

@@ -16,9 +16,35 @@ const DEBOOTSTRAP_DEFAULT: &[(&str, &[&str])] = &[
     (
         "coreutils",
         &[
-            "cat", "chmod", "chown", "cp", "cut", "date", "dirname", "head", "id", "install", "ln",
-            "ls", "mkdir", "mktemp", "mv", "rm", "sleep", "sort", "stat", "sync", "tail", "tee",
-            "touch", "tr", "wc", "basename", "env", "readlink",
+            "cat",
+            "chmod",
+            "chown",
+            "cp",
+            "cut",
+            "date",
+            "dirname",
+            "head",
+            "id",
+            "install",
+            "ln",
+            "ls",
+            "mkdir",
+            "mktemp",
+            "mv",
+            "rm",
+            "sleep",
+            "sort",
+            "stat",
+            "sync",
+            "tail",
+            "tee",
+            "touch",
+            "tr",
+            "wc",
+            "basename",
+            "env",
+            "readlink",
+            "sha256sum",
         ],
     ),
     ("dash/bash", &["sh", "bash"]),
@@ -155,6 +181,9 @@ fn step_programs(step: &Step) -> BTreeSet<String> {
             Change::Upload { .. } => lines.push(
                 "sudo umask 077 && mkdir -p \"$(dirname x)\" && cat > x && chmod 644 x && chown a x && mv -f x y".into(),
             ),
+            Change::UploadFile { .. } => lines.push(
+                "sudo umask 077 && mkdir -p \"$(dirname x)\" && cat > x && got=$(sha256sum x | cut -d' ' -f1) && chmod 755 x && mv -f x y".into(),
+            ),
         }
     }
     lines.iter().flat_map(|l| programs(l)).collect()
@@ -184,6 +213,26 @@ fn every_step() -> Vec<Step> {
     steps.extend(kubeadm_boot::upgrade::control_plane_steps(&next, &packages));
     steps.extend(kubeadm_boot::upgrade::node_steps(&next, &packages));
     steps.extend(kubeadm_boot::upgrade::kubelet_steps(&next));
+    // Preparation from an offline node bundle instead of the package repository.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let names = [
+        "bin/kubeadm",
+        "bin/kubelet",
+        "bin/kubectl",
+        "cni/bridge",
+        "cni/host-local",
+        "cni/loopback",
+        "cni/portmap",
+    ];
+    let files: Vec<(&str, &std::path::Path)> = names.iter().map(|n| (*n, file.as_path())).collect();
+    let bundle =
+        kubeadm_boot::bundle::NodeBundle::write(&dir.path().join("b"), "v1.33.5", &files).unwrap();
+    steps.extend(kubeadm_boot::prepare::node_steps(
+        &version,
+        &packages.with_bundle(Some(bundle)),
+    ));
     steps
 }
 

@@ -139,6 +139,7 @@ pub fn init_steps_in(
     let k = shell_quote(kubernetes_dir);
     let c = shell_quote(&path);
     let phase = |args: &str| format!("kubeadm init phase {args} --config {c} || exit 1");
+    let ready_minutes = if cluster.slow_nodes { 15 } else { 4 };
     let resume = [
         format!("[ -f {k}/manifests/etcd.yaml ] || {}", phase("etcd local")),
         format!(
@@ -150,10 +151,12 @@ pub fn init_steps_in(
             phase("kubelet-start")
         ),
         format!(
-            "n=0; until kc get --raw /readyz; do n=$((n+1)); if [ $n -ge 120 ]; then \
-             echo 'the API server at {} did not answer /readyz within 4 minutes' >&2; exit 1; fi; \
+            "n=0; until kc get --raw /readyz; do n=$((n+1)); if [ $n -ge {tries} ]; then \
+             echo 'the API server at {} did not answer /readyz within {minutes} minutes' >&2; exit 1; fi; \
              sleep 2; done",
-            cluster.control_plane_endpoint
+            cluster.control_plane_endpoint,
+            tries = ready_minutes * 30,
+            minutes = ready_minutes,
         ),
         format!(
             "kc -n kube-system get configmap/kubeadm-config configmap/kubelet-config || {}",
@@ -187,7 +190,21 @@ pub fn init_steps_in(
         kc = kc(kubernetes_dir),
         resume = resume.join("; ")
     );
-    Ok(vec![
+    let patches = cluster.slow_nodes.then(|| {
+        crate::kubeadm::SLOW_NODE_PATCHES
+            .iter()
+            .map(|(file, container)| {
+                Step::file(
+                    &format!("kubeadm-patch-{container}"),
+                    &format!("{kubernetes_dir}/homelab/patches/{file}"),
+                    crate::kubeadm::slow_node_patch(container),
+                    0o644,
+                    None,
+                )
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(patches.into_iter().flatten().chain([
         Step::file("kubeadm-init-config", &path, config, 0o600, None),
         Step {
             name: "kubeadm-init".into(),
@@ -199,10 +216,13 @@ pub fn init_steps_in(
                 Cmd::new(format!("{}; {INIT_RESULTS}", kc(kubernetes_dir))).sudo(),
             ),
             changes: vec![Change::Run(
-                Cmd::new(run).sudo().timeout(Duration::from_secs(15 * 60)),
+                Cmd::new(run)
+                    .sudo()
+                    .timeout(Duration::from_secs(if cluster.slow_nodes { 40 } else { 15 } * 60)),
             )],
         },
     ])
+    .collect())
 }
 
 /// A worker's join step: the JoinConfiguration (it holds the token) written 0600, `kubeadm
@@ -211,7 +231,8 @@ pub fn init_steps_in(
 /// left alone. Anything else joins; when it carries what an earlier, failed join (or another
 /// cluster) left — kubelet.conf, bootstrap-kubelet.conf, pki/ca.crt, static pod manifests,
 /// each of which kubeadm's join preflight refuses — it is reset first (`kubeadm reset -f`,
-/// its CNI configuration removed).
+/// its CNI configuration removed, the directory kept: containerd 1.6 stops watching a
+/// removed `/etc/cni/net.d` and would never see the next network configuration).
 ///
 /// # Errors
 /// The configuration cannot be serialized.
@@ -240,11 +261,18 @@ pub fn join_step_in(
     let path = format!("{kubernetes_dir}/homelab/kubeadm-join.yaml");
     let k = shell_quote(kubernetes_dir);
     let p = shell_quote(&path);
+    // Not registered with the API server: whatever the node holds, it joins. The check must
+    // still tell afterwards that this join happened: the join leaves a mark unique to this
+    // step, which no earlier run (nor another cluster) can have left.
+    let mark = format!("{kubernetes_dir}/homelab/joined");
+    let nonce = hex::encode(rand::random::<[u8; 12]>());
     let check = if member {
         format!("test -f {k}/kubelet.conf")
     } else {
-        // Not registered with the API server: whatever the node holds, it joins.
-        "false".to_owned()
+        format!(
+            "[ \"$(cat {m} 2>/dev/null)\" = {nonce} ] && test -f {k}/kubelet.conf",
+            m = shell_quote(&mark)
+        )
     };
     // One remote command: the configuration (it holds the token) arrives on standard input,
     // is written 0600, and is removed on every way out of the shell (trap), the failed join
@@ -257,9 +285,10 @@ pub fn join_step_in(
          if [ -n \"$(ls -A {k}/manifests 2>/dev/null)\" ]; then left=\"$left manifests/\"; fi; \
          if [ -n \"$left\" ]; then \
          echo \"not a member of the cluster, but holds what an earlier join left ($left ): resetting it first\" >&2; \
-         kubeadm reset -f --cri-socket {cri} || exit 1; rm -rf /etc/cni/net.d; fi; \
-         kubeadm join --config {p}",
+         kubeadm reset -f --cri-socket {cri} || exit 1; rm -rf /etc/cni/net.d/*; fi; \
+         kubeadm join --config {p} || exit 1; echo {nonce} > {m}",
         cri = crate::cluster::CRI_SOCKET,
+        m = shell_quote(&mark),
     );
     Ok(Step {
         name: "kubeadm-join".into(),
@@ -604,10 +633,19 @@ mod tests {
             matches!(&step.check, Check::Command(c) if c.line == "test -f '/etc/kubernetes'/kubelet.conf"),
             "a registered member with kubelet.conf is left alone"
         );
+        // A node the cluster has not registered always joins: its check asks for a mark only
+        // this step's join writes, so no earlier run's mark counts.
         let not_member = join_step(&cluster(), &node, &token, "sha256:00", false).unwrap();
+        let again = join_step(&cluster(), &node, &token, "sha256:00", false).unwrap();
+        let (Check::Command(first), Check::Command(second)) = (&not_member.check, &again.check)
+        else {
+            panic!("joins are checked by commands")
+        };
+        assert_ne!(first.line, second.line, "each join step has its own mark");
         assert!(
-            matches!(&not_member.check, Check::Command(c) if c.line == "false"),
-            "a node the cluster has not registered always joins"
+            first.line.contains("/etc/kubernetes/homelab/joined"),
+            "{}",
+            first.line
         );
     }
 

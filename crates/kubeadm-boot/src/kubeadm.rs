@@ -177,6 +177,48 @@ pub struct ClusterSpec {
     pub image_repository: Option<String>,
     /// Container runtime socket.
     pub cri_socket: String,
+    /// The nodes are slow (software emulation, or small boards): etcd gets a longer heartbeat
+    /// and election timeout, kubeadm waits longer for the control plane, and the control
+    /// plane's probes are relaxed ([`SLOW_NODE_PATCHES`]) so that a loaded node is not taken
+    /// for a dead one and restarted in a loop.
+    pub slow_nodes: bool,
+}
+
+/// Where the kubeadm patches for slow nodes are written (`patches.directory`).
+pub const PATCHES_DIR: &str = "/etc/kubernetes/homelab/patches";
+
+/// Strategic-merge patches kubeadm applies to the control plane's static pods on slow nodes
+/// (file name: kubeadm's `target[suffix][+patchtype].yaml`): each component's liveness,
+/// readiness and startup probes wait up to a minute per probe and tolerate several minutes of
+/// failures before the kubelet restarts it. Measured under software emulation: with kubeadm's
+/// defaults, etcd's fsyncs and the API server's start took long enough that the kubelet killed
+/// a working API server while the pod network started.
+pub const SLOW_NODE_PATCHES: &[(&str, &str)] = &[
+    ("etcd0+strategic.yaml", "etcd"),
+    ("kube-apiserver0+strategic.yaml", "kube-apiserver"),
+    (
+        "kube-controller-manager0+strategic.yaml",
+        "kube-controller-manager",
+    ),
+    ("kube-scheduler0+strategic.yaml", "kube-scheduler"),
+];
+
+/// The patch for one control-plane container on slow nodes.
+pub fn slow_node_patch(container: &str) -> String {
+    format!(
+        "# Written by homelab: relaxed probes for slow nodes.\n\
+         spec:\n\
+         \x20 containers:\n\
+         \x20 - name: {container}\n\
+         \x20   livenessProbe:\n\
+         \x20     timeoutSeconds: 60\n\
+         \x20     periodSeconds: 20\n\
+         \x20     failureThreshold: 30\n\
+         \x20   startupProbe:\n\
+         \x20     timeoutSeconds: 60\n\
+         \x20     periodSeconds: 20\n\
+         \x20     failureThreshold: 60\n"
+    )
 }
 
 /// One node's identity.
@@ -244,6 +286,24 @@ struct InitConfiguration {
     node_registration: NodeRegistration,
     #[serde(rename = "localAPIEndpoint")]
     local_api_endpoint: LocalApiEndpoint,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patches: Option<Patches>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeouts: Option<Timeouts>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Patches {
+    directory: &'static str,
+}
+
+/// v1beta4's `timeouts` (v1beta3 has only `apiServer.timeoutForControlPlane`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Timeouts {
+    control_plane_component_health_check: &'static str,
+    kubelet_health_check: &'static str,
 }
 
 #[derive(Serialize)]
@@ -273,6 +333,28 @@ struct ClusterConfiguration {
     networking: Networking,
     #[serde(skip_serializing_if = "Option::is_none")]
     image_repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etcd: Option<Etcd>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_server: Option<ApiServer>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Etcd {
+    local: LocalEtcd,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LocalEtcd {
+    extra_args: ExtraArgs,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiServer {
+    timeout_for_control_plane: &'static str,
 }
 
 #[derive(Serialize)]
@@ -369,6 +451,13 @@ pub fn init_config(
             advertise_address: node.address.to_string(),
             bind_port: 6443,
         },
+        patches: spec.slow_nodes.then_some(Patches {
+            directory: PATCHES_DIR,
+        }),
+        timeouts: (spec.slow_nodes && api == KubeadmApi::V1Beta4).then_some(Timeouts {
+            control_plane_component_health_check: "15m0s",
+            kubelet_health_check: "15m0s",
+        }),
     };
     let cluster = ClusterConfiguration {
         meta: Meta {
@@ -384,6 +473,22 @@ pub fn init_config(
             dns_domain: "cluster.local",
         },
         image_repository: spec.image_repository.clone(),
+        // A single member: a long election timeout costs nothing, and etcd's request timeout
+        // (5 s + twice the election timeout) then outlasts a slow disk's fsync.
+        etcd: spec.slow_nodes.then(|| Etcd {
+            local: LocalEtcd {
+                extra_args: extra_args(
+                    api,
+                    &[
+                        ("heartbeat-interval", "500".to_owned()),
+                        ("election-timeout", "5000".to_owned()),
+                    ],
+                ),
+            },
+        }),
+        api_server: (spec.slow_nodes && api == KubeadmApi::V1Beta3).then_some(ApiServer {
+            timeout_for_control_plane: "15m0s",
+        }),
     };
     Ok(format!(
         "{}---\n{}---\n{}",

@@ -17,12 +17,15 @@
 //! - [`nodes`]: node readiness by watching, cordon and drain.
 //! - [`upgrade`]: kubeadm upgrades node by node with pre- and post-checks.
 //! - [`prepare`]: node preparation steps (swap, modules, sysctls, containerd, packages).
+//! - [`bundle`]: the offline node bundle (kubeadm, kubelet, kubectl, CNI plugins checked by
+//!   digest and installed over SSH instead of from a package repository).
 //! - [`signing_key`]: the package repository's key, fetched on the host and checked against a
 //!   pinned OpenPGP fingerprint.
 //! - [`cluster`]: the whole sequence in one call ([`cluster::up`]): prepare, bootstrap,
 //!   kubeconfig, pod network, every node `Ready`.
 
 pub mod bootstrap;
+pub mod bundle;
 pub mod ca;
 pub mod cluster;
 pub mod cni;

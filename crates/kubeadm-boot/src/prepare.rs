@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::bundle::{NodeBundle, bundle_steps};
 use crate::kubeadm::Version;
 use crate::signing_key::{KeyError, SigningKey};
 use crate::ssh::{Cmd, shell_quote};
@@ -38,6 +39,22 @@ pub struct PackageSource {
     /// Where kubeadm's images come from (`imageRepository`); `None`: registry.k8s.io. The
     /// sandbox (pause) image containerd uses comes from there too.
     pub image_repository: Option<String>,
+    /// Install kubeadm, kubelet, kubectl and the CNI plugins from this offline bundle instead
+    /// of the package repository (which is then not configured on the nodes).
+    #[serde(skip)]
+    pub bundle: Option<NodeBundle>,
+    /// containerd host files (`/etc/containerd/certs.d/<registry>/hosts.toml`): pulls of each
+    /// registry go to a mirror first (an air-gapped lab's own registry).
+    pub registry_hosts: Vec<RegistryHosts>,
+}
+
+/// containerd's host configuration for one registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegistryHosts {
+    /// The registry as images name it (`registry.k8s.io`, `ghcr.io`).
+    pub registry: String,
+    /// The `hosts.toml` text (for example from `harbor_client::node::hosts_toml`).
+    pub hosts_toml: String,
 }
 
 impl Default for PackageSource {
@@ -58,7 +75,23 @@ impl PackageSource {
             key: None,
             containerd_package: "containerd".into(),
             image_repository: None,
+            bundle: None,
+            registry_hosts: Vec::new(),
         }
+    }
+
+    /// With kubeadm, kubelet, kubectl and the CNI plugins from an offline bundle.
+    #[must_use]
+    pub fn with_bundle(mut self, bundle: Option<NodeBundle>) -> Self {
+        self.bundle = bundle;
+        self
+    }
+
+    /// With containerd's pulls of these registries sent to mirrors first.
+    #[must_use]
+    pub fn with_registry_hosts(mut self, hosts: Vec<RegistryHosts>) -> Self {
+        self.registry_hosts = hosts;
+        self
     }
 
     /// With containerd from another package.
@@ -136,6 +169,13 @@ pub fn containerd_config(sandbox_image: &str) -> String {
     cri.insert("sandbox_image".into(), sandbox_image.into());
     cri.insert("containerd".into(), containerd.into());
     cri.insert("registry".into(), registry.into());
+    // Where the pod network's plugins are: the distribution packages, the node bundle and
+    // Flannel's installer all put them in /opt/cni/bin (some containerd builds default to
+    // another directory).
+    let mut cni = toml::Table::new();
+    cni.insert("bin_dir".into(), "/opt/cni/bin".into());
+    cni.insert("conf_dir".into(), "/etc/cni/net.d".into());
+    cri.insert("cni".into(), cni.into());
     let mut plugins = toml::Table::new();
     plugins.insert("io.containerd.grpc.v1.cri".into(), cri.into());
     let mut root = toml::Table::new();
@@ -298,17 +338,12 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
                 Cmd::new("mkdir -p /etc/containerd/certs.d && systemctl restart containerd").sudo(),
             ),
         ),
-        Step::command(
-            "kubernetes-prerequisites",
-            "install what kubeadm's preflight and the package repository need",
-            "dpkg-query -W -f='${Status}\\n' ca-certificates conntrack socat ethtool 2>/dev/null | grep -c '^install ok installed$' | grep -qx 4",
-            &apt_install("ca-certificates conntrack socat ethtool"),
-        ),
     ]
     .into_iter()
-    .chain(repository_steps(version, source))
+    .chain(registry_hosts_steps(source))
+    .chain(std::iter::once(prerequisites_step(source)))
+    .chain(install_steps(version, source))
     .chain([
-        packages_step(version),
         sandbox_image_step(version, source),
         Step::command(
             "kubelet-enabled",
@@ -318,6 +353,63 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
         ),
     ])
     .collect()
+}
+
+/// What kubeadm's preflight needs beside kubeadm (and, for the package repository, what apt
+/// needs to reach it; for a bundle, what the kubelet package would have pulled in).
+fn prerequisites_step(source: &PackageSource) -> Step {
+    let mut packages = vec!["ca-certificates", "conntrack", "socat", "ethtool"];
+    if source.bundle.is_some() {
+        packages.extend(["iptables", "iproute2"]);
+    }
+    let list = packages.join(" ");
+    Step::command(
+        "kubernetes-prerequisites",
+        &format!("install what kubeadm's preflight needs ({list})"),
+        &format!(
+            "dpkg-query -W -f='${{Status}}\\n' {list} 2>/dev/null | grep -c '^install ok installed$' | grep -qx {}",
+            packages.len()
+        ),
+        &apt_install(&list),
+    )
+}
+
+/// kubeadm, kubelet, kubectl (and the CNI plugins): from the bundle when there is one,
+/// otherwise from the package repository.
+fn install_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
+    match &source.bundle {
+        Some(bundle) => bundle_steps(version, bundle).unwrap_or_else(|e| {
+            vec![Step::command(
+                "bundle-version",
+                "the node bundle's release",
+                "false",
+                &format!("echo {} >&2; exit 1", shell_quote(&e.to_string())),
+            )]
+        }),
+        None => repository_steps(version, source)
+            .into_iter()
+            .chain(std::iter::once(packages_step(version)))
+            .collect(),
+    }
+}
+
+/// One `hosts.toml` per mirrored registry (read by containerd on every pull; no restart).
+fn registry_hosts_steps(source: &PackageSource) -> Vec<Step> {
+    source
+        .registry_hosts
+        .iter()
+        .map(|h| {
+            let mut step = Step::file(
+                &format!("registry-hosts-{}", h.registry),
+                &format!("/etc/containerd/certs.d/{}/hosts.toml", h.registry),
+                h.hosts_toml.clone(),
+                0o644,
+                None,
+            );
+            step.description = format!("send containerd's pulls of {} to its mirror", h.registry);
+            step
+        })
+        .collect()
 }
 
 /// Checks that containerd's sandbox image is the pause image of the installed kubeadm (`kubeadm
@@ -586,7 +678,7 @@ mod tests {
                 "{}",
                 cmd.line
             ),
-            Change::Upload { .. } => panic!("expected a command"),
+            Change::Upload { .. } | Change::UploadFile { .. } => panic!("expected a command"),
         }
         assert_eq!(
             PackageSource::default().repository(&version),

@@ -71,6 +71,18 @@ pub enum Change {
         /// `user:group`, when not root's.
         owner: Option<String>,
     },
+    /// Copy a local file (streamed, bounded memory), installed only when its copy on the host
+    /// has this digest ([`crate::ssh::Session::upload_file`]).
+    UploadFile {
+        /// The file on this machine.
+        local: std::path::PathBuf,
+        /// Remote path.
+        path: String,
+        /// Its sha256, lower-case hex.
+        sha256: String,
+        /// Mode.
+        mode: u32,
+    },
 }
 
 impl fmt::Debug for Change {
@@ -88,6 +100,18 @@ impl fmt::Debug for Change {
                 .field("contents", &Redacted(contents))
                 .field("mode", &format_args!("{mode:04o}"))
                 .field("owner", owner)
+                .finish(),
+            Self::UploadFile {
+                local,
+                path,
+                sha256,
+                mode,
+            } => f
+                .debug_struct("UploadFile")
+                .field("local", local)
+                .field("path", path)
+                .field("sha256", sha256)
+                .field("mode", &format_args!("{mode:04o}"))
                 .finish(),
         }
     }
@@ -401,6 +425,15 @@ impl Runner {
                     owner,
                 } => session
                     .upload(path, contents, *mode, owner.as_deref(), true)
+                    .await
+                    .map_err(fail)?,
+                Change::UploadFile {
+                    local,
+                    path,
+                    sha256,
+                    mode,
+                } => session
+                    .upload_file(local, path, *mode, sha256, true)
                     .await
                     .map_err(fail)?,
             }

@@ -39,5 +39,6 @@ pub(crate) fn cluster_spec(minor: u32) -> ClusterSpec {
         service_cidr: "10.96.0.0/12".parse().unwrap(),
         image_repository: None,
         cri_socket: "unix:///run/containerd/containerd.sock".into(),
+        slow_nodes: false,
     }
 }

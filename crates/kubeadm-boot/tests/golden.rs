@@ -30,6 +30,7 @@ fn spec(minor: u32) -> ClusterSpec {
         service_cidr: "10.96.0.0/12".parse().unwrap(),
         image_repository: Some("harbor.homelab.lan/k8s".into()),
         cri_socket: "unix:///run/containerd/containerd.sock".into(),
+        slow_nodes: false,
     }
 }
 
@@ -54,5 +55,55 @@ fn init_and_join_per_api_version() {
             &format!("join-{api}.yaml"),
             &join_config(&spec(minor), &worker, &token, hash).unwrap(),
         );
+    }
+}
+
+/// The real kubeadm of the pinned release (built from its Go module) accepts every
+/// configuration homelab writes for it: unknown fields, misspelt keys and invalid values are
+/// errors to `kubeadm config validate`, which the golden files cannot catch.
+#[test]
+fn the_real_kubeadm_accepts_the_init_and_join_files() {
+    let kubeadm = homelab_testkit::control_plane::kube_bin_dir()
+        .unwrap()
+        .join("kubeadm");
+    assert!(
+        kubeadm.exists(),
+        "{} is not built: run scripts/kube-tools.sh kubeadm (make test does)",
+        kubeadm.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
+    let node = NodeSpec {
+        name: "cp".into(),
+        address: Ipv4Addr::new(192, 168, 122, 10),
+    };
+    for slow in [false, true] {
+        let mut spec = spec(33);
+        spec.version.patch = 5;
+        spec.slow_nodes = slow;
+        for (name, text) in [
+            (
+                "init.yaml",
+                init_config(&spec, &node, Some(&token)).unwrap(),
+            ),
+            (
+                "join.yaml",
+                join_config(&spec, &node, &token, &format!("sha256:{}", "0".repeat(64))).unwrap(),
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &text).unwrap();
+            let out = std::process::Command::new(&kubeadm)
+                .args(["config", "validate", "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "kubeadm refuses {name} (slow nodes: {slow}): {}{}\n{text}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }

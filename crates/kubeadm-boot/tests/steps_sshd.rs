@@ -248,3 +248,131 @@ async fn a_second_run_is_refused_while_the_first_holds_the_lock() {
     .await
     .unwrap();
 }
+
+/// The offline bundle's files against a real OpenSSH server, installed under a directory (the
+/// steps as a node gets them, rooted elsewhere): each copied once and verified on the host; a
+/// second run changes nothing; a file changed on the node is put back; a bundle whose file
+/// changed after it was written is refused before anything is copied.
+#[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+async fn bundle_files_are_installed_by_digest_and_a_changed_binary_is_refused() {
+    use kubeadm_boot::bundle::{BundleError, NodeBundle, bundle_steps_in};
+    let sshd = Sshd::start().unwrap();
+    let opts = options(
+        &sshd,
+        &sshd.dir().join("known_hosts"),
+        HostKeyPolicy::TrustOnFirstUse,
+    );
+    let mut runner = Runner::new(Arc::new(Pool::new(opts).unwrap()));
+    runner.lock_dir = sshd.dir().join("lock").display().to_string();
+    let src = sshd.dir().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let names = [
+        "bin/kubeadm",
+        "bin/kubelet",
+        "bin/kubectl",
+        "cni/bridge",
+        "cni/host-local",
+        "cni/loopback",
+        "cni/portmap",
+    ];
+    let sources: Vec<(String, std::path::PathBuf)> = names
+        .iter()
+        .map(|n| {
+            let p = src.join(n.replace('/', "-"));
+            // kubeadm answers the version guard as the real one does.
+            let body = if *n == "bin/kubeadm" {
+                "#!/bin/sh\necho v1.33.5\n".to_owned()
+            } else {
+                format!("#!/bin/sh\necho {n}\n{}\n", "#".repeat(100_000))
+            };
+            std::fs::write(&p, body).unwrap();
+            ((*n).to_owned(), p)
+        })
+        .collect();
+    let refs: Vec<(&str, &Path)> = sources
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_path()))
+        .collect();
+    let bundle = NodeBundle::write(&sshd.dir().join("bundle"), "v1.33.5", &refs).unwrap();
+    let root = sshd.dir().join("node");
+    let root = root.to_str().unwrap();
+    let version = "1.33.5".parse().unwrap();
+    let files = || -> Vec<Step> {
+        bundle_steps_in(&version, &bundle, root)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.name.starts_with("bundle-"))
+            .collect()
+    };
+    let run = |steps: Vec<Step>| {
+        let runner = runner.clone();
+        let target = target(&sshd, "n1");
+        async move { runner.run(vec![(target, steps)], Arc::new(|_| {})).await }
+    };
+    let first = run(files()).await.unwrap();
+    assert_eq!(
+        first.len(),
+        8,
+        "seven files and the mark of what is installed"
+    );
+    assert!(
+        first.iter().all(|r| r.outcome == Outcome::Changed),
+        "{first:#?}"
+    );
+    for (name, source) in &sources {
+        let installed = NodeBundle::install_path(name).unwrap();
+        assert_eq!(
+            std::fs::read(format!("{root}{installed}")).unwrap(),
+            std::fs::read(source).unwrap(),
+            "{name}"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(format!("{root}{}", kubeadm_boot::bundle::INSTALLED_MARK))
+            .unwrap()
+            .starts_with("v1.33.5\n")
+    );
+    let again = run(files()).await.unwrap();
+    assert!(
+        again.iter().all(|r| r.outcome == Outcome::Unchanged),
+        "{again:#?}"
+    );
+    // A binary changed on the node: put back.
+    std::fs::write(format!("{root}/usr/bin/kubelet"), "tampered").unwrap();
+    let fixed = run(files()).await.unwrap();
+    let changed: Vec<&str> = fixed
+        .iter()
+        .filter(|r| r.outcome == Outcome::Changed)
+        .map(|r| r.step.as_str())
+        .collect();
+    assert_eq!(changed, ["bundle-bin-kubelet"]);
+    // The bundle's kubelet changed after the bundle was written: refused when opened ...
+    std::fs::write(bundle.dir.join("bin/kubelet"), "#!/bin/sh\necho evil\n").unwrap();
+    let err = NodeBundle::open(&bundle.dir).unwrap_err();
+    assert!(matches!(err, BundleError::Digest { .. }), "{err}");
+    // ... and, had it changed between opening and copying, by the node after the copy: the
+    // installed kubelet stays as it was and no temporary copy is left.
+    std::fs::write(format!("{root}/usr/bin/kubelet"), "old").unwrap();
+    let err = run(files()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("bundle-bin-kubelet") && err.contains("sha256"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{root}/usr/bin/kubelet")).unwrap(),
+        "old"
+    );
+    assert!(!Path::new(&format!("{root}/usr/bin/kubelet.homelab-tmp")).exists());
+    // A node with another kubeadm is refused: only upgrades move versions.
+    std::fs::write(
+        format!("{root}/usr/bin/kubeadm"),
+        "#!/bin/sh\necho v1.32.9\n",
+    )
+    .unwrap();
+    let err = run(files()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("kubeadm v1.32.9 is installed") && err.contains("homelab upgrade"),
+        "{err}"
+    );
+}

@@ -29,6 +29,8 @@ pub struct RegistryConfig {
     /// Bearer-token auth: the token server's realm and the certificate (PEM) its tokens are
     /// signed under (see [`crate::token_server::TokenServer`]).
     pub token: Option<(String, PathBuf)>,
+    /// Listen on this address instead of 127.0.0.1 (a libvirt network's gateway, for VMs).
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 /// A running registry; stopped and removed when dropped.
@@ -42,8 +44,8 @@ pub struct Registry {
     pub ca_file: Option<PathBuf>,
 }
 
-fn free_port() -> Result<u16, FixtureError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(err("bind a free port"))?;
+fn free_port(address: std::net::Ipv4Addr) -> Result<u16, FixtureError> {
+    let listener = TcpListener::bind((address, 0)).map_err(err("bind a free port"))?;
     Ok(listener.local_addr().map_err(err("local address"))?.port())
 }
 
@@ -145,9 +147,10 @@ impl Registry {
         })?;
         let dir = tempfile::tempdir().map_err(err("create temp dir"))?;
         let d = dir.path();
-        let port = free_port()?;
+        let address = config.address.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+        let port = free_port(address)?;
         let mut yaml = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}:{port}\n",
             d.join("data").display()
         );
         let mut ca_file = None;
@@ -192,7 +195,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .map_err(err("start docker-registry"))?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let addr: SocketAddr = (address, port).into();
         let mut registry = Self {
             child,
             dir,
@@ -220,7 +223,7 @@ impl Registry {
         Ok(registry)
     }
 
-    /// `127.0.0.1:port`.
+    /// `address:port` (`127.0.0.1:port` unless another address was asked for).
     pub fn host(&self) -> String {
         self.addr.to_string()
     }
