@@ -405,7 +405,17 @@ async fn prepare(
     if let Some(base) = repository_url(package_source)? {
         source.base_url = base;
     }
-    if !dry_run {
+    if let Some(bundle) = homelab::bundle::open(&setup.config)? {
+        // Offline: the cluster's images on the mirrors first, then the nodes from the bundle.
+        let images = homelab::bundle::mirrored_images(&setup.config, &bundle).await?;
+        for image in images.iter().filter(|i| !i.present) {
+            eprintln!("image {} is not on {} yet", image.reference, image.mirror);
+        }
+        if !dry_run {
+            homelab::bundle::publish(&images, &bundle, &|m| eprintln!("{m}")).await?;
+        }
+        source = source.with_bundle(Some(bundle));
+    } else if !dry_run {
         source.fetch_key(&reqwest::Client::new(), &version).await?;
     }
     let steps = node_steps(&version, &source);

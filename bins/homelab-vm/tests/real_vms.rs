@@ -353,6 +353,11 @@ fn status_and_verify(dir: &Path) {
     );
     let w2 = &status.phases[0].items[2].detail;
     assert!(w2.contains("ssh: no answer on the SSH port"), "{w2}");
+    // The nodes phase does not wait for the SSH of a VM libvirt says is off.
+    assert_eq!(
+        status.phases[1].items[1].state, "VM shut off",
+        "{status:#?}"
+    );
     let checks = runtime.block_on(pipeline.verify(&lab));
     let failed: Vec<(String, String)> = checks
         .iter()
@@ -574,8 +579,8 @@ fn config_with_bundle(dir: &Path, bundle: &Path, mirror: &str) -> String {
     )
 }
 
-/// Writes the host's apt setting for its fixed-snapshot mirror (Release files past their
-/// Valid-Until date) onto every node, as the nodes' apt needs it too.
+/// This machine's Debian mirror serves a fixed snapshot whose Release files are past their
+/// Valid-Until date; the host's apt is configured for that, and so must the nodes' be.
 fn apt_valid_until_workaround(dir: &Path) {
     if let Ok(conf) = std::fs::read_to_string("/etc/apt/apt.conf.d/99artifact-registry") {
         for last in [10, 11, 12] {
@@ -610,13 +615,8 @@ fn ready_cluster(dir: &Path) {
         .unwrap();
     assert!(made.success(), "{} failed", script.display());
     eprintln!("node bundle: {:.0?}", started.elapsed());
-    let registry = homelab_testkit::registry::Registry::start_with(
-        &homelab_testkit::registry::RegistryConfig {
-            address: Some(format!("{NET}.1").parse().unwrap()),
-            ..Default::default()
-        },
-    );
-    // The VMs' network (and so its gateway address) exists only once the vms phase ran.
+    // The VMs' network (and so its gateway address, where the registry listens) exists only
+    // once the vms phase ran.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     std::fs::write(dir.join("homelab.toml"), config(dir)).unwrap();
     let lab = Lab::load(Some(&dir.join("homelab.toml"))).unwrap();
@@ -630,15 +630,13 @@ fn ready_cluster(dir: &Path) {
         .unwrap();
     eprintln!("vms: {:.0?}", started.elapsed());
     apt_valid_until_workaround(dir);
-    let registry = registry.unwrap_or_else(|_| {
-        homelab_testkit::registry::Registry::start_with(
-            &homelab_testkit::registry::RegistryConfig {
-                address: Some(format!("{NET}.1").parse().unwrap()),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    });
+    let registry = homelab_testkit::registry::Registry::start_with(
+        &homelab_testkit::registry::RegistryConfig {
+            address: Some(format!("{NET}.1").parse().unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     std::fs::write(
         dir.join("homelab.toml"),
         config_with_bundle(dir, &bundle, &registry.host()),
@@ -714,8 +712,10 @@ fn ready_cluster(dir: &Path) {
         .unwrap();
     eprintln!("{}", String::from_utf8_lossy(&pods.stdout));
 
-    // Status and verify: every phase healthy.
+    // Status and verify: every phase healthy (nodes busy under emulation still log in).
+    let started = Instant::now();
     let status = Status::of(runtime.block_on(pipeline.status(&lab)));
+    eprintln!("status of the running cluster: {:.1?}", started.elapsed());
     assert!(status.healthy, "{status:#?}");
     let cluster = status.phases.iter().find(|p| p.phase == "cluster").unwrap();
     assert_eq!(
@@ -821,19 +821,7 @@ fn real_vms_apply_reapply_interrupt_destroy() {
         repo.base_url, repo.fingerprint
     );
     std::fs::write(d.join("homelab.toml"), config_with_packages(d, &repo)).unwrap();
-    // This machine's Debian mirror serves a fixed snapshot whose Release files are past their
-    // Valid-Until date; the host's apt is configured for that, and so must the nodes' be.
-    if let Ok(conf) = std::fs::read_to_string("/etc/apt/apt.conf.d/99artifact-registry") {
-        for last in [10, 11, 12] {
-            ssh(
-                d,
-                &format!("{NET}.{last}"),
-                &format!(
-                    "printf '%s' '{conf}' | sudo -n tee /etc/apt/apt.conf.d/99artifact-registry >/dev/null"
-                ),
-            );
-        }
-    }
+    apt_valid_until_workaround(d);
     let started = Instant::now();
     kill_points(d);
     eprintln!(

@@ -118,6 +118,7 @@ async fn node_packages(
     target: &Target,
     containerd: &str,
     bundle: bool,
+    limit: Duration,
 ) -> Result<Vec<(String, String)>, String> {
     let query = if bundle {
         format!(
@@ -132,22 +133,23 @@ async fn node_packages(
             KUBE_PACKAGES.join(" ")
         )
     };
-    let cmd = Cmd::new(query).timeout(STATUS_TIMEOUT);
-    match tokio::time::timeout(STATUS_TIMEOUT * 2, pool.run(target, &cmd)).await {
+    let cmd = Cmd::new(query).timeout(limit);
+    match tokio::time::timeout(limit * 2, pool.run(target, &cmd)).await {
         Ok(Ok(out)) => Ok(installed(&out.stdout_text())),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {:?}", STATUS_TIMEOUT * 2)),
+        Err(_) => Err(format!("no answer within {:?}", limit * 2)),
     }
 }
 
 /// Each node's prepared state, read over SSH in parallel, with a pool that gives up quickly
 /// on a node that does not answer.
 async fn status(lab: &Lab) -> PhaseStatus {
+    let limit = status_limit(lab).await;
     let mut options = inputs::ssh_options(&lab.config, false);
-    options.connect_timeout = STATUS_TIMEOUT;
+    options.connect_timeout = limit;
     options.attempts = 1;
     match Pool::new(options) {
-        Ok(pool) => status_with(lab, &pool).await,
+        Ok(pool) => status_with(lab, &pool, limit).await,
         Err(e) => PhaseStatus {
             phase: NAME,
             items: Vec::new(),
@@ -156,16 +158,42 @@ async fn status(lab: &Lab) -> PhaseStatus {
     }
 }
 
-/// Each node's prepared state, over `pool`'s connections.
-async fn status_with(lab: &Lab, pool: &Pool) -> PhaseStatus {
+/// How long one node may take to answer `status`: [`STATUS_TIMEOUT`], or the VM layer's
+/// longer limit when the VMs run under software emulation (a node busy running Kubernetes
+/// there is slow to log in, not down).
+async fn status_limit(lab: &Lab) -> Duration {
+    if crate::vms::emulated(lab).await {
+        crate::vms::PROBE_TIMEOUT_EMULATED
+    } else {
+        STATUS_TIMEOUT
+    }
+}
+
+/// Each node's prepared state, over `pool`'s connections, each within `limit`. A node whose
+/// VM libvirt reports not running is reported so at once (its SSH is not waited for).
+async fn status_with(lab: &Lab, pool: &Pool, limit: Duration) -> PhaseStatus {
     let wanted = inputs::kube_version(&lab.config);
     let containerd = lab.config.packages.containerd.as_str();
     let bundle = lab.config.packages.bundle.is_some();
     let targets = inputs::targets(&lab.config);
+    let vm_states: std::collections::BTreeMap<String, &str> = crate::vms::domain_states(lab)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let items = futures::future::join_all(targets.iter().map(|t| {
         let wanted = &wanted;
+        let vm_state = vm_states.get(&t.name).copied();
         async move {
-            match node_packages(pool, t, containerd, bundle).await {
+            if let Some(state) = vm_state.filter(|s| *s != "running") {
+                return StatusItem {
+                    name: t.name.clone(),
+                    state: format!("VM {state}"),
+                    detail: "not asked: its VM does not run (homelab up --only vms)".into(),
+                    healthy: false,
+                };
+            }
+            match node_packages(pool, t, containerd, bundle, limit).await {
                 Ok(packages) => node_item(&t.name, wanted, containerd, &packages),
                 Err(e) => StatusItem {
                     name: t.name.clone(),
@@ -257,7 +285,8 @@ impl Phase for NodesPhase {
             })
             .await?;
             // The connections of the preparation are still open: reused.
-            for item in status_with(lab, &*lab.ssh_pool()?).await.items {
+            let limit = status_limit(lab).await;
+            for item in status_with(lab, &*lab.ssh_pool()?, limit).await.items {
                 if let Some((_, warning)) = item.detail.split_once("warning: ") {
                     events(crate::phase::Event::Progress {
                         phase: NAME,

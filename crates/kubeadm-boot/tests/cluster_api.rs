@@ -232,3 +232,158 @@ async fn manifests_are_applied_server_side_and_reapplied_unchanged() {
         .await
         .unwrap();
 }
+
+/// A pod bound to `node` (no kubelet runs here: the pod stays as the API server stores it),
+/// deleted at once when evicted (grace period 0).
+fn pod_on(node: &str, name: &str, extra: &serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+    let mut pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "labels": { "app": name } },
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{ "name": "c", "image": "registry.k8s.io/pause:3.10" }],
+        },
+    });
+    if let (Some(meta), Some(add)) = (pod["metadata"].as_object_mut(), extra.as_object()) {
+        for (k, v) in add {
+            meta.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(pod).unwrap()
+}
+
+/// The names of the pods `api` lists.
+async fn names(api: &Api<k8s_openapi::api::core::v1::Pod>) -> Vec<String> {
+    api.list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect()
+}
+
+/// Drain against the real eviction API: a PodDisruptionBudget that allows no disruption makes
+/// the API server refuse the eviction (429) and the drain gives up naming the pod; without the
+/// budget every movable pod is evicted, while DaemonSet and static (mirror) pods stay, as
+/// `kubectl drain --ignore-daemonsets` leaves them.
+#[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+async fn drain_evicts_through_the_real_eviction_api_and_respects_disruption_budgets() {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let (client, plane) = cluster().await;
+    if plane.is_none() {
+        // Against a cluster someone uses, evicting pods is not a test's business.
+        return;
+    }
+    register_node(&client, "drain-w1", true).await;
+    let ns = "drain-test";
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    // The real server's ServiceAccount admission refuses pods whose service account does not
+    // exist (the fake admits anything); without kube-controller-manager nobody makes the
+    // namespace's `default` one, so the test does.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), ns);
+    let post = PostParams::default();
+    accounts
+        .create(
+            &post,
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.create(&post, &pod_on("drain-w1", "web", &serde_json::json!({})))
+        .await
+        .unwrap();
+    pods.create(
+        &post,
+        &pod_on("drain-w1", "guarded", &serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &post,
+        &pod_on(
+            "drain-w1",
+            "agent",
+            &serde_json::json!({ "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent",
+                "uid": "00000000-0000-0000-0000-000000000001", "controller": true,
+            }]}),
+        ),
+    )
+    .await
+    .unwrap();
+    // Running and Ready, as a kubelet would report them: the real eviction API lets a
+    // Pending pod go whatever its budget says (the fake did not know that), so the budget is
+    // only tested on running pods.
+    for name in ["web", "guarded", "agent"] {
+        let status = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "status": {
+                "phase": "Running",
+                "conditions": [{ "type": "Ready", "status": "True" }],
+            },
+        });
+        pods.patch_status(
+            name,
+            &PatchParams::apply("homelab-test-kubelet").force(),
+            &Patch::Apply(status),
+        )
+        .await
+        .unwrap();
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    pdbs.create(
+        &post,
+        &serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "guarded" },
+            "spec": { "maxUnavailable": 0, "selector": { "matchLabels": { "app": "guarded" } } },
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let err = nodes::drain(&client, "drain-w1", Duration::from_secs(4))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("draining drain-w1: after ") && err.contains("drain-test/guarded"),
+        "{err}"
+    );
+    let left = names(&pods).await;
+    assert!(
+        !left.contains(&"web".to_owned()),
+        "the pod without a budget was evicted: {left:?}"
+    );
+    assert!(left.contains(&"guarded".to_owned()), "{left:?}");
+    assert!(
+        nodes::list(&client)
+            .await
+            .unwrap()
+            .iter()
+            .any(|n| n.name == "drain-w1" && n.unschedulable),
+        "the node is cordoned"
+    );
+
+    pdbs.delete("guarded", &DeleteParams::default())
+        .await
+        .unwrap();
+    nodes::drain(&client, "drain-w1", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let left = names(&pods).await;
+    assert_eq!(left, ["agent"], "only the DaemonSet's pod stays");
+}
