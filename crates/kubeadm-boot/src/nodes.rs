@@ -301,21 +301,41 @@ pub async fn drain(client: &Client, node: &str, timeout: Duration) -> Result<(),
         if movable.is_empty() {
             return Ok(());
         }
+        // All at once, as `kubectl drain` does: a pod whose budget refuses its eviction does
+        // not hold up the others. kube's default client retries a 429 itself, with backoff,
+        // for minutes: each eviction is bounded by the drain's own time limit.
+        let left = timeout.saturating_sub(started.elapsed());
+        let outcomes = futures::future::join_all(
+            movable
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|pod| {
+                    let ns = pod.namespace().unwrap_or_default();
+                    let name = pod.name_any();
+                    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                    async move {
+                        let outcome =
+                            tokio::time::timeout(left, api.evict(&name, &EvictParams::default()))
+                                .await;
+                        (ns, name, outcome)
+                    }
+                }),
+        )
+        .await;
         let mut refused = Vec::new();
-        for pod in &movable {
-            let ns = pod.namespace().unwrap_or_default();
-            let name = pod.name_any();
-            if pod.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            match api.evict(&name, &EvictParams::default()).await {
-                Ok(_) => tracing::info!(node, pod = %format!("{ns}/{name}"), "evicted"),
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(kube::Error::Api(status)) if status.code == 429 => {
+        for (ns, name, outcome) in outcomes {
+            match outcome {
+                Ok(Ok(_)) => tracing::info!(node, pod = %format!("{ns}/{name}"), "evicted"),
+                Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
+                Ok(Err(kube::Error::Api(status))) if status.code == 429 => {
                     refused.push(format!("{ns}/{name} ({})", status.message));
                 }
-                Err(e) => return Err(api_err(format!("evicting {ns}/{name} from {node}"))(e)),
+                Ok(Err(e)) => {
+                    return Err(api_err(format!("evicting {ns}/{name} from {node}"))(e));
+                }
+                Err(_) => refused.push(format!(
+                    "{ns}/{name} (its eviction was still refused when the time ran out: a disruption budget?)"
+                )),
             }
         }
         // Wait for the evicted pods to go, by watching each one's deletion.
