@@ -395,8 +395,17 @@ pub struct ComponentVersions {
     pub cert_manager: PinnedVersion,
     /// External Secrets Operator Helm chart.
     pub external_secrets: PinnedVersion,
-    /// Argo CD Helm chart.
+    /// The Argo CD release the platform bootstrap installs (its `manifests/install.yaml`), a
+    /// tag such as `v3.2.0`.
     pub argocd: PinnedVersion,
+    /// The argo-cd Helm chart whose appVersion is that release (9.1.0 ships v3.2.0), for
+    /// when Argo CD manages itself from the GitOps repository.
+    pub argocd_chart: PinnedVersion,
+    /// sha256 of that release's `install.yaml`; the bootstrap applies it only when it
+    /// matches. Without it, the digest homelab knows for its default release
+    /// ([`ComponentVersions::argocd_pin`]), else the one `homelab.lock` recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argocd_manifest_sha256: Option<String>,
     /// Harbor Helm chart.
     pub harbor: PinnedVersion,
     /// Actions Runner Controller (gha-runner-scale-set) charts.
@@ -405,9 +414,28 @@ pub struct ComponentVersions {
     pub local_path_provisioner: PinnedVersion,
 }
 
+/// The Argo CD release of the embedded default (the appVersion of the argo-cd chart 9.1.0).
+pub const ARGOCD_RELEASE: &str = "v3.2.0";
+
+/// sha256 of [`ARGOCD_RELEASE`]'s `manifests/install.yaml`, the bytes of the file at that tag
+/// (as GitHub serves it raw, and as the Go module proxy serves it in the module
+/// `github.com/argoproj/argo-cd/v3`).
+pub const ARGOCD_MANIFEST_SHA256: &str =
+    "51299a0ff760849a4b92bb6c0044875bc17f0725c0a475203cd555457b2e38a4";
+
 fn pinned(text: &str) -> PinnedVersion {
     // Only called with the literals below; a unit test parses every one of them.
     PinnedVersion::new_unchecked(text)
+}
+
+impl ComponentVersions {
+    /// The digest Argo CD's install manifest must have: the pin in the file, else the one
+    /// homelab knows for [`ARGOCD_RELEASE`], else none (the lock file records it).
+    pub fn argocd_pin(&self) -> Option<&str> {
+        self.argocd_manifest_sha256
+            .as_deref()
+            .or_else(|| (self.argocd.as_str() == ARGOCD_RELEASE).then_some(ARGOCD_MANIFEST_SHA256))
+    }
 }
 
 impl Default for ComponentVersions {
@@ -419,7 +447,9 @@ impl Default for ComponentVersions {
             ingress_nginx: pinned("4.13.3"),
             cert_manager: pinned("v1.19.1"),
             external_secrets: pinned("0.20.4"),
-            argocd: pinned("9.1.0"),
+            argocd: pinned(ARGOCD_RELEASE),
+            argocd_chart: pinned("9.1.0"),
+            argocd_manifest_sha256: None,
             harbor: pinned("1.18.0"),
             actions_runner_controller: pinned("0.13.0"),
             local_path_provisioner: pinned("v0.0.32"),

@@ -37,6 +37,7 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
     libvirt(config, &mut out);
     packages(config, &mut out);
     harbor(config, &mut out);
+    versions(config, &mut out);
     integrations(config, &mut out);
     phases(config, &mut out);
     out
@@ -596,6 +597,47 @@ fn harbor(config: &Config, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// A release tag (`v3.2.0`) where one is meant, and digests that are sha256 hex.
+fn versions(config: &Config, out: &mut Vec<Diagnostic>) {
+    let v = &config.versions;
+    let release = v.argocd.as_str();
+    let tag = release.strip_prefix('v').is_some_and(|rest| {
+        rest.split('.').count() == 3
+            && rest
+                .split('.')
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if !tag {
+        out.push(
+            Diagnostic::error(
+                p("versions.argocd"),
+                format!("`{release}` is not an Argo CD release tag (vMAJOR.MINOR.PATCH)"),
+            )
+            .with_help(format!(
+                "versions.argocd names the Argo CD release the bootstrap installs, such as \"{}\"; the argo-cd Helm chart's version goes in versions.argocd_chart",
+                crate::model::ARGOCD_RELEASE
+            )),
+        );
+    }
+    for (key, pin) in [
+        ("versions.argocd_manifest_sha256", &v.argocd_manifest_sha256),
+        (
+            "versions.flannel_manifest_sha256",
+            &v.flannel_manifest_sha256,
+        ),
+    ] {
+        if let Some(pin) = pin {
+            let hex = pin.trim().trim_start_matches("sha256:");
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                out.push(Diagnostic::error(
+                    p(key),
+                    format!("`{pin}` is not a sha256 digest (64 hexadecimal digits)"),
+                ));
+            }
+        }
+    }
+}
+
 /// Checks that `value` is a URL with one of `schemes` and no credentials in it.
 fn url_check(key: &str, value: &str, schemes: &[&str], out: &mut Vec<Diagnostic>) {
     if value.is_empty() {
@@ -877,6 +919,36 @@ mod tests {
     #[test]
     fn default_is_clean() {
         assert_eq!(validate(&Config::default()), vec![]);
+    }
+
+    #[test]
+    fn argocd_names_a_release_and_pins_are_digests() {
+        let mut c = Config::default();
+        // The old meaning of the key: the Helm chart's version.
+        c.versions.argocd = crate::PinnedVersion::new_unchecked("9.1.0");
+        c.versions.argocd_manifest_sha256 = Some("abc".into());
+        c.versions.flannel_manifest_sha256 = Some(format!("sha256:{}", "A".repeat(64)));
+        let diags = validate(&c);
+        assert_eq!(
+            diags.iter().map(|d| d.path.to_string()).collect::<Vec<_>>(),
+            ["versions.argocd", "versions.argocd_manifest_sha256"]
+        );
+        assert!(
+            diags[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("versions.argocd_chart"),
+            "{diags:?}"
+        );
+        // The default release has a known digest; another release has none until pinned.
+        let mut c = Config::default();
+        assert_eq!(c.versions.argocd_pin(), Some(crate::ARGOCD_MANIFEST_SHA256));
+        c.versions.argocd = crate::PinnedVersion::new_unchecked("v3.2.1");
+        assert_eq!(c.versions.argocd_pin(), None);
+        c.versions.argocd_manifest_sha256 = Some("0".repeat(64));
+        assert_eq!(c.versions.argocd_pin(), Some("0".repeat(64).as_str()));
+        assert!(errors_at(&c).is_empty());
     }
 
     #[test]

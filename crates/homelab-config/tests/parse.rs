@@ -358,7 +358,7 @@ fn config_strategy() -> impl Strategy<Value = Config> {
         ]),
     );
     let versions = (
-        prop::collection::vec(pinned(), 9),
+        prop::collection::vec(pinned(), 10),
         proptest::option::of("[0-9a-f]{64}"),
         "[0-9A-F]{40}",
     );
@@ -462,6 +462,7 @@ fn config_strategy() -> impl Strategy<Value = Config> {
                 &mut v.cert_manager,
                 &mut v.external_secrets,
                 &mut v.argocd,
+                &mut v.argocd_chart,
                 &mut v.harbor,
                 &mut v.actions_runner_controller,
                 &mut v.local_path_provisioner,
@@ -469,6 +470,11 @@ fn config_strategy() -> impl Strategy<Value = Config> {
             .into_iter()
             .zip(pins)
             .for_each(|(slot, pin)| *slot = pin);
+            // An Argo CD release is a tag: vMAJOR.MINOR.PATCH.
+            v.argocd = format!("v{}", v.argocd.as_str().trim_start_matches('v'))
+                .parse()
+                .unwrap();
+            v.argocd_manifest_sha256.clone_from(&sha);
             v.flannel_manifest_sha256 = sha;
             let (host, project, password, sizes) = harbor;
             let h = &mut conf.harbor;

@@ -45,6 +45,9 @@ pub enum Error {
     /// A downloaded artifact could not be had or did not match its digest.
     #[error(transparent)]
     Artifact(#[from] crate::lock::ArtifactError),
+    /// The platform layer failed.
+    #[error(transparent)]
+    Platform(#[from] platform::PlatformError),
     /// A phase took longer than `phases.<name>.timeout`.
     #[error("phase {phase} did not finish within {} (phases.{phase}.timeout)", humanize(*after))]
     Timeout {

@@ -406,6 +406,75 @@ pub fn kubeconfig_path(config: &Config) -> PathBuf {
     expand_home(&config.cluster.kubeconfig)
 }
 
+/// The platform layer's input: the fixed addresses, Harbor's URL and which optional
+/// components the features deploy.
+pub fn platform_spec(config: &Config) -> platform::components::PlatformSpec {
+    platform::components::PlatformSpec {
+        ingress_ip: config.network.load_balancer_ips.ingress,
+        argocd_ip: config.network.load_balancer_ips.argocd,
+        harbor_url: config.harbor.url.clone(),
+        external_secrets: config.features.external_secrets,
+        runners: config.features.runners
+            && config
+                .github
+                .as_ref()
+                .is_some_and(|g| !g.runners.is_empty()),
+    }
+}
+
+/// The GitOps repository scaffold's input (`gitops::scaffold`), or `None` without
+/// `[gitops] repo_url` (the Applications point at that repository).
+pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {
+    let gitops_config = config.gitops.clone().filter(|g| !g.repo_url.is_empty())?;
+    let v = &config.versions;
+    let versions = [
+        ("metallb", v.metallb.as_str()),
+        ("ingress_nginx", v.ingress_nginx.as_str()),
+        ("cert_manager", v.cert_manager.as_str()),
+        ("external_secrets", v.external_secrets.as_str()),
+        ("harbor", v.harbor.as_str()),
+        (
+            "actions_runner_controller",
+            v.actions_runner_controller.as_str(),
+        ),
+        ("local_path_provisioner", v.local_path_provisioner.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let lb = &config.network.load_balancer_ips;
+    let runners = if config.features.runners {
+        config
+            .github
+            .iter()
+            .flat_map(|g| g.runners.iter())
+            .map(|r| gitops::scaffold::Runner {
+                repository: r.name.clone(),
+                min: r.min,
+                max: r.max,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Some(gitops::scaffold::Spec {
+        repo_url: gitops_config.repo_url,
+        branch: gitops_config.branch,
+        metallb_range: config.network.metallb_range.to_string(),
+        ingress_ip: lb.ingress.to_string(),
+        harbor_ip: lb.harbor.to_string(),
+        argocd_ip: lb.argocd.to_string(),
+        versions,
+        external_secrets: config.features.external_secrets,
+        github_owner: config
+            .github
+            .as_ref()
+            .map(|g| g.owner.clone())
+            .unwrap_or_default(),
+        runners,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,7 @@ pub mod lock;
 pub mod nodes;
 mod phase;
 mod pipeline;
+pub mod platform;
 pub mod vms;
 
 pub use error::Error;

@@ -127,9 +127,10 @@ impl Pipeline {
     }
 
     /// The home lab's pipeline for `lab`: the VMs and the cluster (for
-    /// `cluster.provider = "libvirt"`), or the existing cluster alone.
+    /// `cluster.provider = "libvirt"`), or the existing cluster alone; then the platform
+    /// when `[gitops] repo_url` names the repository Argo CD deploys it from.
     pub fn for_lab(lab: &Lab) -> Self {
-        let phases: Vec<Box<dyn Phase>> = match lab.config.cluster.provider {
+        let mut phases: Vec<Box<dyn Phase>> = match lab.config.cluster.provider {
             homelab_config::ClusterProvider::Libvirt => vec![
                 Box::new(crate::vms::VmsPhase),
                 Box::new(crate::nodes::NodesPhase),
@@ -139,6 +140,9 @@ impl Pipeline {
                 vec![Box::new(crate::cluster::ExistingCluster)]
             }
         };
+        if crate::platform::wanted(lab) {
+            phases.push(Box::new(crate::platform::PlatformPhase));
+        }
         Self::new(phases)
     }
 

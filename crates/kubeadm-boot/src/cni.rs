@@ -3,11 +3,8 @@
 //! structured edit of its `net-conf.json`), and applied by server-side apply through `kube`. Waiting for the
 //! nodes to become Ready afterwards is [`crate::nodes::wait_ready`].
 
-use std::collections::HashMap;
-
 use ipnet::Ipv4Net;
-use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::api::DynamicObject;
 use kube::{Client, ResourceExt};
 
 /// The field manager homelab applies with.
@@ -16,16 +13,9 @@ pub const FIELD_MANAGER: &str = "homelab";
 /// The pod network could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
-    /// A document of the manifest is not a Kubernetes object.
-    #[error("{source_name}: document {index}: {message}")]
-    Parse {
-        /// Manifest name (URL or file).
-        source_name: String,
-        /// 1-based document number.
-        index: usize,
-        /// Why.
-        message: String,
-    },
+    /// The manifest does not parse, or its apply failed.
+    #[error(transparent)]
+    Manifest(#[from] kube_manifest::ManifestError),
     /// The manifest has no Flannel network configuration to set the pod CIDR in.
     #[error(
         "no ConfigMap with a net-conf.json in the manifest: is this Flannel's kube-flannel.yml?"
@@ -39,26 +29,6 @@ pub enum CniError {
         /// Why.
         message: String,
     },
-    /// An object's apiVersion is malformed.
-    #[error("{kind} {name}: {message}")]
-    ApiVersion {
-        /// Kind.
-        kind: String,
-        /// `namespace/name` or `name`.
-        name: String,
-        /// Why.
-        message: String,
-    },
-    /// The API server refused an object or could not be reached.
-    #[error("applying {kind} {name}: {source}")]
-    Apply {
-        /// Kind.
-        kind: String,
-        /// `namespace/name` or `name`.
-        name: String,
-        /// The client's error.
-        source: kube::Error,
-    },
 }
 
 /// Where Flannel publishes the manifest of a release.
@@ -71,28 +41,7 @@ pub fn flannel_manifest_url(version: &str) -> String {
 /// # Errors
 /// A document is not YAML or not an object with apiVersion, kind and metadata.name.
 pub fn parse_manifest(source_name: &str, text: &str) -> Result<Vec<DynamicObject>, CniError> {
-    use serde::Deserialize;
-    let mut objects = Vec::new();
-    for (i, document) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let err = |message: String| CniError::Parse {
-            source_name: source_name.to_owned(),
-            index: i + 1,
-            message,
-        };
-        let value = serde_norway::Value::deserialize(document).map_err(|e| err(e.to_string()))?;
-        if value.is_null() {
-            continue;
-        }
-        let object: DynamicObject =
-            serde_norway::from_value(value).map_err(|e| err(e.to_string()))?;
-        if object.types.is_none() || object.metadata.name.is_none() {
-            return Err(err(
-                "not a Kubernetes object (apiVersion, kind and metadata.name are needed)".into(),
-            ));
-        }
-        objects.push(object);
-    }
-    Ok(objects)
+    Ok(kube_manifest::parse(source_name, text)?)
 }
 
 /// Sets Flannel's pod network (`Network` in the `net-conf.json` of its ConfigMap) to
@@ -140,15 +89,6 @@ pub fn set_pod_network(objects: &mut [DynamicObject], pod_cidr: Ipv4Net) -> Resu
     }
 }
 
-/// Namespaces and CustomResourceDefinitions first, so that what lives in them can follow.
-fn apply_order(object: &DynamicObject) -> u8 {
-    match object.types.as_ref().map(|t| t.kind.as_str()) {
-        Some("Namespace") => 0,
-        Some("CustomResourceDefinition") => 1,
-        _ => 2,
-    }
-}
-
 /// Applies `objects` by server-side apply (field manager [`FIELD_MANAGER`], conflicts
 /// forced, as a reconciler owning these objects does), namespaces first. Each kind's
 /// resource and scope come from API discovery. Returns what was applied, as
@@ -157,52 +97,9 @@ fn apply_order(object: &DynamicObject) -> u8 {
 /// # Errors
 /// Discovery or an apply fails; the error names the object.
 pub async fn apply(client: &Client, objects: &[DynamicObject]) -> Result<Vec<String>, CniError> {
-    let mut ordered: Vec<&DynamicObject> = objects.iter().collect();
-    ordered.sort_by_key(|o| apply_order(o));
-    let mut kinds: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)> = HashMap::new();
-    let mut applied = Vec::new();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    for object in ordered {
-        let types = object.types.clone().unwrap_or_default();
-        let name = object.name_any();
-        let label = |ns: Option<&str>| match ns {
-            Some(ns) => format!("{ns}/{name}"),
-            None => name.clone(),
-        };
-        let gvk = GroupVersionKind::try_from(&types).map_err(|e| CniError::ApiVersion {
-            kind: types.kind.clone(),
-            name: label(object.namespace().as_deref()),
-            message: e.to_string(),
-        })?;
-        if !kinds.contains_key(&gvk) {
-            let found = kube::discovery::pinned_kind(client, &gvk)
-                .await
-                .map_err(|source| CniError::Apply {
-                    kind: types.kind.clone(),
-                    name: label(object.namespace().as_deref()),
-                    source,
-                })?;
-            kinds.insert(gvk.clone(), found);
-        }
-        let (resource, caps) = &kinds[&gvk];
-        let namespace = match caps.scope {
-            Scope::Namespaced => Some(object.namespace().unwrap_or_else(|| "default".into())),
-            Scope::Cluster => None,
-        };
-        let api: Api<DynamicObject> = match &namespace {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
-            None => Api::all_with(client.clone(), resource),
-        };
-        api.patch(&name, &params, &Patch::Apply(object))
-            .await
-            .map_err(|source| CniError::Apply {
-                kind: types.kind.clone(),
-                name: label(namespace.as_deref()),
-                source,
-            })?;
-        applied.push(format!("{} {}", types.kind, label(namespace.as_deref())));
-    }
-    Ok(applied)
+    let options = kube_manifest::ApplyOptions::new(FIELD_MANAGER);
+    let applied = kube_manifest::apply(client, objects, &options).await?;
+    Ok(applied.iter().map(ToString::to_string).collect())
 }
 
 #[cfg(test)]

@@ -5,8 +5,11 @@
 //! merge), delete and pod eviction, and API discovery for the kinds it is told about; and it
 //! records every request (method, path, query, content type, body) for tests to check.
 //!
+//! Like the real server, a patch that changes nothing keeps the object's resourceVersion
+//! (and sends no watch event), and `dryRun=All` stores nothing.
+//!
 //! It is not an API server: no admission, no defaulting, no field ownership. Tests that need
-//! those run against a real cluster (`KUBECONFIG`).
+//! those run against a real API server (`control_plane`, or the cluster `KUBECONFIG` names).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -83,6 +86,24 @@ pub const CORE_KINDS: &[Kind] = &[
         plural: "daemonsets",
         kind: "DaemonSet",
         namespaced: true,
+    },
+    Kind {
+        api_version: "apps/v1",
+        plural: "statefulsets",
+        kind: "StatefulSet",
+        namespaced: true,
+    },
+    Kind {
+        api_version: "discovery.k8s.io/v1",
+        plural: "endpointslices",
+        kind: "EndpointSlice",
+        namespaced: true,
+    },
+    Kind {
+        api_version: "apiextensions.k8s.io/v1",
+        plural: "customresourcedefinitions",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
     },
     Kind {
         api_version: "apps/v1",
@@ -528,6 +549,20 @@ impl ApiServer {
                         ),
                     );
                 };
+                // As the real server: a write that changes nothing keeps the resourceVersion
+                // and sends no watch event; a dry run (`dryRun=All`) stores nothing.
+                if let Some(before) = state.objects.get(&key(name))
+                    && *before == object
+                {
+                    return respond(200, before);
+                }
+                if params.get("dryRun").is_some_and(|d| d == "All") {
+                    let mut answer = object;
+                    if answer["metadata"]["uid"].is_null() {
+                        answer["metadata"]["uid"] = json!(format!("uid-{name}-dry-run"));
+                    }
+                    return respond(200, &answer);
+                }
                 let stored = Self::store(&mut state, key(name), object);
                 drop(state);
                 self.changed.notify_waiters();

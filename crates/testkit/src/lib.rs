@@ -4,6 +4,7 @@
 //! the Kubernetes API server for fast unit tests of `kube` code. [`registry::Registry`] runs
 //! Debian's `docker-registry` on loopback; [`harbor_fake::HarborFake`] is a contract fake of
 //! Harbor's REST API.
+//! [`upstream`] fetches upstream release files (Argo CD's install manifest) to test against.
 
 pub mod apt_repo;
 pub mod control_plane;
@@ -11,6 +12,7 @@ pub mod harbor_fake;
 pub mod kube_api;
 pub mod registry;
 pub mod token_server;
+pub mod upstream;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,169 @@
+//! `homelab-platform`: the platform layer of homelab.
+#![allow(
+    clippy::doc_markdown,
+    reason = "doc comments here are --help text, read in a terminal"
+)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use homelab_cli_common::{LogArgs, TextOrJson};
+use platform::components::{Component, components};
+use platform::wait::{ComponentStatus, Progress, WaitOptions};
+
+/// The platform on the cluster (MetalLB, ingress-nginx, cert-manager and its issuers,
+/// local-path storage, External Secrets, Argo CD, Harbor, the Actions Runner Controller):
+/// each component's deep readiness checks, what they see now, and a wait that follows the
+/// Argo CD sync waves in order. "Ready" means working: CRDs Established, workloads rolled
+/// out, admission webhooks with ready endpoints that accept a server-side dry run, the fixed
+/// load-balancer addresses given, issuers Ready, Harbor's health green.
+#[derive(Debug, Parser)]
+#[command(name = "homelab-platform", version, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    config: homelab_cli_common::ConfigArg,
+    #[command(flatten)]
+    log: LogArgs,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = TextOrJson::Text)]
+    output: TextOrJson,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the components, their waves and their checks, from homelab.toml (no cluster
+    /// needed).
+    Checks,
+    /// Ask the cluster: every check of every component, stopping per component at the first
+    /// that fails. Exit status 1 when a component is not ready.
+    Status {
+        /// Kubeconfig context (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Wait for the components wave by wave, re-checking whenever a watched object changes.
+    /// Exit status 1 with the component, the check and what it last saw when time runs out.
+    Wait {
+        /// Kubeconfig context (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+        /// How long to wait in all.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
+        timeout: Duration,
+    },
+}
+
+async fn client(context: Option<String>) -> Result<kube::Client> {
+    let config = kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions {
+        context,
+        ..Default::default()
+    })
+    .await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn table(config: &homelab_config::Config) -> Vec<Component> {
+    components(&homelab::inputs::platform_spec(config))
+}
+
+fn print_statuses(json: bool, statuses: &[ComponentStatus]) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(statuses)?);
+        return Ok(());
+    }
+    for s in statuses {
+        let state = if s.ready { "ready" } else { "NOT READY" };
+        println!("wave {:>2}  {:<28} {state}", s.wave, s.name);
+        for c in &s.checks {
+            match &c.outcome {
+                Some(o) => println!(
+                    "           {} {}: {}",
+                    if o.ok { "ok  " } else { "FAIL" },
+                    c.check,
+                    o.detail
+                ),
+                None => println!("           -    {} (not asked)", c.check),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.output == TextOrJson::Json;
+    let config = homelab_config::ConfigSource::discover(cli.config.config.as_deref())
+        .load()?
+        .config;
+    let components = table(&config);
+    let http = reqwest::Client::new();
+    match cli.command {
+        Command::Checks => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&components)?);
+            } else {
+                for c in &components {
+                    println!("wave {:>2}  {}", c.wave, c.name);
+                    for check in &c.checks {
+                        println!("           {check}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { context } => {
+            let client = client(context).await?;
+            let statuses = platform::wait::status(&client, &http, &components).await;
+            print_statuses(json, &statuses)?;
+            Ok(if statuses.iter().all(|s| s.ready) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Wait { context, timeout } => {
+            let client = client(context).await?;
+            let options = WaitOptions {
+                timeout,
+                ..WaitOptions::default()
+            };
+            let statuses =
+                platform::wait::wait(&client, &http, &components, &options, &|p| match p {
+                    Progress::Wave { wave, components } => {
+                        eprintln!("wave {wave}: {}", components.join(", "));
+                    }
+                    Progress::Waiting {
+                        component,
+                        check,
+                        detail,
+                    } => eprintln!("  {component}: waiting for {check}: {detail}"),
+                    Progress::Ready { component, elapsed } => {
+                        eprintln!("  {component}: ready ({}s)", elapsed.as_secs());
+                    }
+                })
+                .await?;
+            print_statuses(json, &statuses)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = cli.log.clone();
+    homelab_cli_common::run_main(&log, move || run(cli))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

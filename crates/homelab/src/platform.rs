@@ -1,0 +1,346 @@
+//! The `platform` phase: Argo CD bootstrapped into the cluster from its pinned release
+//! manifest, the root Application of the GitOps repository (`[gitops] repo_url`), and the
+//! platform's components followed wave by wave until each works ([`platform`]). In the
+//! pipeline only when `[gitops] repo_url` is set: the platform is what Argo CD deploys from
+//! that repository.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::error::Error;
+use crate::inputs;
+use crate::lab::Lab;
+use crate::lock::{self, LockFile};
+use crate::phase::{
+    Change, Check, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem,
+};
+
+/// The phase's name.
+pub const NAME: &str = "platform";
+
+/// Argo CD's namespace.
+pub const ARGOCD_NAMESPACE: &str = "argocd";
+
+/// The `platform` phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlatformPhase;
+
+/// Whether the pipeline has a platform phase for this configuration.
+pub fn wanted(lab: &Lab) -> bool {
+    inputs::gitops_spec(&lab.config).is_some()
+}
+
+/// Argo CD's install manifest of `versions.argocd`, checked against its pin (the file's,
+/// else the one homelab knows for its default release, else the digest `homelab.lock`
+/// recorded on first use).
+///
+/// # Errors
+/// The download fails or the digest differs.
+pub async fn argocd_manifest(lab: &Lab, events: Events<'_>) -> Result<(String, Vec<u8>), Error> {
+    let url = platform::argocd::install_manifest_url(lab.config.versions.argocd.as_str());
+    let mut lock = LockFile::load(&lab.lock_path())?;
+    let fetched = lock::fetch(
+        &reqwest::Client::new(),
+        &url,
+        lab.config.versions.argocd_pin(),
+        &mut lock,
+        lab.options.update_lock,
+    )
+    .await?;
+    if fetched.recorded {
+        events(Event::Progress {
+            phase: NAME,
+            message: format!(
+                "recorded sha256 {} of {url} in {} (commit it beside homelab.toml, or pin it as versions.argocd_manifest_sha256)",
+                fetched.sha256,
+                lock.path().display()
+            ),
+        });
+    }
+    Ok((url, fetched.bytes))
+}
+
+/// What the bootstrap installs: the manifest's objects and the GitOps repository's root
+/// Application.
+///
+/// # Errors
+/// The manifest does not parse, or there is no `[gitops] repo_url`.
+pub fn bootstrap_spec(
+    lab: &Lab,
+    source: &str,
+    manifest: &[u8],
+) -> Result<platform::argocd::Bootstrap, Error> {
+    let objects = kube_manifest::parse(source, &String::from_utf8_lossy(manifest))
+        .map_err(platform::PlatformError::from)?;
+    let spec = inputs::gitops_spec(&lab.config).ok_or_else(|| {
+        platform::PlatformError::Manifest(
+            "set [gitops] repo_url in homelab.toml: Argo CD deploys the platform from it".into(),
+        )
+    })?;
+    let files = gitops::scaffold::files(&spec)
+        .map_err(|e| platform::PlatformError::Manifest(e.to_string()))?;
+    let root_text = files
+        .iter()
+        .find(|(path, _)| path.ends_with("bootstrap/root.yaml"))
+        .map(|(_, text)| text.clone())
+        .ok_or_else(|| {
+            platform::PlatformError::Manifest(
+                "the GitOps scaffold has no bootstrap/root.yaml".into(),
+            )
+        })?;
+    let root: gitops::types::Application = root_application(&root_text)?;
+    Ok(platform::argocd::Bootstrap {
+        namespace: ARGOCD_NAMESPACE.into(),
+        manifest: objects,
+        // A private repository's credentials have no place in homelab.toml yet: Argo CD
+        // clones the repository anonymously.
+        repository: None,
+        root,
+    })
+}
+
+fn root_application(text: &str) -> Result<gitops::types::Application, Error> {
+    let objects =
+        kube_manifest::parse("bootstrap/root.yaml", text).map_err(platform::PlatformError::from)?;
+    let object = objects
+        .into_iter()
+        .next()
+        .ok_or_else(|| platform::PlatformError::Manifest("bootstrap/root.yaml is empty".into()))?;
+    serde_json::to_value(object)
+        .and_then(serde_json::from_value)
+        .map_err(|e| platform::PlatformError::Manifest(format!("bootstrap/root.yaml: {e}")).into())
+}
+
+fn components(lab: &Lab) -> Vec<platform::components::Component> {
+    platform::components::components(&inputs::platform_spec(&lab.config))
+}
+
+fn wait_options(lab: &Lab) -> platform::wait::WaitOptions {
+    platform::wait::WaitOptions {
+        timeout: lab.config.phases.platform.timeout.0,
+        ..platform::wait::WaitOptions::default()
+    }
+}
+
+impl Phase for PlatformPhase {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Result<PhasePlan, Error>> {
+        async move {
+            let Ok(client) = lab.kube_client().await else {
+                return Ok(PhasePlan::pending(
+                    NAME,
+                    "the cluster does not answer yet: Argo CD is installed once it does",
+                ));
+            };
+            if client.apiserver_version().await.is_err() {
+                return Ok(PhasePlan::pending(
+                    NAME,
+                    "the cluster does not answer yet: Argo CD is installed once it does",
+                ));
+            }
+            let (source, bytes) = argocd_manifest(lab, &|_| {}).await?;
+            let spec = bootstrap_spec(lab, &source, &bytes)?;
+            let applied =
+                platform::argocd::bootstrap(&client, &spec, true, &wait_options(lab), &|_| {})
+                    .await?;
+            let (changed, unchanged): (Vec<_>, Vec<_>) =
+                applied.into_iter().partition(|a| a.changed);
+            let mut changes: Vec<Change> = changed
+                .iter()
+                .map(|a| Change {
+                    action: "apply".into(),
+                    object: a.to_string(),
+                    detail: None,
+                })
+                .collect();
+            let http = reqwest::Client::new();
+            for status in platform::wait::status(&client, &http, &components(lab)).await {
+                if let Some((check, detail)) = status.failing() {
+                    changes.push(Change {
+                        action: "wait".into(),
+                        object: format!("{} (wave {})", status.name, status.wave),
+                        detail: Some(format!("{check}: {detail}")),
+                    });
+                }
+            }
+            Ok(PhasePlan {
+                phase: NAME,
+                changes,
+                unchanged: unchanged.len(),
+                pending: None,
+            })
+        }
+        .boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        lab: &'a Lab,
+        events: Events<'a>,
+    ) -> BoxFuture<'a, Result<PhaseReport, Error>> {
+        async move {
+            let client = lab.kube_client().await?;
+            let (source, bytes) = argocd_manifest(lab, events).await?;
+            let spec = bootstrap_spec(lab, &source, &bytes)?;
+            let report = |p: &platform::wait::Progress| {
+                let message = match p {
+                    platform::wait::Progress::Wave { wave, components } => {
+                        format!("wave {wave}: {}", components.join(", "))
+                    }
+                    platform::wait::Progress::Waiting {
+                        component,
+                        check,
+                        detail,
+                    } => format!("{component}: waiting for {check}: {detail}"),
+                    platform::wait::Progress::Ready { component, elapsed } => {
+                        format!("{component}: ready after {}s", elapsed.as_secs())
+                    }
+                };
+                events(Event::Progress {
+                    phase: NAME,
+                    message,
+                });
+            };
+            let options = wait_options(lab);
+            let applied =
+                platform::argocd::bootstrap(&client, &spec, false, &options, &report).await?;
+            let changed = applied.iter().filter(|a| a.changed).count();
+            events(Event::Progress {
+                phase: NAME,
+                message: format!(
+                    "Argo CD {} installed ({changed} objects changed); following the platform's waves",
+                    lab.config.versions.argocd
+                ),
+            });
+            let http = reqwest::Client::new();
+            let ready =
+                platform::wait::wait(&client, &http, &components(lab), &options, &report).await?;
+            Ok(PhaseReport {
+                phase: NAME,
+                changed,
+                unchanged: applied.len() - changed + ready.len(),
+            })
+        }
+        .boxed()
+    }
+
+    fn status<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, PhaseStatus> {
+        async move {
+            let client = match lab.kube_client().await {
+                Ok(c) => c,
+                Err(e) => {
+                    return PhaseStatus {
+                        phase: NAME,
+                        items: Vec::new(),
+                        error: Some(e.to_string()),
+                    };
+                }
+            };
+            let http = reqwest::Client::new();
+            let items = platform::wait::status(&client, &http, &components(lab))
+                .await
+                .into_iter()
+                .map(|s| StatusItem {
+                    state: if s.ready { "ready" } else { "not ready" }.into(),
+                    detail: match s.failing() {
+                        Some((check, detail)) => format!("wave {}: {check}: {detail}", s.wave),
+                        None => format!("wave {}: {} checks hold", s.wave, s.checks.len()),
+                    },
+                    healthy: s.ready,
+                    name: s.name,
+                })
+                .collect();
+            PhaseStatus {
+                phase: NAME,
+                items,
+                error: None,
+            }
+        }
+        .boxed()
+    }
+
+    fn verify<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Vec<Check>> {
+        async move {
+            let client = match lab.kube_client().await {
+                Ok(c) => c,
+                Err(e) => {
+                    return vec![Check::fail(
+                        NAME,
+                        "cluster",
+                        e.to_string(),
+                        "run `homelab up --until cluster` first",
+                    )];
+                }
+            };
+            let http = reqwest::Client::new();
+            let mut checks = Vec::new();
+            // Every check of every component, even after one fails.
+            for component in components(lab) {
+                for check in &component.checks {
+                    let outcome = check.evaluate(&client, &http).await;
+                    let name = format!("{}: {check}", component.name);
+                    checks.push(if outcome.ok {
+                        Check::pass(NAME, name, outcome.detail)
+                    } else {
+                        Check::fail(
+                            NAME,
+                            name,
+                            outcome.detail,
+                            format!(
+                                "see Argo CD's Application {} (homelab-gitops status), then `homelab up --only platform`",
+                                component.name
+                            ),
+                        )
+                    });
+                }
+            }
+            checks
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab(repo_url: Option<&str>) -> Lab {
+        Lab::new(homelab_config::Config {
+            gitops: repo_url.map(|url| homelab_config::GitopsConfig {
+                repo_url: url.into(),
+                ..homelab_config::GitopsConfig::default()
+            }),
+            ..homelab_config::Config::default()
+        })
+    }
+
+    #[test]
+    fn the_platform_phase_follows_the_cluster_only_with_a_gitops_repository() {
+        let without = crate::Pipeline::for_lab(&lab(None));
+        assert_eq!(without.names(), ["vms", "nodes", "cluster"]);
+        let with = crate::Pipeline::for_lab(&lab(Some("https://git.example/lab.git")));
+        assert_eq!(with.names(), ["vms", "nodes", "cluster", "platform"]);
+    }
+
+    #[test]
+    fn the_bootstrap_installs_the_manifest_and_the_scaffold_s_root_application() {
+        let lab = lab(Some("https://git.example/lab.git"));
+        let manifest = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: argocd-cm\n";
+        let spec = bootstrap_spec(&lab, "install.yaml", manifest).unwrap();
+        assert_eq!(spec.namespace, "argocd");
+        assert_eq!(spec.manifest.len(), 1);
+        assert_eq!(spec.root.metadata.name.as_deref(), Some("root"));
+        assert_eq!(
+            spec.root.spec.source.as_ref().unwrap().repo_url,
+            "https://git.example/lab.git"
+        );
+        let err = bootstrap_spec(&lab, "install.yaml", b"kind: [").unwrap_err();
+        assert!(
+            err.to_string().starts_with("install.yaml: document 1"),
+            "{err}"
+        );
+    }
+}

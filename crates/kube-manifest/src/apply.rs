@@ -1,0 +1,281 @@
+//! Server-side apply of a manifest's objects, in dependency order.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, ResourceExt};
+
+use crate::ManifestError;
+
+/// How [`apply`] applies.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// The field manager every object is applied with (one per tool, so that its fields
+    /// are its own and a re-run is a no-op).
+    pub field_manager: String,
+    /// Take fields another manager owns instead of failing with a conflict (what a tool
+    /// that owns these objects does; `false` reports the conflict).
+    pub force: bool,
+    /// Ask the server what would change (`dryRun=All`) without changing anything.
+    pub dry_run: bool,
+    /// How long a CustomResourceDefinition may take to become `Established`.
+    pub crd_timeout: Duration,
+    /// Where namespaced objects without a namespace go (`kubectl apply -n`); `default`
+    /// when unset.
+    pub namespace: Option<String>,
+}
+
+impl ApplyOptions {
+    /// Forced apply as `field_manager`, for real, CRDs given a minute.
+    pub fn new(field_manager: impl Into<String>) -> Self {
+        Self {
+            field_manager: field_manager.into(),
+            force: true,
+            dry_run: false,
+            crd_timeout: Duration::from_secs(60),
+            namespace: None,
+        }
+    }
+}
+
+/// One object [`apply`] sent (or, in a dry run, would send).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Its kind.
+    pub kind: String,
+    /// `namespace/name`, or `name` for a cluster-scoped object.
+    pub name: String,
+    /// Whether the apply created or changed it (an unchanged object keeps its
+    /// resourceVersion).
+    pub changed: bool,
+}
+
+impl fmt::Display for Applied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.name)
+    }
+}
+
+/// `namespace/name`, or `name` without a namespace.
+pub fn label(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// Namespaces first, then CustomResourceDefinitions, then everything else.
+fn rank(object: &DynamicObject) -> u8 {
+    match object.types.as_ref().map(|t| t.kind.as_str()) {
+        Some("Namespace") => 0,
+        Some("CustomResourceDefinition") => 1,
+        _ => 2,
+    }
+}
+
+/// The (group, kind) pairs the manifest's own CRDs define.
+fn defined_kinds(objects: &[&DynamicObject]) -> BTreeSet<(String, String)> {
+    objects
+        .iter()
+        .filter(|o| rank(o) == 1)
+        .filter_map(|o| {
+            let spec = &o.data["spec"];
+            Some((
+                spec["group"].as_str()?.to_owned(),
+                spec["names"]["kind"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// The object without what the server changes on every write, to compare a dry run's
+/// answer with what is stored.
+fn comparable(object: &DynamicObject) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    if let Some(meta) = value["metadata"].as_object_mut() {
+        for field in ["managedFields", "resourceVersion", "generation"] {
+            meta.remove(field);
+        }
+    }
+    value
+}
+
+/// Applies `objects` by server-side apply, namespaces first, then CRDs (waited on until
+/// `Established` before anything else is applied), then the rest in manifest order. Each
+/// kind's resource and scope come from API discovery; a namespaced object without a
+/// namespace goes to [`ApplyOptions::namespace`] (else `default`). In a dry run, the custom
+/// resources of CRDs the manifest itself defines (not served yet) are reported as changes
+/// without asking the server.
+///
+/// An object whose applied configuration holds nothing but its name gets no managed fields
+/// of this manager, and a real API server changes it once more on the next apply (it
+/// records a `before-first-apply` manager): give such objects a label of their own when
+/// re-runs must report no change.
+///
+/// # Errors
+/// Discovery or an apply fails, or a CRD is not Established in time; the error names the
+/// object.
+pub async fn apply(
+    client: &Client,
+    objects: &[DynamicObject],
+    options: &ApplyOptions,
+) -> Result<Vec<Applied>, ManifestError> {
+    let mut ordered: Vec<&DynamicObject> = objects.iter().collect();
+    ordered.sort_by_key(|o| rank(o));
+    let new_kinds = defined_kinds(&ordered);
+    let mut kinds: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)> = HashMap::new();
+    let mut params = PatchParams::apply(&options.field_manager);
+    params.force = options.force;
+    params.dry_run = options.dry_run;
+    let mut applied = Vec::new();
+    let mut crds = Vec::new();
+    for object in ordered {
+        if rank(object) == 2 && !crds.is_empty() && !options.dry_run {
+            crds_established(client, &std::mem::take(&mut crds), options.crd_timeout).await?;
+        }
+        let types = object.types.clone().unwrap_or_default();
+        let name = object.name_any();
+        let gvk = GroupVersionKind::try_from(&types).map_err(|e| ManifestError::ApiVersion {
+            kind: types.kind.clone(),
+            name: label(object.namespace().as_deref(), &name),
+            message: e.to_string(),
+        })?;
+        if !kinds.contains_key(&gvk) {
+            match kube::discovery::pinned_kind(client, &gvk).await {
+                Ok(found) => {
+                    kinds.insert(gvk.clone(), found);
+                }
+                Err(_) if options.dry_run && new_kinds.contains(&(gvk.group, gvk.kind)) => {
+                    applied.push(Applied {
+                        kind: types.kind.clone(),
+                        name: label(object.namespace().as_deref(), &name),
+                        changed: true,
+                    });
+                    continue;
+                }
+                Err(source) => {
+                    return Err(ManifestError::Apply {
+                        kind: types.kind.clone(),
+                        name: label(object.namespace().as_deref(), &name),
+                        source,
+                    });
+                }
+            }
+        }
+        let (resource, caps) = &kinds[&gvk];
+        let namespace = match caps.scope {
+            Scope::Namespaced => Some(object.namespace().unwrap_or_else(|| {
+                options
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into())
+            })),
+            Scope::Cluster => None,
+        };
+        let failed = |source| ManifestError::Apply {
+            kind: types.kind.clone(),
+            name: label(namespace.as_deref(), &name),
+            source,
+        };
+        let api: Api<DynamicObject> = match &namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+            None => Api::all_with(client.clone(), resource),
+        };
+        let before = api.get_opt(&name).await.map_err(failed)?;
+        let after = api
+            .patch(&name, &params, &Patch::Apply(object))
+            .await
+            .map_err(failed)?;
+        let changed = match &before {
+            None => true,
+            Some(_) if options.dry_run => {
+                before.as_ref().map(comparable) != Some(comparable(&after))
+            }
+            Some(b) => b.resource_version() != after.resource_version(),
+        };
+        if rank(object) == 1 {
+            crds.push(name.clone());
+        }
+        tracing::debug!(kind = %types.kind, name = %label(namespace.as_deref(), &name), changed, "applied");
+        applied.push(Applied {
+            kind: types.kind.clone(),
+            name: label(namespace.as_deref(), &name),
+            changed,
+        });
+    }
+    if !crds.is_empty() && !options.dry_run {
+        crds_established(client, &crds, options.crd_timeout).await?;
+    }
+    Ok(applied)
+}
+
+/// Waits, by watching, until every named CustomResourceDefinition is `Established`.
+///
+/// # Errors
+/// [`ManifestError::NotEstablished`] naming the first CRD that was not, with its last
+/// conditions.
+pub async fn crds_established(
+    client: &Client,
+    names: &[String],
+    timeout: Duration,
+) -> Result<(), ManifestError> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let waits = names.iter().map(|name| {
+        let api = api.clone();
+        async move {
+            let established = await_condition(api.clone(), name, conditions::is_crd_established());
+            match tokio::time::timeout(timeout, established).await {
+                Ok(Ok(_)) => Ok(()),
+                outcome => {
+                    let last = match outcome {
+                        Ok(Err(e)) => format!("watch failed: {e}"),
+                        _ => match api.get_opt(name).await {
+                            Ok(Some(crd)) => conditions_text(&crd),
+                            Ok(None) => "it does not exist".into(),
+                            Err(e) => format!("could not read it: {e}"),
+                        },
+                    };
+                    Err(ManifestError::NotEstablished {
+                        name: name.clone(),
+                        waited_secs: timeout.as_secs(),
+                        last,
+                    })
+                }
+            }
+        }
+    });
+    futures::future::try_join_all(waits).await.map(|_| ())
+}
+
+/// A CRD's conditions as `Type=Status (reason: message)`, or that it has none.
+fn conditions_text(crd: &CustomResourceDefinition) -> String {
+    let conditions = crd
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(|c| {
+            c.iter()
+                .map(|c| {
+                    format!(
+                        "{}={} ({}: {})",
+                        c.type_,
+                        c.status,
+                        c.reason.as_deref().unwrap_or(""),
+                        c.message.as_deref().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    if conditions.is_empty() {
+        "no conditions yet".into()
+    } else {
+        conditions
+    }
+}

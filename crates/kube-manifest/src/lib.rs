@@ -1,0 +1,80 @@
+//! Kubernetes manifests for tools that install software into a cluster.
+//!
+//! - [`parse`]: a multi-document YAML manifest (a release file, a kustomize build) into
+//!   objects, each checked to be a Kubernetes object, errors naming the document.
+//! - [`check_sha256`]: a downloaded manifest against its pinned digest.
+//! - [`apply`]: server-side apply with one field manager, in dependency order: namespaces,
+//!   then CustomResourceDefinitions, waited on (by watching) until the API server reports
+//!   them `Established`, then everything else; each object's resource and scope from API
+//!   discovery; the result says which objects the apply changed, so a re-run can report
+//!   "nothing to do".
+//!
+//! The crate knows no particular software: Flannel (kubeadm-boot) and the platform's
+//! components (platform) are both applied through it.
+#![warn(missing_docs)]
+
+mod apply;
+mod parse;
+
+pub use apply::{Applied, ApplyOptions, apply, crds_established, label};
+pub use parse::{check_sha256, parse, sha256_hex};
+
+/// What went wrong with a manifest or its apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// A document of the manifest is not a Kubernetes object.
+    #[error("{source_name}: document {index}: {message}")]
+    Parse {
+        /// Manifest name (URL or file).
+        source_name: String,
+        /// 1-based document number.
+        index: usize,
+        /// Why.
+        message: String,
+    },
+    /// The manifest's digest is not the pinned one.
+    #[error(
+        "{source_name}: sha256 is {actual}, but {expected} is pinned: the file is not the release it claims to be (or the pin is for another version)"
+    )]
+    Digest {
+        /// Manifest name (URL or file).
+        source_name: String,
+        /// The pinned digest.
+        expected: String,
+        /// The file's digest.
+        actual: String,
+    },
+    /// An object's apiVersion is malformed.
+    #[error("{kind} {name}: {message}")]
+    ApiVersion {
+        /// Kind.
+        kind: String,
+        /// `namespace/name` or `name`.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// The API server refused an object or could not be reached.
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        /// Kind.
+        kind: String,
+        /// `namespace/name` or `name`.
+        name: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A CustomResourceDefinition did not become `Established` in time.
+    #[error(
+        "CustomResourceDefinition {name} is not Established after {waited_secs}s ({last}); its custom resources cannot be applied"
+    )]
+    NotEstablished {
+        /// The CRD.
+        name: String,
+        /// How long was waited.
+        waited_secs: u64,
+        /// Its last conditions, or why none were seen.
+        last: String,
+    },
+}

@@ -1,0 +1,54 @@
+//! The home lab's platform layer: what runs on the cluster once it exists.
+//!
+//! - [`argocd`]: Argo CD bootstrapped from its release manifest by server-side apply (the
+//!   Application health check merged into `argocd-cm`, CRDs waited on until `Established`,
+//!   workloads until rolled out), then the repository credentials and the root Application
+//!   that deploys everything else from the GitOps repository.
+//! - [`checks`]: deep readiness as data — a CRD Established, a workload rolled out, an
+//!   admission webhook's Service with ready endpoints, a server-side dry-run create its
+//!   webhook accepts, the fixed load-balancer address given, a condition `True`, Harbor's
+//!   health — each asked once by [`checks::Check::evaluate`].
+//! - [`components`]: the platform's components, their waves (the GitOps repository's) and
+//!   their checks, one table.
+//! - [`wait`]: the waves followed in order, each re-checked when a watched object changes,
+//!   never on a fixed sleep; status of every component.
+//!
+//! The crate takes its own inputs ([`components::PlatformSpec`], [`argocd::Bootstrap`]); the
+//! `homelab` crate builds them from `homelab.toml`.
+#![warn(missing_docs)]
+
+pub mod argocd;
+pub mod checks;
+pub mod components;
+pub mod wait;
+
+/// The field manager of everything this crate applies.
+pub const FIELD_MANAGER: &str = "homelab-platform";
+
+/// What went wrong bringing the platform up.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// A manifest is not what it should be.
+    #[error("{0}")]
+    Manifest(String),
+    /// Applying failed.
+    #[error(transparent)]
+    Apply(#[from] kube_manifest::ManifestError),
+    /// A component did not become ready in time.
+    #[error(
+        "{component} (wave {wave}) is not ready after {}s: {check}: {detail}",
+        waited.as_secs()
+    )]
+    NotReady {
+        /// The component.
+        component: String,
+        /// Its wave.
+        wave: i64,
+        /// The check that failed, in words.
+        check: String,
+        /// What it last saw.
+        detail: String,
+        /// How long was waited.
+        waited: std::time::Duration,
+    },
+}
