@@ -553,8 +553,12 @@ fn local_hostname() -> String {
 }
 
 /// Whether a lock written by [`lock_owner`] was left by a process of this machine that no
-/// longer runs (a killed run): such a lock is taken over.
+/// longer runs (a killed run), or has no owner at all (left by a run of an earlier version
+/// killed between making the directory and writing its owner): such a lock is taken over.
 fn is_stale(owner: &str) -> bool {
+    if owner.trim().is_empty() {
+        return true;
+    }
     let mut fields = owner.split_whitespace();
     match (
         fields.next(),
@@ -570,8 +574,13 @@ fn is_stale(owner: &str) -> bool {
 /// Takes the host's lock, or explains who holds it.
 async fn lock(session: &Session, dir: &str) -> Result<(), StepFailure> {
     let host = session.target().name.clone();
+    // The lock appears with its owner in one rename: a run killed while taking it leaves
+    // at most a temporary directory beside it, never a lock without an owner (which no
+    // later run could tell from a live one).
     let take = Cmd::new(format!(
-        "d={}; mkdir -p \"$(dirname \"$d\")\" && if mkdir \"$d\" 2>/dev/null; then cat > \"$d/owner\"; else cat \"$d/owner\" 2>/dev/null; exit 75; fi",
+        "d={}; p=$(dirname \"$d\"); mkdir -p \"$p\" && t=$(mktemp -d \"$p/.homelab-lock.XXXXXX\") && cat > \"$t/owner\" && \
+         if [ -s \"$t/owner\" ] && mv -T \"$t\" \"$d\" 2>/dev/null; then exit 0; fi; \
+         rm -rf \"$t\"; cat \"$d/owner\" 2>/dev/null; exit 75",
         shell_quote(dir)
     ))
     .sudo()
@@ -646,5 +655,10 @@ mod tests {
             "another machine's process cannot be checked"
         );
         assert!(!is_stale("garbage"));
+        assert!(
+            is_stale(""),
+            "a lock without an owner was left by a killed run"
+        );
+        assert!(is_stale("\n"));
     }
 }

@@ -247,6 +247,24 @@ async fn a_second_run_is_refused_while_the_first_holds_the_lock() {
     )
     .await
     .unwrap();
+    // So is a lock without an owner: an earlier version's run killed between making the
+    // directory and writing its owner (found by the real-VM suite's kills). Taking a lock
+    // now leaves no such window, nor any temporary directory beside it.
+    std::fs::create_dir_all(&lock).unwrap();
+    fast.run(
+        vec![(target(&sshd, "n1"), steps(sshd.dir()))],
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    assert!(!lock.exists());
+    let beside: Vec<_> = std::fs::read_dir(lock.parent().unwrap())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".homelab-lock"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
 }
 
 /// The offline bundle's files against a real OpenSSH server, installed under a directory (the
