@@ -463,11 +463,14 @@ fn kill_points(dir: &Path) {
     let _ = virsh_status(&["vol-delete", "--pool", "hlit", "foreign.img"]);
     virsh(&["vol-create-as", "hlit", "foreign.img", "1M"]);
     let mut runner = proptest::test_runner::TestRunner::default();
+    // The first two from the start of the run (the vms phase re-creates a node), the last two
+    // from the moment the run reaches node preparation (how long it plans before that
+    // depends on how busy the emulated nodes are: 25 s was seen not to be enough).
     let delays = (
         1_000u64..6_000,
         6_000u64..25_000,
-        12_000u64..40_000,
-        20_000u64..60_000,
+        1_000u64..15_000,
+        3_000u64..25_000,
     )
         .new_tree(&mut runner)
         .unwrap()
@@ -500,6 +503,21 @@ fn kill_points(dir: &Path) {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
+        if !in_vms {
+            // Until the run's log shows node preparation (or the run ends).
+            let since = Instant::now();
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("== nodes")
+                && child.try_wait().unwrap().is_none()
+            {
+                assert!(
+                    since.elapsed() < Duration::from_secs(600),
+                    "the run did not reach node preparation in 10 minutes"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         std::thread::sleep(Duration::from_millis(delay));
         let finished = child.try_wait().unwrap();
         child.kill().unwrap();
