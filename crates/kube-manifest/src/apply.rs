@@ -190,7 +190,14 @@ pub async fn apply(
         let after = api
             .patch(&name, &params, &Patch::Apply(object))
             .await
-            .map_err(failed)?;
+            .map_err(|source| {
+                refused(
+                    &types,
+                    label(namespace.as_deref(), &name),
+                    options.force,
+                    source,
+                )
+            })?;
         let changed = match &before {
             None => true,
             Some(_) if options.dry_run => {
@@ -212,6 +219,55 @@ pub async fn apply(
         crds_established(client, &crds, options.crd_timeout).await?;
     }
     Ok(applied)
+}
+
+/// The error for an apply the server refused: a conflict of field managers and an unknown
+/// field get errors of their own, anything else is the client's error.
+fn refused(
+    types: &kube::api::TypeMeta,
+    name: String,
+    force: bool,
+    source: kube::Error,
+) -> ManifestError {
+    match source {
+        // Server-side apply's conflict: another field manager owns a field this apply sets
+        // to another value (the message lists managers and fields).
+        kube::Error::Api(status) if status.code == 409 && !force => ManifestError::Conflict {
+            kind: types.kind.clone(),
+            name,
+            message: status.message.clone(),
+        },
+        // A field the type's schema does not know: server-side apply refuses the whole
+        // object (whatever `fieldValidation` says), where a create would have dropped the
+        // field silently.
+        kube::Error::Api(status) if status.code == 500 => match unknown_field(&status.message) {
+            Some(field) => ManifestError::UnknownField {
+                kind: types.kind.clone(),
+                name,
+                api_version: types.api_version.clone(),
+                field,
+            },
+            None => ManifestError::Apply {
+                kind: types.kind.clone(),
+                name,
+                source: kube::Error::Api(status),
+            },
+        },
+        source => ManifestError::Apply {
+            kind: types.kind.clone(),
+            name,
+            source,
+        },
+    }
+}
+
+/// The field a server-side apply refused as unknown to the schema, from the API server's
+/// message (`failed to create typed patch object (…): .spec.colur: field not declared in
+/// schema`).
+fn unknown_field(message: &str) -> Option<String> {
+    let head = message.strip_suffix(": field not declared in schema")?;
+    let field = head.rsplit(": ").next()?;
+    field.starts_with('.').then(|| field.to_owned())
 }
 
 /// Waits, by watching, until every named CustomResourceDefinition is `Established`.
@@ -277,5 +333,23 @@ fn conditions_text(crd: &CustomResourceDefinition) -> String {
         "no conditions yet".into()
     } else {
         conditions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unknown_field;
+
+    #[test]
+    fn the_unknown_field_is_read_from_the_servers_message() {
+        assert_eq!(
+            unknown_field(
+                "failed to create typed patch object (ns/g; test.homelab.dev/v1, Kind=Gadget): .spec.colur: field not declared in schema"
+            )
+            .as_deref(),
+            Some(".spec.colur")
+        );
+        assert_eq!(unknown_field("etcdserver: request timed out"), None);
+        assert_eq!(unknown_field("x: y: field not declared in schema"), None);
     }
 }

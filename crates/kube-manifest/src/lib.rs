@@ -65,6 +65,33 @@ pub enum ManifestError {
         #[source]
         source: kube::Error,
     },
+    /// A non-forced apply set fields another field manager owns to other values.
+    #[error(
+        "{kind} {name}: {message} (another tool manages these fields: apply with force to take them over, or leave them out)"
+    )]
+    Conflict {
+        /// Kind.
+        kind: String,
+        /// `namespace/name` or `name`.
+        name: String,
+        /// The API server's account of the conflict: each manager and its fields.
+        message: String,
+    },
+    /// The object has a field its type's schema does not declare (a misspelling, a field
+    /// of another version of the CRD, or a CRD older than the object).
+    #[error(
+        "{kind} {name}: {api_version} {kind} has no field {field} (misspelt, or written for another version of {kind}'s definition)"
+    )]
+    UnknownField {
+        /// Kind.
+        kind: String,
+        /// `namespace/name` or `name`.
+        name: String,
+        /// The apiVersion the object was applied as.
+        api_version: String,
+        /// The field's path (`.spec.colur`).
+        field: String,
+    },
     /// A CustomResourceDefinition did not become `Established` in time.
     #[error(
         "CustomResourceDefinition {name} is not Established after {waited_secs}s ({last}); its custom resources cannot be applied"

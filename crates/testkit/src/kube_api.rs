@@ -8,10 +8,16 @@
 //! Like the real server, a patch that changes nothing keeps the object's resourceVersion
 //! (and sends no watch event), and `dryRun=All` stores nothing.
 //!
-//! It is not an API server: no admission, no defaulting, no field ownership. Tests that need
-//! those run against a real API server (`control_plane`, or the cluster `KUBECONFIG` names).
+//! Server-side apply keeps the real server's field ownership in its simplest form: each leaf
+//! field an apply or a patch set is owned by its field manager; a non-forced apply that sets
+//! a field another manager owns to another value is refused with the real server's 409 (the
+//! same value makes the field shared), a forced one takes the field over.
+//!
+//! It is not an API server: no admission, no defaulting, no schemas (so neither unknown-field
+//! refusals nor pruning), no `managedFields` in the objects. Tests that need those run
+//! against a real API server (`control_plane`, or the cluster `KUBECONFIG` names).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
@@ -163,6 +169,8 @@ struct State {
     watches: usize,
     /// Evictions of these pods (`namespace/name`) are refused with 429 this many more times.
     refuse_evictions: BTreeMap<String, u32>,
+    /// Each object's leaf fields (paths of keys) and the field managers that own them.
+    owners: BTreeMap<Key, BTreeMap<Vec<String>, BTreeSet<String>>>,
 }
 
 /// The fake server; clones share it.
@@ -177,6 +185,45 @@ struct Route {
     namespace: Option<String>,
     name: Option<String>,
     subresource: Option<String>,
+}
+
+/// The real server's answer to an apply that conflicts: `Apply failed with 1 conflict:
+/// conflict with "kubectl": .data.owner`, each field also a cause.
+fn conflict_status(conflicts: &BTreeMap<String, Vec<String>>) -> Value {
+    let count: usize = conflicts.values().map(Vec::len).sum();
+    let plural = if count == 1 { "" } else { "s" };
+    let parts: Vec<String> = conflicts
+        .iter()
+        .map(|(manager, fields)| match fields.as_slice() {
+            [one] => format!("conflict with \"{manager}\": {one}"),
+            many => format!(
+                "conflicts with \"{manager}\":\n{}",
+                many.iter()
+                    .map(|f| format!("- {f}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        })
+        .collect();
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .flat_map(|(manager, fields)| {
+            fields.iter().map(move |f| {
+                json!({ "reason": "FieldManagerConflict",
+                        "message": format!("conflict with \"{manager}\""), "field": f })
+            })
+        })
+        .collect();
+    let mut answer = status(
+        409,
+        "Conflict",
+        &format!(
+            "Apply failed with {count} conflict{plural}: {}",
+            parts.join("\n")
+        ),
+    );
+    answer["details"] = json!({ "causes": causes });
+    answer
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Value {
@@ -207,6 +254,44 @@ fn merge(target: &mut Value, patch: &Value) {
     } else {
         *target = patch.clone();
     }
+}
+
+/// The leaf fields of an applied configuration (objects are descended into; lists and
+/// scalars are leaves), without the object's identity, which nobody owns.
+fn leaves(value: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                path.push(k.clone());
+                let identity = matches!(
+                    path.iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .as_slice(),
+                    ["apiVersion" | "kind"]
+                        | ["metadata", "name" | "namespace" | "resourceVersion" | "uid"]
+                );
+                if !identity {
+                    leaves(v, path, out);
+                }
+                path.pop();
+            }
+        }
+        _ => out.push((path.clone(), value.clone())),
+    }
+}
+
+fn lookup<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |v, k| v.get(k))
+}
+
+/// `.data.owner`, as the real server names a field.
+fn field_path(path: &[String]) -> String {
+    path.iter().fold(String::new(), |mut out, k| {
+        out.push('.');
+        out.push_str(k);
+        out
+    })
 }
 
 fn query_pairs(query: &str) -> BTreeMap<String, String> {
@@ -368,6 +453,7 @@ impl ApiServer {
 
     fn remove(state: &mut State, key: &Key) -> Option<Value> {
         let object = state.objects.remove(key)?;
+        state.owners.remove(key);
         state.version += 1;
         state.events.push(WatchEvent {
             version: state.version,
@@ -528,6 +614,41 @@ impl ApiServer {
                             ),
                         );
                     }
+                    let manager = params.get("fieldManager").cloned().unwrap_or_default();
+                    let force = params.get("force").is_some_and(|f| f == "true");
+                    let mut fields = Vec::new();
+                    leaves(&patch, &mut Vec::new(), &mut fields);
+                    let before = existing.clone().unwrap_or_else(|| json!({}));
+                    let owned = state.owners.get(&key(name)).cloned().unwrap_or_default();
+                    // structured-merge-diff's rule: a field set to another value than the
+                    // one stored, owned by another manager, is a conflict unless forced.
+                    let mut conflicts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                    for (path, value) in &fields {
+                        let others: Vec<String> = owned.get(path).map_or_else(Vec::new, |o| {
+                            o.iter().filter(|m| **m != manager).cloned().collect()
+                        });
+                        if !force
+                            && !others.is_empty()
+                            && lookup(&before, path).is_some_and(|v| v != value)
+                        {
+                            for other in others {
+                                conflicts.entry(other).or_default().push(field_path(path));
+                            }
+                        }
+                    }
+                    if !conflicts.is_empty() {
+                        return respond(409, &conflict_status(&conflicts));
+                    }
+                    if params.get("dryRun").is_none_or(|d| d != "All") {
+                        let owners = state.owners.entry(key(name)).or_default();
+                        for (path, value) in fields {
+                            let set = owners.entry(path.clone()).or_default();
+                            if lookup(&before, &path) != Some(&value) {
+                                set.clear();
+                            }
+                            set.insert(manager.clone());
+                        }
+                    }
                     let mut object = existing.unwrap_or_else(|| json!({}));
                     merge(&mut object, &patch);
                     object
@@ -535,6 +656,22 @@ impl ApiServer {
                     let Some(mut object) = existing else {
                         return respond(404, &not_found(name));
                     };
+                    // An update owns what it changed (as the manager the request names, the
+                    // real server otherwise takes the client's user agent).
+                    if params.get("dryRun").is_none_or(|d| d != "All") {
+                        let manager = params
+                            .get("fieldManager")
+                            .cloned()
+                            .unwrap_or_else(|| "unknown".into());
+                        let mut fields = Vec::new();
+                        leaves(&patch, &mut Vec::new(), &mut fields);
+                        let owners = state.owners.entry(key(name)).or_default();
+                        for (path, value) in fields {
+                            if lookup(&object, &path) != Some(&value) {
+                                owners.insert(path, BTreeSet::from([manager.clone()]));
+                            }
+                        }
+                    }
                     merge(&mut object, &patch);
                     object
                 } else {
