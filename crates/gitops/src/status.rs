@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
@@ -107,7 +107,8 @@ pub enum StatusError {
         /// Namespace.
         namespace: String,
     },
-    /// The watch failed.
+    /// The Applications could never be listed and watched before the time ran out (the
+    /// last failure).
     #[error("watching Applications: {0}")]
     Watch(#[from] watcher::Error),
     /// The tree was not Synced and Healthy in time.
@@ -224,6 +225,11 @@ pub async fn wait(
     // kube's reflector keeps the Applications seen; a (re)listing is judged once complete.
     let (store, writer) = reflector::store();
     let mut last: Option<Vec<String>> = None;
+    // A failed watch is retried with backoff (an API server restarting, a watch answered
+    // `410 Gone`: the watcher lists again); the failure is reported only if no listing ever
+    // succeeded before the time ran out.
+    let mut failure: Option<watcher::Error> = None;
+    let mut listed = false;
     let work = async {
         let mut events = reflector(
             writer,
@@ -231,11 +237,19 @@ pub async fn wait(
         )
         .boxed();
         let mut listing = false;
-        while let Some(event) = events.try_next().await? {
+        while let Some(event) = events.next().await {
             match event {
-                watcher::Event::Init | watcher::Event::InitApply(_) => listing = true,
-                watcher::Event::InitDone => listing = false,
-                watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
+                Err(e) => {
+                    tracing::debug!("watching Applications: {e}; retrying");
+                    failure = Some(e);
+                    continue;
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => listing = true,
+                Ok(watcher::Event::InitDone) => {
+                    listing = false;
+                    listed = true;
+                }
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {}
             }
             if listing {
                 continue;
@@ -262,6 +276,9 @@ pub async fn wait(
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(result) => result,
+        Err(_) if failure.is_some() && !listed => {
+            Err(StatusError::Watch(failure.take().expect("checked above")))
+        }
         Err(_) => Err(StatusError::Timeout {
             problems: last
                 .unwrap_or_else(|| vec![format!("{root}: no answer from the API server")]),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -89,7 +89,8 @@ pub enum NodesError {
         /// The client's error.
         source: kube::Error,
     },
-    /// The watch failed.
+    /// The nodes could never be listed and watched before the time ran out (the last
+    /// failure).
     #[error("watching nodes: {0}")]
     Watch(#[from] watcher::Error),
     /// Nodes were not Ready in time.
@@ -196,6 +197,11 @@ pub async fn wait_ready(
             .collect()
     };
     let mut last_report: Option<Vec<(String, String)>> = None;
+    // A failed watch is retried with backoff (an API server restarting, a watch answered
+    // `410 Gone`: the watcher lists again); the failure is reported only if no listing ever
+    // succeeded before the time ran out.
+    let mut failure: Option<watcher::Error> = None;
+    let mut listed = false;
     let watch = async {
         let mut events = reflector(
             writer,
@@ -203,11 +209,19 @@ pub async fn wait_ready(
         )
         .boxed();
         let mut listing = false;
-        while let Some(event) = events.try_next().await? {
+        while let Some(event) = events.next().await {
             match event {
-                watcher::Event::Init | watcher::Event::InitApply(_) => listing = true,
-                watcher::Event::InitDone => listing = false,
-                watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
+                Err(e) => {
+                    tracing::debug!("watching nodes: {e}; retrying");
+                    failure = Some(e);
+                    continue;
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => listing = true,
+                Ok(watcher::Event::InitDone) => {
+                    listing = false;
+                    listed = true;
+                }
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {}
             }
             if listing {
                 continue;
@@ -228,10 +242,13 @@ pub async fn wait_ready(
             result?;
             Ok(seen().into_values().collect())
         }
-        Err(_) => Err(NodesError::NotReady {
-            not_ready: last_report.unwrap_or_else(|| missing(&seen(), wanted, version)),
-            elapsed: started.elapsed(),
-        }),
+        Err(_) => match failure {
+            Some(e) if !listed => Err(NodesError::Watch(e)),
+            _ => Err(NodesError::NotReady {
+                not_ready: last_report.unwrap_or_else(|| missing(&seen(), wanted, version)),
+                elapsed: started.elapsed(),
+            }),
+        },
     }
 }
 

@@ -58,6 +58,26 @@ async fn register_node(client: &Client, name: &str, ready: bool) {
     .unwrap();
 }
 
+/// The node's Ready condition turned True, as its kubelet would.
+async fn register_node_ready(client: &Client, name: &str) {
+    let api: Api<Node> = Api::all(client.clone());
+    api.patch_status(
+        name,
+        &PatchParams::apply("homelab-test-kubelet").force(),
+        &Patch::Apply(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "status": { "conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
+                "lastHeartbeatTime": "2026-01-01T00:01:00Z",
+                "lastTransitionTime": "2026-01-01T00:01:00Z",
+            }] }
+        })),
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn ready_nodes_are_reported_at_once() {
     let (client, plane) = cluster().await;
@@ -386,4 +406,73 @@ async fn drain_evicts_through_the_real_eviction_api_and_respects_disruption_budg
         .unwrap();
     let left = names(&pods).await;
     assert_eq!(left, ["agent"], "only the DaemonSet's pod stays");
+}
+
+/// A wait that outlives the API server: it is restarted while the wait watches (every
+/// connection drops; its watch cache starts afresh from etcd, so a watch resumed from the
+/// resourceVersion the wait last saw is answered `410 Gone` — shown on a watch of its own),
+/// and the wait still sees the node become Ready.
+#[tokio::test]
+async fn a_wait_resumes_its_watch_across_an_api_server_restart_and_410_gone() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut plane = ControlPlane::start().await.unwrap();
+    let client = plane.client().await.unwrap();
+    register_node(&client, "late", false).await;
+    let nodes_api: Api<Node> = Api::all(client.clone());
+    let seen = nodes_api
+        .get("late")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move {
+            nodes::wait_ready(
+                &client,
+                &["late".into()],
+                None,
+                Duration::from_secs(120),
+                &|_| {},
+            )
+            .await
+        }
+    });
+    // Writes elsewhere move etcd's revision past what the wait saw.
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..20 {
+        maps.patch(
+            &format!("busy-{i}"),
+            &PatchParams::apply("homelab-test"),
+            &Patch::Apply(serde_json::json!({ "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": { "name": format!("busy-{i}") }, "data": { "i": i.to_string() } })),
+        )
+        .await
+        .unwrap();
+    }
+    plane.restart_apiserver().await.unwrap();
+    let client = plane.client().await.unwrap();
+    let request = http::Request::get(format!(
+        "/api/v1/nodes?watch=true&resourceVersion={seen}&timeoutSeconds=2"
+    ))
+    .body(Vec::new())
+    .unwrap();
+    let answer = client.request_text(request).await.unwrap();
+    assert!(
+        answer.contains(r#""code":410"#) && answer.contains("too old resource version"),
+        "a watch from {seen} after the restart: {answer}"
+    );
+    // The wait lived through the dropped connection and the 410 (before the fix it ended
+    // with the watch's error).
+    assert!(!waiting.is_finished(), "{:?}", waiting.await);
+    register_node_ready(&client, "late").await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("the wait did not see the node Ready after the restart")
+        .unwrap()
+        .unwrap();
+    eprintln!("seen Ready {:.1?} after the update", started.elapsed());
 }

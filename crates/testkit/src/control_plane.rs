@@ -45,6 +45,9 @@ pub fn kube_bin_dir() -> Result<PathBuf, FixtureError> {
 pub struct ControlPlane {
     etcd: Child,
     apiserver: Child,
+    /// How the API server was started (program and arguments), to start it again.
+    apiserver_command: (PathBuf, Vec<String>),
+    api_port: u16,
     /// kube-controller-manager and kube-scheduler, once [`ControlPlane::start_controllers`] ran.
     controllers: Vec<Child>,
     dir: tempfile::TempDir,
@@ -199,7 +202,7 @@ impl ControlPlane {
             |name: &str| std::fs::File::create(d.join(name)).map_err(err(format!("create {name}")));
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let mut etcd = Command::new(etcd_bin)
+        let mut etcd = bound_to_test(etcd_bin)
             .arg("--name=homelab-test")
             .arg(format!("--data-dir={}", d.join("etcd").display()))
             .arg(format!("--listen-client-urls={client_url}"))
@@ -230,27 +233,22 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let file = |name: &str| d.join(name).display().to_string();
-        let apiserver = Command::new(apiserver_bin)
-            .arg(format!("--etcd-servers={client_url}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={api_port}"))
-            .arg(format!("--tls-cert-file={}", file("apiserver.crt")))
-            .arg(format!("--tls-private-key-file={}", file("apiserver.key")))
-            .arg(format!("--client-ca-file={}", file("ca.crt")))
-            .arg(format!("--service-account-key-file={}", file("sa.pub")))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                file("sa.key")
-            ))
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg("--service-cluster-ip-range=10.96.0.0/12")
-            .arg("--authorization-mode=Node,RBAC")
-            .arg(format!("--cert-dir={}", file("certs")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log("apiserver.log")?)
-            .spawn();
+        let args: Vec<String> = vec![
+            format!("--etcd-servers={client_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--tls-cert-file={}", file("apiserver.crt")),
+            format!("--tls-private-key-file={}", file("apiserver.key")),
+            format!("--client-ca-file={}", file("ca.crt")),
+            format!("--service-account-key-file={}", file("sa.pub")),
+            format!("--service-account-signing-key-file={}", file("sa.key")),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            "--service-cluster-ip-range=10.96.0.0/12".into(),
+            "--authorization-mode=Node,RBAC".into(),
+            format!("--cert-dir={}", file("certs")),
+        ];
+        let apiserver = spawn_logged(apiserver_bin, &args, &d.join("apiserver.log"));
         let apiserver = match apiserver {
             Ok(child) => child,
             Err(e) => {
@@ -266,6 +264,8 @@ impl ControlPlane {
         let mut plane = Self {
             etcd,
             apiserver,
+            apiserver_command: (apiserver_bin.to_owned(), args),
+            api_port,
             controllers: Vec::new(),
             dir,
             url,
@@ -275,6 +275,21 @@ impl ControlPlane {
             .map_err(err("write the kubeconfig"))?;
         plane.wait_ready(api_port).await?;
         Ok(plane)
+    }
+
+    /// Stops the API server (every open watch and connection ends) and starts it again on
+    /// the same port and etcd, then waits until it is ready. Its watch cache starts afresh
+    /// from etcd, so a watch resumed from an older resourceVersion may be told `410 Gone`.
+    ///
+    /// # Errors
+    /// The API server cannot be started again or is not ready within 60 s.
+    pub async fn restart_apiserver(&mut self) -> Result<(), FixtureError> {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+        let (program, args) = &self.apiserver_command;
+        self.apiserver = spawn_logged(program, args, &self.dir.path().join("apiserver.log"))
+            .map_err(|e| FixtureError(format!("start {} again: {e}", program.display())))?;
+        self.wait_ready(self.api_port).await
     }
 
     async fn wait_ready(&mut self, port: u16) -> Result<(), FixtureError> {
@@ -367,7 +382,7 @@ impl ControlPlane {
         let file = |name: &str| d.join(name).display().to_string();
         let kubeconfig = self.kubeconfig().display().to_string();
         let mut commands = Vec::new();
-        let mut kcm = Command::new(bin.join("kube-controller-manager"));
+        let mut kcm = bound_to_test(&bin.join("kube-controller-manager"));
         kcm.arg(format!("--kubeconfig={kubeconfig}"))
             .arg("--leader-elect=false")
             // No serving endpoint: nothing here scrapes it.
@@ -382,7 +397,7 @@ impl ControlPlane {
             .arg(format!("--cluster-signing-cert-file={}", file("ca.crt")))
             .arg(format!("--cluster-signing-key-file={}", file("ca.key")));
         commands.push(("kube-controller-manager", kcm));
-        let mut scheduler = Command::new(bin.join("kube-scheduler"));
+        let mut scheduler = bound_to_test(&bin.join("kube-scheduler"));
         scheduler
             .arg(format!("--kubeconfig={kubeconfig}"))
             .arg("--leader-elect=false")
@@ -475,6 +490,34 @@ impl Drop for ControlPlane {
             let _ = child.wait();
         }
     }
+}
+
+/// A command for `program` that the kernel kills when the thread that started it ends
+/// (`setpriv --pdeathsig`, util-linux), so that a test killed by the runner (a time-out)
+/// leaves no etcd or API server running for the rest of the suite; [`Drop`] stops them
+/// otherwise.
+fn bound_to_test(program: &Path) -> Command {
+    if Path::new("/usr/bin/setpriv").is_file() {
+        let mut command = Command::new("/usr/bin/setpriv");
+        command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Starts `program` with `args`, its output appended to `log`.
+fn spawn_logged(program: &Path, args: &[String], log: &Path) -> std::io::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    bound_to_test(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
 }
 
 /// The last lines of a log file.
