@@ -3,7 +3,9 @@
 //! test starts (not the `KUBECONFIG` cluster: the test installs Argo CD's CRDs), with the
 //! test playing the Deployment and StatefulSet controllers; then every Argo CD object the
 //! GitOps repository scaffold generates is checked by a server-side dry run against Argo
-//! CD's own CRD schemas.
+//! CD's own CRD schemas. Likewise every other custom resource homelab generates (MetalLB,
+//! cert-manager, External Secrets: the scaffold's and the readiness probes') against the
+//! CRDs of the releases homelab pins.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -199,4 +201,158 @@ async fn the_pinned_argo_cd_release_bootstraps_and_the_scaffold_fits_its_crds() 
     .unwrap();
     assert_eq!(dry.len(), argo_objects.len());
     play.abort();
+}
+
+/// Every MetalLB, cert-manager and External Secrets object homelab generates: the scaffold's,
+/// then the platform's readiness probes (how many of those).
+fn generated_custom_resources() -> (Vec<kube::api::DynamicObject>, usize) {
+    let mut objects = Vec::new();
+    for (path, text) in gitops::scaffold::files(&scaffold_spec()).unwrap() {
+        if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+            continue;
+        }
+        for object in kube_manifest::parse(&path.display().to_string(), &text).unwrap() {
+            let api_version = &object.types.as_ref().unwrap().api_version;
+            if ["metallb.io/", "cert-manager.io/", "external-secrets.io/"]
+                .iter()
+                .any(|g| api_version.starts_with(g))
+            {
+                objects.push(object);
+            }
+        }
+    }
+    let spec = platform::components::PlatformSpec {
+        ingress_ip: "192.168.122.100".parse().unwrap(),
+        argocd_ip: "192.168.122.102".parse().unwrap(),
+        harbor_url: "https://192.168.122.101".into(),
+        external_secrets: true,
+        runners: true,
+    };
+    let mut probes = 0;
+    for component in platform::components::components(&spec) {
+        for check in component.checks {
+            if let platform::checks::Check::DryRunCreate { object } = check {
+                let api_version = object["apiVersion"].as_str().unwrap_or_default();
+                if api_version.contains('.') && !api_version.starts_with("networking.k8s.io/") {
+                    objects.push(serde_json::from_value(object).unwrap());
+                    probes += 1;
+                }
+            }
+        }
+    }
+    (objects, probes)
+}
+
+/// The components' CRDs as their releases ship them (from their Go modules, each file pinned by
+/// sha256, at the versions of the embedded default), installed into a real API server; every
+/// MetalLB, cert-manager and External Secrets object the scaffold writes and every readiness
+/// probe the platform sends passes a server-side dry run against their structural schemas:
+/// a field they do not declare, a wrong type or a missing required field is refused.
+#[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+async fn the_scaffold_and_the_readiness_probes_fit_the_pinned_component_crds() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let defaults = homelab_config::ComponentVersions::default();
+    let pinned = [
+        ("go.universe.tf/metallb", defaults.metallb.to_string()),
+        (
+            "github.com/cert-manager/cert-manager",
+            defaults.cert_manager.to_string(),
+        ),
+        (
+            "github.com/external-secrets/external-secrets",
+            format!("v{}", defaults.external_secrets),
+        ),
+    ];
+    let mut crds = Vec::new();
+    for (module, version, file, sha256) in homelab_testkit::upstream::PLATFORM_CRDS {
+        assert!(
+            pinned.iter().any(|(m, v)| m == module && v == version),
+            "{module} {version}: not the version of the embedded default ({pinned:?}): update PLATFORM_CRDS"
+        );
+        let path = homelab_testkit::upstream::module_file(module, version, file, sha256).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        crds.extend(kube_manifest::parse(&path.display().to_string(), &text).unwrap());
+    }
+    let plane = ControlPlane::start().await.unwrap();
+    let client = plane.client().await.unwrap();
+    let namespaces: Vec<kube::api::DynamicObject> =
+        ["metallb-system", "cert-manager", "external-secrets"]
+            .iter()
+            .map(|n| {
+                serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Namespace",
+                "metadata": { "name": n, "labels": { "homelab.dev/test": "crds" } } }))
+                .unwrap()
+            })
+            .collect();
+    crds.extend(namespaces);
+    let started = std::time::Instant::now();
+    let installed = kube_manifest::apply(
+        &client,
+        &crds,
+        &kube_manifest::ApplyOptions::new("homelab-test"),
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "{} CRDs installed and Established in {:.1}s",
+        installed
+            .iter()
+            .filter(|a| a.kind == "CustomResourceDefinition")
+            .count(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let (objects, probes) = generated_custom_resources();
+    let kinds: std::collections::BTreeSet<String> = objects
+        .iter()
+        .map(|o| o.types.as_ref().unwrap().kind.clone())
+        .collect();
+    assert_eq!(probes, 3, "{kinds:?}");
+    for kind in [
+        "IPAddressPool",
+        "L2Advertisement",
+        "ClusterIssuer",
+        "Certificate",
+        "ClusterSecretStore",
+    ] {
+        assert!(kinds.contains(kind), "{kind} is not checked: {kinds:?}");
+    }
+    let dry = kube_manifest::apply(
+        &client,
+        &objects,
+        &kube_manifest::ApplyOptions {
+            dry_run: true,
+            ..kube_manifest::ApplyOptions::new("homelab-test")
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("a generated object does not fit its CRD: {e}"));
+    assert_eq!(dry.len(), objects.len());
+
+    // The check can fail: a field the schema lacks and a wrong type are both refused.
+    let pool = objects
+        .iter()
+        .find(|o| o.types.as_ref().unwrap().kind == "IPAddressPool")
+        .unwrap();
+    let mut typo = pool.clone();
+    typo.data["spec"]["adresses"] = json!(["192.0.2.0/30"]);
+    let mut wrong = pool.clone();
+    wrong.data["spec"]["autoAssign"] = json!("yes");
+    for bad in [typo, wrong] {
+        let refused = kube_manifest::apply(
+            &client,
+            &[bad],
+            &kube_manifest::ApplyOptions {
+                dry_run: true,
+                ..kube_manifest::ApplyOptions::new("homelab-test")
+            },
+        )
+        .await;
+        let err = refused.unwrap_err().to_string();
+        assert!(
+            err.contains("adresses") || err.contains("autoAssign"),
+            "{err}"
+        );
+    }
 }

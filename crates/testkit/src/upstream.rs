@@ -10,32 +10,35 @@ use sha2::{Digest, Sha256};
 
 use crate::FixtureError;
 
-/// Argo CD's `manifests/install.yaml` of `release` (`v3.2.0`), from the Go module
-/// `github.com/argoproj/argo-cd/v3` (downloaded once into the Go module cache), checked
-/// against `sha256` — homelab's own pin of the file GitHub serves, which is why Go's checksum
-/// database is not asked (`GOSUMDB=off`: the pin is the stronger check here).
+/// A file of the Go module `module` at `version` (downloaded once into the Go module cache),
+/// checked against `sha256` — a pin of the file as the project's Git tag has it, which is
+/// why Go's checksum database is not asked (`GOSUMDB=off`: the pin is the stronger check).
 ///
 /// # Errors
-/// Go cannot download the module, or the file's digest is not `sha256`.
-pub fn argocd_install_manifest(release: &str, sha256: &str) -> Result<PathBuf, FixtureError> {
-    let module = format!("github.com/argoproj/argo-cd/v{}", major(release)?);
+/// Go cannot download the module, the file is missing, or its digest is not `sha256`.
+pub fn module_file(
+    module: &str,
+    version: &str,
+    path: &str,
+    sha256: &str,
+) -> Result<PathBuf, FixtureError> {
     let out = Command::new("go")
-        .args(["mod", "download", "-json", &format!("{module}@{release}")])
+        .args(["mod", "download", "-json", &format!("{module}@{version}")])
         .current_dir(std::env::temp_dir())
         .env("GOSUMDB", "off")
         .env("GOFLAGS", "-mod=mod")
         .env("GO111MODULE", "on")
         .output()
-        .map_err(|e| FixtureError(format!("run go mod download {module}@{release}: {e}")))?;
+        .map_err(|e| FixtureError(format!("run go mod download {module}@{version}: {e}")))?;
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let Some(dir) = answer["Dir"].as_str().filter(|_| out.status.success()) else {
         return Err(FixtureError(format!(
-            "go mod download {module}@{release}: {}{}",
+            "go mod download {module}@{version}: {}{}",
             answer["Error"].as_str().unwrap_or_default(),
             String::from_utf8_lossy(&out.stderr)
         )));
     };
-    let path = PathBuf::from(dir).join("manifests/install.yaml");
+    let path = PathBuf::from(dir).join(path);
     let bytes =
         std::fs::read(&path).map_err(|e| FixtureError(format!("read {}: {e}", path.display())))?;
     let actual = hex::encode(Sha256::digest(&bytes));
@@ -47,6 +50,57 @@ pub fn argocd_install_manifest(release: &str, sha256: &str) -> Result<PathBuf, F
     }
     Ok(path)
 }
+
+/// Argo CD's `manifests/install.yaml` of `release` (`v3.2.0`), from the Go module
+/// `github.com/argoproj/argo-cd/v3`, checked against `sha256` (homelab's own pin of the file
+/// GitHub serves).
+///
+/// # Errors
+/// Go cannot download the module, or the file's digest is not `sha256`.
+pub fn argocd_install_manifest(release: &str, sha256: &str) -> Result<PathBuf, FixtureError> {
+    let module = format!("github.com/argoproj/argo-cd/v{}", major(release)?);
+    module_file(&module, release, "manifests/install.yaml", sha256)
+}
+
+/// One upstream CustomResourceDefinition file: (Go module, version, path in the module,
+/// sha256 of the file).
+pub type CrdFile = (&'static str, &'static str, &'static str, &'static str);
+
+/// The CRDs of the platform's components at the versions of homelab's embedded default,
+/// for the custom resources homelab generates (MetalLB's pool and advertisement,
+/// cert-manager's issuers and certificate, External Secrets' stores and secrets).
+pub const PLATFORM_CRDS: &[CrdFile] = &[
+    (
+        "go.universe.tf/metallb",
+        "v0.15.2",
+        "config/crd/bases/metallb.io_ipaddresspools.yaml",
+        "2e4888107eb90cbf49aa57f30a3caac45b73a9f3a64ecd0454fd7b1e9d79e486",
+    ),
+    (
+        "go.universe.tf/metallb",
+        "v0.15.2",
+        "config/crd/bases/metallb.io_l2advertisements.yaml",
+        "52063c56073177480abcbd7261b8f8401729792e8270f384ad3a72a33c279905",
+    ),
+    (
+        "github.com/cert-manager/cert-manager",
+        "v1.19.1",
+        "deploy/crds/cert-manager.io_certificates.yaml",
+        "7c99af3441710ffb4c0988c87a36a1448b293d4c99bf4e5ca8d3adbfc1f63b3e",
+    ),
+    (
+        "github.com/cert-manager/cert-manager",
+        "v1.19.1",
+        "deploy/crds/cert-manager.io_clusterissuers.yaml",
+        "3d71d9faf472b2c1fdc49639b3896c4b373bdeff41f25bd9f502a4bd1f14a538",
+    ),
+    (
+        "github.com/external-secrets/external-secrets",
+        "v0.20.4",
+        "deploy/crds/bundle.yaml",
+        "db2c51e928f25dd9b43f583e61b3deeba3fbdfa6286768b8c92aef94f862b4e3",
+    ),
+];
 
 fn major(release: &str) -> Result<&str, FixtureError> {
     release
