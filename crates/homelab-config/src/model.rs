@@ -387,6 +387,11 @@ pub struct ComponentVersions {
     /// is applied only when it matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flannel_manifest_sha256: Option<String>,
+    /// Where Flannel's manifest is read from instead of that release on GitHub: an
+    /// `http(s)://` URL of a mirror, or an absolute path on this machine (offline installs).
+    /// Checked like the download: against the pin, else the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flannel_manifest: Option<String>,
     /// MetalLB.
     pub metallb: PinnedVersion,
     /// ingress-nginx Helm chart.
@@ -406,6 +411,11 @@ pub struct ComponentVersions {
     /// ([`ComponentVersions::argocd_pin`]), else the one `homelab.lock` recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argocd_manifest_sha256: Option<String>,
+    /// Where Argo CD's `install.yaml` is read from instead of that release's tag on GitHub:
+    /// an `http(s)://` URL of a mirror, or an absolute path on this machine (offline
+    /// installs). Checked like the download: against the pin, else the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argocd_manifest: Option<String>,
     /// Harbor Helm chart.
     pub harbor: PinnedVersion,
     /// Actions Runner Controller (gha-runner-scale-set) charts.
@@ -443,6 +453,7 @@ impl Default for ComponentVersions {
         Self {
             flannel: pinned("v0.27.4"),
             flannel_manifest_sha256: None,
+            flannel_manifest: None,
             metallb: pinned("v0.15.2"),
             ingress_nginx: pinned("4.13.3"),
             cert_manager: pinned("v1.19.1"),
@@ -450,6 +461,7 @@ impl Default for ComponentVersions {
             argocd: pinned(ARGOCD_RELEASE),
             argocd_chart: pinned("9.1.0"),
             argocd_manifest_sha256: None,
+            argocd_manifest: None,
             harbor: pinned("1.18.0"),
             actions_runner_controller: pinned("0.13.0"),
             local_path_provisioner: pinned("v0.0.32"),

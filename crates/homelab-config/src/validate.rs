@@ -619,6 +619,24 @@ fn versions(config: &Config, out: &mut Vec<Diagnostic>) {
             )),
         );
     }
+    for (key, source) in [
+        ("versions.flannel_manifest", &v.flannel_manifest),
+        ("versions.argocd_manifest", &v.argocd_manifest),
+    ] {
+        if let Some(source) = source
+            && !(source.starts_with("https://")
+                || source.starts_with("http://")
+                || source.starts_with('/'))
+        {
+            out.push(
+                Diagnostic::error(
+                    p(key),
+                    format!("`{source}` is neither an http(s):// URL nor an absolute path"),
+                )
+                .with_help("give the URL of a mirror, or the absolute path of a local copy of the release's manifest"),
+            );
+        }
+    }
     for (key, pin) in [
         ("versions.argocd_manifest_sha256", &v.argocd_manifest_sha256),
         (
@@ -919,6 +937,22 @@ mod tests {
     #[test]
     fn default_is_clean() {
         assert_eq!(validate(&Config::default()), vec![]);
+    }
+
+    #[test]
+    fn manifest_sources_are_urls_or_absolute_paths() {
+        let mut c = Config::default();
+        c.versions.flannel_manifest = Some("/srv/mirror/kube-flannel.yml".into());
+        c.versions.argocd_manifest = Some("https://mirror.lan/argocd/install.yaml".into());
+        assert_eq!(errors_at(&c), Vec::<String>::new());
+        c.versions.flannel_manifest = Some("kube-flannel.yml".into());
+        c.versions.argocd_manifest = Some("ftp://mirror.lan/install.yaml".into());
+        assert_eq!(
+            errors_at(&c),
+            ["versions.flannel_manifest", "versions.argocd_manifest"]
+        );
+        let text = validate(&c)[0].message.clone();
+        assert!(text.contains("`kube-flannel.yml`"), "{text}");
     }
 
     #[test]

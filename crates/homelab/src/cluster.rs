@@ -73,7 +73,14 @@ async fn cluster_plan(lab: &Lab) -> Result<kubeadm_boot::bootstrap::Plan, Error>
 /// # Errors
 /// The download fails or the digest differs.
 pub async fn pod_network(lab: &Lab, events: Events<'_>) -> Result<PodNetwork, Error> {
-    let url = kubeadm_boot::cni::flannel_manifest_url(lab.config.versions.flannel.as_str());
+    let url = lab
+        .config
+        .versions
+        .flannel_manifest
+        .clone()
+        .unwrap_or_else(|| {
+            kubeadm_boot::cni::flannel_manifest_url(lab.config.versions.flannel.as_str())
+        });
     // Offline: the bundle's copy (checked against SHA256SUMS when the bundle was opened, and
     // against the pin when there is one).
     if let Some(bundle) = lab.node_bundle()? {

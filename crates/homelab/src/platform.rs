@@ -37,7 +37,14 @@ pub fn wanted(lab: &Lab) -> bool {
 /// # Errors
 /// The download fails or the digest differs.
 pub async fn argocd_manifest(lab: &Lab, events: Events<'_>) -> Result<(String, Vec<u8>), Error> {
-    let url = platform::argocd::install_manifest_url(lab.config.versions.argocd.as_str());
+    let url = lab
+        .config
+        .versions
+        .argocd_manifest
+        .clone()
+        .unwrap_or_else(|| {
+            platform::argocd::install_manifest_url(lab.config.versions.argocd.as_str())
+        });
     let mut lock = LockFile::load(&lab.lock_path())?;
     let fetched = lock::fetch(
         &reqwest::Client::new(),
