@@ -132,7 +132,10 @@ async fn probe_nodes(lab: &Lab, spec: &ClusterSpec) -> Vec<Result<(), String>> {
                 return Err("no host key recorded for it (it was not made by homelab)".into());
             };
             target.ready_command = "true".into();
-            match tokio::time::timeout(limit, libvirt_vm::wait::probe(&target, &key)).await {
+            // The banner may take most of the limit (a busy emulated node forks its sshd
+            // slowly: 5 s was seen not to be enough right after sshd started).
+            let probe = libvirt_vm::wait::probe_within(&target, &key, limit.mul_f32(0.8));
+            match tokio::time::timeout(limit, probe).await {
                 Ok(Seen::Ready) => Ok(()),
                 Ok(seen) => Err(seen.to_string()),
                 Err(_) => Err(format!("no login within {}s", limit.as_secs())),

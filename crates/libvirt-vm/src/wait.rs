@@ -84,15 +84,21 @@ impl fmt::Display for Seen {
 }
 
 /// Probes one node once: the SSH port answers with a banner, the node proves the host key
-/// pinned for it, the login works and the ready command succeeds.
+/// pinned for it, the login works and the ready command succeeds. The port has 3 s to
+/// answer and the banner 5 s to come.
 pub async fn probe(target: &ReadyTarget, key: &Arc<PrivateKey>) -> Seen {
+    probe_within(target, key, Duration::from_secs(5)).await
+}
+
+/// [`probe`] with `banner` as the time the banner may take (a node busy under software
+/// emulation forks its sshd slowly).
+pub async fn probe_within(target: &ReadyTarget, key: &Arc<PrivateKey>, banner: Duration) -> Seen {
     let addr = SocketAddr::new(target.ip, target.port);
-    let (banner, stream) =
-        match read_banner(addr, Duration::from_secs(3), Duration::from_secs(5)).await {
-            Ok(b) => b,
-            Err(BannerError::NoAnswer(e)) => return Seen::NoAnswer(e),
-            Err(BannerError::NoBanner(e)) => return Seen::NoBanner(e),
-        };
+    let (banner, stream) = match read_banner(addr, Duration::from_secs(3), banner).await {
+        Ok(b) => b,
+        Err(BannerError::NoAnswer(e)) => return Seen::NoAnswer(e),
+        Err(BannerError::NoBanner(e)) => return Seen::NoBanner(e),
+    };
     let ssh_err = |error: String| Seen::Ssh {
         banner: banner.clone(),
         error,
