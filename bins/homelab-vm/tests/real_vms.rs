@@ -1,8 +1,13 @@
 //! Real VMs under `qemu:///system` (software emulation on machines whose KVM cannot run
-//! guests): the `homelab-vm` binary builds or reuses the base image, boots three nodes on a
-//! private NAT network, and the suite logs in with OpenSSH to check each node's host name,
-//! static address and key; re-applies (no change), kills the tool mid-apply and re-applies
-//! (converges), destroys, and checks nothing is left.
+//! guests), one set of two nodes (a control plane and a worker: see [`NODES`]) carried through
+//! every layer so that each costs one boot:
+//! the `homelab-vm` binary builds or reuses the base image and boots the nodes on a private
+//! NAT network (killed once mid-apply, then converging); the suite logs in with OpenSSH to
+//! check each node's host name, static address and key; re-applies (no change); `status` and
+//! `verify` with a node down; node preparation from a stand-in package repository killed at
+//! two points (its 1.33.5 packages carry the real programs); then a Kubernetes cluster on
+//! those nodes, its images from the node bundle through a registry mirror, every node
+//! `Ready`; the package upgrade step; and `destroy`, checking nothing is left.
 //!
 //! Needs root, libvirt, qemu and debootstrap (scripts/deps.sh installs them) and takes
 //! minutes, so it is `#[ignore]`d in quick runs; `make test` (and CI) run it.
@@ -71,13 +76,6 @@ vcpus = 1
 memory = "1GiB"
 disk = "10GiB"
 ip = "{NET}.11"
-
-[[nodes]]
-name = "hlit-w2"
-vcpus = 1
-memory = "1GiB"
-disk = "10GiB"
-ip = "{NET}.12"
 "#,
         dir = dir.display(),
         image = image_dir().display(),
@@ -146,7 +144,7 @@ fn virsh(args: &[&str]) -> String {
 
 fn check_nodes(dir: &Path) {
     let key = std::fs::read_to_string(dir.join("id_ed25519.pub")).unwrap();
-    for (name, last) in [("hlit-cp", 10), ("hlit-w1", 11), ("hlit-w2", 12)] {
+    for (name, last) in NODES {
         let ip = format!("{NET}.{last}");
         let out = ssh(
             dir,
@@ -163,34 +161,57 @@ fn check_nodes(dir: &Path) {
     }
 }
 
-/// The nodes as the pipeline's `nodes` phase left them, checked with OpenSSH: swap off,
-/// modules, sysctls, containerd with its TOML configuration, the Kubernetes packages from the
-/// stand-in repository (signed by a throwaway key whose fingerprint is pinned, the key fetched
-/// by the host), held. The steps run again change nothing; then the upgrade's package step
-/// moves one node to the next patch release, and preparation refuses to move the others.
-#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
-fn prepared_nodes(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo) {
-    use kubeadm_boot::kubeadm::Version;
-    use kubeadm_boot::prepare::{PackageSource, node_steps};
-    use kubeadm_boot::ssh::{HostKeyPolicy, Pool, SshOptions, Target};
-    use kubeadm_boot::steps::{Outcome, Runner, Step};
-    use std::sync::Arc;
+/// The suite's nodes: one control plane and one worker. Three (a second worker) do not fit
+/// the CI's two cores under software emulation: measured at stop 26, the idle emulated
+/// workers took a third of the host while `kubeadm init` starved, and the suite ran out of
+/// its 50 minutes in the second attempt of the init.
+const NODES: [(&str, u8); 2] = [("hlit-cp", 10), ("hlit-w1", 11)];
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let version: Version = "1.33.5".parse().unwrap();
-    let mut source = PackageSource::new(&repo.base_url, &repo.fingerprint);
-    runtime
-        .block_on(source.fetch_key(&reqwest::Client::new(), &version))
-        .unwrap();
-    let steps = node_steps(&version, &source);
-    let nodes = [("hlit-cp", 10), ("hlit-w1", 11), ("hlit-w2", 12)];
-    let target = |name: &str, last: u8| Target {
+fn target(name: &str, last: u8) -> kubeadm_boot::ssh::Target {
+    kubeadm_boot::ssh::Target {
         name: name.into(),
         address: format!("{NET}.{last}"),
         port: 22,
         user: "ops".into(),
-    };
-    let run = |work: Vec<(Target, Vec<Step>)>, dry_run: bool| {
+    }
+}
+
+use kubeadm_boot::ssh::Target;
+
+/// The same steps on every node.
+fn everywhere(steps: &[kubeadm_boot::steps::Step]) -> Work {
+    NODES
+        .iter()
+        .map(|(name, last)| (target(name, *last), steps.to_vec()))
+        .collect()
+}
+
+/// The stand-in repository as node preparation takes it, its key fetched by the host.
+fn package_source(
+    runtime: &tokio::runtime::Runtime,
+    repo: &homelab_testkit::apt_repo::AptRepo,
+) -> kubeadm_boot::prepare::PackageSource {
+    let mut source = kubeadm_boot::prepare::PackageSource::new(&repo.base_url, &repo.fingerprint);
+    runtime
+        .block_on(source.fetch_key(&reqwest::Client::new(), &"1.33.5".parse().unwrap()))
+        .unwrap();
+    source
+}
+
+/// Node steps for each node.
+type Work = Vec<(Target, Vec<kubeadm_boot::steps::Step>)>;
+/// What running them gives.
+type Ran = Result<Vec<kubeadm_boot::steps::Report>, kubeadm_boot::steps::RunError>;
+
+/// Runs node steps over SSH (strict host keys) and prints each result.
+fn step_runner<'a>(
+    dir: &'a Path,
+    runtime: &'a tokio::runtime::Runtime,
+) -> impl Fn(Work, bool) -> Ran + 'a {
+    use kubeadm_boot::ssh::{HostKeyPolicy, Pool, SshOptions};
+    use kubeadm_boot::steps::Runner;
+    use std::sync::Arc;
+    move |work, dry_run| {
         runtime.block_on(async {
             let pool = Pool::new(SshOptions {
                 private_key: dir.join("id_ed25519"),
@@ -213,14 +234,25 @@ fn prepared_nodes(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo) {
                 )
                 .await
         })
-    };
-    let everywhere = |steps: &[Step]| -> Vec<(Target, Vec<Step>)> {
-        nodes
-            .iter()
-            .map(|(name, last)| (target(name, *last), steps.to_vec()))
-            .collect()
-    };
-    for (_, last) in nodes {
+    }
+}
+
+/// The nodes as the pipeline's `nodes` phase left them, checked with OpenSSH: swap off,
+/// modules, sysctls, containerd with its TOML configuration, the Kubernetes packages from the
+/// stand-in repository (signed by a throwaway key whose fingerprint is pinned, the key fetched
+/// by the host), held. The steps run again change nothing, and neither does a dry run.
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+fn prepared_nodes(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo) {
+    use kubeadm_boot::kubeadm::Version;
+    use kubeadm_boot::prepare::node_steps;
+    use kubeadm_boot::steps::Outcome;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let version: Version = "1.33.5".parse().unwrap();
+    let source = package_source(&runtime, repo);
+    let steps = node_steps(&version, &source);
+    let run = step_runner(dir, &runtime);
+    for (_, last) in NODES {
         let out = ssh(
             dir,
             &format!("{NET}.{last}"),
@@ -244,9 +276,21 @@ fn prepared_nodes(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo) {
         .filter(|r| r.outcome != Outcome::Unchanged)
         .collect();
     assert!(changed.is_empty(), "a re-run changed: {changed:#?}");
-    assert_eq!(second.len(), 3 * steps.len());
+    assert_eq!(second.len(), NODES.len() * steps.len());
     let dry = run(everywhere(&steps), true).unwrap_or_else(|e| panic!("{e}"));
     assert!(dry.iter().all(|r| r.outcome == Outcome::Unchanged));
+}
+
+/// The upgrade's package step on the control plane (after the cluster scenario: the next
+/// patch release's packages are stand-ins), and preparation refusing to move the others.
+fn package_upgrade(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo) {
+    use kubeadm_boot::kubeadm::Version;
+    use kubeadm_boot::prepare::node_steps;
+    use kubeadm_boot::steps::{Outcome, Step};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let source = package_source(&runtime, repo);
+    let run = step_runner(dir, &runtime);
 
     // The upgrade's package step moves the control plane to the next patch release (the
     // package lists refreshed first, the package held again)...
@@ -328,12 +372,16 @@ fn status_and_verify(dir: &Path) {
         .collect();
     assert!(failed.is_empty(), "{failed:#?}");
 
-    // One VM stopped, and sshd stopped on another node.
-    virsh(&["destroy", "hlit-w1"]);
+    // One VM stopped, and sshd stopped on the other node (which starts it again by itself
+    // 60 s later: a timer). The VM is stopped with its memory saved (libvirt's managed save:
+    // shut off to libvirt and to homelab, and started again in seconds, where a boot under
+    // emulation takes minutes).
+    virsh(&["managedsave", "hlit-w1"]);
     ssh(
         dir,
-        &format!("{NET}.12"),
-        "sudo -n systemctl stop ssh.socket ssh.service; true",
+        &format!("{NET}.10"),
+        "sudo -n systemd-run --quiet --on-active=60 --unit=hlit-ssh-back systemctl start ssh.service && \
+         sudo -n systemctl stop ssh.socket ssh.service; true",
     );
     let started = Instant::now();
     let status = Status::of(runtime.block_on(pipeline.status(&lab)));
@@ -346,13 +394,12 @@ fn status_and_verify(dir: &Path) {
     assert_eq!(
         vms(&status),
         [
-            ("hlit-cp".to_owned(), "running".to_owned(), true),
+            ("hlit-cp".to_owned(), "running".to_owned(), false),
             ("hlit-w1".to_owned(), "shut off".to_owned(), false),
-            ("hlit-w2".to_owned(), "running".to_owned(), false),
         ]
     );
-    let w2 = &status.phases[0].items[2].detail;
-    assert!(w2.contains("ssh: no answer on the SSH port"), "{w2}");
+    let cp = &status.phases[0].items[0].detail;
+    assert!(cp.contains("ssh: no answer on the SSH port"), "{cp}");
     // The nodes phase does not wait for the SSH of a VM libvirt says is off.
     assert_eq!(
         status.phases[1].items[1].state, "VM shut off",
@@ -365,15 +412,18 @@ fn status_and_verify(dir: &Path) {
         .map(|c| (c.name.clone(), c.fix.clone().unwrap_or_default()))
         .collect();
     let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
     assert_eq!(
-        names,
-        ["vm hlit-w1", "ssh hlit-w1", "ssh hlit-w2"],
+        sorted,
+        ["ssh hlit-cp", "ssh hlit-w1", "vm hlit-w1"],
         "{failed:#?}"
     );
-    assert!(failed[0].1.contains("homelab up --only vms"), "{failed:#?}");
+    let vm = failed.iter().find(|(n, _)| n == "vm hlit-w1").unwrap();
+    assert!(vm.1.contains("homelab up --only vms"), "{failed:#?}");
 
-    // Both back through the library's up: w2 restarted (its sshd starts at boot), w1 started.
-    virsh(&["destroy", "hlit-w2"]);
+    // Both back through the library's up: w1 started (from its saved memory), the control
+    // plane's sshd back by its timer (the vms phase waits for every node's SSH).
     let events = |e: homelab::Event| eprintln!("(up) {e}");
     let only_vms = Selection {
         only: Some("vms".into()),
@@ -381,11 +431,11 @@ fn status_and_verify(dir: &Path) {
     };
     let plans = runtime.block_on(pipeline.plan(&lab, &only_vms)).unwrap();
     let starts: Vec<&str> = plans[0].changes.iter().map(|c| c.object.as_str()).collect();
-    assert_eq!(starts, ["domain hlit-w1", "domain hlit-w2"], "{}", plans[0]);
+    assert_eq!(starts, ["domain hlit-w1"], "{}", plans[0]);
     let reports = runtime
         .block_on(pipeline.up(&lab, &only_vms, &events))
         .unwrap();
-    assert_eq!(reports[0].changed, 2);
+    assert_eq!(reports[0].changed, 1);
     let status = Status::of(runtime.block_on(pipeline.status(&lab)));
     assert!(status.phases[0].healthy(), "{status:#?}");
     check_nodes(dir);
@@ -415,9 +465,8 @@ const PREPARATION: [&str; 9] = [
 ];
 
 /// `up --until nodes` through the library (in a process of its own, the `up` example of the
-/// homelab crate, so that it can be killed) killed at four points proptest chooses: two while it
-/// plans or re-creates a node in the vms phase (each time with a node to re-create), and two
-/// in the nodes phase on fresh nodes (apt and dpkg at work); each event log shows where. Then run again
+/// homelab crate, so that it can be killed) killed at two points proptest chooses in the nodes
+/// phase on fresh nodes (apt and dpkg at work); each event log shows where. Then run again
 /// in this process: it converges (a node killed inside dpkg is finished), leaves a foreign
 /// volume in the pool alone, and a further run changes nothing.
 #[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
@@ -448,7 +497,7 @@ fn kill_points(dir: &Path) {
     // Fresh nodes: the plan lists every preparation step on every node.
     let plans = runtime.block_on(pipeline.plan(&lab, &until_nodes)).unwrap();
     assert!(plans[0].is_noop(), "{}", plans[0]);
-    for node in ["hlit-cp", "hlit-w1", "hlit-w2"] {
+    for (node, _) in NODES {
         for step in PREPARATION {
             let object = format!("{node}: {step}");
             assert!(
@@ -463,15 +512,10 @@ fn kill_points(dir: &Path) {
     let _ = virsh_status(&["vol-delete", "--pool", "hlit", "foreign.img"]);
     virsh(&["vol-create-as", "hlit", "foreign.img", "1M"]);
     let mut runner = proptest::test_runner::TestRunner::default();
-    // The first two from the start of the run (the vms phase re-creates a node), the last two
-    // from the moment the run reaches node preparation (how long it plans before that
-    // depends on how busy the emulated nodes are: 25 s was seen not to be enough).
-    let delays = (
-        1_000u64..6_000,
-        6_000u64..25_000,
-        1_000u64..15_000,
-        3_000u64..25_000,
-    )
+    // Counted from the moment the run reaches node preparation (how long it plans before
+    // that depends on how busy the emulated nodes are: 25 s was seen not to be enough). The
+    // vms phase's own kill point is the first apply's (the main scenario).
+    let delays = (1_000u64..15_000, 3_000u64..25_000)
         .new_tree(&mut runner)
         .unwrap()
         .current();
@@ -480,22 +524,11 @@ fn kill_points(dir: &Path) {
         only: Some("vms".into()),
         ..Selection::default()
     };
-    for (delay, in_vms) in [
-        (delays.0, true),
-        (delays.1, true),
-        (delays.2, false),
-        (delays.3, false),
-    ] {
-        if in_vms {
-            // A node to re-create, so that the run has work to do in the vms phase.
-            let _ = virsh_status(&["destroy", "hlit-w2"]);
-            let _ = virsh_status(&["undefine", "hlit-w2"]);
-        } else {
-            // Every VM up first, so that the run reaches node preparation at once.
-            runtime
-                .block_on(pipeline.up(&lab, &only_vms, &|_| {}))
-                .unwrap();
-        }
+    for delay in [delays.0, delays.1] {
+        // Every VM up first, so that the run reaches node preparation at once.
+        runtime
+            .block_on(pipeline.up(&lab, &only_vms, &|_| {}))
+            .unwrap();
         let mut child = StdCommand::new(&up)
             .arg(dir.join("homelab.toml"))
             .args(["--until", "nodes"])
@@ -503,20 +536,18 @@ fn kill_points(dir: &Path) {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        if !in_vms {
-            // Until the run's log shows node preparation (or the run ends).
-            let since = Instant::now();
-            while !std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("== nodes")
-                && child.try_wait().unwrap().is_none()
-            {
-                assert!(
-                    since.elapsed() < Duration::from_secs(600),
-                    "the run did not reach node preparation in 10 minutes"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
+        // Until the run's log shows node preparation (or the run ends).
+        let since = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("== nodes")
+            && child.try_wait().unwrap().is_none()
+        {
+            assert!(
+                since.elapsed() < Duration::from_secs(600),
+                "the run did not reach node preparation in 10 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(delay));
         let finished = child.try_wait().unwrap();
@@ -535,13 +566,11 @@ fn kill_points(dir: &Path) {
             finished.is_none(),
             "kill point {delay} ms came after the run:\n{events}"
         );
-        if !in_vms {
-            // Meant for node preparation: the run got there and was stopped in it.
-            assert!(
-                events.contains("== nodes"),
-                "kill point {delay} ms did not reach node preparation:\n{events}"
-            );
-        }
+        // The run got to node preparation and was stopped in it.
+        assert!(
+            events.contains("== nodes"),
+            "kill point {delay} ms did not reach node preparation:\n{events}"
+        );
     }
     let started = Instant::now();
     let reports = runtime
@@ -574,11 +603,7 @@ fn kill_points(dir: &Path) {
         .collect();
     assert_eq!(
         nodes,
-        [
-            ("hlit-cp", "prepared"),
-            ("hlit-w1", "prepared"),
-            ("hlit-w2", "prepared")
-        ],
+        [("hlit-cp", "prepared"), ("hlit-w1", "prepared")],
         "{status:#?}"
     );
     // The foreign volume is untouched, then removed by the test.
@@ -586,43 +611,51 @@ fn kill_points(dir: &Path) {
     virsh(&["vol-delete", "--pool", "hlit", "foreign.img"]);
 }
 
-/// The lab's configuration for a cluster from the offline node bundle: kubeadm, kubelet,
-/// kubectl and the CNI plugins uploaded from `bundle`, and every image of `registry.k8s.io`
-/// and `ghcr.io` pulled from `mirror` (a registry on the VMs' network).
-fn config_with_bundle(dir: &Path, bundle: &Path, mirror: &str) -> String {
+/// The lab's configuration for the cluster: the packages from the stand-in repository
+/// (whose 1.33.5 packages carry the real programs), every image of `registry.k8s.io` and
+/// `ghcr.io` pulled from `mirror` (a registry on the VMs' network), Flannel's manifest read
+/// from a local copy (no GitHub here).
+fn config_for_cluster(
+    dir: &Path,
+    repo: &homelab_testkit::apt_repo::AptRepo,
+    mirror: &str,
+    flannel: &Path,
+) -> String {
     format!(
-        "{}\n[phases.cluster]\ntimeout = \"40m\"\n\n[packages]\nbundle = \"{}\"\n\n[packages.mirrors]\n\"registry.k8s.io\" = \"http://{mirror}\"\n\"ghcr.io\" = \"http://{mirror}\"\n",
-        config(dir),
-        bundle.display()
+        // kubeadm gives up on a busy emulated API server after 10 s (seen: `addon/coredns`,
+        // a join's preflight); each attempt of the phase continues where the last stopped.
+        "{}\n[phases.cluster]\ntimeout = \"40m\"\nretries = 5\n\n[versions]\nflannel_manifest = \"{}\"\n\n[packages.mirrors]\n\"registry.k8s.io\" = \"http://{mirror}\"\n\"ghcr.io\" = \"http://{mirror}\"\n",
+        config_with_packages(dir, repo),
+        flannel.display()
     )
 }
 
-/// This machine's Debian mirror serves a fixed snapshot whose Release files are past their
-/// Valid-Until date; the host's apt is configured for that, and so must the nodes' be.
-fn apt_valid_until_workaround(dir: &Path) {
-    if let Ok(conf) = std::fs::read_to_string("/etc/apt/apt.conf.d/99artifact-registry") {
-        for last in [10, 11, 12] {
-            ssh(
-                dir,
-                &format!("{NET}.{last}"),
-                &format!(
-                    "printf '%s' '{conf}' | sudo -n tee /etc/apt/apt.conf.d/99artifact-registry >/dev/null"
-                ),
-            );
-        }
+/// The nodes' apt as this machine needs it: its Debian mirror serves a fixed snapshot whose
+/// Release files are past their Valid-Until date (the host's apt is configured for that, and
+/// so must the nodes' be); and no translated package descriptions, whose 32 MB index every
+/// apt run parses again (measured: an `apt-get update` with nothing new takes 32 s on an
+/// emulated node, 19 s of which rebuild the package cache).
+fn apt_test_config(dir: &Path) {
+    let mirror = std::fs::read_to_string("/etc/apt/apt.conf.d/99artifact-registry")
+        .map(|conf| {
+            format!("printf '%s' '{conf}' | sudo -n tee /etc/apt/apt.conf.d/99artifact-registry >/dev/null && ")
+        })
+        .unwrap_or_default();
+    for (_, last) in NODES {
+        ssh(
+            dir,
+            &format!("{NET}.{last}"),
+            &format!(
+                "{mirror}echo 'Acquire::Languages \"none\";' | sudo -n tee /etc/apt/apt.conf.d/99homelab-tests >/dev/null"
+            ),
+        );
     }
 }
 
-/// From nothing to a Kubernetes cluster with every node `Ready`, through the pipeline
-/// (vms → nodes → cluster) as `homelab up` runs it, offline: kubeadm, kubelet, kubectl, the
-/// CNI plugins and every image built from their Go modules at the pinned versions
-/// (`scripts/node-bundle.sh`), the images pushed by the nodes phase to a registry on the VMs'
-/// network that containerd on every node uses as the mirror of registry.k8s.io and ghcr.io.
-/// Then `status` and `verify` report the cluster healthy, a re-run changes nothing, and
-/// `destroy` removes it.
-#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
-fn ready_cluster(dir: &Path) {
-    use homelab::{Lab, Pipeline, Selection, Status};
+/// The node bundle (`scripts/node-bundle.sh`): kubeadm, kubelet, kubectl, the CNI plugins
+/// and every image of the cluster built from their Go modules at the pinned versions, and
+/// Flannel's manifest.
+fn node_bundle(dir: &Path) -> PathBuf {
     let started = Instant::now();
     let bundle = dir.join("bundle");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/node-bundle.sh");
@@ -633,21 +666,51 @@ fn ready_cluster(dir: &Path) {
         .unwrap();
     assert!(made.success(), "{} failed", script.display());
     eprintln!("node bundle: {:.0?}", started.elapsed());
-    // The VMs' network (and so its gateway address, where the registry listens) exists only
-    // once the vms phase ran.
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    std::fs::write(dir.join("homelab.toml"), config(dir)).unwrap();
-    let lab = Lab::load(Some(&dir.join("homelab.toml"))).unwrap();
-    let until_vms = Selection {
-        until: Some("vms".into()),
-        ..Selection::default()
+    bundle
+}
+
+/// The stand-in package repository, its 1.33.5 packages carrying the bundle's real kubeadm,
+/// kubelet, kubectl and CNI plugins (with the kubelet's unit and kubeadm's drop-in); 1.33.6
+/// is a stand-in, for the package upgrade.
+fn package_repository(
+    runtime: &tokio::runtime::Runtime,
+    bundle: &Path,
+) -> homelab_testkit::apt_repo::AptRepo {
+    let real = homelab_testkit::apt_repo::RealPackages {
+        version: "1.33.5".into(),
+        bin_dir: bundle.join("bin"),
+        cni_dir: bundle.join("cni"),
+        kubelet_unit: kubeadm_boot::bundle::kubelet_unit(),
+        kubeadm_drop_in: kubeadm_boot::bundle::kubeadm_drop_in(),
     };
     let started = Instant::now();
-    runtime
-        .block_on(Pipeline::for_lab(&lab).up(&lab, &until_vms, &|e| eprintln!("{e}")))
+    let repo = runtime
+        .block_on(homelab_testkit::apt_repo::AptRepo::start_with(
+            format!("{NET}.1").parse().unwrap(),
+            &["1.33.5", "1.33.6"],
+            Some(&real),
+        ))
         .unwrap();
-    eprintln!("vms: {:.0?}", started.elapsed());
-    apt_valid_until_workaround(dir);
+    eprintln!(
+        "package repository: {} (key {}), built in {:.0?}",
+        repo.base_url,
+        repo.fingerprint,
+        started.elapsed()
+    );
+    repo
+}
+
+/// On the nodes prepared from the package repository (kubeadm, kubelet and kubectl 1.33.5,
+/// the real programs), a Kubernetes cluster with every node `Ready`, through the pipeline
+/// (vms → nodes → cluster) as `homelab up` runs it, offline: the cluster's images, built
+/// from their Go modules into the node bundle, pushed to a registry on the VMs' network that
+/// containerd on every node uses as the mirror of registry.k8s.io and ghcr.io. Then `status`
+/// and `verify` report the cluster healthy and a re-run changes nothing.
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+fn ready_cluster(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo, bundle_dir: &Path) {
+    use homelab::{Lab, Pipeline, Selection, Status};
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/node-bundle.sh");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     let registry = homelab_testkit::registry::Registry::start_with(
         &homelab_testkit::registry::RegistryConfig {
             address: Some(format!("{NET}.1").parse().unwrap()),
@@ -657,35 +720,55 @@ fn ready_cluster(dir: &Path) {
     .unwrap();
     std::fs::write(
         dir.join("homelab.toml"),
-        config_with_bundle(dir, &bundle, &registry.host()),
+        config_for_cluster(
+            dir,
+            repo,
+            &registry.host(),
+            &bundle_dir.join("manifests/kube-flannel.yml"),
+        ),
     )
     .unwrap();
     let lab = Lab::load(Some(&dir.join("homelab.toml"))).unwrap();
     let pipeline = Pipeline::for_lab(&lab);
 
-    // The plan names the bundle's files and the images the mirror lacks.
+    // The images, as a user with a registry of their own fills it: from the bundle, through
+    // the library.
+    let started = Instant::now();
+    let bundle = kubeadm_boot::bundle::NodeBundle::open(bundle_dir).unwrap();
+    let images = runtime
+        .block_on(homelab::bundle::mirrored_images(&lab.config, &bundle))
+        .unwrap();
+    assert!(
+        images
+            .iter()
+            .any(|i| i.reference.to_string() == "registry.k8s.io/kube-apiserver:v1.33.5"),
+        "{:?}",
+        images
+            .iter()
+            .map(|i| i.reference.to_string())
+            .collect::<Vec<_>>()
+    );
+    let pushed = runtime
+        .block_on(homelab::bundle::publish(&images, &bundle, &|m| {
+            eprintln!("{m}");
+        }))
+        .unwrap();
+    eprintln!("{pushed} images pushed in {:.0?}", started.elapsed());
+
+    // The plan: the mirrors on every node, then kubeadm.
     let plans = runtime
         .block_on(pipeline.plan(&lab, &Selection::all()))
         .unwrap();
-    let nodes_plan = plans.iter().find(|p| p.phase == "nodes").unwrap();
-    for object in [
-        "hlit-w1: bundle-bin-kubelet",
-        "image registry.k8s.io/kube-apiserver:v1.33.5",
-        "image ghcr.io/flannel-io/flannel:v0.27.4",
-    ] {
-        assert!(
-            nodes_plan.changes.iter().any(|c| c.object == object),
-            "the plan lacks {object}:\n{nodes_plan}"
-        );
-    }
+    let cluster_plan = plans.iter().find(|p| p.phase == "cluster").unwrap();
+    assert!(!cluster_plan.is_noop(), "{cluster_plan}");
 
-    // Up: every node prepared from the bundle, kubeadm init and joins, Flannel, all Ready.
+    // Up: the mirrors on every node, kubeadm init and joins, Flannel, all Ready.
     let started = Instant::now();
     let reports = runtime
         .block_on(pipeline.up(&lab, &Selection::all(), &|e| eprintln!("{e}")))
         .unwrap_or_else(|e| panic!("homelab up: {e}\nregistry log:\n{}", registry.log()));
     eprintln!(
-        "homelab up from the bundle to Ready: {:.0?} ({})",
+        "homelab up to Ready: {:.0?} ({})",
         started.elapsed(),
         reports
             .iter()
@@ -694,7 +777,7 @@ fn ready_cluster(dir: &Path) {
             .join(", ")
     );
 
-    // kubectl (built from the same module) sees three Ready nodes at the pinned version.
+    // kubectl (built from the same module) sees every node Ready at the pinned version.
     let kubectl = Path::new(&std::env::var("HOMELAB_KUBE_BIN").unwrap_or_else(|_| {
         String::from_utf8(
             StdCommand::new("bash")
@@ -716,7 +799,7 @@ fn ready_cluster(dir: &Path) {
         .output()
         .unwrap();
     let nodes = String::from_utf8_lossy(&nodes.stdout).into_owned();
-    for node in ["hlit-cp", "hlit-w1", "hlit-w2"] {
+    for (node, _) in NODES {
         assert!(
             nodes.lines().any(|l| l == format!("{node} v1.33.5 True")),
             "{node} is not Ready at v1.33.5:\n{nodes}"
@@ -738,7 +821,7 @@ fn ready_cluster(dir: &Path) {
     let cluster = status.phases.iter().find(|p| p.phase == "cluster").unwrap();
     assert_eq!(
         cluster.items.iter().filter(|i| i.state == "Ready").count(),
-        3,
+        NODES.len(),
         "{cluster:#?}"
     );
     let checks = runtime.block_on(pipeline.verify(&lab));
@@ -765,12 +848,6 @@ fn ready_cluster(dir: &Path) {
     );
     eprintln!("re-run: {:.0?}", started.elapsed());
 
-    // Destroy leaves nothing of this cluster behind.
-    runtime
-        .block_on(homelab::vms::destroy(&lab, &|e| eprintln!("{e}")))
-        .unwrap();
-    let domains = virsh(&["list", "--all", "--name"]);
-    assert!(!domains.contains("hlit-"), "{domains}");
     drop(registry);
 }
 
@@ -799,58 +876,9 @@ fn real_vms_apply_reapply_interrupt_destroy() {
 
     homelab_vm(d).arg("preflight").assert().success();
 
-    // 1. From nothing to three SSH-ready nodes.
+    // 1. From nothing to SSH-ready nodes, the tool killed once on the way (while it
+    // creates the last node's disk) and run again: it converges.
     let started = Instant::now();
-    let out = homelab_vm(d).arg("apply").assert().success();
-    eprintln!(
-        "apply: {:.0?}\n{}",
-        started.elapsed(),
-        String::from_utf8_lossy(&out.get_output().stderr)
-    );
-    check_nodes(d);
-
-    // 2. A re-run changes nothing.
-    let plan = homelab_vm(d).arg("plan").assert().success();
-    let plan = String::from_utf8(plan.get_output().stdout.clone()).unwrap();
-    assert!(plan.trim_end().ends_with("plan: 11 unchanged"), "{plan}");
-    let started = Instant::now();
-    homelab_vm(d)
-        .arg("apply")
-        .assert()
-        .success()
-        .stdout(predicates::str::contains("(0 changes)"));
-    eprintln!("idempotent re-apply: {:.1?}", started.elapsed());
-
-    // 3. Status and verify through the library, with every node up, then with one VM
-    // stopped and one node's SSH down.
-    status_and_verify(d);
-
-    // 4. Node preparation through the pipeline, from a stand-in of the Kubernetes package
-    // repository served on the VMs' network, killed at four points, then converging.
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let repo = runtime
-        .block_on(homelab_testkit::apt_repo::AptRepo::start(
-            format!("{NET}.1").parse().unwrap(),
-            &["1.33.5", "1.33.6"],
-        ))
-        .unwrap();
-    eprintln!(
-        "stand-in package repository: {} (key {})",
-        repo.base_url, repo.fingerprint
-    );
-    std::fs::write(d.join("homelab.toml"), config_with_packages(d, &repo)).unwrap();
-    apt_valid_until_workaround(d);
-    let started = Instant::now();
-    kill_points(d);
-    eprintln!(
-        "node preparation with four kills and the re-run: {:.0?}",
-        started.elapsed()
-    );
-    prepared_nodes(d, &repo);
-
-    // 5. A node lost, the tool killed while re-creating it, then run again: converges.
-    virsh(&["destroy", "hlit-w2"]);
-    virsh(&["undefine", "hlit-w2"]);
     let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("homelab-vm"))
         .arg("--config")
         .arg(d.join("homelab.toml"))
@@ -863,7 +891,7 @@ fn real_vms_apply_reapply_interrupt_destroy() {
     for line in BufReader::new(stderr).lines() {
         let line = line.unwrap();
         eprintln!("(to be killed) {line}");
-        if line.contains("volume hlit-w2.qcow2") {
+        if line.contains("volume hlit-w1.qcow2") {
             break;
         }
     }
@@ -871,27 +899,73 @@ fn real_vms_apply_reapply_interrupt_destroy() {
     child.wait().unwrap();
     // The kill landed before apply finished: the node's domain is still missing, and the plan
     // (read from libvirt, no state file) still has to create it.
-    let (defined, _, _) = virsh_status(&["dominfo", "hlit-w2"]);
+    let (defined, _, _) = virsh_status(&["dominfo", "hlit-w1"]);
     assert!(
         !defined,
-        "the kill came too late: hlit-w2 was already defined, so nothing was interrupted"
+        "the kill came too late: hlit-w1 was already defined, so nothing was interrupted"
     );
     let plan = homelab_vm(d).arg("plan").assert().success();
     let plan = String::from_utf8(plan.get_output().stdout.clone()).unwrap();
     assert!(
         plan.lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["create", "domain", "hlit-w2"]),
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["create", "domain", "hlit-w1"]),
         "after the kill:\n{plan}"
     );
-    homelab_vm(d).arg("apply").assert().success();
+    let out = homelab_vm(d).arg("apply").assert().success();
+    eprintln!(
+        "apply, killed once and run again: {:.0?}\n{}",
+        started.elapsed(),
+        String::from_utf8_lossy(&out.get_output().stderr)
+    );
     check_nodes(d);
+
+    // 2. A re-run changes nothing.
+    let plan = homelab_vm(d).arg("plan").assert().success();
+    let plan = String::from_utf8(plan.get_output().stdout.clone()).unwrap();
+    assert!(plan.trim_end().ends_with("plan: 8 unchanged"), "{plan}");
+    let started = Instant::now();
     homelab_vm(d)
-        .arg("plan")
+        .arg("apply")
         .assert()
         .success()
-        .stdout(predicates::str::contains("plan: 11 unchanged"));
+        .stdout(predicates::str::contains("(0 changes)"));
+    eprintln!("idempotent re-apply: {:.1?}", started.elapsed());
 
-    // 6. Destroy leaves nothing of this cluster behind.
+    // 3. Status and verify through the library, with every node up, then with one VM
+    // stopped and one node's SSH down.
+    let started = Instant::now();
+    status_and_verify(d);
+    eprintln!("status and verify: {:.0?}", started.elapsed());
+
+    // 4. Node preparation through the pipeline, from a stand-in of the Kubernetes package
+    // repository served on the VMs' network (its 1.33.5 packages carry the real programs,
+    // built from their Go modules), killed at two points, then converging.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bundle = node_bundle(d);
+    let repo = package_repository(&runtime, &bundle);
+    std::fs::write(d.join("homelab.toml"), config_with_packages(d, &repo)).unwrap();
+    apt_test_config(d);
+    let started = Instant::now();
+    kill_points(d);
+    eprintln!(
+        "node preparation with two kills and the re-run: {:.0?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    prepared_nodes(d, &repo);
+    eprintln!("prepared nodes checked: {:.0?}", started.elapsed());
+
+    // 5. On those nodes: a cluster with every node Ready, offline, through the pipeline.
+    let started = Instant::now();
+    ready_cluster(d, &repo, &bundle);
+    eprintln!("cluster scenario: {:.0?}", started.elapsed());
+
+    // 6. The upgrade's package step moves a node's kubeadm to the next patch release;
+    // preparation refuses to.
+    package_upgrade(d, &repo);
+    drop(repo);
+
+    // 7. Destroy leaves nothing of this cluster behind.
     homelab_vm(d).args(["destroy", "--yes"]).assert().success();
     let domains = virsh(&["list", "--all", "--name"]);
     assert!(!domains.contains("hlit-"), "{domains}");
@@ -917,9 +991,4 @@ fn real_vms_apply_reapply_interrupt_destroy() {
         .assert()
         .success()
         .stdout(predicates::str::contains("nothing of cluster hlit"));
-
-    // 7. From nothing to a cluster with every node Ready, offline, through the pipeline.
-    let started = Instant::now();
-    ready_cluster(d);
-    eprintln!("cluster scenario: {:.0?}", started.elapsed());
 }

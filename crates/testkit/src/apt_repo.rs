@@ -1,8 +1,11 @@
 //! A stand-in for the Kubernetes package repository: a real, signed Debian repository built by
-//! the test (`dpkg-deb`, `apt-ftparchive`, a throwaway GnuPG key) holding small `kubeadm`,
-//! `kubelet`, `kubectl` and `cri-tools` packages that report their version, served over HTTP
-//! in the layout of `pkgs.k8s.io` (`<base>/v1.33/deb/`, a flat repository with `InRelease`
-//! and `Release.key`).
+//! the test (`dpkg-deb`, `apt-ftparchive`, a throwaway GnuPG key) holding `kubeadm`,
+//! `kubelet`, `kubectl`, `kubernetes-cni` and `cri-tools` packages, served over HTTP in the
+//! layout of `pkgs.k8s.io` (`<base>/v1.33/deb/`, a flat repository with `InRelease` and
+//! `Release.key`). The packages are small scripts that report their version, or, for one
+//! version, the real programs ([`RealPackages`]: kubeadm, kubelet, kubectl and the CNI plugins
+//! built from their Go modules, with the kubelet's systemd unit and kubeadm's drop-in, where
+//! the distribution's packages put them), so that a node prepared from it runs a cluster.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -49,9 +52,86 @@ fn write_exec(path: &Path, text: &str) -> Result<(), FixtureError> {
         .map_err(err(format!("chmod {}", path.display())))
 }
 
+/// The real programs of one version's packages.
+#[derive(Debug, Clone)]
+pub struct RealPackages {
+    /// The version (`1.33.5`) whose packages carry them.
+    pub version: String,
+    /// A directory with `kubeadm`, `kubelet` and `kubectl`.
+    pub bin_dir: PathBuf,
+    /// A directory with the CNI plugins (`kubernetes-cni` puts them in `/opt/cni/bin`).
+    pub cni_dir: PathBuf,
+    /// The kubelet's systemd unit.
+    pub kubelet_unit: String,
+    /// kubeadm's drop-in for that unit (`10-kubeadm.conf`).
+    pub kubeadm_drop_in: String,
+}
+
+/// What a packaged file holds.
+enum Content {
+    Text(String),
+    Copy(PathBuf),
+}
+
+/// The files of the real package `name`: (path, contents, executable).
+fn real_files(
+    name: &str,
+    real: &RealPackages,
+) -> Result<Vec<(String, Content, bool)>, FixtureError> {
+    let bin = |b: &str| {
+        (
+            format!("usr/bin/{b}"),
+            Content::Copy(real.bin_dir.join(b)),
+            true,
+        )
+    };
+    Ok(match name {
+        "kubeadm" => vec![
+            bin("kubeadm"),
+            (
+                "usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf".into(),
+                Content::Text(real.kubeadm_drop_in.clone()),
+                false,
+            ),
+        ],
+        "kubelet" => vec![
+            bin("kubelet"),
+            (
+                "usr/lib/systemd/system/kubelet.service".into(),
+                Content::Text(real.kubelet_unit.clone()),
+                false,
+            ),
+        ],
+        "kubectl" => vec![bin("kubectl")],
+        "kubernetes-cni" => {
+            let entries = std::fs::read_dir(&real.cni_dir)
+                .map_err(err(format!("read {}", real.cni_dir.display())))?;
+            let mut plugins = Vec::new();
+            for entry in entries.flatten() {
+                plugins.push((
+                    format!("opt/cni/bin/{}", entry.file_name().to_string_lossy()),
+                    Content::Copy(entry.path()),
+                    true,
+                ));
+            }
+            plugins
+        }
+        _ => stand_in_files(name, &real.version),
+    })
+}
+
+/// The files of the stand-in package `name` at `version`: (path, contents, executable).
+fn stand_in_files(name: &str, version: &str) -> Vec<(String, Content, bool)> {
+    package_files(name, version)
+        .into_iter()
+        .map(|(path, text, executable)| (path.to_owned(), Content::Text(text), executable))
+        .collect()
+}
+
 /// The files of the stand-in package `name` at `version`: (path, contents, executable).
 fn package_files(name: &str, version: &str) -> Vec<(&'static str, String, bool)> {
     match name {
+        "kubernetes-cni" => vec![],
         "kubeadm" => vec![(
             "usr/bin/kubeadm",
             format!(
@@ -71,7 +151,7 @@ fn package_files(name: &str, version: &str) -> Vec<(&'static str, String, bool)>
                 true,
             ),
             (
-                "lib/systemd/system/kubelet.service",
+                "usr/lib/systemd/system/kubelet.service",
                 "[Unit]\nDescription=stand-in kubelet of homelab's tests\n\n[Service]\nExecStart=/usr/bin/kubelet\n\n[Install]\nWantedBy=multi-user.target\n".into(),
                 false,
             ),
@@ -89,22 +169,39 @@ fn package_files(name: &str, version: &str) -> Vec<(&'static str, String, bool)>
     }
 }
 
-fn build_package(work: &Path, out: &Path, name: &str, version: &str) -> Result<(), FixtureError> {
+fn build_package(
+    work: &Path,
+    out: &Path,
+    name: &str,
+    version: &str,
+    real: Option<&RealPackages>,
+) -> Result<(), FixtureError> {
     let root = work.join(format!("{name}-{version}"));
-    for (path, text, executable) in package_files(name, version) {
+    let files = match real {
+        Some(real) if real.version == version => real_files(name, real)?,
+        _ => stand_in_files(name, version),
+    };
+    for (path, content, executable) in files {
         let file = root.join(path);
-        if executable {
-            write_exec(&file, &text)?;
-        } else {
-            std::fs::create_dir_all(file.parent().unwrap_or(&root))
-                .map_err(err("create package dir"))?;
-            std::fs::write(&file, text).map_err(err(format!("write {}", file.display())))?;
+        std::fs::create_dir_all(file.parent().unwrap_or(&root))
+            .map_err(err("create package dir"))?;
+        match content {
+            Content::Text(text) if executable => write_exec(&file, &text)?,
+            Content::Text(text) => {
+                std::fs::write(&file, text).map_err(err(format!("write {}", file.display())))?;
+            }
+            Content::Copy(from) => {
+                std::fs::copy(&from, &file).map_err(err(format!("copy {}", from.display())))?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    .map_err(err(format!("chmod {}", file.display())))?;
+            }
         }
     }
-    let depends = if name == "kubeadm" {
-        "Depends: cri-tools\n"
-    } else {
-        ""
+    // As pkgs.k8s.io's: kubeadm needs crictl, the kubelet the CNI plugins.
+    let depends = match name {
+        "kubeadm" => "Depends: cri-tools\n",
+        "kubelet" => "Depends: kubernetes-cni\n",
+        _ => "",
     };
     let control = root.join("DEBIAN/control");
     std::fs::create_dir_all(root.join("DEBIAN")).map_err(err("create DEBIAN"))?;
@@ -118,16 +215,43 @@ fn build_package(work: &Path, out: &Path, name: &str, version: &str) -> Result<(
     )
     .map_err(err("write control"))?;
     let deb = out.join(format!("{name}_{version}-1.1_amd64.deb"));
+    // Uncompressed: the real programs are large, and unpacking costs the emulated nodes more
+    // than the bytes cost the virtual network.
     run(
         work,
         "dpkg-deb",
         &[
+            "-Znone",
             "--build",
             "--root-owner-group",
             root.to_str().unwrap_or_default(),
             deb.to_str().unwrap_or_default(),
         ],
     )?;
+    Ok(())
+}
+
+/// The channel's `Packages` and `Release`.
+fn write_indexes(channel: &Path) -> Result<(), FixtureError> {
+    // SHA256 only: apt checks every hash an index lists while it downloads, and on the
+    // emulated nodes each pass over the real programs' 200 MB costs seconds of CPU.
+    let packages = run(
+        channel,
+        "apt-ftparchive",
+        &[
+            "-o",
+            "APT::FTPArchive::MD5=false",
+            "-o",
+            "APT::FTPArchive::SHA1=false",
+            "-o",
+            "APT::FTPArchive::SHA512=false",
+            "packages",
+            ".",
+        ],
+    )?;
+    std::fs::write(channel.join("Packages"), packages).map_err(err("write Packages"))?;
+    let release = run(channel, "apt-ftparchive", &["release", "."])?;
+    std::fs::write(channel.join("Release"), release).map_err(err("write Release"))?;
     Ok(())
 }
 
@@ -139,6 +263,18 @@ impl AptRepo {
     /// # Errors
     /// A tool is missing or fails, or the address cannot be bound.
     pub async fn start(bind: std::net::IpAddr, versions: &[&str]) -> Result<Self, FixtureError> {
+        Self::start_with(bind, versions, None).await
+    }
+
+    /// As [`AptRepo::start`], the packages of `real`'s version carrying the real programs.
+    ///
+    /// # Errors
+    /// A tool is missing or fails, a program cannot be read, or the address cannot be bound.
+    pub async fn start_with(
+        bind: std::net::IpAddr,
+        versions: &[&str],
+        real: Option<&RealPackages>,
+    ) -> Result<Self, FixtureError> {
         let dir = tempfile::tempdir().map_err(err("create temp dir"))?;
         let d = dir.path();
         let minor = versions
@@ -151,14 +287,17 @@ impl AptRepo {
         let work = d.join("work");
         std::fs::create_dir_all(&work).map_err(err("create work dir"))?;
         for version in versions {
-            for name in ["kubeadm", "kubelet", "kubectl", "cri-tools"] {
-                build_package(&work, &channel, name, version)?;
+            for name in [
+                "kubeadm",
+                "kubelet",
+                "kubectl",
+                "kubernetes-cni",
+                "cri-tools",
+            ] {
+                build_package(&work, &channel, name, version, real)?;
             }
         }
-        let packages = run(&channel, "apt-ftparchive", &["packages", "."])?;
-        std::fs::write(channel.join("Packages"), packages).map_err(err("write Packages"))?;
-        let release = run(&channel, "apt-ftparchive", &["release", "."])?;
-        std::fs::write(channel.join("Release"), release).map_err(err("write Release"))?;
+        write_indexes(&channel)?;
         // The signing key, in a GnuPG home of its own.
         let home = d.join("gnupg");
         std::fs::create_dir(&home).map_err(err("create gnupg home"))?;
