@@ -1,5 +1,5 @@
 # The two entry points README.md promises. Both install missing system packages first.
-.PHONY: run test deps
+.PHONY: run test test-cluster deps
 
 # The main job: `homelab up` on ./homelab.toml (else the embedded default), then
 # `homelab status`. Creates the SSH key it needs and starts libvirt when nothing runs it.
@@ -9,6 +9,11 @@ run: deps
 # The whole test suite, exactly as CI runs it.
 test: deps
 	scripts/test.sh
+
+# The real-VM suite with its cluster step (every node Ready): a KVM host; too slow under
+# software emulation on two cores, so `make test` leaves it out.
+test-cluster: deps
+	cargo nextest run -p homelab-vm --locked --run-ignored all -E 'test(=real_vms_cluster_ready)'
 
 deps:
 	scripts/deps.sh

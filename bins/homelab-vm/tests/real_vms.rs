@@ -853,8 +853,22 @@ fn ready_cluster(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo, bundle_d
 
 #[test]
 #[ignore = "boots real VMs under qemu:///system (root, several minutes); `make test` runs it"]
-#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn real_vms_apply_reapply_interrupt_destroy() {
+    through_the_layers(false);
+}
+
+/// The same, with the cluster brought to every node `Ready` on the prepared nodes (step 5).
+/// Not in `make test`: under software emulation on two cores it does not finish (measured at
+/// stop 27: `kubeadm init` took two attempts, the worker's TLS bootstrap timed out in the
+/// third); `make test-cluster` runs it, on a host whose KVM runs guests in minutes.
+#[test]
+#[ignore = "a Kubernetes cluster on real VMs: `make test-cluster` (a KVM host)"]
+fn real_vms_cluster_ready() {
+    through_the_layers(true);
+}
+
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+fn through_the_layers(with_cluster: bool) {
     homelab_testkit::ensure_libvirtd().unwrap();
     // HOMELAB_TEST_KEEP=1 keeps the keys and known_hosts, to log in after a failure.
     let dir = tempfile::Builder::new()
@@ -956,9 +970,11 @@ fn real_vms_apply_reapply_interrupt_destroy() {
     eprintln!("prepared nodes checked: {:.0?}", started.elapsed());
 
     // 5. On those nodes: a cluster with every node Ready, offline, through the pipeline.
-    let started = Instant::now();
-    ready_cluster(d, &repo, &bundle);
-    eprintln!("cluster scenario: {:.0?}", started.elapsed());
+    if with_cluster {
+        let started = Instant::now();
+        ready_cluster(d, &repo, &bundle);
+        eprintln!("cluster scenario: {:.0?}", started.elapsed());
+    }
 
     // 6. The upgrade's package step moves a node's kubeadm to the next patch release;
     // preparation refuses to.
