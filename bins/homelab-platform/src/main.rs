@@ -55,6 +55,21 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
         timeout: Duration,
     },
+    /// Let the nodes and the pods pull from Harbor, once it answers: the project
+    /// ([harbor] project), a pull-only robot account `pull` (never the admin account for
+    /// pulls), its pull Secret `harbor-pull` in each of [harbor] pull_namespaces, and on
+    /// every node containerd's hosts.toml for Harbor with the homelab CA (read from the
+    /// cluster's Secret cert-manager/homelab-ca), over SSH. Idempotent: the robot's secret is
+    /// renewed only when a namespace lacks its Secret. The admin password comes from
+    /// [harbor] admin_password.
+    Registry {
+        /// Kubeconfig context (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+        /// Only read, and say what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 async fn client(context: Option<String>) -> Result<kube::Client> {
@@ -123,6 +138,48 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Registry { context, dry_run } => {
+            let client = client(context).await?;
+            let lab = homelab::Lab::new(config);
+            let wired = homelab::platform::wire_registry(&lab, &client, dry_run).await?;
+            if json {
+                let nodes: Vec<_> = wired.nodes.iter().collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "project_created": wired.access.project_created,
+                        "robot": wired.access.robot_name,
+                        "robot_change": format!("{:?}", wired.access.robot).to_lowercase(),
+                        "applied": wired.access.applied.iter().map(|a| serde_json::json!({
+                            "object": a.to_string(), "changed": a.changed })).collect::<Vec<_>>(),
+                        "nodes": nodes,
+                    }))?
+                );
+            } else {
+                let verb = if dry_run { "would be" } else { "" };
+                println!(
+                    "project {}{}",
+                    lab.config.harbor.project,
+                    if wired.access.project_created {
+                        format!(" {verb} created")
+                    } else {
+                        String::new()
+                    }
+                );
+                println!(
+                    "robot {}: {}",
+                    wired.access.robot_name,
+                    format!("{:?}", wired.access.robot).to_lowercase()
+                );
+                for a in &wired.access.applied {
+                    println!("{a}: {}", if a.changed { "changed" } else { "unchanged" });
+                }
+                for r in &wired.nodes {
+                    println!("{} {}: {:?}", r.host, r.step, r.outcome);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Wait { context, timeout } => {
             let client = client(context).await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gitops::status::{tree, wait};
 use gitops::types::{Application, ApplicationSpec, Destination};
-use homelab_testkit::control_plane::ControlPlane;
+use homelab_testkit::control_plane::{self, ControlPlane};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -32,14 +32,13 @@ fn application_crd() -> CustomResourceDefinition {
     .unwrap()
 }
 
-/// The cluster to test against, and the control plane when this test started one.
+/// The cluster to test against, and the control plane when this test started one (with an
+/// `Application` CRD and the `argocd` namespace).
 async fn cluster() -> (Client, Option<ControlPlane>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    if std::env::var_os("KUBECONFIG").is_some() {
-        return (Client::try_default().await.unwrap(), None);
+    let (client, plane) = control_plane::cluster().await.unwrap();
+    if plane.is_none() {
+        return (client, None);
     }
-    let plane = ControlPlane::start().await.unwrap();
-    let client = plane.client().await.unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &application_crd())
         .await
@@ -63,7 +62,7 @@ async fn cluster() -> (Client, Option<ControlPlane>) {
         )
         .await
         .unwrap();
-    (client, Some(plane))
+    (client, plane)
 }
 
 #[tokio::test]

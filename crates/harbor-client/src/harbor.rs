@@ -347,6 +347,8 @@ pub struct Harbor {
 pub struct HarborOptions {
     /// Trust this CA certificate (PEM) too.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Trust this CA certificate (PEM bytes) too, e.g. one read from a cluster's Secret.
+    pub ca_pem: Option<Vec<u8>>,
     /// Allow an `http://` URL: the password then crosses the network in clear text, so it
     /// must be asked for.
     pub plain_http: bool,
@@ -357,6 +359,13 @@ impl HarborOptions {
     #[must_use]
     pub fn ca_file(mut self, ca_file: Option<std::path::PathBuf>) -> Self {
         self.ca_file = ca_file;
+        self
+    }
+
+    /// With a CA certificate (PEM bytes) to trust.
+    #[must_use]
+    pub fn ca_pem(mut self, pem: Option<Vec<u8>>) -> Self {
+        self.ca_pem = pem;
         self
     }
 
@@ -401,6 +410,12 @@ impl Harbor {
                 .map_err(|e| HarborError::Setup(format!("{}: {e}", ca.display())))?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
                 HarborError::Setup(format!("{}: not a PEM certificate: {e}", ca.display()))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        if let Some(pem) = &options.ca_pem {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {
+                HarborError::Setup(format!("the CA certificate given is not PEM: {e}"))
             })?;
             builder = builder.add_root_certificate(cert);
         }

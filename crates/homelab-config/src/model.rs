@@ -479,6 +479,9 @@ pub struct HarborConfig {
     pub project: String,
     /// Harbor's admin password.
     pub admin_password: SecretRef,
+    /// Namespaces that pull the project's images: each gets the pull Secret `harbor-pull`
+    /// of a pull-only robot account (created when missing).
+    pub pull_namespaces: Vec<String>,
     /// Persistent volume sizes.
     pub storage: HarborStorage,
 }
@@ -489,6 +492,7 @@ impl Default for HarborConfig {
             url: "https://harbor.homelab.lan".into(),
             project: "homelab".into(),
             admin_password: SecretRef::Env("HARBOR_ADMIN_PASSWORD".into()),
+            pull_namespaces: vec!["default".into()],
             storage: HarborStorage::default(),
         }
     }

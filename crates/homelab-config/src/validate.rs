@@ -595,6 +595,19 @@ fn harbor(config: &Config, out: &mut Vec<Diagnostic>) {
             ),
         ));
     }
+    for (i, ns) in h.pull_namespaces.iter().enumerate() {
+        if !is_dns_label(ns) {
+            out.push(Diagnostic::error(
+                p(&format!("harbor.pull_namespaces[{i}]")),
+                format!("namespace {}", label_problem(ns)),
+            ));
+        } else if h.pull_namespaces[..i].contains(ns) {
+            out.push(Diagnostic::error(
+                p(&format!("harbor.pull_namespaces[{i}]")),
+                format!("namespace `{ns}` is listed twice"),
+            ));
+        }
+    }
 }
 
 /// A release tag (`v3.2.0`) where one is meant, and digests that are sha256 hex.
@@ -953,6 +966,22 @@ mod tests {
         );
         let text = validate(&c)[0].message.clone();
         assert!(text.contains("`kube-flannel.yml`"), "{text}");
+    }
+
+    #[test]
+    fn pull_namespaces_are_namespace_names_listed_once() {
+        let mut c = Config::default();
+        c.harbor.pull_namespaces = vec!["apps".into(), "Apps".into(), "apps".into()];
+        assert_eq!(
+            errors_at(&c),
+            ["harbor.pull_namespaces[1]", "harbor.pull_namespaces[2]"]
+        );
+        let messages: Vec<String> = validate(&c).into_iter().map(|d| d.message).collect();
+        assert!(
+            messages[0].contains("`Apps` is not a DNS label"),
+            "{messages:?}"
+        );
+        assert_eq!(messages[1], "namespace `apps` is listed twice");
     }
 
     #[test]

@@ -48,6 +48,14 @@ pub enum Error {
     /// The platform layer failed.
     #[error(transparent)]
     Platform(#[from] platform::PlatformError),
+    /// A secret `homelab.toml` refers to cannot be read.
+    #[error("{key}: {source}")]
+    Secret {
+        /// The key naming it, e.g. `harbor.admin_password`.
+        key: &'static str,
+        /// Why.
+        source: homelab_config::SecretError,
+    },
     /// A phase took longer than `phases.<name>.timeout`.
     #[error("phase {phase} did not finish within {} (phases.{phase}.timeout)", humanize(*after))]
     Timeout {

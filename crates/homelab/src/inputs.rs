@@ -422,6 +422,19 @@ pub fn platform_spec(config: &Config) -> platform::components::PlatformSpec {
     }
 }
 
+/// The registry wiring of `[harbor]`: its project, a pull-only robot and the pull Secret
+/// in `harbor.pull_namespaces`, containerd trusting the homelab CA.
+///
+/// # Errors
+/// `harbor.url` has no host.
+pub fn registry_wiring(config: &Config) -> Result<platform::registry::RegistryWiring, Error> {
+    Ok(platform::registry::RegistryWiring::new(
+        &config.harbor.url,
+        &config.harbor.project,
+        &config.harbor.pull_namespaces,
+    )?)
+}
+
 /// The GitOps repository scaffold's input (`gitops::scaffold`), or `None` without
 /// `[gitops] repo_url` (the Applications point at that repository).
 pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {

@@ -118,6 +118,118 @@ fn root_application(text: &str) -> Result<gitops::types::Application, Error> {
         .map_err(|e| platform::PlatformError::Manifest(format!("bootstrap/root.yaml: {e}")).into())
 }
 
+/// Harbor's project and pull robot, the pull Secrets, and containerd on the nodes (the nodes
+/// homelab made; an existing cluster's nodes are the user's to configure), once the
+/// platform is up. With `dry_run`, only read.
+///
+/// # Errors
+/// The admin password cannot be read, Harbor or the cluster refuse, or a node step fails.
+pub async fn wire_registry(
+    lab: &Lab,
+    client: &kube::Client,
+    dry_run: bool,
+) -> Result<platform::registry::Wired, Error> {
+    let wiring = inputs::registry_wiring(&lab.config)?;
+    let ca = platform::registry::ca_pem(client, &wiring.ca).await?;
+    let password = lab
+        .config
+        .harbor
+        .admin_password
+        .resolve()
+        .map_err(|source| Error::Secret {
+            key: "harbor.admin_password",
+            source,
+        })?;
+    let harbor = harbor_client::harbor::Harbor::new(
+        &lab.config.harbor.url,
+        HARBOR_ADMIN,
+        password,
+        // An http:// URL written in homelab.toml is the explicit choice Harbor's client asks
+        // for (a lab registry on a private network).
+        &harbor_client::harbor::HarborOptions::default()
+            .ca_pem(ca.map(String::into_bytes))
+            .plain_http(lab.config.harbor.url.starts_with("http://")),
+    )
+    .map_err(|source| platform::PlatformError::Harbor {
+        action: "reach it".into(),
+        source: Box::new(source),
+    })?;
+    let mut runner = crate::cluster::runner(lab)?;
+    runner.dry_run = dry_run;
+    let targets = if lab.config.cluster.provider == homelab_config::ClusterProvider::Libvirt {
+        inputs::targets(&lab.config)
+    } else {
+        Vec::new()
+    };
+    Ok(platform::registry::wire(&harbor, client, &runner, &targets, &wiring).await?)
+}
+
+/// The account the registry wiring uses on Harbor (`harbor.admin_password` is its password):
+/// for creating the project and the pull robot only, never for pulls.
+pub const HARBOR_ADMIN: &str = "admin";
+
+fn wired_summary(lab: &Lab, wired: &platform::registry::Wired) -> String {
+    let changed = wired.access.applied.iter().filter(|a| a.changed).count();
+    let steps = wired
+        .nodes
+        .iter()
+        .filter(|r| r.outcome != kubeadm_boot::steps::Outcome::Unchanged)
+        .count();
+    format!(
+        "registry: project {}{}, robot {} {:?}, {changed} namespaces/Secrets changed in {}, {steps} containerd files changed on {} nodes",
+        lab.config.harbor.project,
+        if wired.access.project_created {
+            " (created)"
+        } else {
+            ""
+        },
+        wired.access.robot_name,
+        wired.access.robot,
+        lab.config.harbor.pull_namespaces.join(", "),
+        wired
+            .nodes
+            .iter()
+            .map(|r| r.host.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    )
+}
+
+/// Whether every namespace of `harbor.pull_namespaces` holds the pull robot's Secret.
+async fn registry_status(lab: &Lab, client: &kube::Client) -> StatusItem {
+    let robot = format!("robot${}+pull", lab.config.harbor.project);
+    let held = match inputs::registry_wiring(&lab.config) {
+        Ok(wiring) => platform::registry::pull_secret_status(client, &wiring, &robot)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let (healthy, detail) = match held {
+        Ok(held) => {
+            let missing: Vec<&str> = held
+                .iter()
+                .filter(|(_, ok)| !**ok)
+                .map(|(ns, _)| ns.as_str())
+                .collect();
+            if missing.is_empty() {
+                (true, format!("{robot} pulls in {}", held.len()))
+            } else {
+                (
+                    false,
+                    format!("no pull Secret of {robot} in {}", missing.join(", ")),
+                )
+            }
+        }
+        Err(e) => (false, e),
+    };
+    StatusItem {
+        name: "registry".into(),
+        state: if healthy { "wired" } else { "not wired" }.into(),
+        detail,
+        healthy,
+    }
+}
+
 fn components(lab: &Lab) -> Vec<platform::components::Component> {
     platform::components::components(&inputs::platform_spec(&lab.config))
 }
@@ -173,6 +285,57 @@ impl Phase for PlatformPhase {
                     });
                 }
             }
+            let wired = if changes.is_empty() {
+                Some(wire_registry(lab, &client, true).await)
+            } else {
+                None
+            };
+            if let Some(Err(e)) = &wired {
+                changes.push(Change {
+                    action: "wire".into(),
+                    object: "the registry on the nodes".into(),
+                    detail: Some(format!("cannot be planned: {e}")),
+                });
+            } else if let Some(Ok(wired)) = &wired {
+                if wired.access.robot != platform::registry::RobotChange::Kept {
+                    changes.push(Change {
+                        action: format!("{:?}", wired.access.robot).to_lowercase(),
+                        object: format!("Harbor robot {}", wired.access.robot_name),
+                        detail: Some(format!(
+                            "pull Secret harbor-pull in {}",
+                            lab.config.harbor.pull_namespaces.join(", ")
+                        )),
+                    });
+                }
+                changes.extend(wired.access.applied.iter().filter(|a| a.changed).map(|a| {
+                    Change {
+                        action: "apply".into(),
+                        object: a.to_string(),
+                        detail: None,
+                    }
+                }));
+                changes.extend(
+                    wired
+                        .nodes
+                        .iter()
+                        .filter(|r| r.outcome != kubeadm_boot::steps::Outcome::Unchanged)
+                        .map(|r| Change {
+                            action: "write".into(),
+                            object: format!("{} on {}", r.step, r.host),
+                            detail: Some(r.description.clone()),
+                        }),
+                );
+            } else {
+                changes.push(Change {
+                    action: "wire".into(),
+                    object: "the registry on the nodes".into(),
+                    detail: Some(format!(
+                        "once the platform is ready: Harbor project {}, a pull-only robot, Secret harbor-pull in {}, containerd trusting the homelab CA",
+                        lab.config.harbor.project,
+                        lab.config.harbor.pull_namespaces.join(", ")
+                    )),
+                });
+            }
             Ok(PhasePlan {
                 phase: NAME,
                 changes,
@@ -225,9 +388,21 @@ impl Phase for PlatformPhase {
             let http = reqwest::Client::new();
             let ready =
                 platform::wait::wait(&client, &http, &components(lab), &options, &report).await?;
+            let wired = wire_registry(lab, &client, false).await?;
+            events(Event::Progress {
+                phase: NAME,
+                message: wired_summary(lab, &wired),
+            });
+            let wired_changes = wired.access.applied.iter().filter(|a| a.changed).count()
+                + wired
+                    .nodes
+                    .iter()
+                    .filter(|r| r.outcome == kubeadm_boot::steps::Outcome::Changed)
+                    .count()
+                + usize::from(wired.access.robot != platform::registry::RobotChange::Kept);
             Ok(PhaseReport {
                 phase: NAME,
-                changed,
+                changed: changed + wired_changes,
                 unchanged: applied.len() - changed + ready.len(),
             })
         }
@@ -247,19 +422,21 @@ impl Phase for PlatformPhase {
                 }
             };
             let http = reqwest::Client::new();
-            let items = platform::wait::status(&client, &http, &components(lab))
-                .await
-                .into_iter()
-                .map(|s| StatusItem {
-                    state: if s.ready { "ready" } else { "not ready" }.into(),
-                    detail: match s.failing() {
-                        Some((check, detail)) => format!("wave {}: {check}: {detail}", s.wave),
-                        None => format!("wave {}: {} checks hold", s.wave, s.checks.len()),
-                    },
-                    healthy: s.ready,
-                    name: s.name,
-                })
-                .collect();
+            let mut items: Vec<StatusItem> =
+                platform::wait::status(&client, &http, &components(lab))
+                    .await
+                    .into_iter()
+                    .map(|s| StatusItem {
+                        state: if s.ready { "ready" } else { "not ready" }.into(),
+                        detail: match s.failing() {
+                            Some((check, detail)) => format!("wave {}: {check}: {detail}", s.wave),
+                            None => format!("wave {}: {} checks hold", s.wave, s.checks.len()),
+                        },
+                        healthy: s.ready,
+                        name: s.name,
+                    })
+                    .collect();
+            items.push(registry_status(lab, &client).await);
             PhaseStatus {
                 phase: NAME,
                 items,

@@ -4,40 +4,12 @@
 //! fields, strict field validation.
 #![allow(clippy::unwrap_used)]
 
-use homelab_testkit::control_plane::ControlPlane;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use homelab_testkit::control_plane::{cluster, namespace};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use kube_manifest::{ApplyOptions, ManifestError, apply, parse};
 use serde_json::json;
-
-async fn cluster() -> (Client, Option<ControlPlane>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    if std::env::var_os("KUBECONFIG").is_some() {
-        return (Client::try_default().await.unwrap(), None);
-    }
-    let plane = ControlPlane::start().await.unwrap();
-    (plane.client().await.unwrap(), Some(plane))
-}
-
-/// A namespace of the test's own (unique, so that runs against a shared cluster do not meet).
-async fn namespace(client: &Client, prefix: &str) -> String {
-    let name = format!(
-        "{prefix}-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
-    let api: Api<Namespace> = Api::all(client.clone());
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap(),
-    )
-    .await
-    .unwrap();
-    name
-}
 
 fn config_map(namespace: &str, owner: &str) -> DynamicObject {
     serde_json::from_value(json!({
@@ -63,8 +35,8 @@ fn owners_of_owner(cm: &ConfigMap) -> Vec<String> {
 
 #[tokio::test]
 async fn a_field_another_manager_owns_is_a_conflict_unless_forced() {
-    let (client, _plane) = cluster().await;
-    let ns = namespace(&client, "conflict").await;
+    let (client, _plane) = cluster().await.unwrap();
+    let ns = namespace(&client, "conflict").await.unwrap();
     conflicts(&client, &ns, true).await;
 }
 
@@ -211,8 +183,8 @@ fn gadget(namespace: &str, spec: &serde_json::Value) -> DynamicObject {
 
 #[tokio::test]
 async fn server_side_apply_refuses_an_unknown_field_which_a_create_would_drop() {
-    let (client, _plane) = cluster().await;
-    let ns = namespace(&client, "prune").await;
+    let (client, _plane) = cluster().await.unwrap();
+    let ns = namespace(&client, "prune").await.unwrap();
     let crd = parse("gadget-crd.yaml", CRD).unwrap();
     apply(&client, &crd, &ApplyOptions::new("homelab"))
         .await

@@ -7,21 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use homelab_testkit::control_plane::ControlPlane;
+use homelab_testkit::control_plane::{ControlPlane, cluster};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kubeadm_boot::{cni, nodes};
-
-/// The cluster to test against, and the control plane when this test started one.
-async fn cluster() -> (Client, Option<ControlPlane>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    if std::env::var_os("KUBECONFIG").is_some() {
-        return (Client::try_default().await.unwrap(), None);
-    }
-    let plane = ControlPlane::start().await.unwrap();
-    (plane.client().await.unwrap(), Some(plane))
-}
 
 /// A Node object as a kubelet would register it, with its Ready condition.
 async fn register_node(client: &Client, name: &str, ready: bool) {
@@ -80,7 +70,7 @@ async fn register_node_ready(client: &Client, name: &str) {
 
 #[tokio::test]
 async fn ready_nodes_are_reported_at_once() {
-    let (client, plane) = cluster().await;
+    let (client, plane) = cluster().await.unwrap();
     if plane.is_some() {
         // No kubelet runs beside this API server: the test registers nodes as kubelets do.
         register_node(&client, "cp", true).await;
@@ -158,7 +148,7 @@ fn flannel_like(ns: &str) -> String {
 
 #[tokio::test]
 async fn manifests_are_applied_server_side_and_reapplied_unchanged() {
-    let (client, _plane) = cluster().await;
+    let (client, _plane) = cluster().await.unwrap();
     let ns = format!("homelab-test-{}", std::process::id());
     let mut objects = cni::parse_manifest("test", &flannel_like(&ns)).unwrap();
     cni::set_pod_network(&mut objects, "10.50.0.0/16".parse().unwrap()).unwrap();
@@ -293,7 +283,7 @@ async fn names(api: &Api<k8s_openapi::api::core::v1::Pod>) -> Vec<String> {
 async fn drain_evicts_through_the_real_eviction_api_and_respects_disruption_budgets() {
     use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-    let (client, plane) = cluster().await;
+    let (client, plane) = cluster().await.unwrap();
     if plane.is_none() {
         // Against a cluster someone uses, evicting pods is not a test's business.
         return;

@@ -10,6 +10,8 @@
 //!   health — each asked once by [`checks::Check::evaluate`].
 //! - [`components`]: the platform's components, their waves (the GitOps repository's) and
 //!   their checks, one table.
+//! - [`registry`]: Harbor's project and pull-only robot, the pull Secrets, and containerd on
+//!   every node trusting Harbor with the homelab CA (over SSH).
 //! - [`wait`]: the waves followed in order, each re-checked when a watched object changes,
 //!   never on a fixed sleep; status of every component.
 //!
@@ -20,6 +22,7 @@
 pub mod argocd;
 pub mod checks;
 pub mod components;
+pub mod registry;
 pub mod wait;
 
 /// The field manager of everything this crate applies.
@@ -34,6 +37,25 @@ pub enum PlatformError {
     /// Applying failed.
     #[error(transparent)]
     Apply(#[from] kube_manifest::ManifestError),
+    /// A call to the API server failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// A call to Harbor failed.
+    #[error("Harbor: {action}: {source}")]
+    Harbor {
+        /// What was being done.
+        action: String,
+        /// Harbor's answer.
+        source: Box<harbor_client::harbor::HarborError>,
+    },
+    /// Steps on the nodes failed.
+    #[error("on the nodes: {0}")]
+    Nodes(kubeadm_boot::steps::RunError),
     /// A component did not become ready in time.
     #[error(
         "{component} (wave {wave}) is not ready after {}s: {check}: {detail}",

@@ -7,9 +7,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use homelab_testkit::control_plane::ControlPlane;
+use homelab_testkit::control_plane::{cluster, namespace};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use platform::argocd::{Bootstrap, Repository, bootstrap};
@@ -17,35 +17,6 @@ use platform::checks::{Check, Workload};
 use platform::components::Component;
 use platform::wait::{Progress, WaitOptions, wait};
 use serde_json::json;
-
-async fn cluster() -> (Client, Option<ControlPlane>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    if std::env::var_os("KUBECONFIG").is_some() {
-        return (Client::try_default().await.unwrap(), None);
-    }
-    let plane = ControlPlane::start().await.unwrap();
-    (plane.client().await.unwrap(), Some(plane))
-}
-
-/// A namespace of the test's own (unique, so that runs against a shared cluster do not
-/// meet).
-async fn namespace(client: &Client, prefix: &str) -> String {
-    let name = format!(
-        "{prefix}-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
-    let api: Api<Namespace> = Api::all(client.clone());
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap(),
-    )
-    .await
-    .unwrap();
-    name
-}
 
 fn deployment(namespace: &str, name: &str) -> serde_json::Value {
     json!({
@@ -114,7 +85,7 @@ fn objects(values: &[serde_json::Value]) -> Vec<DynamicObject> {
 
 #[tokio::test]
 async fn argo_cd_is_bootstrapped_crds_first_rolled_out_and_a_rerun_changes_nothing() {
-    let (client, _plane) = cluster().await;
+    let (client, _plane) = cluster().await.unwrap();
     let ns = format!(
         "argocd-{}",
         std::time::SystemTime::now()
@@ -211,7 +182,7 @@ fn deployment_without_namespace(name: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_dry_run_bootstrap_on_an_empty_cluster_changes_nothing_and_reports_every_object() {
-    let (client, _plane) = cluster().await;
+    let (client, _plane) = cluster().await.unwrap();
     let group = format!(
         "dry{}.example.com",
         std::time::SystemTime::now()
@@ -219,7 +190,7 @@ async fn a_dry_run_bootstrap_on_an_empty_cluster_changes_nothing_and_reports_eve
             .unwrap()
             .subsec_nanos()
     );
-    let ns = namespace(&client, "dry").await;
+    let ns = namespace(&client, "dry").await.unwrap();
     let manifest = objects(&[
         json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "argocd-cm" } }),
         crd(&group, "Widget", "widgets"),
@@ -244,8 +215,8 @@ async fn a_dry_run_bootstrap_on_an_empty_cluster_changes_nothing_and_reports_eve
 
 #[tokio::test]
 async fn a_webhook_service_without_a_ready_endpoint_is_not_ready_and_its_dry_run_is_refused() {
-    let (client, _plane) = cluster().await;
-    let ns = namespace(&client, "hook").await;
+    let (client, _plane) = cluster().await.unwrap();
+    let ns = namespace(&client, "hook").await.unwrap();
     let http = reqwest::Client::new();
     let endpoints = Check::ServiceEndpoints {
         namespace: ns.clone(),
@@ -345,8 +316,8 @@ async fn a_webhook_service_without_a_ready_endpoint_is_not_ready_and_its_dry_run
 
 #[tokio::test]
 async fn waves_are_followed_in_order_and_a_stuck_component_is_named_with_its_last_state() {
-    let (client, _plane) = cluster().await;
-    let ns = namespace(&client, "waves").await;
+    let (client, _plane) = cluster().await.unwrap();
+    let ns = namespace(&client, "waves").await.unwrap();
     let deployments: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         &ns,

@@ -15,6 +15,48 @@ use std::time::{Duration, Instant};
 
 use crate::{FixtureError, err, listens, openssl};
 
+/// A client of the cluster `KUBECONFIG` names (scenarios run against any cluster), else of a
+/// control plane started here, returned beside it: the plane runs while that value lives.
+///
+/// # Errors
+/// The kubeconfig cannot be loaded, or the control plane does not start.
+pub async fn cluster() -> Result<(kube::Client, Option<ControlPlane>), FixtureError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if std::env::var_os("KUBECONFIG").is_some() {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| FixtureError(format!("the cluster KUBECONFIG names: {e}")))?;
+        return Ok((client, None));
+    }
+    let plane = ControlPlane::start().await?;
+    Ok((plane.client().await?, Some(plane)))
+}
+
+/// Creates a namespace of the test's own, `PREFIX-<nanoseconds>` (unique, so that runs
+/// against a shared cluster do not meet), and returns its name.
+///
+/// # Errors
+/// The API server refuses it.
+pub async fn namespace(client: &kube::Client, prefix: &str) -> Result<String, FixtureError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let name = format!("{prefix}-{nanos}");
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let object = k8s_openapi::api::core::v1::Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.create(&kube::api::PostParams::default(), &object)
+        .await
+        .map_err(|e| FixtureError(format!("create namespace {name}: {e}")))?;
+    Ok(name)
+}
+
 /// The directory holding the built Kubernetes binaries: `HOMELAB_KUBE_BIN`, else the cache
 /// that `scripts/kube-tools.sh` builds into.
 ///
