@@ -8,6 +8,7 @@
 
 pub mod apt_repo;
 pub mod control_plane;
+pub mod esc_fake;
 pub mod harbor_fake;
 pub mod kube_api;
 pub mod registry;

@@ -1,0 +1,637 @@
+//! The Pulumi ESC REST API, as Pulumi's own client (`github.com/pulumi/esc`,
+//! `cmd/esc/cli/client`) calls it: `Accept: application/vnd.pulumi+8`, `Authorization: token
+//! …` (a header, never a URL or a message), environments listed a page at a time with
+//! `continuationToken`, an environment opened once (`POST …/open?duration=`) and read through
+//! that session (`GET …/open/{id}`, `?property=` for one path), its definition read with its
+//! `ETag` and `Pulumi-ESC-Revision` and updated with that `ETag` so that a concurrent edit is
+//! refused, not overwritten. 429 and 5xx answers are retried with backoff, honouring
+//! `Retry-After`: reads always, writes only after a 429 (the request was not processed).
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::path::PropertyPath;
+use crate::value::Value;
+
+/// The API version every request accepts.
+pub const ACCEPT: &str = "application/vnd.pulumi+8";
+/// Pulumi Cloud's API.
+pub const DEFAULT_API_URL: &str = "https://api.pulumi.com";
+/// The header carrying an environment's revision.
+pub const REVISION_HEADER: &str = "Pulumi-ESC-Revision";
+
+/// An environment: `organization/project/environment`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct EnvRef {
+    /// Organization.
+    pub organization: String,
+    /// Project.
+    pub project: String,
+    /// Environment.
+    pub environment: String,
+}
+
+impl EnvRef {
+    /// `organization/project/environment`.
+    pub fn new(organization: &str, project: &str, environment: &str) -> Self {
+        Self {
+            organization: organization.to_owned(),
+            project: project.to_owned(),
+            environment: environment.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for EnvRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.organization, self.project, self.environment
+        )
+    }
+}
+
+/// What went wrong talking to ESC. No variant holds the token or a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum EscError {
+    /// The client cannot be built from its inputs.
+    #[error("{0}")]
+    Setup(String),
+    /// ESC answered with an error.
+    #[error("{method} {path} ({env}): HTTP {status}: {message}{}", request_id.as_ref().map(|r| format!(" (request {r})")).unwrap_or_default())]
+    Api {
+        /// HTTP method.
+        method: String,
+        /// The API path (no host, no query).
+        path: String,
+        /// The environment (or organization) concerned.
+        env: String,
+        /// Status code.
+        status: u16,
+        /// ESC's message.
+        message: String,
+        /// `X-Pulumi-Request-ID`, for Pulumi's support.
+        request_id: Option<String>,
+    },
+    /// ESC could not be reached.
+    #[error("{method} {path} ({env}): {message}")]
+    Transport {
+        /// HTTP method.
+        method: String,
+        /// The API path.
+        path: String,
+        /// The environment concerned.
+        env: String,
+        /// Why.
+        message: String,
+    },
+    /// The answer is not what the API defines.
+    #[error("{path} ({env}): unexpected answer: {message}")]
+    Decode {
+        /// The API path.
+        path: String,
+        /// The environment concerned.
+        env: String,
+        /// Why.
+        message: String,
+    },
+    /// ESC refused the environment's definition (opening or updating it).
+    #[error("environment {env} has errors:\n  {}", messages.join("\n  "))]
+    Diagnostics {
+        /// The environment.
+        env: String,
+        /// ESC's diagnostics, with their places.
+        messages: Vec<String>,
+    },
+    /// The definition changed since it was read: nothing was written.
+    #[error(
+        "environment {env} changed since it was read (etag {etag}): nothing was written; read it again and retry"
+    )]
+    Conflict {
+        /// The environment.
+        env: String,
+        /// The etag the update was based on.
+        etag: String,
+    },
+    /// No value at a path of an opened environment.
+    #[error("environment {env} has no value at {path}")]
+    NoValue {
+        /// The environment.
+        env: String,
+        /// The path.
+        path: PropertyPath,
+    },
+}
+
+impl EscError {
+    /// The HTTP status ESC answered with, if it did.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// How to reach ESC beyond the token.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EscOptions {
+    /// The API's base URL ([`DEFAULT_API_URL`], or a self-hosted service's).
+    pub api_url: String,
+    /// Retries of a request answered 429 or 5xx (or not answered, for reads).
+    pub retries: u32,
+    /// The first backoff; doubled each time up to `max_delay`.
+    pub first_delay: Duration,
+    /// The longest wait between tries (a longer `Retry-After` is cut to it).
+    pub max_delay: Duration,
+}
+
+impl Default for EscOptions {
+    fn default() -> Self {
+        Self {
+            api_url: DEFAULT_API_URL.into(),
+            retries: 4,
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl EscOptions {
+    /// With another API URL.
+    #[must_use]
+    pub fn api_url(mut self, url: impl Into<String>) -> Self {
+        self.api_url = url.into();
+        self
+    }
+
+    /// With other retry timings.
+    #[must_use]
+    pub fn backoff(mut self, retries: u32, first_delay: Duration, max_delay: Duration) -> Self {
+        self.retries = retries;
+        self.first_delay = first_delay;
+        self.max_delay = max_delay;
+        self
+    }
+}
+
+/// An environment's definition as stored: YAML, with what an update must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Definition {
+    /// The YAML text (secrets in it are ciphertext).
+    pub yaml: String,
+    /// Its `ETag`, for [`Esc::update`].
+    pub etag: String,
+    /// Its revision.
+    pub revision: i64,
+}
+
+/// An opened environment: readable until it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The environment.
+    pub env: EnvRef,
+    /// The session's id.
+    pub id: String,
+}
+
+/// A client of the ESC API.
+#[derive(Clone)]
+pub struct Esc {
+    base: Url,
+    http: reqwest::Client,
+    token: SecretString,
+    options: EscOptions,
+}
+
+impl fmt::Debug for Esc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Esc")
+            .field("base", &self.base.as_str())
+            .field("token", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    diagnostics: Vec<serde_json::Value>,
+}
+
+fn diagnostic_text(d: &serde_json::Value) -> String {
+    let summary = d["summary"].as_str().unwrap_or("error");
+    match (
+        d["range"]["begin"]["line"].as_i64(),
+        d["range"]["begin"]["column"].as_i64(),
+    ) {
+        (Some(line), Some(column)) => format!("{line}:{column}: {summary}"),
+        _ => summary.to_owned(),
+    }
+}
+
+struct Call<'a> {
+    method: Method,
+    segments: Vec<&'a str>,
+    query: Vec<(&'a str, String)>,
+    body: Option<(Vec<u8>, &'static str)>,
+    headers: Vec<(&'static str, String)>,
+    env: String,
+}
+
+impl Esc {
+    /// A client with `token` (a Pulumi access token).
+    ///
+    /// # Errors
+    /// The API URL does not parse, is not http(s), or holds credentials.
+    pub fn new(token: SecretString, options: EscOptions) -> Result<Self, EscError> {
+        let base = Url::parse(&options.api_url)
+            .map_err(|e| EscError::Setup(format!("the ESC API URL does not parse: {e}")))?;
+        if !matches!(base.scheme(), "https" | "http") {
+            return Err(EscError::Setup(format!(
+                "the ESC API URL must be http(s), not {}",
+                base.scheme()
+            )));
+        }
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(EscError::Setup(
+                "the ESC API URL must not hold credentials: the token goes in [esc] token".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("homelab-esc-secrets/", env!("CARGO_PKG_VERSION")))
+            .https_only(base.scheme() == "https")
+            .build()
+            .map_err(|e| EscError::Setup(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            base,
+            http,
+            token,
+            options,
+        })
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<Url, EscError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| EscError::Setup("the ESC API URL cannot have a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    async fn send(&self, call: Call<'_>) -> Result<reqwest::Response, EscError> {
+        let url = self.url(&call.segments)?;
+        let path = url.path().to_owned();
+        let method_name = call.method.as_str().to_owned();
+        let mut attempt = 0u32;
+        loop {
+            let mut request = self
+                .http
+                .request(call.method.clone(), url.clone())
+                .header("Accept", ACCEPT)
+                .header(
+                    "Authorization",
+                    format!("token {}", self.token.expose_secret()),
+                )
+                .query(&call.query);
+            for (name, value) in &call.headers {
+                request = request.header(*name, value);
+            }
+            if let Some((body, content_type)) = &call.body {
+                request = request
+                    .header("Content-Type", *content_type)
+                    .body(body.clone());
+            }
+            let reads = call.method == Method::GET;
+            let result = request.send().await;
+            let retry_in = match &result {
+                Err(_) if reads => Some(None),
+                Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => Some(retry_after(r)),
+                Ok(r) if r.status().is_server_error() && reads => Some(retry_after(r)),
+                _ => None,
+            };
+            if let Some(hint) = retry_in
+                && attempt < self.options.retries
+            {
+                let backoff = self.options.first_delay * 2u32.saturating_pow(attempt);
+                let wait = hint.unwrap_or(backoff).min(self.options.max_delay);
+                tracing::debug!(
+                    target: "esc_secrets",
+                    "{method_name} {path}: retry {} in {}ms",
+                    attempt + 1,
+                    wait.as_millis()
+                );
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+                continue;
+            }
+            let response = result.map_err(|e| EscError::Transport {
+                method: method_name.clone(),
+                path: path.clone(),
+                env: call.env.clone(),
+                message: e.without_url().to_string(),
+            })?;
+            if response.status().is_success() {
+                return Ok(response);
+            }
+            let status = response.status().as_u16();
+            let request_id = response
+                .headers()
+                .get("X-Pulumi-Request-ID")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let text = response.text().await.unwrap_or_default();
+            let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
+            if let Some(b) = &body
+                && !b.diagnostics.is_empty()
+            {
+                return Err(EscError::Diagnostics {
+                    env: call.env.clone(),
+                    messages: b.diagnostics.iter().map(diagnostic_text).collect(),
+                });
+            }
+            let message = body
+                .map(|b| b.message)
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| text.trim().chars().take(200).collect());
+            return Err(EscError::Api {
+                method: method_name,
+                path,
+                env: call.env,
+                status,
+                message,
+                request_id,
+            });
+        }
+    }
+
+    async fn json(&self, call: Call<'_>) -> Result<serde_json::Value, EscError> {
+        let env = call.env.clone();
+        let response = self.send(call).await?;
+        let path = response.url().path().to_owned();
+        response.json().await.map_err(|e| EscError::Decode {
+            path,
+            env,
+            message: e.without_url().to_string(),
+        })
+    }
+
+    fn get(segments: Vec<&str>, env: String) -> Call<'_> {
+        Call {
+            method: Method::GET,
+            segments,
+            query: Vec::new(),
+            body: None,
+            headers: Vec::new(),
+            env,
+        }
+    }
+
+    /// Every environment of `organization` (a page at a time, following
+    /// `continuationToken`).
+    ///
+    /// # Errors
+    /// A call fails or the answer is malformed.
+    pub async fn list_environments(&self, organization: &str) -> Result<Vec<EnvRef>, EscError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut call = Self::get(
+                vec!["api", "esc", "environments", organization],
+                organization.to_owned(),
+            );
+            if let Some(t) = &token {
+                call.query.push(("continuationToken", t.clone()));
+            }
+            let page = self.json(call).await?;
+            for e in page["environments"].as_array().into_iter().flatten() {
+                out.push(EnvRef::new(
+                    e["organization"].as_str().unwrap_or(organization),
+                    e["project"].as_str().unwrap_or_default(),
+                    e["name"].as_str().unwrap_or_default(),
+                ));
+            }
+            match page["nextToken"].as_str().filter(|t| !t.is_empty()) {
+                Some(next) if token.as_deref() != Some(next) => token = Some(next.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Opens `env` for `duration`: ESC evaluates it once (providers, rotations, imports);
+    /// read it through the session as often as needed until then.
+    ///
+    /// # Errors
+    /// The call fails, or the environment has errors (its diagnostics).
+    pub async fn open(&self, env: &EnvRef, duration: Duration) -> Result<Session, EscError> {
+        let call = Call {
+            method: Method::POST,
+            segments: vec![
+                "api",
+                "esc",
+                "environments",
+                &env.organization,
+                &env.project,
+                &env.environment,
+                "open",
+            ],
+            query: vec![("duration", format!("{}s", duration.as_secs().max(1)))],
+            body: None,
+            headers: Vec::new(),
+            env: env.to_string(),
+        };
+        let answer = self.json(call).await?;
+        let id = answer["id"]
+            .as_str()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| EscError::Decode {
+                path: "open".into(),
+                env: env.to_string(),
+                message: "no session id".into(),
+            })?;
+        Ok(Session {
+            env: env.clone(),
+            id: id.to_owned(),
+        })
+    }
+
+    /// Every value of an opened environment.
+    ///
+    /// # Errors
+    /// The call fails (404 once the session expired) or the answer is malformed.
+    pub async fn values(&self, session: &Session) -> Result<Value, EscError> {
+        let env = &session.env;
+        let answer = self
+            .json(Self::get(
+                vec![
+                    "api",
+                    "esc",
+                    "environments",
+                    &env.organization,
+                    &env.project,
+                    &env.environment,
+                    "open",
+                    &session.id,
+                ],
+                env.to_string(),
+            ))
+            .await?;
+        let empty = serde_json::Map::new();
+        Ok(Value::from_properties(
+            answer["properties"].as_object().unwrap_or(&empty),
+        ))
+    }
+
+    /// One value of an opened environment.
+    ///
+    /// # Errors
+    /// The call fails; there is no value at `path` ([`EscError::NoValue`]).
+    pub async fn property(
+        &self,
+        session: &Session,
+        path: &PropertyPath,
+    ) -> Result<Value, EscError> {
+        let env = &session.env;
+        let mut call = Self::get(
+            vec![
+                "api",
+                "esc",
+                "environments",
+                &env.organization,
+                &env.project,
+                &env.environment,
+                "open",
+                &session.id,
+            ],
+            env.to_string(),
+        );
+        call.query.push(("property", path.to_string()));
+        match self.json(call).await {
+            Ok(v) => Ok(Value::from_esc(&v)),
+            Err(e) if e.status() == Some(404) => Err(EscError::NoValue {
+                env: env.to_string(),
+                path: path.clone(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens `env` once and reads all its values.
+    ///
+    /// # Errors
+    /// As [`Esc::open`] and [`Esc::values`].
+    pub async fn read(&self, env: &EnvRef) -> Result<Value, EscError> {
+        let session = self.open(env, Duration::from_secs(300)).await?;
+        self.values(&session).await
+    }
+
+    /// The environment's definition, its etag and revision.
+    ///
+    /// # Errors
+    /// The call fails or the answer lacks its headers.
+    pub async fn definition(&self, env: &EnvRef) -> Result<Definition, EscError> {
+        let response = self
+            .send(Self::get(
+                vec![
+                    "api",
+                    "esc",
+                    "environments",
+                    &env.organization,
+                    &env.project,
+                    &env.environment,
+                ],
+                env.to_string(),
+            ))
+            .await?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let decode = |message: &str| EscError::Decode {
+            path: "definition".into(),
+            env: env.to_string(),
+            message: message.to_owned(),
+        };
+        let etag = header("ETag").ok_or_else(|| decode("no ETag"))?;
+        let revision = header(REVISION_HEADER)
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| decode("no Pulumi-ESC-Revision"))?;
+        let yaml = response
+            .text()
+            .await
+            .map_err(|e| decode(&e.without_url().to_string()))?;
+        Ok(Definition {
+            yaml,
+            etag,
+            revision,
+        })
+    }
+
+    /// Replaces the definition, unless it changed since `etag` was read; returns the new
+    /// revision.
+    ///
+    /// # Errors
+    /// [`EscError::Conflict`] when it changed meanwhile; [`EscError::Diagnostics`] when ESC
+    /// refuses the YAML; other failed calls.
+    pub async fn update(&self, env: &EnvRef, yaml: &str, etag: &str) -> Result<i64, EscError> {
+        let call = Call {
+            method: Method::PATCH,
+            segments: vec![
+                "api",
+                "esc",
+                "environments",
+                &env.organization,
+                &env.project,
+                &env.environment,
+            ],
+            query: Vec::new(),
+            body: Some((yaml.as_bytes().to_vec(), "application/x-yaml")),
+            // Pulumi's client sends the etag it read in an `ETag` request header.
+            headers: vec![("ETag", etag.to_owned())],
+            env: env.to_string(),
+        };
+        let response = match self.send(call).await {
+            Err(e) if matches!(e.status(), Some(409 | 412)) => {
+                return Err(EscError::Conflict {
+                    env: env.to_string(),
+                    etag: etag.to_owned(),
+                });
+            }
+            other => other?,
+        };
+        response
+            .headers()
+            .get(REVISION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| EscError::Decode {
+                path: "update".into(),
+                env: env.to_string(),
+                message: "no Pulumi-ESC-Revision".into(),
+            })
+    }
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get("Retry-After")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
