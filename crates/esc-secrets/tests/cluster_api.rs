@@ -44,6 +44,7 @@ async fn values(fake: &EscFake) -> esc_secrets::Value {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn secrets_are_synced_from_one_read_and_a_foreign_secret_is_never_overwritten() {
     let (client, _plane) = cluster().await.unwrap();
     let ns = namespace(&client, "esc").await.unwrap();
@@ -115,7 +116,7 @@ async fn secrets_are_synced_from_one_read_and_a_foreign_secret_is_never_overwrit
     let runner_ns = format!("{ns}-arc-runners");
     let theirs: Api<Secret> = Api::namespaced(client.clone(), &runner_ns);
     theirs
-        .delete("github-runner-token", &Default::default())
+        .delete("github-runner-token", &kube::api::DeleteParams::default())
         .await
         .unwrap();
     theirs
