@@ -105,6 +105,7 @@ fn writes(log: &[String]) -> Vec<&String> {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn harbor_the_secrets_and_the_nodes_are_wired_once_and_a_lost_secret_renews_the_robot() {
     let (client, _plane) = cluster().await.unwrap();
     let fake = HarborFake::start().await;
