@@ -624,6 +624,87 @@ impl Esc {
     }
 }
 
+impl Esc {
+    /// Sets the value at `path` (under the definition's `values:`; `fn::secret` when
+    /// `secret`), reading the definition and writing it back with its etag: a concurrent
+    /// edit is refused ([`EscError::Conflict`]), never overwritten. Returns the new revision.
+    ///
+    /// The YAML is re-written from its data: comments and layout in the definition are not
+    /// kept (Pulumi's console and `esc env edit` keep them).
+    ///
+    /// # Errors
+    /// The definition cannot be read, edited at `path`, or written.
+    pub async fn set(
+        &self,
+        env: &EnvRef,
+        path: &PropertyPath,
+        value: &SecretString,
+        secret: bool,
+    ) -> Result<i64, EscError> {
+        let definition = self.definition(env).await?;
+        let yaml = with_value(&definition.yaml, path, value, secret).map_err(|message| {
+            EscError::Setup(format!("environment {env}: cannot set {path}: {message}"))
+        })?;
+        self.update(env, &yaml, &definition.etag).await
+    }
+}
+
+/// `yaml` (an environment definition) with the value at `path` under `values:` replaced.
+///
+/// # Errors
+/// The YAML does not parse, or `path` crosses something that is not a map (or an index
+/// past an array's end).
+pub fn with_value(
+    yaml: &str,
+    path: &PropertyPath,
+    value: &SecretString,
+    secret: bool,
+) -> Result<String, String> {
+    use crate::path::Segment;
+    use serde_norway::Value as Y;
+    let mut doc: Y = if yaml.trim().is_empty() {
+        Y::Mapping(serde_norway::Mapping::new())
+    } else {
+        serde_norway::from_str(yaml).map_err(|e| format!("the definition does not parse: {e}"))?
+    };
+    let Y::Mapping(root) = &mut doc else {
+        return Err("the definition is not a map".into());
+    };
+    let mut at = root
+        .entry(Y::String("values".into()))
+        .or_insert_with(|| Y::Mapping(serde_norway::Mapping::new()));
+    for segment in path.segments() {
+        at = match (segment, at) {
+            (Segment::Key(k), node) => {
+                if !matches!(node, Y::Mapping(_)) {
+                    if matches!(node, Y::Null) {
+                        *node = Y::Mapping(serde_norway::Mapping::new());
+                    } else {
+                        return Err(format!("`{k}` is under something that is not a map"));
+                    }
+                }
+                let Y::Mapping(map) = node else {
+                    return Err(format!("`{k}` is under something that is not a map"));
+                };
+                map.entry(Y::String(k.clone())).or_insert(Y::Null)
+            }
+            (Segment::Index(i), Y::Sequence(items)) => items
+                .get_mut(*i)
+                .ok_or_else(|| format!("index {i} is past the array's end"))?,
+            (Segment::Index(i), _) => return Err(format!("[{i}] is not in an array")),
+        };
+    }
+    let text = Y::String(value.expose_secret().to_owned());
+    *at = if secret {
+        let mut m = serde_norway::Mapping::new();
+        m.insert(Y::String("fn::secret".into()), text);
+        Y::Mapping(m)
+    } else {
+        text
+    };
+    serde_norway::to_string(&doc).map_err(|e| e.to_string())
+}
+
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     response
         .headers()
@@ -634,4 +715,59 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
         .parse::<u64>()
         .ok()
         .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_is_set_under_values_creating_maps_and_marking_secrets() {
+        let yaml =
+            "imports: [base]\nvalues:\n  harbor:\n    url: https://harbor.lan\n  list: [a, b]\n";
+        let out = with_value(
+            yaml,
+            &"harbor.admin.password".parse().unwrap(),
+            &"pw".to_owned().into(),
+            true,
+        )
+        .unwrap();
+        let doc: serde_json::Value = serde_norway::from_str(&out).unwrap();
+        assert_eq!(doc["imports"][0], "base");
+        assert_eq!(doc["values"]["harbor"]["url"], "https://harbor.lan");
+        assert_eq!(
+            doc["values"]["harbor"]["admin"]["password"]["fn::secret"],
+            "pw"
+        );
+        let out = with_value(
+            yaml,
+            &"list[1]".parse().unwrap(),
+            &"c".to_owned().into(),
+            false,
+        )
+        .unwrap();
+        let doc: serde_json::Value = serde_norway::from_str(&out).unwrap();
+        assert_eq!(doc["values"]["list"][1], "c");
+        assert_eq!(
+            with_value(
+                yaml,
+                &"list[5]".parse().unwrap(),
+                &"c".to_owned().into(),
+                false
+            )
+            .unwrap_err(),
+            "index 5 is past the array's end"
+        );
+        assert_eq!(
+            with_value(
+                yaml,
+                &"harbor.url.x".parse().unwrap(),
+                &"c".to_owned().into(),
+                false
+            )
+            .unwrap_err(),
+            "`x` is under something that is not a map"
+        );
+        assert!(with_value("", &"a".parse().unwrap(), &"v".to_owned().into(), false).is_ok());
+    }
 }

@@ -31,6 +31,7 @@ pub const WAVES: &[(&str, i64)] = &[
     ("cert-manager", 6),
     ("issuers", 7),
     ("external-secrets", 7),
+    ("external-secrets-config", 8),
     ("argocd-config", 10),
     ("harbor", 10),
     ("actions-runner-controller", 10),
@@ -78,6 +79,10 @@ pub struct Spec {
     pub versions: BTreeMap<String, String>,
     /// Deploy External Secrets.
     pub external_secrets: bool,
+    /// External Secrets' configuration objects (the `ClusterSecretStore` and the
+    /// `ExternalSecret`s, e.g. from `esc_secrets::deliver`), written to
+    /// `infrastructure/external-secrets/` and synced in the wave after External Secrets.
+    pub secret_objects: Vec<Value>,
     /// GitHub owner of the runner repositories; runners are deployed when some are listed.
     pub github_owner: String,
     /// Runner scale sets.
@@ -409,6 +414,18 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
             ),
         ));
     }
+    if spec.external_secrets && !spec.secret_objects.is_empty() {
+        apps.push((
+            "external-secrets-config".into(),
+            application(
+                "external-secrets-config",
+                "external-secrets-config",
+                "infrastructure",
+                spec.git("infrastructure/external-secrets"),
+                "external-secrets",
+            ),
+        ));
+    }
     if !spec.runners.is_empty() {
         let version = spec.version("actions_runner_controller")?;
         apps.push((
@@ -511,6 +528,17 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
         "infrastructure/issuers/kustomization.yaml",
         format!("{MARKER}\nresources:\n  - issuers.yaml\n"),
     );
+
+    if spec.external_secrets && !spec.secret_objects.is_empty() {
+        add(
+            "infrastructure/external-secrets/secrets.yaml",
+            yaml(&spec.secret_objects)?,
+        );
+        add(
+            "infrastructure/external-secrets/kustomization.yaml",
+            format!("{MARKER}\nresources:\n  - secrets.yaml\n"),
+        );
+    }
 
     // platform/: Argo CD's configuration (the Application health check that makes waves
     // gate) and its own service on its fixed address.

@@ -32,6 +32,19 @@ fn spec() -> Spec {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect(),
         external_secrets: true,
+        secret_objects: vec![
+            serde_json::json!({ "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore",
+                "metadata": { "name": "pulumi-esc" },
+                "spec": { "provider": { "pulumi": { "organization": "acme", "project": "homelab",
+                    "environment": "dev", "accessToken": { "secretRef": {
+                        "name": "pulumi-esc-token", "key": "PULUMI_ACCESS_TOKEN", "namespace": "external-secrets" } } } } } }),
+            serde_json::json!({ "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                "metadata": { "name": "harbor-admin", "namespace": "harbor" },
+                "spec": { "refreshInterval": "1h",
+                          "secretStoreRef": { "kind": "ClusterSecretStore", "name": "pulumi-esc" },
+                          "target": { "name": "harbor-admin" },
+                          "dataFrom": [ { "extract": { "key": "harbor.admin" } } ] } }),
+        ],
         github_owner: "me".into(),
         runners: vec![Runner {
             repository: "homelab".into(),
@@ -124,8 +137,20 @@ fn the_generated_repository_validates_and_round_trips() {
         }
     }
     assert_eq!(
-        apps, 14,
-        "root, 10 components, external secrets, the runner controller and one runner set"
+        apps, 15,
+        "root, 10 components, external secrets and its configuration, the runner controller and one runner set"
+    );
+    // External Secrets' configuration, as given, in its own directory and wave.
+    let secrets = std::fs::read_to_string(
+        dir.path()
+            .join("infrastructure/external-secrets/secrets.yaml"),
+    )
+    .unwrap();
+    assert!(secrets.contains("kind: ClusterSecretStore"), "{secrets}");
+    assert!(secrets.contains("key: harbor.admin"), "{secrets}");
+    assert_eq!(
+        wave("external-secrets-config"),
+        wave("external-secrets") + 1
     );
 }
 

@@ -543,6 +543,8 @@ pub struct EscConfig {
     pub environment: String,
     /// Pulumi access token.
     pub token: SecretRef,
+    /// The Pulumi Cloud API (a self-hosted service's URL instead).
+    pub api_url: String,
 }
 
 impl Default for EscConfig {
@@ -552,6 +554,7 @@ impl Default for EscConfig {
             project: "homelab".into(),
             environment: "dev".into(),
             token: SecretRef::Env("PULUMI_ACCESS_TOKEN".into()),
+            api_url: "https://api.pulumi.com".into(),
         }
     }
 }
@@ -657,6 +660,8 @@ pub struct Phases {
     pub nodes: PhaseSettings,
     /// kubeadm init/join, the kubeconfig, the pod network, every node Ready.
     pub cluster: PhaseSettings,
+    /// The declared secrets from Pulumi ESC into the cluster (with `[esc]`).
+    pub secrets: PhaseSettings,
     /// Platform components, wave by wave.
     pub platform: PhaseSettings,
     /// GitOps bootstrap and sync.
@@ -669,6 +674,7 @@ impl Default for Phases {
             vms: PhaseSettings::minutes(20, 2),
             nodes: PhaseSettings::minutes(30, 2),
             cluster: PhaseSettings::minutes(30, 2),
+            secrets: PhaseSettings::minutes(5, 3),
             platform: PhaseSettings::minutes(30, 3),
             gitops: PhaseSettings::minutes(20, 3),
         }

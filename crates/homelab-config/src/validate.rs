@@ -782,6 +782,7 @@ fn esc(config: &Config, out: &mut Vec<Diagnostic>) {
             non_empty("esc.project", &esc.project, why, out);
             non_empty("esc.environment", &esc.environment, why, out);
             secret_ref_check("esc.token", &esc.token, out);
+            url_check("esc.api_url", &esc.api_url, &["https", "http"], out);
         }
         None if config.features.external_secrets => out.push(
             Diagnostic::error(

@@ -48,6 +48,15 @@ pub enum Error {
     /// The platform layer failed.
     #[error(transparent)]
     Platform(#[from] platform::PlatformError),
+    /// Pulumi ESC refused or could not be reached.
+    #[error(transparent)]
+    Esc(Box<esc_secrets::EscError>),
+    /// The declared secrets could not be delivered.
+    #[error(transparent)]
+    Deliver(Box<esc_secrets::deliver::DeliverError>),
+    /// The secrets phase needs `[esc]`.
+    #[error("homelab.toml has no [esc] section (organization, project, environment, token)")]
+    NoEsc,
     /// A secret `homelab.toml` refers to cannot be read.
     #[error("{key}: {source}")]
     Secret {
@@ -139,5 +148,17 @@ impl From<kubeadm_boot::cluster::ClusterError> for Error {
 impl From<kubeadm_boot::upgrade::UpgradeError> for Error {
     fn from(e: kubeadm_boot::upgrade::UpgradeError) -> Self {
         Self::Upgrade(Box::new(e))
+    }
+}
+
+impl From<esc_secrets::EscError> for Error {
+    fn from(e: esc_secrets::EscError) -> Self {
+        Self::Esc(Box::new(e))
+    }
+}
+
+impl From<esc_secrets::deliver::DeliverError> for Error {
+    fn from(e: esc_secrets::deliver::DeliverError) -> Self {
+        Self::Deliver(Box::new(e))
     }
 }

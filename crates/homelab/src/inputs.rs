@@ -414,6 +414,7 @@ pub fn platform_spec(config: &Config) -> platform::components::PlatformSpec {
         argocd_ip: config.network.load_balancer_ips.argocd,
         harbor_url: config.harbor.url.clone(),
         external_secrets: config.features.external_secrets,
+        secret_objects: crate::secrets::external_objects(config),
         runners: config.features.runners
             && config
                 .github
@@ -479,6 +480,7 @@ pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {
         argocd_ip: lb.argocd.to_string(),
         versions,
         external_secrets: config.features.external_secrets,
+        secret_objects: crate::secrets::external_objects(config),
         github_owner: config
             .github
             .as_ref()

@@ -36,6 +36,7 @@ pub mod nodes;
 mod phase;
 mod pipeline;
 pub mod platform;
+pub mod secrets;
 pub mod vms;
 
 pub use error::Error;

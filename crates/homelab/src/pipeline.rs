@@ -48,6 +48,7 @@ impl Settings {
             "vms" => &p.vms,
             "nodes" => &p.nodes,
             "cluster" => &p.cluster,
+            "secrets" => &p.secrets,
             "gitops" => &p.gitops,
             _ => &p.platform,
         };
@@ -127,8 +128,9 @@ impl Pipeline {
     }
 
     /// The home lab's pipeline for `lab`: the VMs and the cluster (for
-    /// `cluster.provider = "libvirt"`), or the existing cluster alone; then the platform
-    /// when `[gitops] repo_url` names the repository Argo CD deploys it from.
+    /// `cluster.provider = "libvirt"`), or the existing cluster alone; then the secrets from
+    /// Pulumi ESC with `[esc]`; then the platform when `[gitops] repo_url` names the
+    /// repository Argo CD deploys it from.
     pub fn for_lab(lab: &Lab) -> Self {
         let mut phases: Vec<Box<dyn Phase>> = match lab.config.cluster.provider {
             homelab_config::ClusterProvider::Libvirt => vec![
@@ -140,6 +142,9 @@ impl Pipeline {
                 vec![Box::new(crate::cluster::ExistingCluster)]
             }
         };
+        if crate::secrets::wanted(lab) {
+            phases.push(Box::new(crate::secrets::SecretsPhase));
+        }
         if crate::platform::wanted(lab) {
             phases.push(Box::new(crate::platform::PlatformPhase));
         }

@@ -30,6 +30,9 @@ pub struct PlatformSpec {
     pub harbor_url: String,
     /// Whether External Secrets is deployed.
     pub external_secrets: bool,
+    /// External Secrets' configuration (the `ClusterSecretStore`s and `ExternalSecret`s the
+    /// GitOps repository holds): each must become `Ready` (its secret synced).
+    pub secret_objects: Vec<serde_json::Value>,
     /// Whether runner scale sets are deployed (their listeners must run).
     pub runners: bool,
 }
@@ -198,6 +201,25 @@ pub fn components(spec: &PlatformSpec) -> Vec<Component> {
             ],
         });
     }
+    if spec.external_secrets && !spec.secret_objects.is_empty() {
+        all.push(Component {
+            name: "external-secrets-config".into(),
+            wave: wave("external-secrets-config"),
+            checks: spec
+                .secret_objects
+                .iter()
+                .filter_map(|o| {
+                    Some(Check::Condition {
+                        api_version: o["apiVersion"].as_str()?.to_owned(),
+                        kind: o["kind"].as_str()?.to_owned(),
+                        namespace: o["metadata"]["namespace"].as_str().map(str::to_owned),
+                        name: o["metadata"]["name"].as_str()?.to_owned(),
+                        condition: "Ready".into(),
+                    })
+                })
+                .collect(),
+        });
+    }
     if spec.runners {
         all.push(Component {
             name: "runners".into(),
@@ -225,8 +247,38 @@ mod tests {
             argocd_ip: Ipv4Addr::new(192, 168, 122, 102),
             harbor_url: "https://192.168.122.101/".into(),
             external_secrets,
+            secret_objects: Vec::new(),
             runners,
         }
+    }
+
+    #[test]
+    fn each_external_secrets_object_must_become_ready_in_the_wave_after_the_operator() {
+        let mut s = spec(true, false);
+        s.secret_objects = vec![
+            json!({ "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore",
+                    "metadata": { "name": "pulumi-esc" } }),
+            json!({ "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                    "metadata": { "name": "harbor-admin", "namespace": "harbor" } }),
+        ];
+        let all = components(&s);
+        let config = all
+            .iter()
+            .find(|c| c.name == "external-secrets-config")
+            .unwrap();
+        let operator = all.iter().find(|c| c.name == "external-secrets").unwrap();
+        assert_eq!(config.wave, operator.wave + 1);
+        let checks: Vec<String> = config.checks.iter().map(ToString::to_string).collect();
+        assert_eq!(checks.len(), 2);
+        assert!(checks[1].contains("harbor/harbor-admin"), "{checks:?}");
+        assert!(checks[1].contains("Ready"), "{checks:?}");
+        // Without External Secrets, no such component.
+        s.external_secrets = false;
+        assert!(
+            components(&s)
+                .iter()
+                .all(|c| c.name != "external-secrets-config")
+        );
     }
 
     #[test]

@@ -98,6 +98,7 @@ fn scaffold_spec() -> gitops::scaffold::Spec {
         argocd_ip: "192.168.122.102".into(),
         versions,
         external_secrets: true,
+        secret_objects: Vec::new(),
         github_owner: "example".into(),
         runners: vec![gitops::scaffold::Runner {
             repository: "app".into(),
@@ -226,6 +227,7 @@ fn generated_custom_resources() -> (Vec<kube::api::DynamicObject>, usize) {
         argocd_ip: "192.168.122.102".parse().unwrap(),
         harbor_url: "https://192.168.122.101".into(),
         external_secrets: true,
+        secret_objects: Vec::new(),
         runners: true,
     };
     let mut probes = 0;
