@@ -26,18 +26,28 @@ fn config(dir: &Path, fake: &EscFake) -> std::path::PathBuf {
     path
 }
 
-/// Runs the tool (off the runtime that serves the fake).
+/// Runs the tool (off the runtime that serves the fake), logging everything (`RUST_LOG=trace`,
+/// every crate's): no log line may hold the token or a secret value.
 async fn run(config: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let config = config.to_owned();
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let stdin = stdin.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::cargo_bin("homelab-secrets").unwrap();
-        cmd.arg("-c").arg(&config).args(&args);
+        cmd.arg("-c")
+            .arg(&config)
+            .args(&args)
+            .env("RUST_LOG", "trace");
         if let Some(input) = stdin {
             cmd.write_stdin(input);
         }
         let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains(TOKEN), "the token in the logs:\n{stderr}");
+        assert!(
+            !stderr.contains("s3cret-harbor"),
+            "a secret in the logs:\n{stderr}"
+        );
         (
             out.status.success(),
             String::from_utf8(out.stdout).unwrap(),
