@@ -17,6 +17,7 @@
 pub mod client;
 pub mod declared;
 pub mod deliver;
+pub mod eso;
 pub mod path;
 pub mod value;
 

@@ -10,6 +10,7 @@ use esc_secrets::declared::{Declared, Kind, Needs, declared};
 use esc_secrets::deliver::{
     DeliverError, Store, cluster_secret_store, external_secret, sync, token_secret,
 };
+use esc_secrets::eso::{nudge, states};
 use homelab_testkit::control_plane::{ControlPlane, cluster, namespace};
 use homelab_testkit::esc_fake::{EscFake, TOKEN};
 use k8s_openapi::ByteString;
@@ -173,19 +174,7 @@ async fn values_again(fake: &EscFake) -> esc_secrets::Value {
 
 #[tokio::test]
 async fn the_store_and_every_external_secret_pass_a_dry_run_against_external_secrets_crds() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (module, version, file, sha256) = homelab_testkit::upstream::PLATFORM_CRDS
-        .iter()
-        .find(|(m, ..)| m.ends_with("external-secrets"))
-        .unwrap();
-    let path = homelab_testkit::upstream::module_file(module, version, file, sha256).unwrap();
-    let mut objects = kube_manifest::parse(
-        &path.display().to_string(),
-        &std::fs::read_to_string(&path).unwrap(),
-    )
-    .unwrap();
-    let plane = ControlPlane::start().await.unwrap();
-    let client = plane.client().await.unwrap();
+    let (_plane, client) = with_eso_crds().await;
     let list = declared(&Needs {
         harbor_registry: "harbor.lan:8443".into(),
         gitops_repo: Some("https://github.com/me/lab.git".into()),
@@ -193,24 +182,7 @@ async fn the_store_and_every_external_secret_pass_a_dry_run_against_external_sec
         monitoring: true,
     });
     let store = Store::new(env(), "https://api.pulumi.com");
-    let mut namespaces: Vec<String> = list.iter().map(|d| d.namespace.clone()).collect();
-    namespaces.push(store.token_namespace.clone());
-    namespaces.sort();
-    namespaces.dedup();
-    for ns in &namespaces {
-        objects.push(
-            serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Namespace",
-                "metadata": { "name": ns, "labels": { "homelab.dev/test": "esc" } } }))
-            .unwrap(),
-        );
-    }
-    kube_manifest::apply(
-        &client,
-        &objects,
-        &kube_manifest::ApplyOptions::new("homelab-test"),
-    )
-    .await
-    .unwrap();
+    namespaces_for(&client, &list, &store).await;
 
     let mut generated: Vec<DynamicObject> =
         vec![serde_json::from_value(cluster_secret_store(&store)).unwrap()];
@@ -246,4 +218,146 @@ async fn the_store_and_every_external_secret_pass_a_dry_run_against_external_sec
     );
     // A typed Kind the fixture relies on.
     assert!(matches!(list[1].kind, Kind::DockerConfig { .. }));
+}
+
+/// A control plane with External Secrets' CRDs (v0.20.4, pinned) installed.
+async fn with_eso_crds() -> (ControlPlane, kube::Client) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (module, version, file, sha256) = homelab_testkit::upstream::PLATFORM_CRDS
+        .iter()
+        .find(|(m, ..)| m.ends_with("external-secrets"))
+        .unwrap();
+    let path = homelab_testkit::upstream::module_file(module, version, file, sha256).unwrap();
+    let objects = kube_manifest::parse(
+        &path.display().to_string(),
+        &std::fs::read_to_string(&path).unwrap(),
+    )
+    .unwrap();
+    let plane = ControlPlane::start().await.unwrap();
+    let client = plane.client().await.unwrap();
+    kube_manifest::apply(
+        &client,
+        &objects,
+        &kube_manifest::ApplyOptions::new("homelab-test"),
+    )
+    .await
+    .unwrap();
+    (plane, client)
+}
+
+/// The declared secrets' namespaces and the token's.
+async fn namespaces_for(client: &kube::Client, list: &[Declared], store: &Store) {
+    let mut namespaces: Vec<String> = list.iter().map(|d| d.namespace.clone()).collect();
+    namespaces.push(store.token_namespace.clone());
+    namespaces.sort();
+    namespaces.dedup();
+    let objects: Vec<DynamicObject> = namespaces
+        .iter()
+        .map(|ns| {
+            serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Namespace",
+                "metadata": { "name": ns, "labels": { "homelab.dev/test": "esc" } } }))
+            .unwrap()
+        })
+        .collect();
+    kube_manifest::apply(
+        client,
+        &objects,
+        &kube_manifest::ApplyOptions::new("homelab-test"),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_external_secret_that_failed_before_its_store_was_ready_is_nudged() {
+    let (_plane, client) = with_eso_crds().await;
+    let list: Vec<Declared> = declared(&Needs {
+        harbor_registry: "harbor.lan".into(),
+        gitops_repo: Some("https://github.com/me/lab.git".into()),
+        runners: false,
+        monitoring: false,
+    });
+    let store = Store::new(env(), "https://api.pulumi.com");
+    namespaces_for(&client, &list, &store).await;
+    let mut objects = vec![cluster_secret_store(&store)];
+    objects.extend(list.iter().map(|d| external_secret(d, &store)));
+    let objects: Vec<DynamicObject> = objects
+        .into_iter()
+        .map(|o| serde_json::from_value(o).unwrap())
+        .collect();
+    kube_manifest::apply(
+        &client,
+        &objects,
+        &kube_manifest::ApplyOptions::new("homelab-test"),
+    )
+    .await
+    .unwrap();
+    // Nothing to do while the store is not Ready.
+    assert!(nudge(&client, &store, &list).await.unwrap().is_empty());
+
+    // What External Secrets' controller writes: the store Ready at 10:00; harbor-admin failed
+    // at 09:00 (before), harbor-robot at 11:00 (after), the repository synced.
+    let status = |ready: bool, reason: &str, at: &str| {
+        json!({ "status": { "conditions": [ { "type": "Ready",
+            "status": if ready { "True" } else { "False" }, "reason": reason,
+            "message": format!("{reason} (test)"), "lastTransitionTime": at } ],
+            "refreshTime": at } })
+    };
+    let stores: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("external-secrets.io", "v1", "ClusterSecretStore"),
+            "clustersecretstores",
+        ),
+    );
+    stores
+        .patch_status(
+            &store.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(status(true, "Valid", "2026-12-01T10:00:00Z")),
+        )
+        .await
+        .unwrap();
+    let es_resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"),
+        "externalsecrets",
+    );
+    for (d, (ready, reason, at)) in list.iter().zip([
+        (false, "SecretSyncedError", "2026-12-01T09:00:00Z"),
+        (false, "SecretSyncedError", "2026-12-01T11:00:00Z"),
+        (true, "SecretSynced", "2026-12-01T10:30:00Z"),
+    ]) {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &d.namespace, &es_resource);
+        api.patch_status(
+            &d.secret,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(status(ready, reason, at)),
+        )
+        .await
+        .unwrap();
+    }
+    let before = states(&client, &list).await.unwrap();
+    let summary: Vec<String> = before
+        .iter()
+        .map(|s| format!("{} {} {}", s.name, s.ready, s.reason))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "harbor/harbor-admin false SecretSyncedError",
+            "default/harbor-robot false SecretSyncedError",
+            "argocd/homelab-repository true SecretSynced"
+        ]
+    );
+    assert_eq!(before[2].refreshed, "2026-12-01T10:30:00Z");
+    let nudged = nudge(&client, &store, &list).await.unwrap();
+    assert_eq!(nudged, ["harbor/harbor-admin"]);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "harbor", &es_resource);
+    let annotated = api.get("harbor-admin").await.unwrap();
+    assert!(
+        annotated.metadata.annotations.unwrap()["force-sync"]
+            .parse::<u64>()
+            .is_ok()
+    );
 }

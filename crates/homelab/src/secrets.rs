@@ -250,6 +250,22 @@ impl Phase for SecretsPhase {
     ) -> BoxFuture<'a, Result<PhaseReport, Error>> {
         async move {
             let (changes, unchanged) = deliver(lab, false).await?;
+            if lab.config.features.external_secrets {
+                // ExternalSecrets that failed before their store was ready sync now, not at
+                // their next refresh (none before External Secrets is installed).
+                let kube = lab.kube_client().await?;
+                match esc_secrets::eso::nudge(&kube, &store(lab)?, &list(lab)).await {
+                    Ok(nudged) => {
+                        for name in nudged {
+                            events(Event::Progress {
+                                phase: NAME,
+                                message: format!("ExternalSecret {name}: force-sync (its store became ready after it failed)"),
+                            });
+                        }
+                    }
+                    Err(e) => tracing::debug!(target: "homelab::secrets", "no nudge: {e}"),
+                }
+            }
             for c in &changes {
                 events(Event::Progress {
                     phase: NAME,
@@ -313,6 +329,31 @@ impl Phase for SecretsPhase {
                     detail,
                     healthy,
                 });
+            }
+            if lab.config.features.external_secrets
+                && let Ok(states) = esc_secrets::eso::states(&kube, &list(lab)).await
+            {
+                for s in states.into_iter().filter(|s| s.exists) {
+                    items.push(StatusItem {
+                        name: format!("ExternalSecret {}", s.name),
+                        state: if s.ready { "synced" } else { "not synced" }.into(),
+                        detail: format!(
+                            "{}{}{}",
+                            s.reason,
+                            if s.message.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", s.message)
+                            },
+                            if s.refreshed.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (last sync {})", s.refreshed)
+                            }
+                        ),
+                        healthy: s.ready,
+                    });
+                }
             }
             PhaseStatus {
                 phase: NAME,
