@@ -55,6 +55,33 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
         timeout: Duration,
     },
+    /// Install Argo CD from its pinned release manifest (checked against its sha256) by
+    /// server-side apply, CRDs first, its workloads waited on until rolled out, then the
+    /// root Application of [gitops] repo_url. Re-running changes nothing.
+    Bootstrap {
+        /// Kubeconfig context (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+        /// Ask the API server what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Prove the platform works from a user's side: every node Ready, DNS from a pod (a
+    /// Job), an HTTP request through the ingress address to a backend, the certificate the
+    /// ingress serves chaining to the homelab CA, Harbor's health. Every check runs even when
+    /// one fails; what they create lives in a namespace of their own, deleted at the end.
+    /// Exit status 1 when a check fails.
+    Verify {
+        /// Kubeconfig context (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+        /// The probe image (sh, nslookup and httpd, as busybox has), pullable by the nodes.
+        #[arg(long)]
+        image: Option<String>,
+        /// How long each check may take.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+        timeout: Duration,
+    },
     /// Let the nodes and the pods pull from Harbor, once it answers: the project
     /// ([harbor] project), a pull-only robot account `pull` (never the admin account for
     /// pulls), its pull Secret `harbor-pull` in each of [harbor] pull_namespaces, and on
@@ -108,6 +135,138 @@ fn print_statuses(json: bool, statuses: &[ComponentStatus]) -> Result<()> {
     Ok(())
 }
 
+async fn bootstrap(
+    config: homelab_config::Config,
+    context: Option<String>,
+    dry_run: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let client = client(context).await?;
+    let lab = homelab::Lab::new(config);
+    let (source, bytes) = homelab::platform::argocd_manifest(&lab, &|e| {
+        if let homelab::Event::Progress { message, .. } = e {
+            eprintln!("{message}");
+        }
+    })
+    .await?;
+    let spec = homelab::platform::bootstrap_spec(&lab, &source, &bytes)?;
+    let options = WaitOptions {
+        timeout: lab.config.phases.platform.timeout.0,
+        ..WaitOptions::default()
+    };
+    let applied = platform::argocd::bootstrap(&client, &spec, dry_run, &options, &|p| {
+        if let Progress::Waiting {
+            component,
+            check,
+            detail,
+        } = p
+        {
+            eprintln!("  {component}: waiting for {check}: {detail}");
+        }
+    })
+    .await?;
+    let changed = applied.iter().filter(|a| a.changed).count();
+    if json {
+        let list: Vec<_> = applied
+            .iter()
+            .map(|a| serde_json::json!({ "object": a.to_string(), "changed": a.changed }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        for a in applied.iter().filter(|a| a.changed) {
+            println!("{} {a}", if dry_run { "would apply" } else { "applied" });
+        }
+        println!(
+            "{changed} of {} objects {}",
+            applied.len(),
+            if dry_run { "would change" } else { "changed" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(
+    config: homelab_config::Config,
+    context: Option<String>,
+    image: Option<String>,
+    timeout: Duration,
+    json: bool,
+) -> Result<ExitCode> {
+    let client = client(context).await?;
+    let lab = homelab::Lab::new(config);
+    let mut spec = homelab::platform::verify_spec(&lab, &client).await;
+    if let Some(image) = image {
+        spec.image = image;
+    }
+    spec.timeout = timeout;
+    let results = Box::pin(platform::verify::verify(&client, &spec)).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            println!(
+                "{} {:<20} {}",
+                if r.ok { "ok  " } else { "FAIL" },
+                r.name,
+                r.detail
+            );
+        }
+    }
+    Ok(if results.iter().all(|r| r.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn registry(
+    config: homelab_config::Config,
+    context: Option<String>,
+    dry_run: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let client = client(context).await?;
+    let lab = homelab::Lab::new(config);
+    let wired = homelab::platform::wire_registry(&lab, &client, dry_run).await?;
+    if json {
+        let nodes: Vec<_> = wired.nodes.iter().collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "project_created": wired.access.project_created,
+                "robot": wired.access.robot_name,
+                "robot_change": format!("{:?}", wired.access.robot).to_lowercase(),
+                "applied": wired.access.applied.iter().map(|a| serde_json::json!({
+                    "object": a.to_string(), "changed": a.changed })).collect::<Vec<_>>(),
+                "nodes": nodes,
+            }))?
+        );
+    } else {
+        let verb = if dry_run { "would be" } else { "" };
+        println!(
+            "project {}{}",
+            lab.config.harbor.project,
+            if wired.access.project_created {
+                format!(" {verb} created")
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "robot {}: {}",
+            wired.access.robot_name,
+            format!("{:?}", wired.access.robot).to_lowercase()
+        );
+        for a in &wired.access.applied {
+            println!("{a}: {}", if a.changed { "changed" } else { "unchanged" });
+        }
+        for r in &wired.nodes {
+            println!("{} {}: {:?}", r.host, r.step, r.outcome);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.output == TextOrJson::Json;
     let config = homelab_config::ConfigSource::discover(cli.config.config.as_deref())
@@ -139,48 +298,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Registry { context, dry_run } => {
-            let client = client(context).await?;
-            let lab = homelab::Lab::new(config);
-            let wired = homelab::platform::wire_registry(&lab, &client, dry_run).await?;
-            if json {
-                let nodes: Vec<_> = wired.nodes.iter().collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "project_created": wired.access.project_created,
-                        "robot": wired.access.robot_name,
-                        "robot_change": format!("{:?}", wired.access.robot).to_lowercase(),
-                        "applied": wired.access.applied.iter().map(|a| serde_json::json!({
-                            "object": a.to_string(), "changed": a.changed })).collect::<Vec<_>>(),
-                        "nodes": nodes,
-                    }))?
-                );
-            } else {
-                let verb = if dry_run { "would be" } else { "" };
-                println!(
-                    "project {}{}",
-                    lab.config.harbor.project,
-                    if wired.access.project_created {
-                        format!(" {verb} created")
-                    } else {
-                        String::new()
-                    }
-                );
-                println!(
-                    "robot {}: {}",
-                    wired.access.robot_name,
-                    format!("{:?}", wired.access.robot).to_lowercase()
-                );
-                for a in &wired.access.applied {
-                    println!("{a}: {}", if a.changed { "changed" } else { "unchanged" });
-                }
-                for r in &wired.nodes {
-                    println!("{} {}: {:?}", r.host, r.step, r.outcome);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Bootstrap { context, dry_run } => bootstrap(config, context, dry_run, json).await,
+        Command::Verify {
+            context,
+            image,
+            timeout,
+        } => verify(config, context, image, timeout, json).await,
+        Command::Registry { context, dry_run } => registry(config, context, dry_run, json).await,
         Command::Wait { context, timeout } => {
             let client = client(context).await?;
             let options = WaitOptions {

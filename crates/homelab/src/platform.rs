@@ -164,6 +164,18 @@ pub async fn wire_registry(
     Ok(platform::registry::wire(&harbor, client, &runner, &targets, &wiring).await?)
 }
 
+/// The end-to-end checks' inputs: the ingress address, Harbor's URL, the homelab CA read
+/// from the cluster (when cert-manager made it).
+pub async fn verify_spec(lab: &Lab, client: &kube::Client) -> platform::verify::VerifySpec {
+    let mut spec = platform::verify::VerifySpec::new(lab.config.network.load_balancer_ips.ingress);
+    spec.ca_pem = platform::registry::ca_pem(client, &platform::registry::CaSource::default())
+        .await
+        .ok()
+        .flatten();
+    spec.harbor_url = Some(lab.config.harbor.url.clone());
+    spec
+}
+
 /// The account the registry wiring uses on Harbor (`harbor.admin_password` is its password):
 /// for creating the project and the pull robot only, never for pulls.
 pub const HARBOR_ADMIN: &str = "admin";
@@ -461,6 +473,40 @@ impl Phase for PlatformPhase {
             };
             let http = reqwest::Client::new();
             let mut checks = Vec::new();
+            // What users of the platform see, end to end.
+            let spec = verify_spec(lab, &client).await;
+            for v in Box::pin(platform::verify::verify(&client, &spec)).await {
+                checks.push(if v.ok {
+                    Check::pass(NAME, v.name, v.detail)
+                } else {
+                    Check::fail(
+                        NAME,
+                        v.name,
+                        v.detail,
+                        "see `homelab-platform status` for the component behind it",
+                    )
+                });
+            }
+            if lab.config.features.external_secrets {
+                match crate::secrets::store(lab) {
+                    Ok(_) => match esc_secrets::eso::states(&client, &crate::secrets::list(lab)).await {
+                        Ok(states) => {
+                            for s in states {
+                                let name = format!("ExternalSecret {} synced", s.name);
+                                checks.push(if s.ready {
+                                    Check::pass(NAME, name, format!("{} (last sync {})", s.reason, s.refreshed))
+                                } else if !s.exists {
+                                    Check::fail(NAME, name, "does not exist".to_owned(), "sync the external-secrets-config Application")
+                                } else {
+                                    Check::fail(NAME, name, format!("{}: {}", s.reason, s.message), "`homelab-secrets check`, then `homelab up --only secrets` (it nudges)")
+                                });
+                            }
+                        }
+                        Err(e) => checks.push(Check::fail(NAME, "ExternalSecrets", e.to_string(), "is External Secrets installed?")),
+                    },
+                    Err(e) => checks.push(Check::fail(NAME, "ExternalSecrets", e.to_string(), "add [esc]")),
+                }
+            }
             // Every check of every component, even after one fails.
             for component in components(lab) {
                 for check in &component.checks {

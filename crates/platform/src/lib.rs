@@ -12,6 +12,8 @@
 //!   their checks, one table.
 //! - [`registry`]: Harbor's project and pull-only robot, the pull Secrets, and containerd on
 //!   every node trusting Harbor with the homelab CA (over SSH).
+//! - [`verify`]: end-to-end checks from the user's side — nodes Ready, DNS from a pod, HTTP
+//!   through the ingress, the served certificate chaining to the homelab CA, Harbor's health.
 //! - [`wait`]: the waves followed in order, each re-checked when a watched object changes,
 //!   never on a fixed sleep; status of every component.
 //!
@@ -23,6 +25,7 @@ pub mod argocd;
 pub mod checks;
 pub mod components;
 pub mod registry;
+pub mod verify;
 pub mod wait;
 
 /// The field manager of everything this crate applies.
