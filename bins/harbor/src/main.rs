@@ -118,12 +118,16 @@ enum Command {
         repository: String,
     },
     /// Copy an image between repositories or registries (blobs mounted on the same
-    /// registry; only missing blobs uploaded).
+    /// registry; only missing blobs uploaded). A multi-platform image (OCI index, Docker
+    /// manifest list) is copied whole, its digest unchanged, unless --platform picks one.
     Copy {
         /// Source reference.
         source: String,
         /// Target reference.
         target: String,
+        /// all, or one platform: os/architecture[/variant] (linux/amd64, linux/arm64/v8).
+        #[arg(long, default_value = "all", value_parser = |s: &str| s.parse::<image::Platforms>())]
+        platform: image::Platforms,
     },
     /// Copy every image listed in a file (one reference per line, # comments) to
     /// TARGET/<its repository>, for offline installs.
@@ -585,12 +589,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             })?;
         }
-        Command::Copy { source, target } => {
+        Command::Copy {
+            source,
+            target,
+            platform,
+        } => {
             let (source, target) = (parse_ref(&source)?, parse_ref(&target)?);
             let work = tempfile::tempdir()?;
             let from = ctx.registry(&source.registry)?;
             let to = ctx.registry(&target.registry)?;
-            let t = image::copy(&from, &source, &to, &target, work.path(), ctx.parallel).await?;
+            let t = image::copy_platforms(
+                &from,
+                &source,
+                &to,
+                &target,
+                work.path(),
+                ctx.parallel,
+                &platform,
+            )
+            .await?;
             ctx.print(&t, |t| {
                 transfer_line(&format!("copied {source} to {target}"), t);
             })?;

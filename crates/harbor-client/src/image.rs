@@ -10,7 +10,7 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::Serialize;
 
 use crate::reference::{Digest, Reference};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Manifest, Registry, RegistryError};
 
 /// The annotation naming a manifest in an image layout's `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -295,9 +295,88 @@ pub async fn pull(
     })
 }
 
+/// Which platforms of a multi-platform image (an OCI index or a Docker manifest list) to
+/// copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Platforms {
+    /// Every manifest of the index, then the index itself, byte for byte (its digest is
+    /// unchanged), like `skopeo copy --all`.
+    #[default]
+    All,
+    /// Only this platform's manifest (`linux/amd64`, `linux/arm64/v8`), under the target's
+    /// tag.
+    One {
+        /// `os`.
+        os: String,
+        /// `architecture`.
+        architecture: String,
+        /// `variant`, when given.
+        variant: Option<String>,
+    },
+}
+
+impl std::str::FromStr for Platforms {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "all" {
+            return Ok(Self::All);
+        }
+        let parts: Vec<&str> = text.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Self::One {
+                os: (*os).into(),
+                architecture: (*arch).into(),
+                variant: None,
+            }),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+                Ok(Self::One {
+                    os: (*os).into(),
+                    architecture: (*arch).into(),
+                    variant: Some((*variant).into()),
+                })
+            }
+            _ => Err(format!(
+                "`{text}` is not a platform: os/architecture[/variant] (linux/amd64, linux/arm64/v8) or all"
+            )),
+        }
+    }
+}
+
+/// Whether a manifest is an index (OCI image index or Docker manifest list).
+fn is_index(manifest: &Manifest) -> bool {
+    manifest.media_type.contains("image.index")
+        || manifest.media_type.contains("manifest.list")
+        || serde_json::from_slice::<serde_json::Value>(&manifest.bytes)
+            .is_ok_and(|v| v["manifests"].is_array() && v["layers"].is_null())
+}
+
+fn platform_text(p: &serde_json::Value) -> String {
+    let mut text = format!(
+        "{}/{}",
+        p["os"].as_str().unwrap_or("?"),
+        p["architecture"].as_str().unwrap_or("?")
+    );
+    if let Some(v) = p["variant"].as_str() {
+        text.push('/');
+        text.push_str(v);
+    }
+    text
+}
+
+impl std::ops::AddAssign for Transfer {
+    fn add_assign(&mut self, other: Self) {
+        self.transferred += other.transferred;
+        self.mounted += other.mounted;
+        self.skipped += other.skipped;
+        self.bytes += other.bytes;
+    }
+}
+
 /// Copies `source` (on `from`) to `target` (on `to`): blobs the target has are skipped; on
 /// the same registry the others are mounted across repositories; otherwise each is
 /// downloaded to `work_dir` (verified) and uploaded in chunks. The manifest keeps its digest.
+/// A multi-platform image is copied whole ([`Platforms::All`]); see [`copy_platforms`].
 ///
 /// # Errors
 /// Either registry refuses, or a digest differs.
@@ -309,32 +388,155 @@ pub async fn copy(
     work_dir: &Path,
     parallel: usize,
 ) -> Result<Transfer, RegistryError> {
+    copy_platforms(
+        from,
+        source,
+        to,
+        target,
+        work_dir,
+        parallel,
+        &Platforms::All,
+    )
+    .await
+}
+
+/// As [`copy`], choosing the platforms of a multi-platform image: with
+/// [`Platforms::All`], each platform's manifest (and its blobs) first, by digest, then the
+/// index under the target's tag, byte for byte; with one platform, that platform's manifest
+/// under the target's tag. A single-platform image is copied as it is either way.
+///
+/// # Errors
+/// Either registry refuses, a digest differs, or the index has no such platform (the
+/// error lists those it has).
+pub async fn copy_platforms(
+    from: &Registry,
+    source: &Reference,
+    to: &Registry,
+    target: &Reference,
+    work_dir: &Path,
+    parallel: usize,
+    platforms: &Platforms,
+) -> Result<Transfer, RegistryError> {
     let manifest = from
         .get_manifest(&source.repository, source.reference())
         .await?;
-    let parsed = parse_manifest(&manifest.bytes, &source.to_string())?;
+    let copy_one = |manifest: Manifest, reference: String| async move {
+        copy_manifest(
+            from,
+            &source.repository,
+            manifest,
+            to,
+            &target.repository,
+            &reference,
+            work_dir,
+            parallel,
+        )
+        .await
+    };
+    if !is_index(&manifest) {
+        return copy_one(manifest, target.reference().to_owned()).await;
+    }
+    let what = source.to_string();
+    let index: serde_json::Value =
+        serde_json::from_slice(&manifest.bytes).map_err(|e| RegistryError::Protocol {
+            url: what.clone(),
+            message: format!("the index does not parse: {e}"),
+        })?;
+    let children: Vec<(String, serde_json::Value)> = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| Some((m["digest"].as_str()?.to_owned(), m["platform"].clone())))
+        .collect();
+    match platforms {
+        Platforms::All => {
+            let mut total = Transfer::default();
+            for (digest, _) in &children {
+                let child = from.get_manifest(&source.repository, digest).await?;
+                if is_index(&child) {
+                    return Err(RegistryError::Protocol {
+                        url: format!("{what}@{digest}"),
+                        message: "an index inside an index is not copied".into(),
+                    });
+                }
+                total += copy_one(child, digest.clone()).await?;
+            }
+            let digest = to
+                .put_manifest(
+                    &target.repository,
+                    target.reference(),
+                    &manifest.bytes,
+                    &manifest.media_type,
+                )
+                .await?;
+            total.digest = digest.to_string();
+            Ok(total)
+        }
+        Platforms::One {
+            os,
+            architecture,
+            variant,
+        } => {
+            let chosen = children.iter().find(|(_, p)| {
+                p["os"] == os.as_str()
+                    && p["architecture"] == architecture.as_str()
+                    && variant.as_ref().is_none_or(|v| p["variant"] == v.as_str())
+            });
+            let Some((digest, _)) = chosen else {
+                return Err(RegistryError::Protocol {
+                    url: what,
+                    message: format!(
+                        "no {os}/{architecture}{} in the index; it has: {}",
+                        variant
+                            .as_ref()
+                            .map(|v| format!("/{v}"))
+                            .unwrap_or_default(),
+                        children
+                            .iter()
+                            .map(|(_, p)| platform_text(p))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            };
+            let child = from.get_manifest(&source.repository, digest).await?;
+            copy_one(child, target.reference().to_owned()).await
+        }
+    }
+}
+
+/// One image manifest and its blobs from `from`/`src_repo` to `to`/`dst_repo` as
+/// `reference` (a tag or its digest).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "both ends of a copy, each a registry and a repository"
+)]
+async fn copy_manifest(
+    from: &Registry,
+    src_repo: &str,
+    manifest: Manifest,
+    to: &Registry,
+    dst_repo: &str,
+    reference: &str,
+    work_dir: &Path,
+    parallel: usize,
+) -> Result<Transfer, RegistryError> {
+    let parsed = parse_manifest(&manifest.bytes, &format!("{src_repo}@{}", manifest.digest))?;
     let same_registry = from.host() == to.host();
     let mut attempt = 0;
     let (results, digest) = loop {
         let results: Vec<(u8, u64)> = futures::stream::iter(blobs_of(&parsed))
             .map(|d| async move {
                 let digest = digest_of(&d, work_dir)?;
-                if to.blob_size(&target.repository, &digest).await?.is_some() {
+                if to.blob_size(dst_repo, &digest).await?.is_some() {
                     return Ok((0, 0));
                 }
-                if same_registry
-                    && to
-                        .mount_blob(&target.repository, &source.repository, &digest)
-                        .await?
-                {
+                if same_registry && to.mount_blob(dst_repo, src_repo, &digest).await? {
                     return Ok((1, 0));
                 }
                 let path = work_dir.join(digest.hex());
-                from.pull_blob_to_file(&source.repository, &digest, &path)
-                    .await?;
-                let pushed = to
-                    .push_blob_file(&target.repository, &digest, &path, d.size())
-                    .await;
+                from.pull_blob_to_file(src_repo, &digest, &path).await?;
+                let pushed = to.push_blob_file(dst_repo, &digest, &path, d.size()).await;
                 let _ = tokio::fs::remove_file(&path).await;
                 pushed?;
                 Ok::<_, RegistryError>((2, d.size()))
@@ -343,12 +545,7 @@ pub async fn copy(
             .try_collect()
             .await?;
         match to
-            .put_manifest(
-                &target.repository,
-                target.reference(),
-                &manifest.bytes,
-                &manifest.media_type,
-            )
+            .put_manifest(dst_repo, reference, &manifest.bytes, &manifest.media_type)
             .await
         {
             // As in `push`: a blob relinked by a concurrent upload; check them all again.

@@ -45,6 +45,11 @@ fn write_blob(dir: &Path, bytes: &[u8]) -> Digest {
 
 /// An OCI image layout with uncompressed tar layers of the given sizes, tagged `tag`.
 fn make_image(dir: &Path, tag: &str, sizes: &[usize]) -> Digest {
+    make_image_for(dir, tag, sizes, "amd64")
+}
+
+/// As [`make_image`], for a CPU architecture; returns the manifest's digest.
+fn make_image_for(dir: &Path, tag: &str, sizes: &[usize], architecture: &str) -> Digest {
     let layout = Layout::open_or_create(dir).unwrap();
     let layers: Vec<(Digest, usize)> = sizes
         .iter()
@@ -54,7 +59,7 @@ fn make_image(dir: &Path, tag: &str, sizes: &[usize]) -> Digest {
         })
         .collect();
     let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
+        "architecture": architecture, "os": "linux",
         "config": {},
         "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>() },
     })
@@ -879,4 +884,121 @@ async fn a_failed_first_chunk_resumes_at_byte_zero() {
         2,
         "{seen:#?}"
     );
+}
+
+#[tokio::test]
+async fn a_multi_platform_index_is_copied_whole_or_one_platform_and_skopeo_agrees() {
+    let a = TestRegistry::start().unwrap();
+    let b = TestRegistry::start().unwrap();
+    let ca = Registry::new(&a.host(), Credentials::Anonymous, plain()).unwrap();
+    let cb = Registry::new(&b.host(), Credentials::Anonymous, plain()).unwrap();
+    // Two platforms' images on A, then an OCI index naming both.
+    let mut children = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = make_image_for(dir.path(), arch, &[3000, 100], arch);
+        let pushed = image::push(
+            &ca,
+            &Layout::open_or_create(dir.path()).unwrap(),
+            Some(arch),
+            &reference(&a, &format!("multi/app:{arch}")),
+            2,
+        )
+        .await
+        .unwrap();
+        let manifest = ca.get_manifest("multi/app", &pushed.digest).await.unwrap();
+        assert_eq!(manifest.digest, digest);
+        children.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest.to_string(), "size": manifest.bytes.len(),
+            "platform": { "os": "linux", "architecture": arch },
+        }));
+    }
+    let index = serde_json::to_vec_pretty(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": children,
+    }))
+    .unwrap();
+    let index_digest = ca
+        .put_manifest(
+            "multi/app",
+            "v1",
+            &index,
+            "application/vnd.oci.image.index.v1+json",
+        )
+        .await
+        .unwrap();
+    assert_eq!(index_digest, Digest::of(&index));
+    let work = tempfile::tempdir().unwrap();
+
+    // All platforms: the children by digest, then the index byte for byte.
+    let all = image::copy(
+        &ca,
+        &reference(&a, "multi/app:v1"),
+        &cb,
+        &reference(&b, "mirror/app:v1"),
+        work.path(),
+        2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.digest, index_digest.to_string());
+    assert_eq!((all.transferred, all.skipped), (6, 0), "{all:?}");
+    let copied = cb.get_manifest("mirror/app", "v1").await.unwrap();
+    assert_eq!(copied.bytes, index);
+    // skopeo, an independent client, reads the same bytes for the index and each child.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/mirror/app:v1", b.host()),
+    ]);
+    assert_eq!(Digest::of(raw.as_bytes()), index_digest);
+    for child in children {
+        let digest = child["digest"].as_str().unwrap();
+        let raw = skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{}/mirror/app@{digest}", b.host()),
+        ]);
+        assert_eq!(Digest::of(raw.as_bytes()).to_string(), digest);
+    }
+
+    // One platform: its manifest under the tag.
+    let arm = image::copy_platforms(
+        &ca,
+        &reference(&a, "multi/app:v1"),
+        &cb,
+        &reference(&b, "arm/app:v1"),
+        work.path(),
+        2,
+        &"linux/arm64".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let arm_digest = cb.resolve("arm/app", "v1").await.unwrap().unwrap();
+    assert_eq!(arm.digest, arm_digest.to_string());
+    assert_eq!(
+        ca.resolve("multi/app", "arm64").await.unwrap(),
+        Some(arm_digest)
+    );
+    let err = image::copy_platforms(
+        &ca,
+        &reference(&a, "multi/app:v1"),
+        &cb,
+        &reference(&b, "s390x/app:v1"),
+        work.path(),
+        2,
+        &"linux/s390x".parse().unwrap(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("no linux/s390x in the index; it has: linux/amd64, linux/arm64"),
+        "{err}"
+    );
+    assert!("linux".parse::<image::Platforms>().is_err());
 }
