@@ -203,9 +203,18 @@ async fn controllers_and_scheduler_act_on_what_is_applied() {
     })
     .await;
     assert_eq!(bound, "n1");
-    // The Deployment's status comes from the controller (never available: no kubelet).
-    let d = deployments.get("web").await.unwrap();
-    assert_eq!(d.status.and_then(|s| s.replicas), Some(1));
+    // The Deployment's status comes from the controller (never available: no kubelet); it
+    // writes it after the ReplicaSet's, which may be after the pod is bound (seen on CI).
+    let replicas = until("the Deployment's status from its controller", async || {
+        deployments
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.replicas)
+    })
+    .await;
+    assert_eq!(replicas, 1);
 
     // An emptied namespace finishes deleting (the namespace controller).
     namespaces
