@@ -20,6 +20,23 @@ use crate::types::{
 /// The first line of every file `init` owns. Remove it to keep your own version.
 pub const MARKER: &str = "# Managed by homelab-gitops init: edits are replaced on the next init; delete this line to keep your own version.";
 
+/// The Secret of Harbor's TLS certificate (and the Certificate's name).
+pub const HARBOR_TLS_SECRET: &str = "harbor-tls";
+/// The Secret holding Harbor's admin password (key `HARBOR_ADMIN_PASSWORD`), which the
+/// chart reads instead of its default.
+pub const HARBOR_ADMIN_SECRET: &str = "harbor-admin";
+
+/// The host of a URL (`https://harbor.lan:8443/x` → `harbor.lan`), without a URL parser.
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default().to_owned(),
+        None => authority.split(':').next().unwrap_or_default().to_owned(),
+    }
+}
+
 /// The sync waves of the platform, in order: what must exist before what.
 pub const WAVES: &[(&str, i64)] = &[
     ("projects", 0),
@@ -33,6 +50,7 @@ pub const WAVES: &[(&str, i64)] = &[
     ("external-secrets", 7),
     ("external-secrets-config", 8),
     ("argocd-config", 10),
+    ("harbor-tls", 9),
     ("harbor", 10),
     ("actions-runner-controller", 10),
     ("runners", 11),
@@ -73,6 +91,9 @@ pub struct Spec {
     pub ingress_ip: String,
     /// Harbor's address.
     pub harbor_ip: String,
+    /// Harbor's external URL (`https://harbor.homelab.lan`): its certificate is issued for
+    /// this host (and the address) by the homelab CA.
+    pub harbor_url: String,
     /// Argo CD's address.
     pub argocd_ip: String,
     /// Pinned chart and release versions by component.
@@ -370,9 +391,34 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
                     "https://helm.goharbor.io",
                     "harbor",
                     &spec.version("harbor")?,
-                    json!({ "expose": { "type": "loadBalancer", "tls": { "enabled": false },
-                                        "loadBalancer": { "annotations": { "metallb.io/loadBalancerIPs": spec.harbor_ip } } } }),
+                    // Keys of the chart's values.yaml (goharbor/harbor-helm v1.18.0):
+                    // expose.type/tls.certSource/tls.secret.secretName,
+                    // expose.loadBalancer.annotations, externalURL,
+                    // existingSecretAdminPassword(+Key).
+                    json!({
+                        "expose": {
+                            "type": "loadBalancer",
+                            "tls": { "enabled": true, "certSource": "secret",
+                                     "secret": { "secretName": HARBOR_TLS_SECRET } },
+                            "loadBalancer": { "annotations": { "metallb.io/loadBalancerIPs": spec.harbor_ip } },
+                        },
+                        "externalURL": spec.harbor_url,
+                        // Delivered by homelab (the secrets phase from ESC, else the platform
+                        // phase from [harbor] admin_password): never the chart's default.
+                        "existingSecretAdminPassword": HARBOR_ADMIN_SECRET,
+                        "existingSecretAdminPasswordKey": "HARBOR_ADMIN_PASSWORD",
+                    }),
                 ),
+                "harbor",
+            ),
+        ),
+        (
+            "harbor-tls".into(),
+            application(
+                "harbor-tls",
+                "harbor-tls",
+                "platform",
+                spec.git("platform/harbor"),
                 "harbor",
             ),
         ),
@@ -539,6 +585,22 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
             format!("{MARKER}\nresources:\n  - secrets.yaml\n"),
         );
     }
+
+    // platform/harbor: Harbor's certificate, from the homelab CA, for its host and address.
+    let harbor_host = url_host(&spec.harbor_url);
+    let mut certificate = json!({ "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+        "metadata": { "name": HARBOR_TLS_SECRET, "namespace": "harbor" },
+        "spec": { "secretName": HARBOR_TLS_SECRET, "commonName": harbor_host,
+                  "ipAddresses": [spec.harbor_ip],
+                  "issuerRef": { "name": "homelab-ca", "kind": "ClusterIssuer", "group": "cert-manager.io" } } });
+    if harbor_host.parse::<std::net::IpAddr>().is_err() {
+        certificate["spec"]["dnsNames"] = json!([harbor_host]);
+    }
+    add("platform/harbor/certificate.yaml", yaml(&[certificate])?);
+    add(
+        "platform/harbor/kustomization.yaml",
+        format!("{MARKER}\nresources:\n  - certificate.yaml\n"),
+    );
 
     // platform/: Argo CD's configuration (the Application health check that makes waves
     // gate) and its own service on its fixed address.
@@ -757,4 +819,17 @@ pub fn add_app(
         ));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::url_host;
+
+    #[test]
+    fn url_host_is_the_authority_s_host() {
+        assert_eq!(url_host("https://harbor.lan:8443/x"), "harbor.lan");
+        assert_eq!(url_host("https://harbor.homelab.lan"), "harbor.homelab.lan");
+        assert_eq!(url_host("https://192.168.122.101"), "192.168.122.101");
+        assert_eq!(url_host("https://[fd00::1]:443/"), "fd00::1");
+    }
 }

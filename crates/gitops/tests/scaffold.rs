@@ -18,6 +18,7 @@ fn spec() -> Spec {
         metallb_range: "192.168.122.100-192.168.122.150".into(),
         ingress_ip: "192.168.122.100".into(),
         harbor_ip: "192.168.122.101".into(),
+        harbor_url: "https://harbor.homelab.lan".into(),
         argocd_ip: "192.168.122.102".into(),
         versions: [
             ("metallb", "v0.15.2"),
@@ -137,8 +138,8 @@ fn the_generated_repository_validates_and_round_trips() {
         }
     }
     assert_eq!(
-        apps, 15,
-        "root, 10 components, external secrets and its configuration, the runner controller and one runner set"
+        apps, 16,
+        "root, 11 components (Harbor's certificate one), external secrets and its configuration, the runner controller and one runner set"
     );
     // External Secrets' configuration, as given, in its own directory and wave.
     let secrets = std::fs::read_to_string(

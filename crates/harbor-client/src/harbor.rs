@@ -349,6 +349,9 @@ pub struct HarborOptions {
     pub ca_file: Option<std::path::PathBuf>,
     /// Trust this CA certificate (PEM bytes) too, e.g. one read from a cluster's Secret.
     pub ca_pem: Option<Vec<u8>>,
+    /// Reach Harbor's host at this address instead of asking DNS (a lab whose names only
+    /// its nodes know).
+    pub resolve: Option<std::net::SocketAddr>,
     /// Allow an `http://` URL: the password then crosses the network in clear text, so it
     /// must be asked for.
     pub plain_http: bool,
@@ -366,6 +369,13 @@ impl HarborOptions {
     #[must_use]
     pub fn ca_pem(mut self, pem: Option<Vec<u8>>) -> Self {
         self.ca_pem = pem;
+        self
+    }
+
+    /// Reaching Harbor's host at `address`, not through DNS.
+    #[must_use]
+    pub fn resolve(mut self, address: Option<std::net::SocketAddr>) -> Self {
+        self.resolve = address;
         self
     }
 
@@ -412,6 +422,9 @@ impl Harbor {
                 HarborError::Setup(format!("{}: not a PEM certificate: {e}", ca.display()))
             })?;
             builder = builder.add_root_certificate(cert);
+        }
+        if let (Some(address), Some(host)) = (options.resolve, base.host_str()) {
+            builder = builder.resolve(host, address);
         }
         if let Some(pem) = &options.ca_pem {
             let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {

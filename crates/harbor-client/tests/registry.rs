@@ -887,6 +887,7 @@ async fn a_failed_first_chunk_resumes_at_byte_zero() {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn a_multi_platform_index_is_copied_whole_or_one_platform_and_skopeo_agrees() {
     let a = TestRegistry::start().unwrap();
     let b = TestRegistry::start().unwrap();

@@ -477,6 +477,7 @@ pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {
         metallb_range: config.network.metallb_range.to_string(),
         ingress_ip: lb.ingress.to_string(),
         harbor_ip: lb.harbor.to_string(),
+        harbor_url: config.harbor.url.clone(),
         argocd_ip: lb.argocd.to_string(),
         versions,
         external_secrets: config.features.external_secrets,

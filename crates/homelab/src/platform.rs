@@ -129,17 +129,28 @@ pub async fn wire_registry(
     client: &kube::Client,
     dry_run: bool,
 ) -> Result<platform::registry::Wired, Error> {
-    let wiring = inputs::registry_wiring(&lab.config)?;
+    let mut wiring = inputs::registry_wiring(&lab.config)?;
+    // Harbor's name resolves to its load-balancer address on the nodes and here.
+    let address = std::net::IpAddr::V4(lab.config.network.load_balancer_ips.harbor);
+    wiring.address = Some(address);
+    let port = reqwest::Url::parse(&lab.config.harbor.url)
+        .ok()
+        .and_then(|u| u.port_or_known_default())
+        .unwrap_or(443);
     let ca = platform::registry::ca_pem(client, &wiring.ca).await?;
-    let password = lab
-        .config
-        .harbor
-        .admin_password
-        .resolve()
-        .map_err(|source| Error::Secret {
-            key: "harbor.admin_password",
-            source,
-        })?;
+    // The password Harbor itself was given (the Secret its chart reads), else the reference.
+    let password = match harbor_admin_in_cluster(client).await {
+        Some(p) => p,
+        None => lab
+            .config
+            .harbor
+            .admin_password
+            .resolve()
+            .map_err(|source| Error::Secret {
+                key: "harbor.admin_password",
+                source,
+            })?,
+    };
     let harbor = harbor_client::harbor::Harbor::new(
         &lab.config.harbor.url,
         HARBOR_ADMIN,
@@ -148,6 +159,7 @@ pub async fn wire_registry(
         // for (a lab registry on a private network).
         &harbor_client::harbor::HarborOptions::default()
             .ca_pem(ca.map(String::into_bytes))
+            .resolve(Some(std::net::SocketAddr::new(address, port)))
             .plain_http(lab.config.harbor.url.starts_with("http://")),
     )
     .map_err(|source| platform::PlatformError::Harbor {
@@ -174,6 +186,50 @@ pub async fn verify_spec(lab: &Lab, client: &kube::Client) -> platform::verify::
         .flatten();
     spec.harbor_url = Some(lab.config.harbor.url.clone());
     spec
+}
+
+/// `HARBOR_ADMIN_PASSWORD` of the Secret Harbor's chart reads, when it exists.
+async fn harbor_admin_in_cluster(client: &kube::Client) -> Option<secrecy::SecretString> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), "harbor");
+    let secret = api
+        .get_opt(gitops::scaffold::HARBOR_ADMIN_SECRET)
+        .await
+        .ok()??;
+    let bytes = secret.data?.remove("HARBOR_ADMIN_PASSWORD")?;
+    String::from_utf8(bytes.0).ok().map(Into::into)
+}
+
+/// The Secret Harbor's chart reads its admin password from, made from `[harbor]
+/// admin_password` — only without `[esc]`, where the secrets phase delivers it from ESC.
+///
+/// # Errors
+/// The password cannot be read.
+pub fn harbor_admin_secret(lab: &Lab) -> Result<Option<kube::api::DynamicObject>, Error> {
+    if lab.config.esc.is_some() {
+        return Ok(None);
+    }
+    let password = lab
+        .config
+        .harbor
+        .admin_password
+        .resolve()
+        .map_err(|source| Error::Secret {
+            key: "harbor.admin_password",
+            source,
+        })?;
+    let value = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": { "name": gitops::scaffold::HARBOR_ADMIN_SECRET, "namespace": "harbor",
+                      "labels": { "app.kubernetes.io/managed-by": "homelab" } },
+        "data": { "HARBOR_ADMIN_PASSWORD": base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            secrecy::ExposeSecret::expose_secret(&password),
+        ) },
+    });
+    serde_json::from_value(value).map(Some).map_err(|e| {
+        platform::PlatformError::Manifest(format!("the Harbor admin Secret: {e}")).into()
+    })
 }
 
 /// The account the registry wiring uses on Harbor (`harbor.admin_password` is its password):
@@ -387,6 +443,20 @@ impl Phase for PlatformPhase {
                 });
             };
             let options = wait_options(lab);
+            if let Some(secret) = harbor_admin_secret(lab)? {
+                let namespace: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": { "name": "harbor", "labels": { "app.kubernetes.io/managed-by": "homelab" } },
+                }))
+                .map_err(|e| platform::PlatformError::Manifest(e.to_string()))?;
+                kube_manifest::apply(
+                    &client,
+                    &[namespace, secret],
+                    &kube_manifest::ApplyOptions::new(platform::FIELD_MANAGER),
+                )
+                .await
+                .map_err(platform::PlatformError::from)?;
+            }
             let applied =
                 platform::argocd::bootstrap(&client, &spec, false, &options, &report).await?;
             let changed = applied.iter().filter(|a| a.changed).count();
@@ -545,6 +615,28 @@ mod tests {
             }),
             ..homelab_config::Config::default()
         })
+    }
+
+    #[test]
+    fn harbor_s_admin_secret_comes_from_the_reference_only_without_esc() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "Lab-Admin-1\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut config = homelab_config::Config::default();
+        config.harbor.admin_password = homelab_config::SecretRef::File(file);
+        let secret = harbor_admin_secret(&Lab::new(config.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(secret.metadata.name.as_deref(), Some("harbor-admin"));
+        assert_eq!(
+            secret.data["data"]["HARBOR_ADMIN_PASSWORD"],
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "Lab-Admin-1")
+        );
+        assert!(!format!("{secret:?}").contains("Lab-Admin-1"));
+        config.esc = Some(homelab_config::EscConfig::default());
+        assert!(harbor_admin_secret(&Lab::new(config)).unwrap().is_none());
     }
 
     #[test]

@@ -34,17 +34,26 @@ async fn waits_for_the_ready_marker_then_succeeds() {
         other => panic!("expected a running cloud-init, saw {other}"),
     }
     let seen = Mutex::new(Vec::new());
+    // The marker appears only after the wait has seen the node unfinished once (a fixed
+    // delay raced the first probe on a busy machine).
+    let unfinished = std::sync::Arc::new(tokio::sync::Notify::new());
     let writer = {
         let marker = marker.clone();
+        let unfinished = unfinished.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(2500)).await;
+            unfinished.notified().await;
             std::fs::write(marker, "").unwrap();
         })
     };
     wait_ready(
         &[t],
         Duration::from_secs(30),
-        &|_, s| seen.lock().unwrap().push(s.to_string()),
+        &|_, s| {
+            if s.to_string().contains("cloud-init not finished") {
+                unfinished.notify_one();
+            }
+            seen.lock().unwrap().push(s.to_string());
+        },
         &|_| "running".into(),
     )
     .await

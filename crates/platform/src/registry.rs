@@ -73,6 +73,11 @@ pub struct RegistryWiring {
     pub ca: CaSource,
     /// containerd's `config_path` on the nodes ([`CONTAINERD_CERTS_DIR`]).
     pub certs_dir: String,
+    /// Harbor's address, written with its host name into each node's `hosts_file` (a lab
+    /// whose DNS does not know the name); `None` leaves name resolution alone.
+    pub address: Option<std::net::IpAddr>,
+    /// The nodes' hosts file (`/etc/hosts`).
+    pub hosts_file: String,
 }
 
 impl RegistryWiring {
@@ -90,6 +95,8 @@ impl RegistryWiring {
             namespaces: namespaces.to_vec(),
             ca: CaSource::default(),
             certs_dir: CONTAINERD_CERTS_DIR.into(),
+            address: None,
+            hosts_file: "/etc/hosts".into(),
         })
     }
 
@@ -219,6 +226,24 @@ pub fn node_steps(wiring: &RegistryWiring, ca: Option<&str>) -> Vec<Step> {
         }
         None => MirrorTls::System,
     };
+    let host = wiring
+        .registry
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(wiring.registry.as_str(), |(h, _)| h);
+    if let Some(address) = wiring.address
+        && host.parse::<std::net::IpAddr>().is_err()
+    {
+        let line = format!("{address} {host}");
+        let file = &wiring.hosts_file;
+        let pattern = host.replace('.', "\\.");
+        steps.push(Step::command(
+            "harbor-address",
+            &format!("resolve {host} to {address} ({file})"),
+            &format!("grep -qxF '{line}' {file}"),
+            &format!("sed -i '/[[:space:]]{pattern}$/d' {file} && echo '{line}' >> {file}"),
+        ));
+    }
     let server = format!("https://{}", wiring.registry);
     let text = harbor_client::node::hosts_toml(&wiring.registry, &server, &tls);
     let mut step = Step::file(

@@ -95,6 +95,7 @@ fn scaffold_spec() -> gitops::scaffold::Spec {
         metallb_range: "192.168.122.100-192.168.122.150".into(),
         ingress_ip: "192.168.122.100".into(),
         harbor_ip: "192.168.122.101".into(),
+        harbor_url: "https://harbor.homelab.lan".into(),
         argocd_ip: "192.168.122.102".into(),
         versions,
         external_secrets: true,

@@ -124,6 +124,11 @@ async fn harbor_the_secrets_and_the_nodes_are_wired_once_and_a_lost_secret_renew
     };
     let certs = servers[0].dir().join("certs.d");
     wiring.certs_dir = certs.display().to_string();
+    // The nodes' hosts file: a stale line for Harbor's host is replaced, others kept.
+    let hosts = servers[0].dir().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n10.0.0.9 harbor.lab.test\n").unwrap();
+    wiring.hosts_file = hosts.display().to_string();
+    wiring.address = Some("192.168.122.101".parse().unwrap());
 
     // A dry run changes nothing anywhere and says what would be done.
     let mut dry = runner.clone();
@@ -161,7 +166,11 @@ async fn harbor_the_secrets_and_the_nodes_are_wired_once_and_a_lost_secret_renew
         .map(ToString::to_string)
         .collect();
     assert_eq!(changed.len(), 4, "two namespaces, two Secrets: {changed:?}");
-    assert_eq!(first.nodes.len(), 4);
+    assert_eq!(first.nodes.len(), 6);
+    assert_eq!(
+        std::fs::read_to_string(&hosts).unwrap(),
+        "127.0.0.1 localhost\n192.168.122.101 harbor.lab.test\n"
+    );
     assert!(first.nodes.iter().all(|r| r.outcome == Outcome::Changed));
     // The robot may pull and nothing else; the Secrets log in as it, never as the admin.
     let robots = harbor
