@@ -413,6 +413,13 @@ pub fn platform_spec(config: &Config) -> platform::components::PlatformSpec {
         ingress_ip: config.network.load_balancer_ips.ingress,
         argocd_ip: config.network.load_balancer_ips.argocd,
         harbor_url: config.harbor.url.clone(),
+        harbor_address: Some(std::net::SocketAddr::new(
+            std::net::IpAddr::V4(config.network.load_balancer_ips.harbor),
+            url::Url::parse(&config.harbor.url)
+                .ok()
+                .and_then(|u| u.port_or_known_default())
+                .unwrap_or(443),
+        )),
         external_secrets: config.features.external_secrets,
         secret_objects: crate::secrets::external_objects(config),
         runners: config.features.runners

@@ -103,6 +103,13 @@ pub enum Check {
     Http {
         /// The URL.
         url: String,
+        /// Trust the CA certificate in this Secret (`namespace`, `name`; `ca.crt`, else
+        /// `tls.crt`) instead of the system's: a certificate from the homelab CA.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ca_secret: Option<(String, String)>,
+        /// Reach the URL's host at this address, not through DNS.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        address: Option<std::net::SocketAddr>,
     },
 }
 
@@ -144,7 +151,7 @@ impl fmt::Display for Check {
                 selector,
                 min,
             } => write!(f, "{min}+ pods {selector} in {namespace} Ready"),
-            Self::Http { url } => write!(f, "GET {url} healthy"),
+            Self::Http { url, .. } => write!(f, "GET {url} healthy"),
         }
     }
 }
@@ -553,20 +560,75 @@ impl Check {
                     Err(e) => Outcome::not(format!("cannot list pods: {e}")),
                 }
             }
-            Self::Http { url } => match http.get(url).send().await {
-                Ok(response) if response.status().is_success() => {
-                    match response.json::<serde_json::Value>().await {
-                        Ok(body) => match health_body(&body) {
-                            Ok(()) => Outcome::ok("healthy"),
-                            Err(why) => Outcome::not(why),
-                        },
-                        Err(_) => Outcome::ok("answered 2xx"),
+            Self::Http {
+                url,
+                ca_secret,
+                address,
+            } => {
+                let own;
+                let http = if ca_secret.is_some() || address.is_some() {
+                    match http_client(client, url, ca_secret.as_ref(), *address).await {
+                        Ok(c) => {
+                            own = c;
+                            &own
+                        }
+                        Err(why) => return Outcome::not(why),
                     }
-                }
-                Ok(response) => Outcome::not(format!("answered {}", response.status())),
-                Err(e) => Outcome::not(format!("no answer: {e}")),
-            },
+                } else {
+                    http
+                };
+                http_health(http, url).await
+            }
         }
+    }
+}
+
+/// A client trusting the CA of `ca_secret` and reaching `url`'s host at `address`.
+async fn http_client(
+    client: &Client,
+    url: &str,
+    ca_secret: Option<&(String, String)>,
+    address: Option<std::net::SocketAddr>,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+    if let Some((namespace, name)) = ca_secret {
+        let source = crate::registry::CaSource::Secret {
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
+        let pem = crate::registry::ca_pem(client, &source)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+            .map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    if let (Some(address), Some(host)) = (
+        address,
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned)),
+    ) {
+        builder = builder.resolve(&host, address);
+    }
+    builder.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// GET `url`: 2xx, and a health body that says healthy.
+async fn http_health(http: &reqwest::Client, url: &str) -> Outcome {
+    match http.get(url).send().await {
+        Ok(response) if response.status().is_success() => {
+            match response.json::<serde_json::Value>().await {
+                Ok(body) => match health_body(&body) {
+                    Ok(()) => Outcome::ok("healthy"),
+                    Err(why) => Outcome::not(why),
+                },
+                Err(_) => Outcome::ok("answered 2xx"),
+            }
+        }
+        Ok(response) => Outcome::not(format!("answered {}", response.status())),
+        Err(e) => Outcome::not(format!("no answer: {e}")),
     }
 }
 

@@ -28,6 +28,8 @@ pub struct PlatformSpec {
     pub argocd_ip: Ipv4Addr,
     /// Harbor's URL (its health is `{url}/api/v2.0/health`).
     pub harbor_url: String,
+    /// Harbor's load-balancer address and port, where its URL's host is reached.
+    pub harbor_address: Option<std::net::SocketAddr>,
     /// Whether External Secrets is deployed.
     pub external_secrets: bool,
     /// External Secrets' configuration (the `ClusterSecretStore`s and `ExternalSecret`s the
@@ -170,6 +172,13 @@ pub fn components(spec: &PlatformSpec) -> Vec<Component> {
             wave: wave("harbor"),
             checks: vec![Check::Http {
                 url: format!("{}/api/v2.0/health", spec.harbor_url.trim_end_matches('/')),
+                // Harbor's certificate is the homelab CA's; its name may be known only to
+                // the lab: reached at its fixed address.
+                ca_secret: Some((
+                    crate::registry::CA_SECRET.0.into(),
+                    crate::registry::CA_SECRET.1.into(),
+                )),
+                address: spec.harbor_address,
             }],
         },
         Component {
@@ -246,6 +255,7 @@ mod tests {
             ingress_ip: Ipv4Addr::new(192, 168, 122, 100),
             argocd_ip: Ipv4Addr::new(192, 168, 122, 102),
             harbor_url: "https://192.168.122.101/".into(),
+            harbor_address: None,
             external_secrets,
             secret_objects: Vec::new(),
             runners,

@@ -227,6 +227,7 @@ fn generated_custom_resources() -> (Vec<kube::api::DynamicObject>, usize) {
         ingress_ip: "192.168.122.100".parse().unwrap(),
         argocd_ip: "192.168.122.102".parse().unwrap(),
         harbor_url: "https://192.168.122.101".into(),
+        harbor_address: None,
         external_secrets: true,
         secret_objects: Vec::new(),
         runners: true,
@@ -279,15 +280,19 @@ async fn the_scaffold_and_the_readiness_probes_fit_the_pinned_component_crds() {
     }
     let plane = ControlPlane::start().await.unwrap();
     let client = plane.client().await.unwrap();
-    let namespaces: Vec<kube::api::DynamicObject> =
-        ["metallb-system", "cert-manager", "external-secrets"]
-            .iter()
-            .map(|n| {
-                serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Namespace",
+    let namespaces: Vec<kube::api::DynamicObject> = [
+        "metallb-system",
+        "cert-manager",
+        "external-secrets",
+        "harbor",
+    ]
+    .iter()
+    .map(|n| {
+        serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Namespace",
                 "metadata": { "name": n, "labels": { "homelab.dev/test": "crds" } } }))
-                .unwrap()
-            })
-            .collect();
+        .unwrap()
+    })
+    .collect();
     crds.extend(namespaces);
     let started = std::time::Instant::now();
     let installed = kube_manifest::apply(
