@@ -247,6 +247,20 @@ struct Call<'a> {
     env: String,
 }
 
+/// The API path of `env`, then `extra`.
+fn env_segments<'a>(env: &'a EnvRef, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut segments = vec![
+        "api",
+        "esc",
+        "environments",
+        env.organization.as_str(),
+        env.project.as_str(),
+        env.environment.as_str(),
+    ];
+    segments.extend_from_slice(extra);
+    segments
+}
+
 impl Esc {
     /// A client with `token` (a Pulumi access token).
     ///
@@ -435,15 +449,7 @@ impl Esc {
     pub async fn open(&self, env: &EnvRef, duration: Duration) -> Result<Session, EscError> {
         let call = Call {
             method: Method::POST,
-            segments: vec![
-                "api",
-                "esc",
-                "environments",
-                &env.organization,
-                &env.project,
-                &env.environment,
-                "open",
-            ],
+            segments: env_segments(env, &["open"]),
             query: vec![("duration", format!("{}s", duration.as_secs().max(1)))],
             body: None,
             headers: Vec::new(),
@@ -472,16 +478,7 @@ impl Esc {
         let env = &session.env;
         let answer = self
             .json(Self::get(
-                vec![
-                    "api",
-                    "esc",
-                    "environments",
-                    &env.organization,
-                    &env.project,
-                    &env.environment,
-                    "open",
-                    &session.id,
-                ],
+                env_segments(env, &["open", &session.id]),
                 env.to_string(),
             ))
             .await?;
@@ -501,19 +498,7 @@ impl Esc {
         path: &PropertyPath,
     ) -> Result<Value, EscError> {
         let env = &session.env;
-        let mut call = Self::get(
-            vec![
-                "api",
-                "esc",
-                "environments",
-                &env.organization,
-                &env.project,
-                &env.environment,
-                "open",
-                &session.id,
-            ],
-            env.to_string(),
-        );
+        let mut call = Self::get(env_segments(env, &["open", &session.id]), env.to_string());
         call.query.push(("property", path.to_string()));
         match self.json(call).await {
             Ok(v) => Ok(Value::from_esc(&v)),
@@ -540,17 +525,7 @@ impl Esc {
     /// The call fails or the answer lacks its headers.
     pub async fn definition(&self, env: &EnvRef) -> Result<Definition, EscError> {
         let response = self
-            .send(Self::get(
-                vec![
-                    "api",
-                    "esc",
-                    "environments",
-                    &env.organization,
-                    &env.project,
-                    &env.environment,
-                ],
-                env.to_string(),
-            ))
+            .send(Self::get(env_segments(env, &[]), env.to_string()))
             .await?;
         let header = |name: &str| {
             response
@@ -588,14 +563,7 @@ impl Esc {
     pub async fn update(&self, env: &EnvRef, yaml: &str, etag: &str) -> Result<i64, EscError> {
         let call = Call {
             method: Method::PATCH,
-            segments: vec![
-                "api",
-                "esc",
-                "environments",
-                &env.organization,
-                &env.project,
-                &env.environment,
-            ],
+            segments: env_segments(env, &[]),
             query: Vec::new(),
             body: Some((yaml.as_bytes().to_vec(), "application/x-yaml")),
             // Pulumi's client sends the etag it read in an `ETag` request header.

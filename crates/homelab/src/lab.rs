@@ -170,4 +170,12 @@ impl Lab {
         )
         .await?)
     }
+
+    /// [`Lab::kube_client`] when the API server answers (its version), else `None`: what a
+    /// phase's plan asks before planning anything in the cluster.
+    pub async fn answering_client(&self) -> Option<kube::Client> {
+        let client = self.kube_client().await.ok()?;
+        client.apiserver_version().await.ok()?;
+        Some(client)
+    }
 }

@@ -316,18 +316,12 @@ impl Phase for PlatformPhase {
 
     fn plan<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Result<PhasePlan, Error>> {
         async move {
-            let Ok(client) = lab.kube_client().await else {
+            let Some(client) = lab.answering_client().await else {
                 return Ok(PhasePlan::pending(
                     NAME,
                     "the cluster does not answer yet: Argo CD is installed once it does",
                 ));
             };
-            if client.apiserver_version().await.is_err() {
-                return Ok(PhasePlan::pending(
-                    NAME,
-                    "the cluster does not answer yet: Argo CD is installed once it does",
-                ));
-            }
             let (source, bytes) = argocd_manifest(lab, &|_| {}).await?;
             let spec = bootstrap_spec(lab, &source, &bytes)?;
             let applied =

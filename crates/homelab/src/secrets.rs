@@ -220,13 +220,7 @@ impl Phase for SecretsPhase {
 
     fn plan<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Result<PhasePlan, Error>> {
         async move {
-            let Ok(kube) = lab.kube_client().await else {
-                return Ok(PhasePlan::pending(
-                    NAME,
-                    "the cluster does not answer yet: the secrets are applied once it does",
-                ));
-            };
-            if kube.apiserver_version().await.is_err() {
+            if lab.answering_client().await.is_none() {
                 return Ok(PhasePlan::pending(
                     NAME,
                     "the cluster does not answer yet: the secrets are applied once it does",
