@@ -26,7 +26,6 @@
 )]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -192,21 +191,16 @@ impl HarborFake {
             gc_schedule: json!({ "schedule": { "type": "None" } }),
             ..State::default()
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let fake = Self {
-            state,
-            url: format!("http://{addr}"),
-        };
-        let app_state = fake.clone();
-        let app = axum::Router::new().fallback(move |req: Request<Body>| {
-            let fake = app_state.clone();
+        let handler_state = state.clone();
+        let url = crate::serve_loopback(move |req: Request<Body>| {
+            let fake = Self {
+                state: handler_state.clone(),
+                url: String::new(),
+            };
             async move { fake.serve(req).await }
-        });
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        fake
+        })
+        .await;
+        Self { state, url }
     }
 
     /// Adds an artifact to a repository, as a push to Harbor's registry would.

@@ -71,6 +71,29 @@ pub(crate) fn listens(pid: u32, port: u16) -> bool {
     })
 }
 
+/// Serves every request with `handler` on a free loopback port (the contract fakes);
+/// returns `http://127.0.0.1:<port>`.
+///
+/// # Panics
+/// No loopback port can be bound (a test fixture).
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test fixture: no loopback port is a test bug"
+)]
+pub(crate) async fn serve_loopback<F, Fut>(handler: F) -> String
+where
+    F: Fn(axum::http::Request<axum::body::Body>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = axum::http::Response<axum::body::Body>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(handler);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
 /// Decodes `%XX` escapes (and `+` as a space, as in query strings).
 pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
