@@ -25,6 +25,7 @@ PACKAGES=(
   "procps:/usr/bin/pkill"
   "docker-registry:/usr/bin/docker-registry"       # a real OCI registry for harbor-client's tests
   "skopeo:/usr/bin/skopeo"                         # an independent OCI client to cross-check
+  "containerd:/usr/bin/containerd"                 # a real containerd (and ctr): a node pulling from the registry
   "etcd-server:/usr/bin/etcd"                      # the real control plane's store in tests
   "gnupg:/usr/bin/gpg"                             # OpenPGP keys: fingerprint cross-checks, a signed test repository
   "apt-utils:/usr/bin/apt-ftparchive"              # the stand-in Kubernetes package repository of the real-VM suite

@@ -199,7 +199,7 @@ async fn verify(
         spec.image = image;
     }
     spec.timeout = timeout;
-    let results = Box::pin(platform::verify::verify(&client, &spec)).await;
+    let results = Box::pin(homelab::platform::verify_platform(&lab, &client, &spec)).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {

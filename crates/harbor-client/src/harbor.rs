@@ -415,23 +415,15 @@ impl Harbor {
             .user_agent(concat!("homelab-harbor-client/", env!("CARGO_PKG_VERSION")))
             // An https Harbor is never left for plain HTTP (a redirect or link included).
             .https_only(base.scheme() == "https");
-        if let Some(ca) = &options.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| HarborError::Setup(format!("{}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                HarborError::Setup(format!("{}: not a PEM certificate: {e}", ca.display()))
-            })?;
-            builder = builder.add_root_certificate(cert);
-        }
         if let (Some(address), Some(host)) = (options.resolve, base.host_str()) {
             builder = builder.resolve(host, address);
         }
-        if let Some(pem) = &options.ca_pem {
-            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {
-                HarborError::Setup(format!("the CA certificate given is not PEM: {e}"))
-            })?;
-            builder = builder.add_root_certificate(cert);
-        }
+        let builder = crate::tls::trust(
+            builder,
+            options.ca_file.as_deref(),
+            options.ca_pem.as_deref(),
+        )
+        .map_err(HarborError::Setup)?;
         Ok(Self {
             base,
             http: builder

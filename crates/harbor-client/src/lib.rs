@@ -9,6 +9,7 @@
 //!   registries, mirror lists of images.
 //! - [`build`]: images built from files into an OCI image layout (deterministic digests).
 //! - [`node`]: pull Secrets from robot credentials, containerd `hosts.toml` for mirrors.
+//! - [`tls`]: extra CA certificates, refused when they hold no certificate.
 
 pub mod build;
 pub mod harbor;
@@ -16,3 +17,4 @@ pub mod image;
 pub mod node;
 pub mod reference;
 pub mod registry;
+pub mod tls;

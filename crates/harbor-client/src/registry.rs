@@ -218,6 +218,11 @@ pub struct Options {
     pub plain_http: bool,
     /// Extra CA certificate (PEM) to trust.
     pub ca_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM bytes) to trust, e.g. one read from a cluster's Secret.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Reach the registry's host at this address instead of asking DNS (a lab whose names
+    /// only its nodes know).
+    pub resolve: Option<std::net::SocketAddr>,
     /// Upload chunk size (at most [`MAX_CHUNK`]).
     pub chunk_size: usize,
     /// Attempts for a request that fails with 5xx or a dropped connection.
@@ -233,6 +238,8 @@ impl Default for Options {
         Self {
             plain_http: false,
             ca_file: None,
+            ca_pem: None,
+            resolve: None,
             chunk_size: MAX_CHUNK,
             attempts: 4,
             backoff: Duration::from_millis(200),
@@ -398,12 +405,16 @@ impl Registry {
             // No request leaves in clear text (a Location, Link or token realm on http://
             // included) unless plain HTTP was asked for.
             .https_only(!options.plain_http);
-        if let Some(ca) = &options.ca_file {
-            let pem = std::fs::read(ca).map_err(io(ca))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                RegistryError::Setup(format!("{}: not a PEM certificate: {e}", ca.display()))
-            })?;
-            builder = builder.add_root_certificate(cert);
+        builder = crate::tls::trust(
+            builder,
+            options.ca_file.as_deref(),
+            options.ca_pem.as_deref(),
+        )
+        .map_err(RegistryError::Setup)?;
+        if let Some(address) = options.resolve
+            && let Some(name) = base.host_str()
+        {
+            builder = builder.resolve(name, address);
         }
         let http = builder
             .build()

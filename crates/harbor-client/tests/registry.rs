@@ -545,6 +545,57 @@ async fn bearer_tokens_are_fetched_per_scope_from_the_challenge_realm() {
 }
 
 #[tokio::test]
+async fn a_ca_given_as_pem_bytes_is_trusted_and_a_name_resolves_to_the_address_given() {
+    let server = TestRegistry::start_with(&RegistryConfig {
+        tls: true,
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let pem = std::fs::read(server.ca_file.as_ref().unwrap()).unwrap();
+    let trusted = Registry::new(
+        &server.host(),
+        Credentials::Anonymous,
+        Options {
+            ca_pem: Some(pem),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    trusted.ping().await.unwrap();
+    let err = Registry::new(
+        &server.host(),
+        Credentials::Anonymous,
+        Options {
+            ca_pem: Some(b"not a certificate".to_vec()),
+            ..Options::default()
+        },
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(err.to_string().contains("not a PEM certificate"), "{err}");
+
+    // A name only the lab knows: reached at the address given, not through DNS.
+    let plain = TestRegistry::start().unwrap();
+    let host = format!("registry.homelab.invalid:{}", plain.addr.port());
+    let options = |resolve| Options {
+        plain_http: true,
+        resolve,
+        ..Options::default()
+    };
+    Registry::new(&host, Credentials::Anonymous, options(Some(plain.addr)))
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    let err = Registry::new(&host, Credentials::Anonymous, options(None))
+        .unwrap()
+        .ping()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
+}
+
+#[tokio::test]
 async fn tls_needs_the_ca_and_plain_http_must_be_asked_for() {
     let server = TestRegistry::start_with(&RegistryConfig {
         tls: true,

@@ -129,16 +129,62 @@ pub async fn wire_registry(
     client: &kube::Client,
     dry_run: bool,
 ) -> Result<platform::registry::Wired, Error> {
+    let (wiring, access) = harbor_access(lab, client).await?;
+    let harbor = harbor_client::harbor::Harbor::new(
+        &lab.config.harbor.url,
+        HARBOR_ADMIN,
+        access.password,
+        // An http:// URL written in homelab.toml is the explicit choice Harbor's client asks
+        // for (a lab registry on a private network).
+        &harbor_client::harbor::HarborOptions::default()
+            .ca_pem(access.ca.map(String::into_bytes))
+            .resolve(Some(access.address))
+            .plain_http(access.plain_http),
+    )
+    .map_err(|source| platform::PlatformError::Harbor {
+        action: "reach it".into(),
+        source: Box::new(source),
+    })?;
+    let mut runner = crate::cluster::runner(lab)?;
+    runner.dry_run = dry_run;
+    Ok(platform::registry::wire(&harbor, client, &runner, &own_nodes(lab), &wiring).await?)
+}
+
+/// The nodes homelab made (an existing cluster's nodes are the user's to configure).
+fn own_nodes(lab: &Lab) -> Vec<kubeadm_boot::ssh::Target> {
+    if lab.config.cluster.provider == homelab_config::ClusterProvider::Libvirt {
+        inputs::targets(&lab.config)
+    } else {
+        Vec::new()
+    }
+}
+
+/// How this machine reaches Harbor as its admin.
+struct HarborAccess {
+    /// Harbor's host at its load-balancer address.
+    address: std::net::SocketAddr,
+    /// The CA its certificate chains to (the homelab CA), when it is in the cluster.
+    ca: Option<String>,
+    /// The password Harbor itself was given (the Secret its chart reads), else the
+    /// reference in `[harbor] admin_password`.
+    password: secrecy::SecretString,
+    /// `[harbor] url` is `http://`.
+    plain_http: bool,
+}
+
+async fn harbor_access(
+    lab: &Lab,
+    client: &kube::Client,
+) -> Result<(platform::registry::RegistryWiring, HarborAccess), Error> {
     let mut wiring = inputs::registry_wiring(&lab.config)?;
     // Harbor's name resolves to its load-balancer address on the nodes and here.
-    let address = std::net::IpAddr::V4(lab.config.network.load_balancer_ips.harbor);
-    wiring.address = Some(address);
+    let ip = std::net::IpAddr::V4(lab.config.network.load_balancer_ips.harbor);
+    wiring.address = Some(ip);
     let port = reqwest::Url::parse(&lab.config.harbor.url)
         .ok()
         .and_then(|u| u.port_or_known_default())
         .unwrap_or(443);
     let ca = platform::registry::ca_pem(client, &wiring.ca).await?;
-    // The password Harbor itself was given (the Secret its chart reads), else the reference.
     let password = match harbor_admin_in_cluster(client).await {
         Some(p) => p,
         None => lab
@@ -151,29 +197,84 @@ pub async fn wire_registry(
                 source,
             })?,
     };
-    let harbor = harbor_client::harbor::Harbor::new(
-        &lab.config.harbor.url,
-        HARBOR_ADMIN,
+    let access = HarborAccess {
+        address: std::net::SocketAddr::new(ip, port),
+        ca,
         password,
-        // An http:// URL written in homelab.toml is the explicit choice Harbor's client asks
-        // for (a lab registry on a private network).
-        &harbor_client::harbor::HarborOptions::default()
-            .ca_pem(ca.map(String::into_bytes))
-            .resolve(Some(std::net::SocketAddr::new(address, port)))
-            .plain_http(lab.config.harbor.url.starts_with("http://")),
-    )
-    .map_err(|source| platform::PlatformError::Harbor {
-        action: "reach it".into(),
-        source: Box::new(source),
-    })?;
-    let mut runner = crate::cluster::runner(lab)?;
-    runner.dry_run = dry_run;
-    let targets = if lab.config.cluster.provider == homelab_config::ClusterProvider::Libvirt {
-        inputs::targets(&lab.config)
-    } else {
-        Vec::new()
+        plain_http: lab.config.harbor.url.starts_with("http://"),
     };
-    Ok(platform::registry::wire(&harbor, client, &runner, &targets, &wiring).await?)
+    Ok((wiring, access))
+}
+
+/// The end-to-end checks of `platform::verify`, then, on the nodes homelab made, a pull
+/// from Harbor through containerd ([`node_pull_check`]).
+pub async fn verify_platform(
+    lab: &Lab,
+    client: &kube::Client,
+    spec: &platform::verify::VerifySpec,
+) -> Vec<platform::verify::Verified> {
+    let mut results = Box::pin(platform::verify::verify(client, spec)).await;
+    if let Some(pulled) = node_pull_check(lab, client).await {
+        let ok = pulled.is_ok();
+        results.push(platform::verify::Verified {
+            name: "nodes pull from Harbor".into(),
+            ok,
+            detail: pulled.unwrap_or_else(|e| e),
+        });
+    }
+    results
+}
+
+/// Every node homelab made pulls a probe image from Harbor through its containerd, with
+/// the pull robot's login from the first pull namespace's Secret (`platform::node_pull`);
+/// `None` when homelab made no nodes.
+pub async fn node_pull_check(lab: &Lab, client: &kube::Client) -> Option<Result<String, String>> {
+    let targets = own_nodes(lab);
+    if targets.is_empty() {
+        return None;
+    }
+    let check = async {
+        let (wiring, access) = harbor_access(lab, client)
+            .await
+            .map_err(|e| e.to_string())?;
+        let namespace = wiring
+            .namespaces
+            .first()
+            .ok_or("[harbor] pull_namespaces is empty: no pull Secret to pull with")?;
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(client.clone(), namespace);
+        let login = secrets
+            .get_opt(&wiring.secret_name)
+            .await
+            .map_err(|e| format!("read Secret {namespace}/{}: {e}", wiring.secret_name))?
+            .and_then(|s| platform::registry::pull_login(&s, &wiring.registry))
+            .ok_or_else(|| {
+                format!(
+                    "Secret {namespace}/{} holds no login for {}: run `homelab-platform registry`",
+                    wiring.secret_name, wiring.registry
+                )
+            })?;
+        let registry = harbor_client::registry::Registry::new(
+            &wiring.registry,
+            harbor_client::registry::Credentials::Basic {
+                username: HARBOR_ADMIN.into(),
+                password: access.password,
+            },
+            harbor_client::registry::Options {
+                ca_pem: access.ca.map(String::into_bytes),
+                resolve: Some(access.address),
+                plain_http: access.plain_http,
+                ..harbor_client::registry::Options::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let mut check =
+            platform::node_pull::NodePull::new(registry, &lab.config.harbor.project, Some(login));
+        check.certs_dir.clone_from(&wiring.certs_dir);
+        let runner = crate::cluster::runner(lab).map_err(|e| e.to_string())?;
+        platform::node_pull::node_pulls(runner.pool(), &targets, &check).await
+    };
+    Some(check.await)
 }
 
 /// The end-to-end checks' inputs: the ingress address, Harbor's URL, the homelab CA read
@@ -539,7 +640,7 @@ impl Phase for PlatformPhase {
             let mut checks = Vec::new();
             // What users of the platform see, end to end.
             let spec = verify_spec(lab, &client).await;
-            for v in Box::pin(platform::verify::verify(&client, &spec)).await {
+            for v in Box::pin(verify_platform(lab, &client, &spec)).await {
                 checks.push(if v.ok {
                     Check::pass(NAME, v.name, v.detail)
                 } else {

@@ -600,9 +600,11 @@ async fn http_client(
             .await
             .map_err(|e| e.to_string())?
             .unwrap_or_default();
-        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
-            .map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
-        builder = builder.add_root_certificate(cert);
+        for cert in
+            harbor_client::tls::certificates(pem.as_bytes(), &format!("Secret {namespace}/{name}"))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
     }
     if let (Some(address), Some(host)) = (
         address,

@@ -10,6 +10,8 @@
 //!   health — each asked once by [`checks::Check::evaluate`].
 //! - [`components`]: the platform's components, their waves (the GitOps repository's) and
 //!   their checks, one table.
+//! - [`node_pull`]: every node pulls a probe image from Harbor through its own containerd,
+//!   with the pull robot's login (the end-to-end check of [`registry`]).
 //! - [`registry`]: Harbor's project and pull-only robot, the pull Secrets, and containerd on
 //!   every node trusting Harbor with the homelab CA (over SSH).
 //! - [`verify`]: end-to-end checks from the user's side — nodes Ready, DNS from a pod, HTTP
@@ -24,6 +26,7 @@
 pub mod argocd;
 pub mod checks;
 pub mod components;
+pub mod node_pull;
 pub mod registry;
 pub mod verify;
 pub mod wait;

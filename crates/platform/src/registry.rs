@@ -258,22 +258,31 @@ pub fn node_steps(wiring: &RegistryWiring, ca: Option<&str>) -> Vec<Step> {
     steps
 }
 
+/// The login a pull Secret holds for `registry`: its user name and password (from
+/// `username`/`password`, else its `auth`), `None` when it is not a pull Secret for it.
+pub fn pull_login(secret: &Secret, registry: &str) -> Option<(String, SecretString)> {
+    if secret.type_.as_deref() != Some(DOCKER_CONFIG_JSON) {
+        return None;
+    }
+    let bytes = secret.data.as_ref()?.get(".dockerconfigjson")?;
+    let config: serde_json::Value = serde_json::from_slice(&bytes.0).ok()?;
+    let entry = &config["auths"][registry];
+    if let (Some(user), Some(password)) = (entry["username"].as_str(), entry["password"].as_str()) {
+        return Some((user.to_owned(), password.to_owned().into()));
+    }
+    let auth = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        entry["auth"].as_str()?,
+    )
+    .ok()?;
+    let text = String::from_utf8(auth).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned().into()))
+}
+
 /// Whether `secret` is a pull Secret for `registry` logging in as `username`.
 pub fn holds_login(secret: &Secret, registry: &str, username: &str) -> bool {
-    if secret.type_.as_deref() != Some(DOCKER_CONFIG_JSON) {
-        return false;
-    }
-    let Some(bytes) = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(".dockerconfigjson"))
-    else {
-        return false;
-    };
-    serde_json::from_slice::<serde_json::Value>(&bytes.0)
-        .ok()
-        .and_then(|v| v["auths"][registry]["username"].as_str().map(str::to_owned))
-        .is_some_and(|u| u == username)
+    pull_login(secret, registry).is_some_and(|(user, _)| user == username)
 }
 
 /// The project's robot with this short name (Harbor's full name is
@@ -560,6 +569,42 @@ mod tests {
         // A public certificate: only hosts.toml, no CA file.
         let steps = node_steps(&wiring, None);
         assert_eq!(steps.len(), 1);
+    }
+
+    #[test]
+    fn the_login_of_a_pull_secret_is_read_from_its_fields_or_its_auth() {
+        use secrecy::ExposeSecret;
+        let secret = |config: serde_json::Value| Secret {
+            type_: Some(DOCKER_CONFIG_JSON.into()),
+            data: Some(BTreeMap::from([(
+                ".dockerconfigjson".to_owned(),
+                k8s_openapi::ByteString(config.to_string().into_bytes()),
+            )])),
+            ..Secret::default()
+        };
+        let written = harbor_client::node::pull_secrets(
+            "harbor-pull",
+            &["apps"],
+            "harbor.lan",
+            "robot$homelab+pull",
+            &SecretString::from("s3cret"),
+        );
+        let (user, password) = pull_login(&written[0], "harbor.lan").unwrap();
+        assert_eq!(
+            (user.as_str(), password.expose_secret()),
+            ("robot$homelab+pull", "s3cret")
+        );
+        assert!(holds_login(&written[0], "harbor.lan", "robot$homelab+pull"));
+        assert!(pull_login(&written[0], "other.lan").is_none());
+        // Only `auth` (as `kubectl create secret docker-registry` once wrote it).
+        let only_auth = secret(serde_json::json!({ "auths": { "harbor.lan": {
+            "auth": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "u:p:q") } } }));
+        let (user, password) = pull_login(&only_auth, "harbor.lan").unwrap();
+        assert_eq!((user.as_str(), password.expose_secret()), ("u", "p:q"));
+        // Not a pull Secret.
+        let mut opaque = only_auth.clone();
+        opaque.type_ = Some("Opaque".into());
+        assert!(pull_login(&opaque, "harbor.lan").is_none());
     }
 
     #[test]

@@ -291,11 +291,10 @@ async fn fetch(
         .resolve(host, address)
         .timeout(Duration::from_secs(10));
     if let Some(pem) = ca {
-        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
-            .map_err(|e| format!("the homelab CA is not PEM: {e}"))?;
-        builder = builder
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(cert);
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in harbor_client::tls::certificates(pem.as_bytes(), "the homelab CA")? {
+            builder = builder.add_root_certificate(cert);
+        }
     }
     let client = builder.build().map_err(|e| format!("HTTP client: {e}"))?;
     let response = client
@@ -427,9 +426,9 @@ pub async fn ingress_and_tls(
 pub async fn harbor_health(url: &str, ca: Option<&str>) -> Result<String, String> {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
     if let Some(pem) = ca {
-        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
-            .map_err(|e| format!("the homelab CA is not PEM: {e}"))?;
-        builder = builder.add_root_certificate(cert);
+        for cert in harbor_client::tls::certificates(pem.as_bytes(), "the homelab CA")? {
+            builder = builder.add_root_certificate(cert);
+        }
     }
     let client = builder.build().map_err(|e| e.to_string())?;
     let health = format!("{}/api/v2.0/health", url.trim_end_matches('/'));

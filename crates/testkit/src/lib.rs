@@ -7,6 +7,7 @@
 //! [`upstream`] fetches upstream release files (Argo CD's install manifest) to test against.
 
 pub mod apt_repo;
+pub mod containerd;
 pub mod control_plane;
 pub mod esc_fake;
 pub mod harbor_fake;
