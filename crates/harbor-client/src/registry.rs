@@ -385,6 +385,18 @@ fn returned_digest(response: &Response, sent: &Digest, what: &str) -> Result<()>
     }
 }
 
+/// The error a response that is not the one expected stands for (its status and error
+/// body; a 2xx that was not expected is a protocol error).
+async fn refused(method: Method, url: &Url, response: Response) -> RegistryError {
+    check(method, url.as_str(), response)
+        .await
+        .err()
+        .unwrap_or_else(|| RegistryError::Protocol {
+            url: url.to_string(),
+            message: "unexpected status".into(),
+        })
+}
+
 /// What a request needs access to, for bearer tokens.
 fn repo_scope(repository: &str, actions: &str) -> String {
     format!("repository:{repository}:{actions}")
@@ -713,6 +725,7 @@ impl Registry {
         let mut offset: u64 = 0;
         let mut buffer = vec![0u8; chunk_size];
         let mut failures = 0;
+        let mut renewed = false;
         while offset < size {
             file.seek(std::io::SeekFrom::Start(offset))
                 .await
@@ -737,13 +750,25 @@ impl Registry {
                 .await;
             let outcome = match result {
                 Ok(r) if r.status() == StatusCode::ACCEPTED => Ok(r),
-                Ok(r) => Err(check(Method::PATCH, location.as_str(), r)
-                    .await
-                    .err()
-                    .unwrap_or_else(|| RegistryError::Protocol {
-                        url: location.to_string(),
-                        message: "unexpected status".into(),
-                    })),
+                // The token expired between two chunks (a long upload outlives Harbor's
+                // 30-minute tokens): a new one, and the same chunk again — once; a second
+                // refusal in a row is the registry's answer.
+                Ok(r) if r.status() == StatusCode::UNAUTHORIZED && !renewed => {
+                    let challenge = r
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_challenge)
+                        .filter(|c| c.scheme.eq_ignore_ascii_case("bearer"));
+                    if let Some(challenge) = challenge {
+                        tracing::debug!(repository, %digest, offset, "token refused mid-upload; renewing it");
+                        self.fetch_token(&challenge, &scope).await?;
+                        renewed = true;
+                        continue;
+                    }
+                    Err(refused(Method::PATCH, &location, r).await)
+                }
+                Ok(r) => Err(refused(Method::PATCH, &location, r).await),
                 Err(source) => Err(transport(Method::PATCH, &location)(source)),
             };
             match outcome {
@@ -751,6 +776,7 @@ impl Registry {
                     location = Self::location(&location, &response)?;
                     offset = end + 1;
                     failures = 0;
+                    renewed = false;
                     self.report(Progress::Bytes {
                         digest,
                         n: want as u64,

@@ -463,6 +463,69 @@ async fn basic_auth_is_required_and_used() {
     );
 }
 
+/// A token that expires while a blob is being uploaded chunk by chunk: the registry refuses
+/// the next chunk (401, `invalid_token`), the client fetches a new token and sends that chunk
+/// again, and the blob completes intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_expires_mid_upload_is_renewed_and_the_chunk_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(dir.path(), "robot$ci", "t0ken-pass").unwrap();
+    // Honoured for about two seconds (distribution's 60 s leeway after `exp`).
+    tokens.set_lifetime(-58);
+    let server = TestRegistry::start_with(&RegistryConfig {
+        token: Some((tokens.realm.clone(), tokens.cert_pem.clone())),
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let chunks = Arc::new(AtomicUsize::new(0));
+    let seen = chunks.clone();
+    let client = Registry::new(
+        &server.host(),
+        Credentials::Basic {
+            username: "robot$ci".into(),
+            password: "t0ken-pass".to_owned().into(),
+        },
+        Options {
+            chunk_size: 64 << 10,
+            // The upload outlives the token: each chunk is followed by a pause.
+            progress: Some(ProgressSink(Arc::new(move |p| {
+                if matches!(p, Progress::Bytes { .. }) {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }))),
+            ..plain()
+        },
+    )
+    .unwrap();
+    let bytes = layer(640 << 10);
+    let file = dir.path().join("blob");
+    std::fs::write(&file, &bytes).unwrap();
+    let digest = Digest::of(&bytes);
+    let started = std::time::Instant::now();
+    assert!(
+        client
+            .push_blob_file("p/app", &digest, &file, bytes.len() as u64)
+            .await
+            .unwrap()
+    );
+    assert!(started.elapsed() > std::time::Duration::from_secs(4));
+    assert_eq!(chunks.load(Ordering::Relaxed), 11);
+    let push_scope = "repository:p/app:pull,push";
+    let renewals = tokens
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| *s == push_scope)
+        .count();
+    assert!(renewals >= 2, "the token was never renewed: {renewals}");
+    assert_eq!(
+        client.blob_size("p/app", &digest).await.unwrap(),
+        Some(bytes.len() as u64)
+    );
+}
+
 #[tokio::test]
 async fn bearer_tokens_are_fetched_per_scope_from_the_challenge_realm() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,8 @@ pub struct TokenServer {
     pub requests: Arc<Mutex<Vec<String>>>,
     /// Per request, the Basic user name it came with (`None`: no credentials).
     pub users: Arc<Mutex<Vec<Option<String>>>>,
+    /// Seconds from issue to the `exp` of the tokens issued from now on (300 unless set).
+    lifetime: Arc<AtomicI64>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -123,12 +126,14 @@ impl TokenServer {
             .map_err(|e| FixtureError(format!("bind: {e}")))?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let users = Arc::new(Mutex::new(Vec::new()));
+        let lifetime = Arc::new(AtomicI64::new(300));
         let state = Arc::new((
             key,
             cert_der,
             format!("{user}:{password}"),
             requests.clone(),
             users.clone(),
+            lifetime.clone(),
         ));
         let app = axum::Router::new().fallback(move |req: Request<Body>| {
             let state = state.clone();
@@ -139,7 +144,8 @@ impl TokenServer {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(given.map(|g| g.split(':').next().unwrap_or_default().to_owned()));
-                issue(&state.0, &state.1, &state.2, &state.3, &req)
+                let lifetime = state.5.load(Ordering::Relaxed);
+                issue(&state.0, &state.1, &state.2, &state.3, lifetime, &req)
             }
         });
         tokio::spawn(async move {
@@ -150,7 +156,15 @@ impl TokenServer {
             cert_pem: dir.join("token.pem"),
             requests,
             users,
+            lifetime,
         })
+    }
+
+    /// Tokens issued from now on expire `seconds` after they are issued (negative: before).
+    /// distribution accepts a token until 60 s after its `exp` (its `Leeway`), so a token
+    /// with `seconds = -58` is honoured for about two seconds.
+    pub fn set_lifetime(&self, seconds: i64) {
+        self.lifetime.store(seconds, Ordering::Relaxed);
     }
 }
 
@@ -169,6 +183,7 @@ fn issue(
     cert_der: &[u8],
     credentials: &str,
     requests: &Mutex<Vec<String>>,
+    lifetime: i64,
     req: &Request<Body>,
 ) -> Response<Body> {
     let reply = |status: StatusCode, body: String| {
@@ -204,14 +219,14 @@ fn issue(
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let header = serde_json::json!({
         "typ": "JWT", "alg": "ES256",
         "x5c": [base64::engine::general_purpose::STANDARD.encode(cert_der)],
     });
     let claims = serde_json::json!({
         "iss": ISSUER, "sub": credentials.split(':').next().unwrap_or_default(), "aud": SERVICE,
-        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("jti-{now}-{}", access.len()),
+        "exp": now + lifetime, "nbf": now - 120, "iat": now, "jti": format!("jti-{now}-{}", access.len()),
         "access": access,
     });
     let signing_input = format!(
