@@ -97,7 +97,8 @@ enum Command {
     /// Harbor garbage collection.
     #[command(subcommand)]
     Gc(GcCmd),
-    /// Push an image from an OCI image layout (DIR or DIR:TAG) to a registry.
+    /// Push an image from an OCI image layout (DIR or DIR:TAG) to a registry. A
+    /// multi-platform image (an index in the layout) is pushed whole, its digest unchanged.
     Push {
         /// Layout directory, optionally with the tag to push.
         layout: String,
@@ -105,12 +106,16 @@ enum Command {
         target: String,
     },
     /// Pull an image into an OCI image layout (DIR or DIR:TAG; the tag defaults to the
-    /// image's), verifying every digest.
+    /// image's), verifying every digest. A multi-platform image is pulled whole (the index
+    /// and every platform, digests unchanged) unless --platform picks one.
     Pull {
         /// Source reference.
         source: String,
         /// Layout directory, optionally with the tag to record.
         layout: String,
+        /// all, or one platform: os/architecture[/variant] (linux/amd64, linux/arm64/v8).
+        #[arg(long, default_value = "all", value_parser = |s: &str| s.parse::<image::Platforms>())]
+        platform: image::Platforms,
     },
     /// List the tags of a repository (registry/repository).
     Tags {
@@ -563,17 +568,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let t = image::push(&registry, &layout, tag.as_deref(), &target, ctx.parallel).await?;
             ctx.print(&t, |t| transfer_line(&format!("pushed {target}"), t))?;
         }
-        Command::Pull { source, layout } => {
+        Command::Pull {
+            source,
+            layout,
+            platform,
+        } => {
             let source = parse_ref(&source)?;
             let (dir, tag) = split_layout(&layout);
             let tag = tag.unwrap_or_else(|| source.tag.clone().unwrap_or_else(|| "latest".into()));
             let registry = ctx.registry(&source.registry)?;
-            let t = image::pull(
+            let t = image::pull_platforms(
                 &registry,
                 &source,
                 &Layout::open_or_create(&dir)?,
                 &tag,
                 ctx.parallel,
+                &platform,
             )
             .await?;
             ctx.print(&t, |t| {

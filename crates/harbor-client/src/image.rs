@@ -167,10 +167,12 @@ fn blobs_of(manifest: &ImageManifest) -> Vec<Descriptor> {
 }
 
 /// Pushes the image `tag` of `layout` to `target` (its tag, or the layout's tag), `parallel`
-/// blobs at a time; blobs the repository has are skipped.
+/// blobs at a time; blobs the repository has are skipped. A multi-platform image (an OCI
+/// index or a Docker manifest list in the layout) is pushed whole: each platform's manifest
+/// and its blobs by digest, then the index byte for byte (its digest is unchanged).
 ///
 /// # Errors
-/// A blob is missing from the layout or the registry refuses.
+/// A blob or a platform's manifest is missing from the layout, or the registry refuses.
 pub async fn push(
     registry: &Registry,
     layout: &Layout,
@@ -179,14 +181,92 @@ pub async fn push(
     parallel: usize,
 ) -> Result<Transfer, RegistryError> {
     let descriptor = layout.manifest_descriptor(tag)?;
-    let manifest_digest = digest_of(&descriptor, &layout.dir)?;
-    let path = layout.blob(&manifest_digest);
+    let top = layout_manifest(layout, &descriptor)?;
+    if !is_index(&top) {
+        return push_manifest(registry, layout, &top, target, target.reference(), parallel).await;
+    }
+    let what = format!("{}@{}", layout.dir.display(), top.digest);
+    let mut total = Transfer::default();
+    for child in index_children(&top, &what)? {
+        let digest: Digest = child.digest.parse().map_err(|e| RegistryError::Protocol {
+            url: what.clone(),
+            message: format!("a manifest of the index: {e}"),
+        })?;
+        let path = layout.blob(&digest);
+        if !path.exists() {
+            return Err(RegistryError::Protocol {
+                url: what,
+                message: format!(
+                    "the layout lacks the {} manifest {digest} its index names (pulled with one platform?)",
+                    platform_text(&child.platform)
+                ),
+            });
+        }
+        let manifest = Manifest {
+            bytes: std::fs::read(&path).map_err(|source| RegistryError::Io {
+                path: path.clone(),
+                source,
+            })?,
+            media_type: child.media_type,
+            digest: digest.clone(),
+        };
+        total += push_manifest(
+            registry,
+            layout,
+            &manifest,
+            target,
+            digest.as_str(),
+            parallel,
+        )
+        .await?;
+    }
+    let digest = registry
+        .put_manifest(
+            &target.repository,
+            target.reference(),
+            &top.bytes,
+            &top.media_type,
+        )
+        .await?;
+    total.digest = digest.to_string();
+    Ok(total)
+}
+
+/// The manifest `descriptor` names in `layout`, checked against its digest.
+fn layout_manifest(layout: &Layout, descriptor: &Descriptor) -> Result<Manifest, RegistryError> {
+    let digest = digest_of(descriptor, &layout.dir)?;
+    let path = layout.blob(&digest);
     let bytes = std::fs::read(&path).map_err(|source| RegistryError::Io {
         path: path.clone(),
         source,
     })?;
-    let manifest = parse_manifest(&bytes, &path.display().to_string())?;
-    let results: Vec<(bool, u64)> = futures::stream::iter(blobs_of(&manifest))
+    let actual = Digest::of(&bytes);
+    if actual != digest {
+        return Err(RegistryError::DigestMismatch {
+            what: path.display().to_string(),
+            expected: digest,
+            actual,
+        });
+    }
+    Ok(Manifest {
+        bytes,
+        media_type: descriptor.media_type().to_string(),
+        digest,
+    })
+}
+
+/// One image manifest of `layout` and its blobs to `target`'s repository as `reference`.
+async fn push_manifest(
+    registry: &Registry,
+    layout: &Layout,
+    manifest: &Manifest,
+    target: &Reference,
+    reference: &str,
+    parallel: usize,
+) -> Result<Transfer, RegistryError> {
+    let path = layout.blob(&manifest.digest);
+    let parsed = parse_manifest(&manifest.bytes, &path.display().to_string())?;
+    let results: Vec<(bool, u64)> = futures::stream::iter(blobs_of(&parsed))
         .map(|d| async move {
             let digest = digest_of(&d, &layout.dir)?;
             let sent = registry
@@ -197,11 +277,15 @@ pub async fn push(
         .buffer_unordered(parallel.max(1))
         .try_collect()
         .await?;
-    let media_type = descriptor.media_type().to_string();
     let mut attempt = 0;
     let digest = loop {
         match registry
-            .put_manifest(&target.repository, target.reference(), &bytes, &media_type)
+            .put_manifest(
+                &target.repository,
+                reference,
+                &manifest.bytes,
+                &manifest.media_type,
+            )
             .await
         {
             // Another push of the same blobs into the same repository can leave one briefly
@@ -210,7 +294,7 @@ pub async fn push(
             Err(e) if blob_unknown(&e) && attempt < 3 => {
                 attempt += 1;
                 tracing::info!(target = %target, attempt, "the registry lost a blob of the manifest; uploading again");
-                for d in blobs_of(&manifest) {
+                for d in blobs_of(&parsed) {
                     let digest = digest_of(&d, &layout.dir)?;
                     registry
                         .push_blob_file(
@@ -235,7 +319,8 @@ pub async fn push(
 }
 
 /// Pulls `source` into `layout` under `tag`, `parallel` blobs at a time, each verified
-/// against its digest while it streams; blobs the layout has are skipped.
+/// against its digest while it streams; blobs the layout has are skipped. A multi-platform
+/// image is pulled whole ([`Platforms::All`]); see [`pull_platforms`].
 ///
 /// # Errors
 /// The registry refuses, a digest differs, or the layout cannot be written.
@@ -246,10 +331,80 @@ pub async fn pull(
     tag: &str,
     parallel: usize,
 ) -> Result<Transfer, RegistryError> {
-    let manifest = registry
+    pull_platforms(registry, source, layout, tag, parallel, &Platforms::All).await
+}
+
+/// As [`pull`], choosing the platforms of a multi-platform image: with [`Platforms::All`],
+/// every platform's manifest and blobs, then the index, tagged `tag` (the layout holds the
+/// image as the registry does, digests unchanged); with one platform, that platform's
+/// manifest tagged `tag`.
+///
+/// # Errors
+/// As [`pull`], or the index has no such platform (the error lists those it has).
+pub async fn pull_platforms(
+    registry: &Registry,
+    source: &Reference,
+    layout: &Layout,
+    tag: &str,
+    parallel: usize,
+    platforms: &Platforms,
+) -> Result<Transfer, RegistryError> {
+    let top = registry
         .get_manifest(&source.repository, source.reference())
         .await?;
-    let parsed = parse_manifest(&manifest.bytes, &source.to_string())?;
+    if !is_index(&top) {
+        let (transfer, descriptor) =
+            pull_manifest(registry, source, &top, layout, parallel).await?;
+        layout.set_tag(tag, descriptor)?;
+        return Ok(transfer);
+    }
+    let what = source.to_string();
+    let children = index_children(&top, &what)?;
+    let chosen: Vec<&Child> = match platforms {
+        Platforms::All => children.iter().collect(),
+        one @ Platforms::One { .. } => vec![choose(&children, one, &what)?],
+    };
+    let mut total = Transfer::default();
+    let mut last = None;
+    for child in chosen {
+        let manifest = registry
+            .get_manifest(&source.repository, &child.digest)
+            .await?;
+        if is_index(&manifest) {
+            return Err(RegistryError::Protocol {
+                url: format!("{what}@{}", child.digest),
+                message: "an index inside an index is not pulled".into(),
+            });
+        }
+        let (transfer, descriptor) =
+            pull_manifest(registry, source, &manifest, layout, parallel).await?;
+        total += transfer;
+        total.digest = manifest.digest.to_string();
+        last = Some(descriptor);
+    }
+    let descriptor = if let (Platforms::One { .. }, Some(descriptor)) = (platforms, last) {
+        descriptor
+    } else {
+        total.digest = top.digest.to_string();
+        write_manifest(layout, &top, &what)?
+    };
+    layout.set_tag(tag, descriptor)?;
+    Ok(total)
+}
+
+/// One image manifest's blobs, then the manifest, into `layout`; its descriptor.
+async fn pull_manifest(
+    registry: &Registry,
+    source: &Reference,
+    manifest: &Manifest,
+    layout: &Layout,
+    parallel: usize,
+) -> Result<(Transfer, Descriptor), RegistryError> {
+    let what = format!(
+        "{}/{}@{}",
+        source.registry, source.repository, manifest.digest
+    );
+    let parsed = parse_manifest(&manifest.bytes, &what)?;
     let results: Vec<(bool, u64)> = futures::stream::iter(blobs_of(&parsed))
         .map(|d| async move {
             let digest = digest_of(&d, &layout.dir)?;
@@ -265,34 +420,119 @@ pub async fn pull(
         .buffer_unordered(parallel.max(1))
         .try_collect()
         .await?;
+    let descriptor = write_manifest(layout, manifest, &what)?;
+    Ok((
+        Transfer {
+            digest: manifest.digest.to_string(),
+            transferred: results.iter().filter(|(t, _)| *t).count(),
+            mounted: 0,
+            skipped: results.iter().filter(|(t, _)| !*t).count(),
+            bytes: results.iter().map(|(_, n)| n).sum(),
+        },
+        descriptor,
+    ))
+}
+
+/// Writes a manifest (or index) into the layout's blobs; its descriptor.
+fn write_manifest(
+    layout: &Layout,
+    manifest: &Manifest,
+    what: &str,
+) -> Result<Descriptor, RegistryError> {
     let path = layout.blob(&manifest.digest);
     std::fs::write(&path, &manifest.bytes).map_err(|source| RegistryError::Io { path, source })?;
     let media_type = if manifest.media_type.is_empty() {
-        parsed.media_type().as_ref().map_or_else(
-            || "application/vnd.oci.image.manifest.v1+json".to_owned(),
-            ToString::to_string,
-        )
+        serde_json::from_slice::<serde_json::Value>(&manifest.bytes)
+            .ok()
+            .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_owned())
     } else {
         manifest.media_type.clone()
     };
-    let descriptor = Descriptor::new(
+    Ok(Descriptor::new(
         oci_spec::image::MediaType::from(media_type.as_str()),
         manifest.bytes.len() as u64,
         oci_spec::image::Digest::try_from(manifest.digest.as_str()).map_err(|e| {
             RegistryError::Protocol {
-                url: source.to_string(),
+                url: what.to_owned(),
                 message: e.to_string(),
             }
         })?,
-    );
-    layout.set_tag(tag, descriptor)?;
-    Ok(Transfer {
-        digest: manifest.digest.to_string(),
-        transferred: results.iter().filter(|(t, _)| *t).count(),
-        mounted: 0,
-        skipped: results.iter().filter(|(t, _)| !*t).count(),
-        bytes: results.iter().map(|(_, n)| n).sum(),
-    })
+    ))
+}
+
+/// One manifest an index names.
+#[derive(Debug, Clone)]
+struct Child {
+    digest: String,
+    media_type: String,
+    platform: serde_json::Value,
+}
+
+/// The manifests `index` names, in its order.
+fn index_children(index: &Manifest, what: &str) -> Result<Vec<Child>, RegistryError> {
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&index.bytes).map_err(|e| RegistryError::Protocol {
+            url: what.to_owned(),
+            message: format!("the index does not parse: {e}"),
+        })?;
+    Ok(parsed["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            Some(Child {
+                digest: m["digest"].as_str()?.to_owned(),
+                media_type: m["mediaType"].as_str().unwrap_or_default().to_owned(),
+                platform: m["platform"].clone(),
+            })
+        })
+        .collect())
+}
+
+/// The child of `platform` ([`Platforms::One`]); [`Platforms::All`] chooses the first.
+///
+/// # Errors
+/// No child is of that platform: the error lists those there are.
+fn choose<'a>(
+    children: &'a [Child],
+    platform: &Platforms,
+    what: &str,
+) -> Result<&'a Child, RegistryError> {
+    let Platforms::One {
+        os,
+        architecture,
+        variant,
+    } = platform
+    else {
+        return children.first().ok_or_else(|| RegistryError::Protocol {
+            url: what.to_owned(),
+            message: "the index names no manifest".into(),
+        });
+    };
+    children
+        .iter()
+        .find(|c| {
+            let p = &c.platform;
+            p["os"] == os.as_str()
+                && p["architecture"] == architecture.as_str()
+                && variant.as_ref().is_none_or(|v| p["variant"] == v.as_str())
+        })
+        .ok_or_else(|| RegistryError::Protocol {
+            url: what.to_owned(),
+            message: format!(
+                "no {os}/{architecture}{} in the index; it has: {}",
+                variant
+                    .as_ref()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default(),
+                children
+                    .iter()
+                    .map(|c| platform_text(&c.platform))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
 }
 
 /// Which platforms of a multi-platform image (an OCI index or a Docker manifest list) to
@@ -437,29 +677,19 @@ pub async fn copy_platforms(
         return copy_one(manifest, target.reference().to_owned()).await;
     }
     let what = source.to_string();
-    let index: serde_json::Value =
-        serde_json::from_slice(&manifest.bytes).map_err(|e| RegistryError::Protocol {
-            url: what.clone(),
-            message: format!("the index does not parse: {e}"),
-        })?;
-    let children: Vec<(String, serde_json::Value)> = index["manifests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| Some((m["digest"].as_str()?.to_owned(), m["platform"].clone())))
-        .collect();
+    let children = index_children(&manifest, &what)?;
     match platforms {
         Platforms::All => {
             let mut total = Transfer::default();
-            for (digest, _) in &children {
-                let child = from.get_manifest(&source.repository, digest).await?;
-                if is_index(&child) {
+            for child in &children {
+                let manifest = from.get_manifest(&source.repository, &child.digest).await?;
+                if is_index(&manifest) {
                     return Err(RegistryError::Protocol {
-                        url: format!("{what}@{digest}"),
+                        url: format!("{what}@{}", child.digest),
                         message: "an index inside an index is not copied".into(),
                     });
                 }
-                total += copy_one(child, digest.clone()).await?;
+                total += copy_one(manifest, child.digest.clone()).await?;
             }
             let digest = to
                 .put_manifest(
@@ -472,34 +702,11 @@ pub async fn copy_platforms(
             total.digest = digest.to_string();
             Ok(total)
         }
-        Platforms::One {
-            os,
-            architecture,
-            variant,
-        } => {
-            let chosen = children.iter().find(|(_, p)| {
-                p["os"] == os.as_str()
-                    && p["architecture"] == architecture.as_str()
-                    && variant.as_ref().is_none_or(|v| p["variant"] == v.as_str())
-            });
-            let Some((digest, _)) = chosen else {
-                return Err(RegistryError::Protocol {
-                    url: what,
-                    message: format!(
-                        "no {os}/{architecture}{} in the index; it has: {}",
-                        variant
-                            .as_ref()
-                            .map(|v| format!("/{v}"))
-                            .unwrap_or_default(),
-                        children
-                            .iter()
-                            .map(|(_, p)| platform_text(p))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
-            };
-            let child = from.get_manifest(&source.repository, digest).await?;
+        one @ Platforms::One { .. } => {
+            let chosen = choose(&children, one, &what)?;
+            let child = from
+                .get_manifest(&source.repository, &chosen.digest)
+                .await?;
             copy_one(child, target.reference().to_owned()).await
         }
     }

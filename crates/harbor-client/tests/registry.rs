@@ -1097,7 +1097,7 @@ async fn a_multi_platform_index_is_copied_whole_or_one_platform_and_skopeo_agree
     assert_eq!(arm.digest, arm_digest.to_string());
     assert_eq!(
         ca.resolve("multi/app", "arm64").await.unwrap(),
-        Some(arm_digest)
+        Some(arm_digest.clone())
     );
     let err = image::copy_platforms(
         &ca,
@@ -1116,4 +1116,68 @@ async fn a_multi_platform_index_is_copied_whole_or_one_platform_and_skopeo_agree
         "{err}"
     );
     assert!("linux".parse::<image::Platforms>().is_err());
+
+    // Into an OCI layout and back out: the index and each platform, digests unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::open_or_create(dir.path()).unwrap();
+    let pulled = image::pull(&cb, &reference(&b, "mirror/app:v1"), &layout, "v1", 2)
+        .await
+        .unwrap();
+    assert_eq!(pulled.digest, index_digest.to_string());
+    assert_eq!(pulled.transferred, 6, "{pulled:?}");
+    let tagged = layout.manifest_descriptor(Some("v1")).unwrap();
+    assert_eq!(tagged.digest().to_string(), index_digest.to_string());
+    // skopeo reads the layout as an image index with both platforms.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci:{}:v1", dir.path().display()),
+    ]);
+    assert_eq!(Digest::of(raw.as_bytes()), index_digest);
+    let pushed = image::push(&ca, &layout, Some("v1"), &reference(&a, "back/app:v1"), 2)
+        .await
+        .unwrap();
+    assert_eq!(pushed.digest, index_digest.to_string());
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/back/app:v1", a.host()),
+    ]);
+    assert_eq!(Digest::of(raw.as_bytes()), index_digest);
+    for child in ["amd64", "arm64"] {
+        let digest = ca.resolve("multi/app", child).await.unwrap().unwrap();
+        assert_eq!(
+            ca.resolve("back/app", digest.as_str()).await.unwrap(),
+            Some(digest)
+        );
+    }
+    // One platform into a layout: that platform's manifest under the tag.
+    let one_dir = tempfile::tempdir().unwrap();
+    let one = Layout::open_or_create(one_dir.path()).unwrap();
+    let arm_only = image::pull_platforms(
+        &cb,
+        &reference(&b, "mirror/app:v1"),
+        &one,
+        "v1",
+        2,
+        &"linux/arm64".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(arm_only.digest, arm_digest.to_string());
+    assert_eq!(
+        one.manifest_descriptor(Some("v1"))
+            .unwrap()
+            .digest()
+            .to_string(),
+        arm_digest.to_string()
+    );
+    // A layout whose index names a manifest it lacks is refused, naming the platform.
+    std::fs::remove_file(layout.blob(&arm_digest)).unwrap();
+    let err = image::push(&ca, &layout, Some("v1"), &reference(&a, "broken/app:v1"), 2)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lacks the linux/arm64 manifest"), "{err}");
 }
