@@ -62,7 +62,8 @@ fn main() {
             repo_url: Some(REPO.into()),
             kustomize_build: false,
         },
-    );
+    )
+    .expect("the repository was just written");
     let elapsed = started.elapsed();
     assert!(!report.has_errors(), "{:?}", report.findings.first());
     println!(

@@ -4,7 +4,7 @@
     reason = "doc comments here are --help text, read in a terminal"
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -128,30 +128,6 @@ async fn client(cluster: &Cluster) -> Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-/// The origin remote of a Git checkout, if any.
-fn origin(path: &Path) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(path)
-        .args(["remote", "get-url", "origin"])
-        .output()
-        .ok()?;
-    let url = out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .filter(|u| !u.is_empty())?;
-    if homelab_config::git_url_problems(&url).is_empty() {
-        Some(url)
-    } else {
-        // Never printed: an origin like https://<token>@github.com/... holds a credential.
-        eprintln!(
-            "note: the Git origin carries credentials or is not a URL; not used (pass --repo-url)"
-        );
-        None
-    }
-}
-
 /// The scaffold's input, from homelab.toml.
 fn scaffold_spec(config: &homelab_config::Config) -> Result<gitops::scaffold::Spec> {
     homelab::inputs::gitops_spec(config).ok_or_else(|| {
@@ -263,19 +239,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .and_then(|l| l.config.gitops)
                 .map(|g| g.repo_url)
                 .filter(|u| !u.is_empty());
-            let repo_url = git_url(repo_url)?.or(configured).or_else(|| origin(&path));
-            if repo_url.is_none() {
-                eprintln!(
-                    "note: no repository URL (--repo-url, gitops.repo_url or a Git origin): Application paths are checked only where they exist here"
-                );
-            }
-            let report = validate(
+            // Else the library infers it (Applications' repoURLs, the Git remote origin) and says so.
+            let repo_url = git_url(repo_url)?.or(configured);
+            let report = match validate(
                 &path,
                 &Options {
                     repo_url,
                     kustomize_build: !no_build,
                 },
-            );
+            ) {
+                Ok(report) => report,
+                // Nothing to validate is not a pass: exit 2, as for a usage error.
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -69,6 +69,27 @@ fn errors_fail_warnings_do_not() {
 }
 
 #[test]
+fn a_path_that_is_not_a_repository_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    gitops()
+        .args(["validate", "--repo-url", "https://git.example/r"])
+        .arg(dir.path().join("nowhere"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "nowhere: No such file or directory",
+        ));
+    let file = dir.path().join("file.yaml");
+    std::fs::write(&file, "a: 1\n").unwrap();
+    gitops()
+        .args(["validate", "--repo-url", "https://git.example/r"])
+        .arg(&file)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a directory"));
+}
+
+#[test]
 fn init_writes_a_repository_that_validates() {
     // The validation below builds every kustomization with kubectl.
     homelab_testkit::require_kubectl();

@@ -15,6 +15,8 @@
 //! | `secret` | no Secret with data in plain text |
 //! | `url-credentials` | no credentials in URLs (`user:password@`) |
 //! | `image-pin` | images are pinned (warning for `:latest` or no tag) |
+//! | `files` | entries the walk did not read: unreadable, links out of the tree or to directories |
+//! | `unowned` | (information) a file no Application in the repository deploys |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -35,6 +37,8 @@ pub enum Severity {
     Warning,
     /// Something the validator could not check.
     Note,
+    /// For information: nothing is wrong (a file no Application deploys).
+    Info,
 }
 
 /// One problem.
@@ -130,36 +134,152 @@ fn group_of(api_version: &str) -> String {
         .unwrap_or_default()
 }
 
-fn yaml_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+/// What the directory walk found.
+#[derive(Default)]
+struct Walk {
+    /// YAML files, relative to the root, each once.
+    files: Vec<PathBuf>,
+    /// Entries that were not read, and why.
+    skipped: Vec<(PathBuf, Severity, String)>,
+    /// Canonical paths already taken (a file reached through a link is read once).
+    seen: BTreeSet<PathBuf>,
+}
+
+/// Every `.yaml`/`.yml` file under `dir`, hidden entries left out. A link to a file inside
+/// the tree is read once (as the file it names); a link to a directory is not followed (its
+/// target, when inside the tree, is walked as itself; a link out of the tree or into a loop
+/// would make the walk leave the repository or never end); unreadable entries are reported.
+fn walk(root: &Path, canonical_root: &Path, dir: &Path, out: &mut Walk) {
+    let relative = |p: &Path| p.strip_prefix(root).unwrap_or(p).to_owned();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            out.skipped.push((
+                relative(dir),
+                Severity::Error,
+                format!("the directory cannot be read: {e}"),
+            ));
+            return;
+        }
     };
     let mut entries: Vec<_> = entries.flatten().collect();
     entries.sort_by_key(std::fs::DirEntry::file_name);
     for entry in entries {
         let path = entry.path();
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
+        if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        if path.is_dir() {
-            yaml_files(root, &path, out);
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path.strip_prefix(root).unwrap_or(&path).to_owned());
+        let Ok(kind) = entry.file_type() else {
+            out.skipped
+                .push((relative(&path), Severity::Error, "cannot be read".into()));
+            continue;
+        };
+        let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+        if kind.is_dir() {
+            walk(root, canonical_root, &path, out);
+        } else if kind.is_symlink() {
+            let target = std::fs::canonicalize(&path);
+            match target {
+                Err(e) => out.skipped.push((
+                    relative(&path),
+                    Severity::Warning,
+                    format!("a link that leads nowhere: {e}"),
+                )),
+                Ok(target) if !target.starts_with(canonical_root) => out.skipped.push((
+                    relative(&path),
+                    Severity::Note,
+                    format!(
+                        "a link out of the repository (to {}): not followed",
+                        target.display()
+                    ),
+                )),
+                Ok(target) if target.is_dir() => out.skipped.push((
+                    relative(&path),
+                    Severity::Info,
+                    "a link to a directory: not followed (Argo CD does not follow it either)"
+                        .into(),
+                )),
+                Ok(target) => {
+                    if is_yaml && out.seen.insert(target) {
+                        out.files.push(relative(&path));
+                    }
+                }
+            }
+        } else if is_yaml {
+            let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if out.seen.insert(canonical) {
+                out.files.push(relative(&path));
+            }
         }
     }
 }
 
-/// The 1-based line each document of a multi-document YAML text starts on.
+/// The 1-based line of each document of a multi-document YAML text, as a YAML parser
+/// numbers them: text before the first `---` is a document only when it holds content (not
+/// just comments), every `---` starts one (an empty one too). A document's line is its
+/// first line of content, else the line after its `---`.
 fn document_lines(text: &str) -> Vec<usize> {
-    let mut starts = vec![1];
+    let is_separator = |line: &str| {
+        line.strip_prefix("---")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+    };
+    let is_content = |line: &str| {
+        let t = line.trim_start();
+        !t.is_empty() && !t.starts_with('#') && line != "..."
+    };
+    // (line of the separator or 0 for the implicit first document, first content line)
+    let mut documents: Vec<(usize, Option<usize>)> = vec![(0, None)];
     for (i, line) in text.lines().enumerate() {
-        if line.starts_with("---") && i > 0 {
-            starts.push(i + 2);
+        let number = i + 1;
+        if is_separator(line) {
+            if documents.len() == 1 && documents[0].1.is_none() {
+                documents[0] = (number, None);
+            } else {
+                documents.push((number, None));
+            }
+            // `--- {a: 1}`: the content is on the separator's line.
+            if is_content(line[3..].trim_start())
+                && let Some(last) = documents.last_mut()
+            {
+                last.1 = Some(number);
+            }
+        } else if is_content(line)
+            && let Some(last) = documents.last_mut()
+            && last.1.is_none()
+        {
+            last.1 = Some(number);
         }
     }
-    starts
+    documents
+        .into_iter()
+        .filter(|(separator, content)| *separator > 0 || content.is_some())
+        .map(|(separator, content)| content.unwrap_or(separator + 1))
+        .collect()
 }
+
+/// Values in `value`, counting at most up to `limit`.
+fn values_in(value: &Value, limit: usize) -> usize {
+    let mut count = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        if count > limit {
+            break;
+        }
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    count
+}
+
+/// A document may expand (through YAML aliases) to this many values per line of its file
+/// before it is refused as an alias bomb; real manifests hold about one value per line.
+const EXPANSION_PER_LINE: usize = 50;
+/// ... and small documents may always hold this many.
+const EXPANSION_FLOOR: usize = 5_000;
 
 fn normalize_repo(url: &str) -> String {
     url.trim_end_matches('/')
@@ -170,6 +290,8 @@ fn normalize_repo(url: &str) -> String {
 struct Validator<'a> {
     root: &'a Path,
     options: &'a Options,
+    /// This repository's URL: given, or inferred ([`Validator::infer_repo_url`]).
+    repo_url: Option<String>,
     findings: Vec<Finding>,
 }
 
@@ -192,9 +314,15 @@ impl Validator<'_> {
     }
 
     /// Reads every YAML file; returns objects and kustomizations (by directory).
-    fn read(&mut self) -> (Vec<Object>, Vec<(PathBuf, Kustomization)>, usize) {
-        let mut files = Vec::new();
-        yaml_files(self.root, self.root, &mut files);
+    fn read(&mut self) -> (Vec<Object>, Vec<(PathBuf, Kustomization)>, Vec<PathBuf>) {
+        let canonical_root =
+            std::fs::canonicalize(self.root).unwrap_or_else(|_| self.root.to_owned());
+        let mut found = Walk::default();
+        walk(self.root, &canonical_root, self.root, &mut found);
+        for (path, severity, message) in found.skipped {
+            self.add(&path, None, severity, "files", message);
+        }
+        let files = found.files;
         let mut objects = Vec::new();
         let mut kustomizations = Vec::new();
         for file in &files {
@@ -209,6 +337,7 @@ impl Validator<'_> {
                 continue;
             };
             let lines = document_lines(&text);
+            let limit = EXPANSION_FLOOR.max(EXPANSION_PER_LINE * text.lines().count());
             for (index, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
                 let line = lines.get(index).copied().unwrap_or(1);
                 let value = match Value::deserialize(document) {
@@ -226,6 +355,21 @@ impl Validator<'_> {
                     }
                 };
                 if value.is_null() {
+                    continue;
+                }
+                if values_in(&value, limit) > limit {
+                    self.add(
+                        file,
+                        Some(line),
+                        Severity::Error,
+                        "yaml",
+                        format!(
+                            "document {}: its aliases expand it to more than {limit} values \
+                             ({EXPANSION_PER_LINE} per line of the file): refused, as an alias \
+                             bomb would be; write the values out",
+                            index + 1
+                        ),
+                    );
                     continue;
                 }
                 let is_kustomization = file
@@ -263,13 +407,144 @@ impl Validator<'_> {
                 });
             }
         }
-        (objects, kustomizations, files.len())
+        (objects, kustomizations, files)
     }
 
     fn is_this_repo(&self, repo_url: &str, path: Option<&str>) -> bool {
-        match &self.options.repo_url {
+        match &self.repo_url {
             Some(ours) => normalize_repo(ours) == normalize_repo(repo_url),
             None => path.is_some_and(|p| self.root.join(p).exists()),
+        }
+    }
+
+    /// The files an Application's source at `dir` deploys, as Argo CD reads it: a
+    /// kustomization, what it lists; a plain directory, its own files (every level below
+    /// too with `directory.recurse`), kept by `directory.include` and dropped by
+    /// `directory.exclude` (globs on the path below `dir`, `{a,b}` alternatives).
+    fn deployed(
+        dir: &Path,
+        directory: Option<&Value>,
+        kustomizations: &BTreeMap<PathBuf, &Kustomization>,
+        files: &BTreeSet<PathBuf>,
+    ) -> Result<BTreeSet<PathBuf>, String> {
+        let mut out = BTreeSet::new();
+        if kustomizations.contains_key(&dir.join("kustomization.yaml"))
+            || kustomizations.contains_key(&dir.join("kustomization.yml"))
+        {
+            kustomize_owned(dir, kustomizations, files, &mut out, &mut BTreeSet::new());
+            return Ok(out);
+        }
+        let recurse = directory.is_some_and(|d| d["recurse"] == true);
+        let glob = |key: &str| -> Result<Option<globset::GlobMatcher>, String> {
+            directory
+                .and_then(|d| d[key].as_str())
+                .filter(|p| !p.is_empty())
+                .map(|pattern| {
+                    globset::GlobBuilder::new(pattern)
+                        .build()
+                        .map(|g| g.compile_matcher())
+                        .map_err(|e| format!("directory.{key} {pattern:?} is not a glob: {e}"))
+                })
+                .transpose()
+        };
+        let (include, exclude) = (glob("include")?, glob("exclude")?);
+        for file in files {
+            let Ok(below) = file.strip_prefix(dir) else {
+                continue;
+            };
+            if !recurse && below.components().count() > 1 {
+                continue;
+            }
+            if exclude.as_ref().is_some_and(|g| g.is_match(below))
+                || include.as_ref().is_some_and(|g| !g.is_match(below))
+            {
+                continue;
+            }
+            out.insert(file.clone());
+        }
+        Ok(out)
+    }
+
+    /// This repository's URL when none was given: the `repoURL` of the Applications whose
+    /// paths exist here (when they agree; else the Git remote `origin` among them, else the
+    /// most used), else the Git remote `origin`. Says which it took, or that Application
+    /// paths are not checked.
+    fn infer_repo_url(&mut self, apps: &[(usize, Application)]) -> Option<String> {
+        let mut counts: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        for (_, app) in apps {
+            for source in app
+                .spec
+                .source
+                .iter()
+                .chain(app.spec.sources.iter().flatten())
+            {
+                if let Some(path) = source.path.as_deref()
+                    && self.root.join(path.trim_matches('/')).exists()
+                {
+                    let entry = counts
+                        .entry(normalize_repo(&source.repo_url))
+                        .or_insert((0, source.repo_url.clone()));
+                    entry.0 += 1;
+                }
+            }
+        }
+        let origin = std::process::Command::new("git")
+            .arg("-C")
+            .arg(self.root)
+            .args(["remote", "get-url", "origin"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| without_userinfo(String::from_utf8_lossy(&o.stdout).trim()))
+            .filter(|u| !u.is_empty());
+        let chosen = match counts.len() {
+            0 => origin.map(|u| (u, "the Git remote origin".to_owned())),
+            1 => counts.into_values().next().map(|(n, url)| {
+                (
+                    url,
+                    format!("the repoURL of the {n} Application sources whose paths exist here"),
+                )
+            }),
+            _ => {
+                let by_origin = origin
+                    .as_ref()
+                    .and_then(|o| counts.get(&normalize_repo(o)))
+                    .map(|(_, url)| {
+                        (
+                            url.clone(),
+                            "the Git remote origin, one of the repoURLs whose paths exist here"
+                                .to_owned(),
+                        )
+                    });
+                by_origin.or_else(|| {
+                    counts
+                        .into_values()
+                        .max_by_key(|(n, _)| *n)
+                        .map(|(n, url)| (url, format!("the repoURL most Application sources whose paths exist here name ({n}); others differ")))
+                })
+            }
+        };
+        if let Some((url, why)) = chosen {
+            self.add(
+                Path::new("."),
+                None,
+                Severity::Note,
+                "app-path",
+                format!(
+                    "no repository URL given: this repository taken as {} ({why}); pass --repo-url to choose",
+                    without_userinfo(&url)
+                ),
+            );
+            Some(url)
+        } else {
+            self.add(
+                Path::new("."),
+                None,
+                Severity::Note,
+                "app-path",
+                "no repository URL given and none found (no Application path exists here, no Git remote origin): Application paths are not checked; pass --repo-url".into(),
+            );
+            None
         }
     }
 
@@ -284,7 +559,7 @@ impl Validator<'_> {
             refs.extend(k.components.iter().map(String::as_str));
             refs.extend(k.patches.iter().filter_map(|p| p["path"].as_str()));
             for r in refs {
-                if r.contains("://") || r.starts_with("github.com/") {
+                if is_remote(r) {
                     continue;
                 }
                 if !self.root.join(dir).join(r).exists() {
@@ -317,7 +592,7 @@ impl Validator<'_> {
             );
             return;
         };
-        for (file, _) in kustomizations.iter().filter(|(f, _)| !broken.contains(f)) {
+        for (file, k) in kustomizations.iter().filter(|(f, _)| !broken.contains(f)) {
             let dir = self.root.join(file.parent().unwrap_or(Path::new("")));
             match std::process::Command::new(&kubectl)
                 .arg("kustomize")
@@ -328,16 +603,30 @@ impl Validator<'_> {
                 Ok(out) => {
                     let stderr = String::from_utf8_lossy(&out.stderr);
                     let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-                    self.add(
-                        file,
-                        None,
-                        Severity::Error,
-                        "kustomize-build",
-                        format!(
-                            "kubectl kustomize failed: {}",
-                            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                        ),
-                    );
+                    let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" / ");
+                    // A remote base that cannot be fetched (no network here) is not the
+                    // repository's fault: say it was not checked. kustomize names the
+                    // resource it was accumulating when the fetch failed.
+                    let unfetched = remote_refs(k).into_iter().find(|r| stderr.contains(r));
+                    if let Some(remote) = unfetched {
+                        self.add(
+                            file,
+                            None,
+                            Severity::Warning,
+                            "kustomize-build",
+                            format!(
+                                "could not check: the remote base {remote} could not be fetched ({tail})"
+                            ),
+                        );
+                    } else {
+                        self.add(
+                            file,
+                            None,
+                            Severity::Error,
+                            "kustomize-build",
+                            format!("kubectl kustomize failed: {tail}"),
+                        );
+                    }
                 }
                 Err(e) => self.add(
                     file,
@@ -354,7 +643,12 @@ impl Validator<'_> {
         clippy::too_many_lines,
         reason = "the rules read best one after another"
     )]
-    fn check_objects(&mut self, objects: &[Object]) {
+    fn check_objects(
+        &mut self,
+        objects: &[Object],
+        kustomizations: &[(PathBuf, Kustomization)],
+        files: &[PathBuf],
+    ) {
         // Waves, secrets, credentials, images: per object.
         let mut waves: BTreeMap<usize, i64> = BTreeMap::new();
         for (i, o) in objects.iter().enumerate() {
@@ -453,8 +747,15 @@ impl Validator<'_> {
             .chain(BUILTIN_NAMESPACES.iter().copied())
             .collect();
 
-        // Which app owns which directory, and which CRD groups each app installs.
-        let mut owner_dirs: Vec<(PathBuf, usize, bool)> = Vec::new();
+        // What each app deploys from this repository, and which CRD groups it installs.
+        if self.repo_url.is_none() {
+            self.repo_url = self.infer_repo_url(&apps);
+        }
+        let by_file: BTreeMap<PathBuf, &Kustomization> =
+            kustomizations.iter().map(|(f, k)| (f.clone(), k)).collect();
+        let file_set: BTreeSet<PathBuf> = files.iter().cloned().collect();
+        // file -> (app, depth of the app's path): the deepest path first.
+        let mut owned: BTreeMap<PathBuf, Vec<(usize, usize)>> = BTreeMap::new();
         let mut installs: BTreeMap<String, usize> = BTreeMap::new(); // group -> app index
         for (i, app) in &apps {
             let o = &objects[*i];
@@ -480,17 +781,30 @@ impl Validator<'_> {
                 if !self.is_this_repo(&source.repo_url, Some(path)) {
                     continue;
                 }
-                let dir = self.root.join(path);
-                if dir.is_dir() {
-                    // Argo CD reads a plain directory without its subdirectories unless told
-                    // to recurse; a kustomization can reach anything below it.
-                    let recurse = source
-                        .extra
-                        .get("directory")
-                        .is_some_and(|d| d["recurse"] == true)
-                        || dir.join("kustomization.yaml").exists()
-                        || dir.join("kustomization.yml").exists();
-                    owner_dirs.push((PathBuf::from(path.trim_matches('/')), *i, recurse));
+                let dir = normalize(Path::new(path.trim_matches('/')));
+                if self.root.join(&dir).is_dir() {
+                    let deployed = match Self::deployed(
+                        &dir,
+                        source.extra.get("directory"),
+                        &by_file,
+                        &file_set,
+                    ) {
+                        Ok(d) => d,
+                        Err(message) => {
+                            self.add(
+                                &o.file,
+                                Some(o.line),
+                                Severity::Error,
+                                "app-path",
+                                format!("Application {}: {message}", o.name),
+                            );
+                            BTreeSet::new()
+                        }
+                    };
+                    let depth = dir.components().count();
+                    for file in deployed {
+                        owned.entry(file).or_default().push((*i, depth));
+                    }
                 } else {
                     self.add(
                         &o.file,
@@ -550,26 +864,16 @@ impl Validator<'_> {
                 }
             }
         }
-        // Every Application that manages a file, the one with the deepest path first: the
-        // file's directory and, for recursive sources, each directory above it.
-        let mut by_dir: BTreeMap<&Path, Vec<(usize, bool)>> = BTreeMap::new();
-        for (dir, app, recurse) in &owner_dirs {
-            by_dir
-                .entry(dir.as_path())
-                .or_default()
-                .push((*app, *recurse));
+        // Every Application that deploys a file, the one with the deepest path first.
+        for owners in owned.values_mut() {
+            owners.sort_by_key(|(app, depth)| (std::cmp::Reverse(*depth), *app));
+            owners.dedup_by_key(|(app, _)| *app);
         }
         let owners_of = |file: &Path| -> Vec<usize> {
-            let mut owners = Vec::new();
-            let parent = file.parent().unwrap_or(Path::new(""));
-            for (depth, dir) in parent.ancestors().enumerate() {
-                for (app, recurse) in by_dir.get(dir).into_iter().flatten() {
-                    if (depth == 0 || *recurse) && !owners.contains(app) {
-                        owners.push(*app);
-                    }
-                }
-            }
-            owners
+            owned
+                .get(file)
+                .map(|o| o.iter().map(|(app, _)| *app).collect())
+                .unwrap_or_default()
         };
         let owner_of = |file: &Path| owners_of(file).first().copied();
         for o in objects
@@ -590,15 +894,26 @@ impl Validator<'_> {
 
         // CRD order and duplicates.
         let mut managed: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
+        let mut unowned: BTreeSet<&Path> = BTreeSet::new();
         for (i, o) in objects.iter().enumerate() {
-            let owner = owner_of(&o.file);
-            if let Some(&installer) = installs.get(&o.group) {
-                // The object's wave is its Application's when it lives in one's path, else its own.
-                let (user, user_wave) = match owner {
-                    Some(app) if app == installer => continue,
-                    Some(app) => (objects[app].name.clone(), wave_of(app)),
-                    None => (format!("{} {}", o.kind, o.name), wave_of(i)),
-                };
+            // A file no Application deploys (a bootstrap file applied by hand, a template):
+            // nothing to order or to collide; said once, for information.
+            let Some(owner) = owner_of(&o.file) else {
+                if !apps.is_empty() && unowned.insert(&o.file) {
+                    self.add(&o.file, Some(o.line), Severity::Info, "unowned", "no Application in this repository deploys this file (applied by hand, or by another tool?)".into());
+                }
+                continue;
+            };
+            // Argo CD's own kinds exist before Argo CD syncs anything (an Application that
+            // deploys itself, or Argo CD's chart installing its CRDs, is not an ordering
+            // problem).
+            let argo_kind = o.group == "argoproj.io";
+            if let Some(&installer) = installs.get(&o.group)
+                && !argo_kind
+                && owner != installer
+                && owner != i
+            {
+                let (user, user_wave) = (objects[owner].name.clone(), wave_of(owner));
                 if user_wave <= wave_of(installer) {
                     self.add(&o.file, Some(o.line), Severity::Error, "crd-order", format!(
                         "{} {} needs the CRDs of {} installed by Application {} (wave {}), but {user} is in wave {user_wave}: put it in a later wave",
@@ -607,11 +922,16 @@ impl Validator<'_> {
                 }
             }
             for app in owners_of(&o.file) {
-                let ns = o
-                    .namespace
-                    .clone()
-                    .or_else(|| app_namespace.get(&app).cloned().flatten())
-                    .unwrap_or_default();
+                // A cluster-scoped object is one object whatever namespace its Applications
+                // deploy to.
+                let ns = if is_cluster_scoped(&o.group, &o.kind) {
+                    String::new()
+                } else {
+                    o.namespace
+                        .clone()
+                        .or_else(|| app_namespace.get(&app).cloned().flatten())
+                        .unwrap_or_default()
+                };
                 let key = (o.group.clone(), o.kind.clone(), ns, o.name.clone());
                 if let Some(&first) = managed.get(&key)
                     && first != app
@@ -632,6 +952,120 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// `path` with `.` and `..` resolved lexically (`a/./b/../c` is `a/c`).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Kinds that are never in a namespace (the built-in ones and those of the platform's
+/// charts).
+fn is_cluster_scoped(group: &str, kind: &str) -> bool {
+    const KINDS: &[(&str, &str)] = &[
+        ("", "Namespace"),
+        ("", "Node"),
+        ("", "PersistentVolume"),
+        ("rbac.authorization.k8s.io", "ClusterRole"),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+        ("apiextensions.k8s.io", "CustomResourceDefinition"),
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingWebhookConfiguration",
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration",
+        ),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingAdmissionPolicyBinding",
+        ),
+        ("apiregistration.k8s.io", "APIService"),
+        ("storage.k8s.io", "StorageClass"),
+        ("storage.k8s.io", "CSIDriver"),
+        ("scheduling.k8s.io", "PriorityClass"),
+        ("networking.k8s.io", "IngressClass"),
+        ("node.k8s.io", "RuntimeClass"),
+        ("cert-manager.io", "ClusterIssuer"),
+        ("external-secrets.io", "ClusterSecretStore"),
+        ("external-secrets.io", "ClusterExternalSecret"),
+    ];
+    KINDS.iter().any(|(g, k)| *g == group && *k == kind)
+}
+
+/// The files a kustomization in `dir` lists (resources and components, through the
+/// kustomizations of the directories it lists), into `out`.
+fn kustomize_owned(
+    dir: &Path,
+    kustomizations: &BTreeMap<PathBuf, &Kustomization>,
+    files: &BTreeSet<PathBuf>,
+    out: &mut BTreeSet<PathBuf>,
+    visited: &mut BTreeSet<PathBuf>,
+) {
+    if !visited.insert(dir.to_owned()) {
+        return;
+    }
+    let Some(k) = kustomizations
+        .get(&dir.join("kustomization.yaml"))
+        .or_else(|| kustomizations.get(&dir.join("kustomization.yml")))
+    else {
+        return;
+    };
+    for r in k.resources.iter().chain(&k.components) {
+        if is_remote(r) {
+            continue;
+        }
+        let path = normalize(&dir.join(r));
+        if files.contains(&path) {
+            out.insert(path);
+        } else {
+            kustomize_owned(&path, kustomizations, files, out, visited);
+        }
+    }
+}
+
+/// A URL without the `user:password@` it may carry (a Git remote's URL is printed).
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Whether a kustomization reference is fetched from elsewhere (a Git or HTTP URL).
+fn is_remote(reference: &str) -> bool {
+    reference.contains("://")
+        || reference.starts_with("github.com/")
+        || reference.starts_with("git@")
+        || reference.starts_with("gitlab.com/")
+}
+
+/// A kustomization's remote references (resources and components).
+fn remote_refs(k: &Kustomization) -> Vec<&str> {
+    k.resources
+        .iter()
+        .chain(&k.components)
+        .map(String::as_str)
+        .filter(|r| is_remote(r))
+        .collect()
 }
 
 fn collect_strings(value: &Value, key: &str, out: &mut Vec<(String, String)>) {
@@ -670,23 +1104,52 @@ fn is_pinned(image: &str) -> bool {
         .is_some_and(|(_, tag)| tag != "latest" && !tag.is_empty())
 }
 
+/// Why a repository could not be validated at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// The path does not exist or cannot be reached.
+    #[error("{path}: {source}")]
+    Unreadable {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The path is not a directory.
+    #[error("{0}: not a directory (give the repository's top directory)")]
+    NotADirectory(PathBuf),
+}
+
 /// Validates the repository at `root`.
-pub fn validate(root: &Path, options: &Options) -> Report {
+///
+/// # Errors
+/// `root` does not exist or is not a directory (never "0 files, no findings").
+pub fn validate(root: &Path, options: &Options) -> Result<Report, ValidateError> {
+    let metadata = std::fs::metadata(root).map_err(|source| ValidateError::Unreadable {
+        path: root.to_owned(),
+        source,
+    })?;
+    if !metadata.is_dir() {
+        return Err(ValidateError::NotADirectory(root.to_owned()));
+    }
     let mut v = Validator {
         root,
         options,
+        repo_url: options.repo_url.clone(),
         findings: Vec::new(),
     };
     let (objects, kustomizations, files) = v.read();
     v.check_kustomizations(&kustomizations);
-    v.check_objects(&objects);
+    v.check_objects(&objects, &kustomizations, &files);
     let mut findings = v.findings;
     findings.sort();
-    Report {
+    // One finding once: a document repeated through aliases says each thing once.
+    findings.dedup();
+    Ok(Report {
         findings,
-        files,
+        files: files.len(),
         objects: objects.len(),
-    }
+    })
 }
 
 /// The report for people: findings grouped by file, then a summary line.
@@ -703,6 +1166,7 @@ pub fn render(report: &Report) -> String {
             Severity::Error => "error",
             Severity::Warning => "warning",
             Severity::Note => "note",
+            Severity::Info => "info",
         };
         let _ = writeln!(out, "  {at}{sev} [{}] {}", f.rule, f.message);
     }
@@ -739,6 +1203,16 @@ mod tests {
     #[test]
     fn documents_start_where_their_separator_is() {
         assert_eq!(document_lines("a: 1\n---\nb: 2\n---\nc: 3\n"), [1, 3, 5]);
-        assert_eq!(document_lines("---\na: 1\n"), [1]);
+        // A leading `---` opens the first document; its line is its first of content.
+        assert_eq!(document_lines("---\na: 1\n"), [2]);
+        // Comments before the first `---` are no document.
+        assert_eq!(
+            document_lines("# generated\n# by hand\n---\napiVersion: v1\n---\n# c\n\nkind: B\n"),
+            [4, 8]
+        );
+        // Content on the separator's line; an empty document between two separators.
+        assert_eq!(document_lines("--- {a: 1}\n---\n---\nb: 2\n"), [1, 3, 4]);
+        // `----` and `---x` are not separators.
+        assert_eq!(document_lines("a: |\n  ----\n  ---x\n"), [1]);
     }
 }

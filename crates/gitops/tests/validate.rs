@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::path::Path;
 
 use gitops::validate::{Options, Report, Severity, validate};
@@ -102,13 +103,14 @@ fn check(files: &[(String, String)]) -> Report {
             kustomize_build: true,
         },
     )
+    .unwrap()
 }
 
 fn rules(report: &Report) -> BTreeSet<&'static str> {
     report
         .findings
         .iter()
-        .filter(|f| f.severity != Severity::Note)
+        .filter(|f| f.severity < Severity::Note)
         .map(|f| f.rule)
         .collect()
 }
@@ -312,5 +314,318 @@ proptest! {
         prop_assert_eq!(order_errors == 0, respects, "waves {:?} uses {:?}: {:#?}", waves, uses, report.findings);
         let others: BTreeSet<_> = rules(&report).into_iter().filter(|r| *r != "crd-order").collect();
         prop_assert!(others.is_empty(), "{:?}", others);
+    }
+}
+
+/// An Application of the default project with `CreateNamespace=true`.
+fn plain_app(name: &str, wave: i64, source: &str, namespace: &str) -> String {
+    app(name, &wave.to_string(), "default", source, namespace, true)
+}
+
+/// A repository of the shapes real home-lab repositories have, and exactly what the
+/// validator must say about it.
+#[test]
+fn ownership_follows_what_argo_cd_deploys() {
+    let cm = |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n");
+    let cluster_role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: team-reader\nrules: []\n";
+    let files: Vec<(String, String)> = [
+        // The root deploys the directory it lives in: itself included.
+        ("apps/root.yaml", plain_app("root", 0, &git("apps"), "argocd")),
+        ("apps/platform.yaml", plain_app("platform-config", 2, &git("platform"), "platform")),
+        (
+            "apps/tools.yaml",
+            plain_app(
+                "tools",
+                3,
+                &format!("{}\n    directory:\n      recurse: true\n      include: '{{*.yaml,deep/*.yaml}}'\n      exclude: 'templates/*'", git("tools")),
+                "tools",
+            ),
+        ),
+        (
+            "apps/cert-manager.yaml",
+            plain_app("cert-manager", 4, "    repoURL: https://charts.jetstack.io\n    chart: cert-manager\n    targetRevision: v1.19.1", "cert-manager"),
+        ),
+        ("apps/team-a.yaml", plain_app("team-a", 5, &git("teams/a"), "team-a")),
+        ("apps/team-b.yaml", plain_app("team-b", 5, &git("teams/b"), "team-b")),
+        ("apps/web.yaml", plain_app("web", 6, &git("web"), "web")),
+        // Recurse off: only the top directory.
+        ("platform/config.yaml", cm("platform")),
+        ("platform/sub/skipped.yaml", cm("below")),
+        // Recurse on, with include and exclude.
+        ("tools/a.yaml", cm("a")),
+        ("tools/deep/b.yaml", cm("b")),
+        ("tools/notes.yml", cm("notes")),
+        // A template no one deploys, using cert-manager's kind before cert-manager's wave.
+        (
+            "tools/templates/cert.yaml",
+            "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata:\n  name: t\n  namespace: tools\nspec:\n  secretName: t\n".into(),
+        ),
+        // One cluster-scoped object from two Applications deploying to two namespaces.
+        ("teams/a/role.yaml", cluster_role.into()),
+        ("teams/b/role.yaml", cluster_role.into()),
+        // A kustomization deploys what it lists.
+        ("web/kustomization.yaml", "resources:\n  - deploy.yaml\n".into()),
+        (
+            "web/deploy.yaml",
+            "# Written by hand.\n# Comments before the first separator.\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: \"nginx:latest\"}]\n".into(),
+        ),
+        ("web/unlisted.yaml", cm("unlisted")),
+        ("web/extra/unlisted.yaml", cm("extra")),
+    ]
+    .into_iter()
+    .map(|(p, t)| (p.to_owned(), t))
+    .collect();
+    let report = check(&files);
+    let found: Vec<(String, Option<usize>, Severity, &str)> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity != Severity::Note)
+        .map(|f| (f.file.display().to_string(), f.line, f.severity, f.rule))
+        .collect();
+    let want: Vec<(String, Option<usize>, Severity, &str)> = [
+        (
+            "platform/sub/skipped.yaml",
+            Some(1),
+            Severity::Info,
+            "unowned",
+        ),
+        ("teams/b/role.yaml", Some(1), Severity::Error, "duplicate"),
+        ("tools/notes.yml", Some(1), Severity::Info, "unowned"),
+        (
+            "tools/templates/cert.yaml",
+            Some(1),
+            Severity::Info,
+            "unowned",
+        ),
+        ("web/deploy.yaml", Some(4), Severity::Warning, "image-pin"),
+        (
+            "web/extra/unlisted.yaml",
+            Some(1),
+            Severity::Info,
+            "unowned",
+        ),
+        ("web/unlisted.yaml", Some(1), Severity::Info, "unowned"),
+    ]
+    .into_iter()
+    .map(|(f, l, s, r)| (f.to_owned(), l, s, r))
+    .collect();
+    assert_eq!(found, want, "{:#?}", report.findings);
+    let duplicate = report
+        .findings
+        .iter()
+        .find(|f| f.rule == "duplicate")
+        .unwrap();
+    assert_eq!(
+        duplicate.message,
+        "ClusterRole /team-reader is managed by both Application team-a and Application team-b"
+    );
+}
+
+#[test]
+fn without_a_repository_url_the_applications_name_it_and_it_is_said() {
+    homelab_testkit::require_kubectl();
+    let mut files = base();
+    files.push((
+        "apps/extra.yaml".into(),
+        plain_app("extra", 12, &git("workloads/nope"), "web"),
+    ));
+    let dir = write(&files);
+    let report = validate(
+        dir.path(),
+        &Options {
+            repo_url: None,
+            kustomize_build: false,
+        },
+    )
+    .unwrap();
+    let note = report
+        .findings
+        .iter()
+        .find(|f| f.rule == "app-path" && f.severity == Severity::Note)
+        .unwrap();
+    assert!(note.message.contains(REPO), "{note:?}");
+    assert!(
+        report.findings.iter().any(|f| f.rule == "app-path"
+            && f.severity == Severity::Error
+            && f.message.contains("workloads/nope")),
+        "{:#?}",
+        report.findings
+    );
+    // Nothing to infer from: said, not skipped silently.
+    let empty = write(&[(
+        "apps/x.yaml".into(),
+        plain_app("x", 0, &git("nowhere"), "x"),
+    )]);
+    let report = validate(empty.path(), &Options::default()).unwrap();
+    assert!(
+        report.findings.iter().any(|f| f.severity == Severity::Note
+            && f.message.contains("Application paths are not checked")),
+        "{:#?}",
+        report.findings
+    );
+}
+
+#[test]
+fn a_remote_base_that_cannot_be_fetched_is_not_checked_not_failed() {
+    let files = with(
+        base(),
+        "infrastructure/metallb-config/kustomization.yaml",
+        |t| format!("{t}  - https://github.invalid/homelab/bases//metallb?ref=v1\n"),
+    );
+    let report = check(&files);
+    let builds: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule == "kustomize-build")
+        .collect();
+    assert_eq!(builds.len(), 1, "{builds:#?}");
+    assert_eq!(builds[0].severity, Severity::Warning, "{builds:#?}");
+    assert!(
+        builds[0]
+            .message
+            .starts_with("could not check: the remote base https://github.invalid/"),
+        "{builds:#?}"
+    );
+    assert!(!report.has_errors(), "{:#?}", report.findings);
+}
+
+/// A ConfigMap whose key `x0` is `first` and each key `x<i>` (up to `levels`) lists the
+/// one before it `fanout` times through an alias.
+fn aliased(name: &str, first: &str, levels: usize, fanout: usize) -> String {
+    let mut text =
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\nx0: &a0 {first}\n");
+    for i in 1..=levels {
+        let refs = vec![format!("*a{}", i - 1); fanout].join(", ");
+        let _ = writeln!(text, "x{i}: &a{i} [{refs}]");
+    }
+    text
+}
+
+#[test]
+fn an_alias_bomb_is_refused_once() {
+    // 3^8 = 6,561 copies of one URL with credentials, from a dozen lines.
+    let url = "\"https://u:p@h.example/\"";
+    let text = aliased("bomb", &format!("[{url}, {url}, {url}]"), 8, 3);
+    let files = with(base(), "workloads/web/bomb.yaml", |_| text.clone());
+    let report = check(&files);
+    let about: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.file == Path::new("workloads/web/bomb.yaml"))
+        .collect();
+    assert_eq!(about.len(), 1, "{about:#?}");
+    assert_eq!(about[0].rule, "yaml");
+    assert!(about[0].message.contains("repetition limit"), "{about:#?}");
+
+    // Below the parser's limit (3^6 = 729 copies): what the copies hold is said once.
+    let text = aliased("bomb", &format!("[{url}, {url}, {url}]"), 5, 3);
+    let files = with(base(), "workloads/web/bomb.yaml", |_| text.clone());
+    let report = check(&files);
+    let about: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.file == Path::new("workloads/web/bomb.yaml"))
+        .map(|f| f.rule)
+        .collect();
+    // Once per key that holds the URL (x0 to x5), not once per copy.
+    assert_eq!(about, ["url-credentials"; 6], "{:#?}", report.findings);
+}
+
+#[test]
+fn a_document_expanding_far_beyond_its_size_is_refused() {
+    // A list of 300 values replayed a thousand times: 300,000 values from seven lines, with
+    // few enough alias jumps for the parser's own limit (100 per event of the document).
+    let list: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    let text = aliased("wide", &format!("[{}]", list.join(", ")), 3, 10);
+    let files = with(base(), "workloads/web/wide.yaml", |_| text.clone());
+    let report = check(&files);
+    let about: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.file == Path::new("workloads/web/wide.yaml"))
+        .collect();
+    assert_eq!(about.len(), 1, "{about:#?}");
+    assert!(
+        about[0]
+            .message
+            .contains("aliases expand it to more than 5000 values"),
+        "{about:#?}"
+    );
+}
+
+#[test]
+fn links_to_directories_and_out_of_the_tree_are_not_followed() {
+    let dir = write(&base());
+    let root = dir.path();
+    // Two links to the top: walked naively, the tree never ends.
+    std::os::unix::fs::symlink(".", root.join("loop-a")).unwrap();
+    std::os::unix::fs::symlink(".", root.join("workloads/loop-b")).unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("outside")).unwrap();
+    // A link to a file of the tree: read once.
+    std::os::unix::fs::symlink("deployment.yaml", root.join("workloads/web/again.yaml")).unwrap();
+    let started = std::time::Instant::now();
+    let report = validate(
+        root,
+        &Options {
+            repo_url: Some(REPO.into()),
+            kustomize_build: false,
+        },
+    )
+    .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(report.files, base().len());
+    let files: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule == "files")
+        .map(|f| (f.file.display().to_string(), f.severity))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("loop-a".to_owned(), Severity::Info),
+            ("outside".to_owned(), Severity::Note),
+            ("workloads/loop-b".to_owned(), Severity::Info),
+        ]
+    );
+    assert!(rules(&report).is_empty(), "{:#?}", report.findings);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Random trees of directories, files and links (to directories anywhere, the top
+    /// included, and to files): the walk ends and reads each real file once.
+    #[test]
+    fn the_walk_reads_each_real_file_once(
+        dirs in proptest::collection::vec(0usize..4, 1..6),
+        files in proptest::collection::vec(0usize..6, 0..10),
+        links in proptest::collection::vec((0usize..6, 0usize..12, proptest::bool::ANY), 0..8),
+    ) {
+        let root = tempfile::tempdir().unwrap();
+        // Directory i lives under directory dirs[i] % i (0 is the top).
+        let mut paths = vec![root.path().to_owned()];
+        for (i, parent) in dirs.iter().enumerate() {
+            let p = paths[parent % (i + 1)].join(format!("d{i}"));
+            std::fs::create_dir_all(&p).unwrap();
+            paths.push(p);
+        }
+        let mut real = Vec::new();
+        for (i, d) in files.iter().enumerate() {
+            let p = paths[d % paths.len()].join(format!("f{i}.yaml"));
+            std::fs::write(&p, format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\n")).unwrap();
+            real.push(p);
+        }
+        for (i, (at, to, to_file)) in links.iter().enumerate() {
+            let at = paths[at % paths.len()].join(format!("l{i}.yaml"));
+            let to = if *to_file && !real.is_empty() {
+                real[to % real.len()].clone()
+            } else {
+                paths[to % paths.len()].clone()
+            };
+            std::os::unix::fs::symlink(&to, &at).unwrap();
+        }
+        let report = validate(root.path(), &Options { repo_url: Some(REPO.into()), kustomize_build: false }).unwrap();
+        prop_assert_eq!(report.files, real.len());
+        prop_assert_eq!(report.objects, real.len());
     }
 }

@@ -238,3 +238,99 @@ async fn a_token_realm_on_another_host_gets_no_credentials() {
         Some("robot$ci")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_between_two_registries_sends_each_its_own_credentials_only() {
+    // Two registries, each with its own token service and its own robot: the source on
+    // 127.0.0.1, the target reached as `localhost` (another host to the client). A copy
+    // logs in to each with that registry's credentials; neither token service ever sees the
+    // other's robot.
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let tokens_a =
+        homelab_testkit::token_server::TokenServer::start(dir_a.path(), "robot$a", "pass-a")
+            .unwrap();
+    let tokens_b =
+        homelab_testkit::token_server::TokenServer::start(dir_b.path(), "robot$b", "pass-b")
+            .unwrap();
+    let start = |realm: String, cert| {
+        homelab_testkit::registry::Registry::start_with(
+            &homelab_testkit::registry::RegistryConfig {
+                token: Some((realm, cert)),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let a = start(tokens_a.realm.clone(), tokens_a.cert_pem.clone());
+    let b = start(
+        tokens_b.realm.replace("127.0.0.1", "localhost"),
+        tokens_b.cert_pem.clone(),
+    );
+    let plain = || Options {
+        plain_http: true,
+        ..Options::default()
+    };
+    let login = |host: String, user: &str, password: &str| {
+        Registry::new(
+            &host,
+            Credentials::Basic {
+                username: user.into(),
+                password: SecretString::from(password.to_owned()),
+            },
+            plain(),
+        )
+        .unwrap()
+    };
+    let from = login(a.host(), "robot$a", "pass-a");
+    let b_host = format!("localhost:{}", b.addr.port());
+    let to = login(b_host.clone(), "robot$b", "pass-b");
+
+    // An image on the source.
+    let layer = vec![0u8; 1024];
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    for blob in [&layer[..], &config[..]] {
+        from.push_blob_bytes("src/app", blob).await.unwrap();
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": harbor_client::reference::Digest::of(config).to_string(), "size": config.len() },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                     "digest": harbor_client::reference::Digest::of(&layer).to_string(), "size": layer.len() }],
+    }))
+    .unwrap();
+    from.put_manifest(
+        "src/app",
+        "v1",
+        &manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+    )
+    .await
+    .unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let source: harbor_client::reference::Reference =
+        format!("{}/src/app:v1", a.host()).parse().unwrap();
+    let target: harbor_client::reference::Reference =
+        format!("{b_host}/dst/app:v1").parse().unwrap();
+    let copied = harbor_client::image::copy(&from, &source, &to, &target, work.path(), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        copied.digest,
+        harbor_client::reference::Digest::of(&manifest).to_string()
+    );
+    let seen = |t: &homelab_testkit::token_server::TokenServer| t.users.lock().unwrap().clone();
+    let (users_a, users_b) = (seen(&tokens_a), seen(&tokens_b));
+    assert!(!users_a.is_empty() && !users_b.is_empty());
+    assert!(
+        users_a.iter().all(|u| u.as_deref() == Some("robot$a")),
+        "{users_a:?}"
+    );
+    assert!(
+        users_b.iter().all(|u| u.as_deref() == Some("robot$b")),
+        "{users_b:?}"
+    );
+}
