@@ -20,6 +20,31 @@ use crate::types::{
 /// The first line of every file `init` owns. Remove it to keep your own version.
 pub const MARKER: &str = "# Managed by homelab-gitops init: edits are replaced on the next init; delete this line to keep your own version.";
 
+/// The core resources the `homelab-viewer` role reads: everything but Secrets.
+pub const VIEWER_CORE_RESOURCES: &[&str] = &[
+    "configmaps",
+    "endpoints",
+    "events",
+    "limitranges",
+    "namespaces",
+    "nodes",
+    "persistentvolumeclaims",
+    "persistentvolumes",
+    "pods",
+    "pods/log",
+    "replicationcontrollers",
+    "resourcequotas",
+    "serviceaccounts",
+    "services",
+];
+
+/// The namespace of the Actions Runner Controller.
+pub const ARC_NAMESPACE: &str = "arc-systems";
+/// The controller's service account, named in both charts: the runner scale set chart
+/// otherwise finds it with Helm's `lookup`, which returns nothing under Argo CD (the runner
+/// Applications would then fail to render).
+pub const ARC_CONTROLLER_SERVICE_ACCOUNT: &str = "arc-gha-rs-controller";
+
 /// The Secret of Harbor's TLS certificate (and the Certificate's name).
 pub const HARBOR_TLS_SECRET: &str = "harbor-tls";
 /// The Secret holding Harbor's admin password (key `HARBOR_ADMIN_PASSWORD`), which the
@@ -484,9 +509,9 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
                     "ghcr.io/actions/actions-runner-controller-charts",
                     "gha-runner-scale-set-controller",
                     &version,
-                    Value::Null,
+                    json!({ "serviceAccount": { "name": ARC_CONTROLLER_SERVICE_ACCOUNT } }),
                 ),
-                "arc-systems",
+                ARC_NAMESPACE,
             ),
         ));
         for r in &spec.runners {
@@ -505,6 +530,8 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
                             "githubConfigUrl": format!("https://github.com/{}/{}", spec.github_owner, r.repository),
                             "githubConfigSecret": "github-runner-token",
                             "minRunners": r.min, "maxRunners": r.max, "runnerScaleSetName": r.repository,
+                            "controllerServiceAccount": {
+                                "namespace": ARC_NAMESPACE, "name": ARC_CONTROLLER_SERVICE_ACCOUNT },
                         }),
                     ),
                     "arc-runners",
@@ -527,12 +554,19 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
         .map(|ns| json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns, "labels": { "app.kubernetes.io/part-of": "homelab" } } }))
         .collect();
     add("core/namespaces.yaml", yaml(&namespaces)?);
-    // A read-only role for people who look but do not touch, bound to a group.
+    // A read-only role for people who look but do not touch, bound to a group. It names
+    // the core resources it reads: a wildcard there would include Secrets (and the
+    // ServiceAccount tokens they hold).
+    let read = json!(["get", "list", "watch"]);
     let rbac = [
         json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                 "metadata": { "name": "homelab-viewer" },
-                "rules": [{ "apiGroups": ["", "apps", "batch", "networking.k8s.io", "argoproj.io"],
-                            "resources": ["*"], "verbs": ["get", "list", "watch"] }] }),
+                "rules": [
+                    { "apiGroups": [""], "resources": VIEWER_CORE_RESOURCES, "verbs": read },
+                    { "apiGroups": ["apps", "batch", "networking.k8s.io", "discovery.k8s.io",
+                                    "storage.k8s.io", "events.k8s.io", "argoproj.io"],
+                      "resources": ["*"], "verbs": read },
+                ] }),
         json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                 "metadata": { "name": "homelab-viewers" },
                 "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "homelab-viewer" },

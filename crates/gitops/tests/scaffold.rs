@@ -315,3 +315,213 @@ fn the_generated_argocd_cm_makes_a_child_application_progress_until_synced_and_h
         ("Degraded", "Deployment speaker: 0/3 available")
     );
 }
+
+/// Every key path of a values object: `a.b.c` for each leaf (a list is a leaf).
+fn value_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match value.as_object() {
+        Some(map) if !map.is_empty() => {
+            for (key, child) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                value_paths(child, &path, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+/// Whether `path` is a key the chart knows: listed, or below a mapping that takes any key.
+fn known(keys: &std::collections::BTreeSet<String>, path: &str) -> bool {
+    keys.contains(path)
+        || path
+            .match_indices('.')
+            .any(|(at, _)| keys.contains(&format!("{}.*", &path[..at])))
+}
+
+#[test]
+fn every_helm_value_set_is_a_key_of_its_chart_at_the_pinned_version() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &spec()).unwrap();
+    let mut docs = Vec::new();
+    yaml_documents(dir.path(), &mut docs);
+    let facts = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/chart-keys");
+    let mut checked = Vec::new();
+    for doc in docs.iter().filter(|d| d["kind"] == "Application") {
+        let source = &doc["spec"]["source"];
+        let (Some(chart), Some(version)) =
+            (source["chart"].as_str(), source["targetRevision"].as_str())
+        else {
+            continue;
+        };
+        let values = &source["helm"]["valuesObject"];
+        if values.is_null() {
+            continue;
+        }
+        // The keys of the chart at that version (scripts/chart-keys.py, from the chart's
+        // values.yaml and templates): a version bump must bring its file.
+        let file = facts.join(format!("{chart}-{version}.txt"));
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/chart-keys.py)", file.display()));
+        let keys: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mut paths = Vec::new();
+        value_paths(values, "", &mut paths);
+        let unknown: Vec<&String> = paths.iter().filter(|p| !known(&keys, p)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{chart} {version} has no such keys: {unknown:?}"
+        );
+        checked.push(chart.to_owned());
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "cert-manager",
+            "external-secrets",
+            "gha-runner-scale-set",
+            "gha-runner-scale-set-controller",
+            "harbor",
+            "ingress-nginx"
+        ]
+    );
+    // The key test can fail: a key the chart does not have is caught.
+    let keys =
+        std::collections::BTreeSet::from(["a".to_owned(), "a.b".to_owned(), "m.*".to_owned()]);
+    assert!(known(&keys, "a.b") && known(&keys, "m.any.thing"));
+    assert!(!known(&keys, "a.c") && !known(&keys, "mm.x"));
+}
+
+#[test]
+fn the_runner_sets_name_the_controller_s_service_account_and_viewers_read_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &spec()).unwrap();
+    let mut docs = Vec::new();
+    yaml_documents(dir.path(), &mut docs);
+    let app = |name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == "Application" && d["metadata"]["name"] == name)
+            .unwrap()
+    };
+    let controller = app("actions-runner-controller");
+    let runner = app("runner-homelab");
+    let account = &controller["spec"]["source"]["helm"]["valuesObject"]["serviceAccount"]["name"];
+    let named = &runner["spec"]["source"]["helm"]["valuesObject"]["controllerServiceAccount"];
+    assert_eq!(&named["name"], account);
+    assert_eq!(
+        named["namespace"],
+        controller["spec"]["destination"]["namespace"]
+    );
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "homelab-viewer")
+        .unwrap();
+    for rule in role["rules"].as_array().unwrap() {
+        let core = rule["apiGroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "");
+        let resources = rule["resources"].as_array().unwrap();
+        if core {
+            assert!(
+                resources.iter().all(|r| r != "*" && r != "secrets"),
+                "{rule}"
+            );
+        }
+        assert!(
+            rule["apiGroups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|g| g != "*"),
+            "{rule}"
+        );
+    }
+}
+
+/// The viewer role, applied to a real API server with RBAC (or the cluster `KUBECONFIG`
+/// names): its group may read workloads and Argo CD's Applications, never a Secret.
+#[tokio::test]
+async fn a_real_api_server_lets_viewers_read_but_not_secrets() {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let (client, _plane) = homelab_testkit::control_plane::cluster().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &spec()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("core/rbac.yaml")).unwrap();
+    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    for doc in &docs {
+        match doc["kind"].as_str() {
+            Some("ClusterRole") => {
+                let _ = roles
+                    .delete("homelab-viewer", &DeleteParams::default())
+                    .await;
+                roles
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(doc.clone()).unwrap(),
+                    )
+                    .await
+                    .unwrap();
+            }
+            Some("ClusterRoleBinding") => {
+                let _ = bindings
+                    .delete("homelab-viewers", &DeleteParams::default())
+                    .await;
+                bindings
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(doc.clone()).unwrap(),
+                    )
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+    let may = |verb: &str, group: &str, resource: &str, namespace: &str| {
+        let reviews = reviews.clone();
+        let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": { "user": "someone@homelab", "groups": ["homelab:viewers", "system:authenticated"],
+                      "resourceAttributes": { "verb": verb, "group": group, "resource": resource,
+                                              "namespace": namespace } } }))
+        .unwrap();
+        async move {
+            reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .allowed
+        }
+    };
+    assert!(may("list", "", "pods", "default").await);
+    assert!(may("get", "", "pods/log", "default").await);
+    assert!(may("watch", "apps", "deployments", "web").await);
+    assert!(may("list", "argoproj.io", "applications", "argocd").await);
+    assert!(!may("get", "", "secrets", "default").await);
+    assert!(!may("list", "", "secrets", "kube-system").await);
+    assert!(!may("delete", "", "pods", "default").await);
+    let _ = roles
+        .delete("homelab-viewer", &DeleteParams::default())
+        .await;
+    let _ = bindings
+        .delete("homelab-viewers", &DeleteParams::default())
+        .await;
+}

@@ -185,7 +185,7 @@ pub fn components(spec: &PlatformSpec) -> Vec<Component> {
             name: "actions-runner-controller".into(),
             wave: wave("actions-runner-controller"),
             checks: vec![Check::PodsReady {
-                namespace: "arc-systems".into(),
+                namespace: gitops::scaffold::ARC_NAMESPACE.into(),
                 selector: "app.kubernetes.io/part-of=gha-rs-controller".into(),
                 min: 1,
             }],
@@ -234,7 +234,7 @@ pub fn components(spec: &PlatformSpec) -> Vec<Component> {
             name: "runners".into(),
             wave: wave("runners"),
             checks: vec![Check::PodsReady {
-                namespace: "arc-systems".into(),
+                namespace: gitops::scaffold::ARC_NAMESPACE.into(),
                 selector: "app.kubernetes.io/component=runner-scale-set-listener".into(),
                 min: 1,
             }],
