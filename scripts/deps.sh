@@ -27,6 +27,7 @@ PACKAGES=(
   "skopeo:/usr/bin/skopeo"                         # an independent OCI client to cross-check
   "containerd:/usr/bin/containerd"                 # a real containerd (and ctr): a node pulling from the registry
   "etcd-server:/usr/bin/etcd"                      # the real control plane's store in tests
+  "etcd-client:/usr/bin/etcdctl"                   # etcd snapshots: taken and restored in the backup tests
   "gnupg:/usr/bin/gpg"                             # OpenPGP keys: fingerprint cross-checks, a signed test repository
   "apt-utils:/usr/bin/apt-ftparchive"              # the stand-in Kubernetes package repository of the real-VM suite
   "iptables:/usr/sbin/xtables-nft-multi"           # the node bundle's kube-proxy and Flannel images carry it

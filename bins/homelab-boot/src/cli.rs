@@ -150,7 +150,8 @@ pub(crate) enum Command {
     /// Upgrade the cluster to cluster.kubernetes_version (or --to), one node at a time,
     /// control plane first: kubeadm, `kubeadm upgrade apply|node`, drain, kubelet, uncordon,
     /// Ready at the new version. Pre-checks (all nodes Ready, one minor release at most, no
-    /// downgrade) run before anything changes.
+    /// downgrade) and an etcd snapshot of the control plane (into backups.dir, checked) come
+    /// before anything changes: no snapshot, no upgrade.
     Upgrade {
         /// Target release (default: cluster.kubernetes_version).
         #[arg(long, value_name = "VERSION")]
@@ -164,6 +165,9 @@ pub(crate) enum Command {
         /// Kubernetes package repository base, for offline mirrors.
         #[arg(long, value_name = "URL")]
         package_source: Option<String>,
+        /// Upgrade without an etcd snapshot first (nothing to restore from if it fails).
+        #[arg(long)]
+        skip_backup: bool,
         #[command(flatten)]
         /// Where the cluster's kubeconfig goes.
         kubeconfig: KubeconfigArg,
@@ -326,6 +330,7 @@ pub(crate) async fn run(command: Command, global: &Global) -> Result<ExitCode> {
             dry_run,
             drain_timeout,
             package_source,
+            skip_backup,
             kubeconfig,
         } => {
             cluster::upgrade(
@@ -338,6 +343,7 @@ pub(crate) async fn run(command: Command, global: &Global) -> Result<ExitCode> {
                     dry_run,
                     drain_timeout,
                     package_source,
+                    skip_backup,
                 },
                 &kubeconfig.path(),
             )

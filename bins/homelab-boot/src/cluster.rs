@@ -150,6 +150,7 @@ pub(crate) struct UpgradeArgs {
     pub(crate) dry_run: bool,
     pub(crate) drain_timeout: Duration,
     pub(crate) package_source: Option<String>,
+    pub(crate) skip_backup: bool,
 }
 
 pub(crate) async fn upgrade(
@@ -185,6 +186,11 @@ pub(crate) async fn upgrade(
         workers,
         drain_timeout: args.drain_timeout,
         ready_timeout: Duration::from_secs(10 * 60),
+        backup: {
+            let mut lab = homelab::Lab::new(setup.config.clone());
+            lab.config_file.clone_from(&setup.config_file);
+            homelab::backup::upgrade_backups(&lab, args.skip_backup, &|e| eprintln!("{e}"))
+        },
     };
     let client = client(setup, kubeconfig).await?;
     let mut runner = global.runner(pool);

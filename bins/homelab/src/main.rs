@@ -123,7 +123,16 @@ enum Command {
         /// Time allowed to drain each node.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
         drain_timeout: std::time::Duration,
+        /// Upgrade without taking an etcd snapshot first (a failed upgrade then has nothing
+        /// to be restored from).
+        #[arg(long)]
+        skip_backup: bool,
     },
+    /// etcd snapshots of the cluster (`[backups]`): taken on the control plane over SSH,
+    /// checked there and here, copied into backups.dir (0600), the newest backups.keep within
+    /// backups.max_age kept. `homelab upgrade` takes one first.
+    #[command(subcommand)]
+    Backup(BackupCmd),
     /// Remove every object `up` created for this cluster (and nothing else): shows what goes
     /// and asks first (or --yes).
     Destroy {
@@ -216,11 +225,14 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
         Command::Upgrade {
             dry_run,
             drain_timeout,
+            skip_backup,
         } => {
             let lab = load(config.as_deref())?;
             let reports =
-                homelab::cluster::upgrade(&lab, dry_run, drain_timeout, &|e| eprintln!("{e}"))
-                    .await?;
+                homelab::cluster::upgrade(&lab, dry_run, drain_timeout, skip_backup, &|e| {
+                    eprintln!("{e}");
+                })
+                .await?;
             let changed = reports
                 .iter()
                 .filter(|r| r.outcome != kubeadm_boot::steps::Outcome::Unchanged)
@@ -233,6 +245,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Command::Destroy { yes } => destroy(&load(config.as_deref())?, yes).await,
+        Command::Backup(cmd) => backup(&load(config.as_deref())?, cmd).await,
         Command::Config(_) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -255,6 +268,77 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// `homelab backup`.
+#[derive(Debug, Subcommand)]
+enum BackupCmd {
+    /// The snapshots of this cluster in backups.dir, newest first: revision, size, age.
+    List,
+    /// Take a snapshot now (then apply retention).
+    Create,
+    /// Check each snapshot (or those given) as etcd would before restoring it: a database
+    /// followed by the sha256 etcd wrote. Exit status 1 when one does not check out.
+    Verify {
+        /// Snapshot files (default: every snapshot of this cluster).
+        files: Vec<std::path::PathBuf>,
+    },
+}
+
+async fn backup(lab: &Lab, cmd: BackupCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BackupCmd::List => {
+            let now = std::time::SystemTime::now();
+            let snapshots = homelab::backup::list(lab)?;
+            if snapshots.is_empty() {
+                println!(
+                    "no snapshots of {} in {}",
+                    lab.config.cluster.name,
+                    homelab::backup::dir(lab).display()
+                );
+            }
+            for s in snapshots {
+                let age = now.duration_since(s.taken).unwrap_or_default();
+                println!(
+                    "{}  revision {}  {} bytes  {} old",
+                    s.path.display(),
+                    s.revision,
+                    s.size,
+                    humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCmd::Create => {
+            let (taken, removed) = homelab::backup::create(lab).await?;
+            println!("{taken}");
+            for old in removed {
+                println!("removed {} (retention)", old.path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCmd::Verify { files } => {
+            let files = if files.is_empty() {
+                homelab::backup::list(lab)?
+                    .into_iter()
+                    .map(|s| s.path)
+                    .collect()
+            } else {
+                files
+            };
+            let mut ok = true;
+            for file in &files {
+                match kubeadm_boot::backup::verify(file) {
+                    Ok(()) => println!("ok    {}", file.display()),
+                    Err(e) => {
+                        ok = false;
+                        println!("FAIL  {e}");
+                    }
+                }
+            }
+            Ok(exit(ok))
+        }
+    }
 }
 
 async fn destroy(lab: &Lab, yes: bool) -> anyhow::Result<ExitCode> {

@@ -48,6 +48,8 @@ pub struct Config {
     /// The GitOps manifests repository ArgoCD follows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gitops: Option<GitopsConfig>,
+    /// Where etcd snapshots go and how many are kept.
+    pub backups: BackupsConfig,
     /// Timeouts and retries of each phase.
     pub phases: Phases,
     /// Optional parts of the platform.
@@ -498,6 +500,29 @@ impl Default for HarborConfig {
     }
 }
 
+/// etcd snapshots: taken before every upgrade and by `homelab backup create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct BackupsConfig {
+    /// Directory on this host the snapshots are copied into (mode 0600 files); a relative
+    /// path is relative to the configuration file's directory.
+    pub dir: String,
+    /// Snapshots kept (the newest; older ones are removed after each new snapshot).
+    pub keep: u32,
+    /// Snapshots older than this are removed whatever their number.
+    pub max_age: HumanDuration,
+}
+
+impl Default for BackupsConfig {
+    fn default() -> Self {
+        Self {
+            dir: "backups".into(),
+            keep: 7,
+            max_age: HumanDuration(std::time::Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+}
+
 /// Persistent volume sizes of Harbor's parts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
@@ -712,6 +737,7 @@ impl Default for Config {
             esc: None,
             github: None,
             gitops: None,
+            backups: BackupsConfig::default(),
             phases: Phases::default(),
             features: Features::default(),
             nodes: default_nodes(),

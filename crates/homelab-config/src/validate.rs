@@ -37,6 +37,7 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
     libvirt(config, &mut out);
     packages(config, &mut out);
     harbor(config, &mut out);
+    backups(config, &mut out);
     versions(config, &mut out);
     integrations(config, &mut out);
     phases(config, &mut out);
@@ -610,6 +611,32 @@ fn harbor(config: &Config, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Somewhere to put snapshots, and at least one kept.
+fn backups(config: &Config, out: &mut Vec<Diagnostic>) {
+    let b = &config.backups;
+    if b.dir.trim().is_empty() {
+        out.push(Diagnostic::error(
+            p("backups.dir"),
+            "is required: the directory etcd snapshots are copied into",
+        ));
+    }
+    if b.keep == 0 {
+        out.push(Diagnostic::error(
+            p("backups.keep"),
+            "must be at least 1: the snapshot taken before an upgrade would be removed at once",
+        ));
+    }
+    if b.max_age.0 < std::time::Duration::from_secs(3600) {
+        out.push(Diagnostic::error(
+            p("backups.max_age"),
+            format!(
+                "{} would remove a snapshot before it could be used: at least 1h",
+                b.max_age
+            ),
+        ));
+    }
+}
+
 /// A release tag (`v3.2.0`) where one is meant, and digests that are sha256 hex.
 fn versions(config: &Config, out: &mut Vec<Diagnostic>) {
     let v = &config.versions;
@@ -967,6 +994,19 @@ mod tests {
         );
         let text = validate(&c)[0].message.clone();
         assert!(text.contains("`kube-flannel.yml`"), "{text}");
+    }
+
+    #[test]
+    fn backups_need_a_directory_and_keep_one() {
+        let mut c = Config::default();
+        c.backups.dir = " ".into();
+        c.backups.keep = 0;
+        c.backups.max_age = crate::HumanDuration(std::time::Duration::from_secs(60));
+        let paths: Vec<String> = validate(&c)
+            .into_iter()
+            .map(|d| d.path.to_string())
+            .collect();
+        assert_eq!(paths, ["backups.dir", "backups.keep", "backups.max_age"]);
     }
 
     #[test]

@@ -291,7 +291,21 @@ impl Session {
         cmd: &Cmd,
         sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<Output, SshError> {
-        self.exec_with(cmd, None, sink).await
+        self.exec_with(cmd, None, sink, true).await
+    }
+
+    /// As [`Session::exec`], but standard output goes only to `sink` (the returned
+    /// [`Output`] has none): a command that writes gigabytes (a database snapshot streamed
+    /// with `cat`) costs this side no more memory than one message.
+    ///
+    /// # Errors
+    /// As [`Session::exec`].
+    pub async fn exec_streaming(
+        &self,
+        cmd: &Cmd,
+        sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<Output, SshError> {
+        self.exec_with(cmd, None, sink, false).await
     }
 
     /// As [`Session::exec`], with standard input streamed from `input` (instead of the
@@ -301,6 +315,7 @@ impl Session {
         cmd: &Cmd,
         input: Option<Box<dyn AsyncRead + Send + Unpin + '_>>,
         sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
+        keep_stdout: bool,
     ) -> Result<Output, SshError> {
         let line = cmd.wire_line();
         let channel_err = |message: String| SshError::Channel {
@@ -342,7 +357,9 @@ impl Session {
                     match msg {
                         ChannelMsg::Data { data } => {
                             sink(Stream::Stdout, &data);
-                            out.stdout.extend_from_slice(&data);
+                            if keep_stdout {
+                                out.stdout.extend_from_slice(&data);
+                            }
                         }
                         ChannelMsg::ExtendedData { data, ext: 1 } => {
                             sink(Stream::Stderr, &data);
@@ -465,7 +482,7 @@ impl Session {
         let mut cmd = Cmd::new(line).timeout(Duration::from_secs(1800));
         cmd.sudo = sudo;
         let out = self
-            .exec_with(&cmd, Some(Box::new(file)), &mut |_, _| {})
+            .exec_with(&cmd, Some(Box::new(file)), &mut |_, _| {}, true)
             .await?;
         if out.exit_status == 0 {
             Ok(())

@@ -312,8 +312,9 @@ pub fn record_kubernetes_version(
 }
 
 /// Upgrades the cluster to `cluster.kubernetes_version`, node by node, control plane first,
-/// after the pre-checks (every node Ready, no downgrade, one minor release at most). With
-/// `dry_run`, only checks and reports what would change.
+/// after the pre-checks (every node Ready, no downgrade, one minor release at most) and an
+/// etcd snapshot of the control plane (`[backups]`; refused when it fails, unless
+/// `skip_backup`). With `dry_run`, only checks and reports what would change.
 ///
 /// # Errors
 /// A pre-check, a step, a drain or a `Ready` wait failed.
@@ -321,6 +322,7 @@ pub async fn upgrade(
     lab: &Lab,
     dry_run: bool,
     drain_timeout: std::time::Duration,
+    skip_backup: bool,
     events: Events<'_>,
 ) -> Result<Vec<kubeadm_boot::steps::Report>, Error> {
     let plan = inputs::bootstrap_plan(&lab.config)?;
@@ -331,6 +333,7 @@ pub async fn upgrade(
         workers: plan.workers,
         drain_timeout,
         ready_timeout: lab.config.phases.cluster.timeout.0,
+        backup: crate::backup::upgrade_backups(lab, skip_backup, events),
     };
     let client = lab.kube_client().await?;
     let mut runner = runner(lab)?;

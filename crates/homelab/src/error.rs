@@ -123,6 +123,9 @@ pub enum Error {
     /// A manifest could not be read.
     #[error(transparent)]
     Manifest(#[from] kubeadm_boot::cni::CniError),
+    /// An etcd snapshot failed or could not be read.
+    #[error(transparent)]
+    Backup(#[from] kubeadm_boot::backup::BackupError),
     /// A worker thread stopped (a libvirt call panicked).
     #[error("a worker stopped: {0}")]
     Worker(String),

@@ -26,6 +26,7 @@
 //! Downloads (the pod network's manifest today) are checked against `homelab.lock`
 //! ([`lock`]): the digest is recorded on first use, and a changed artifact is refused.
 
+pub mod backup;
 pub mod bundle;
 pub mod cluster;
 mod error;

@@ -24,6 +24,7 @@
 //! - [`cluster`]: the whole sequence in one call ([`cluster::up`]): prepare, bootstrap,
 //!   kubeconfig, pod network, every node `Ready`.
 
+pub mod backup;
 pub mod bootstrap;
 pub mod bundle;
 pub mod ca;

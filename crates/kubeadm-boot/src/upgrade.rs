@@ -5,8 +5,10 @@
 //!
 //! Before anything changes, the pre-checks read the cluster through the API: every node
 //! Ready, no node newer than the target, and the target at most one minor release above the
-//! oldest node (kubeadm cannot skip minors). Afterwards, the post-check waits until every
-//! node is Ready at the target version. Re-running a finished upgrade changes nothing.
+//! oldest node (kubeadm cannot skip minors). Then, unless the plan says otherwise, an etcd
+//! snapshot of the control plane is taken and checked ([`crate::backup`]): no snapshot, no
+//! upgrade. Afterwards, the post-check waits until every node is Ready at the target
+//! version. Re-running a finished upgrade changes nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +34,12 @@ pub enum UpgradeError {
     /// The API failed, or a node did not come back Ready.
     #[error(transparent)]
     Nodes(#[from] NodesError),
+    /// The etcd snapshot taken before anything changes failed: nothing was upgraded.
+    #[error(
+        "no upgrade without a good etcd snapshot, and this one failed (nothing was changed): {0}; \
+         fix it, or upgrade without one (--skip-backup)"
+    )]
+    Backup(#[source] Box<crate::backup::BackupError>),
 }
 
 /// What to upgrade.
@@ -49,6 +57,8 @@ pub struct Plan {
     pub drain_timeout: Duration,
     /// Time allowed for a node to be Ready at the new version after its kubelet restarts.
     pub ready_timeout: Duration,
+    /// The etcd snapshot taken first; `None` upgrades without one (asked for explicitly).
+    pub backup: Option<crate::backup::Backups>,
 }
 
 fn parse_kubelet(v: &str) -> Option<Version> {
@@ -300,6 +310,37 @@ async fn upgrade_node(
     Ok(reports)
 }
 
+/// The snapshot before the upgrade (a dry run only says it would take one), then the
+/// retention of this cluster's snapshots.
+async fn snapshot(
+    runner: &Runner,
+    node: &Node,
+    backups: &crate::backup::Backups,
+) -> Result<Report, UpgradeError> {
+    let started = Instant::now();
+    let host = node.target.name.as_str();
+    if runner.dry_run {
+        return Ok(report(
+            host,
+            "etcd-snapshot",
+            Outcome::WouldChange,
+            format!("take an etcd snapshot into {}", backups.dir.display()),
+            started,
+        ));
+    }
+    let (taken, _) = backups
+        .take(runner.pool(), &node.target)
+        .await
+        .map_err(|e| UpgradeError::Backup(Box::new(e)))?;
+    Ok(report(
+        host,
+        "etcd-snapshot",
+        Outcome::Changed,
+        taken.to_string(),
+        started,
+    ))
+}
+
 /// Runs the upgrade: pre-checks, the control plane, each worker in turn, post-check.
 ///
 /// # Errors
@@ -312,15 +353,23 @@ pub async fn upgrade(
     events: Arc<dyn Fn(Event<'_>) + Send + Sync>,
 ) -> Result<Vec<Report>, UpgradeError> {
     pre_check(&nodes::list(client).await?, &plan.target)?;
-    let mut reports = upgrade_node(
-        runner,
-        client,
-        plan,
-        &plan.control_plane,
-        control_plane_steps(&plan.target, &plan.source),
-        &events,
-    )
-    .await?;
+    let mut reports = Vec::new();
+    if let Some(backups) = &plan.backup {
+        let r = snapshot(runner, &plan.control_plane, backups).await?;
+        events(Event::Done(&r));
+        reports.push(r);
+    }
+    reports.extend(
+        upgrade_node(
+            runner,
+            client,
+            plan,
+            &plan.control_plane,
+            control_plane_steps(&plan.target, &plan.source),
+            &events,
+        )
+        .await?,
+    );
     for worker in &plan.workers {
         reports.extend(
             upgrade_node(

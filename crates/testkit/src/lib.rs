@@ -10,6 +10,7 @@ pub mod apt_repo;
 pub mod containerd;
 pub mod control_plane;
 pub mod esc_fake;
+pub mod etcd;
 pub mod harbor_fake;
 pub mod kube_api;
 pub mod registry;

@@ -1,0 +1,277 @@
+//! etcd snapshots against real parts: Debian's etcd with client-certificate authentication
+//! (as kubeadm runs it), its `etcdctl`, and a real OpenSSH server on loopback standing in for
+//! the control-plane node.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use homelab_testkit::Sshd;
+use homelab_testkit::etcd::Etcd;
+use kubeadm_boot::backup::{EtcdClient, list, parse_name, take, verify};
+use kubeadm_boot::ssh::{HostKeyPolicy, Pool, SshOptions, Target};
+
+fn node(sshd: &Sshd) -> (Arc<Pool>, Target) {
+    let pool = Pool::new(SshOptions {
+        private_key: sshd.client_key.private_path.clone(),
+        known_hosts: sshd.dir().join("known_hosts"),
+        policy: HostKeyPolicy::TrustOnFirstUse,
+        connect_timeout: Duration::from_secs(10),
+        attempts: 3,
+    })
+    .unwrap();
+    let target = Target {
+        name: "cp-1".into(),
+        address: sshd.addr.ip().to_string(),
+        port: sshd.addr.port(),
+        user: sshd.user.clone(),
+    };
+    (Arc::new(pool), target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_streamed_checked_and_restores_the_keys() {
+    let etcd = Etcd::start().unwrap();
+    for i in 0..40 {
+        let out = etcd
+            .etcdctl(&["put", &format!("/registry/k{i:02}"), &format!("value-{i}")])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let sshd = Sshd::start().unwrap();
+    let (pool, target) = node(&sshd);
+    let work = tempfile::tempdir().unwrap();
+    let client = EtcdClient {
+        endpoint: etcd.endpoint.clone(),
+        cacert: etcd.ca.display().to_string(),
+        cert: etcd.cert.display().to_string(),
+        key: etcd.key.display().to_string(),
+        work_dir: work.path().join("backup").display().to_string(),
+        ..EtcdClient::default()
+    };
+    let backups = tempfile::tempdir().unwrap();
+    let dir = backups.path().join("snapshots");
+    let taken = take(&pool, &target, &client, "lab", &dir).await.unwrap();
+
+    // What etcd said of it, in its name, mode 0600, nothing left on the node.
+    assert!(taken.status.total_keys >= 40, "{:?}", taken.status);
+    assert!(taken.status.revision >= 41, "{:?}", taken.status);
+    assert_eq!(taken.snapshot.size, taken.status.total_size + 32);
+    let name = taken.snapshot.path.file_name().unwrap().to_string_lossy();
+    let (cluster, node, revision, _) = parse_name(&name).unwrap();
+    assert_eq!((cluster.as_str(), node.as_str()), ("lab", "cp-1"));
+    assert_eq!(revision, taken.status.revision);
+    let mode = std::fs::metadata(&taken.snapshot.path)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        !work.path().join("backup").exists(),
+        "the node kept its copy"
+    );
+    assert_eq!(list(&dir).unwrap(), std::slice::from_ref(&taken.snapshot));
+    verify(&taken.snapshot.path).unwrap();
+    // The certificates never crossed: only the etcd client on the node read them.
+    for command in sshd.commands() {
+        assert!(
+            !command.contains("cat ") || !command.contains(".key"),
+            "{command}"
+        );
+    }
+
+    // A copy with one byte changed fails etcd's own check, here and in etcdctl's restore.
+    let bad = backups.path().join("bad.db");
+    let mut bytes = std::fs::read(&taken.snapshot.path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&bad, &bytes).unwrap();
+    let err = verify(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("the file changed after etcd wrote it"),
+        "{err}"
+    );
+    assert!(Etcd::restore(&bad).is_err());
+
+    // The good one restores into a new data directory, and the keys are there.
+    let restored = Etcd::restore(&taken.snapshot.path).unwrap();
+    let out = restored
+        .etcdctl(&["get", "--prefix", "/registry/", "--keys-only"])
+        .unwrap();
+    let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(keys.len(), 40, "{keys:?}");
+    let out = restored
+        .etcdctl(&["get", "/registry/k07", "--print-value-only"])
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "value-7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_etcd_refuses_leaves_no_file_here_or_there() {
+    let etcd = Etcd::start().unwrap();
+    let sshd = Sshd::start().unwrap();
+    let (pool, target) = node(&sshd);
+    let work = tempfile::tempdir().unwrap();
+    // A client certificate etcd does not accept: the server's CA file as the certificate.
+    let client = EtcdClient {
+        endpoint: etcd.endpoint.clone(),
+        cacert: etcd.ca.display().to_string(),
+        cert: etcd.ca.display().to_string(),
+        key: etcd.key.display().to_string(),
+        work_dir: work.path().join("backup").display().to_string(),
+        ..EtcdClient::default()
+    };
+    let backups = tempfile::tempdir().unwrap();
+    let err = take(&pool, &target, &client, "lab", backups.path())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("etcd snapshot on cp-1: "), "{err}");
+    assert_eq!(std::fs::read_dir(backups.path()).unwrap().count(), 0);
+    assert!(!work.path().join("backup").exists());
+
+    // No etcd client on the node and no etcd container to borrow one from: said so.
+    let client = EtcdClient {
+        etcdctl: "etcdctl-not-installed".into(),
+        ..client
+    };
+    let err = take(&pool, &target, &client, "lab", backups.path())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no etcdctl on this node (install etcd-client)"),
+        "{err}"
+    );
+}
+
+/// `upgrade` against a real API server (or the cluster `KUBECONFIG` names) and a loopback
+/// node: a snapshot that fails stops it before any node step runs; a dry run says it would
+/// take one first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "one scenario: the node registered, then three upgrades")]
+async fn no_upgrade_without_a_good_snapshot() {
+    use kubeadm_boot::backup::Backups;
+    use kubeadm_boot::bootstrap::Node;
+    use kubeadm_boot::kubeadm::NodeSpec;
+    use kubeadm_boot::steps::{Outcome, Runner};
+    use kubeadm_boot::upgrade::{Plan, UpgradeError, upgrade};
+
+    let (client, plane) = homelab_testkit::control_plane::cluster().await.unwrap();
+    if plane.is_some() {
+        // No kubelet here: the node is registered Ready as a kubelet would.
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+        nodes
+            .create(
+                &kube::api::PostParams::default(),
+                &serde_json::from_value(serde_json::json!({ "metadata": { "name": "cp-1" } }))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        nodes
+            .patch_status(
+                "cp-1",
+                &kube::api::PatchParams::apply("homelab-test-kubelet").force(),
+                &kube::api::Patch::Apply(serde_json::json!({
+                    "apiVersion": "v1", "kind": "Node",
+                    "status": {
+                        "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "ready", "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+                        "nodeInfo": { "kubeletVersion": "v1.33.5", "kubeProxyVersion": "",
+                            "containerRuntimeVersion": "containerd://1.7.24", "machineID": "",
+                            "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "",
+                            "operatingSystem": "linux", "architecture": "amd64" },
+                    } })),
+            )
+            .await
+            .unwrap();
+    }
+    // The release the cluster's nodes run: the pre-checks pass, nothing is left to upgrade
+    // but the snapshot comes first anyway.
+    let version = kubeadm_boot::nodes::list(&client).await.unwrap()[0]
+        .kubelet_version
+        .clone();
+    let sshd = Sshd::start().unwrap();
+    let (pool, target) = node(&sshd);
+    let backups = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut plan = Plan {
+        target: version.trim_start_matches('v').parse().unwrap(),
+        source: kubeadm_boot::prepare::PackageSource::default(),
+        control_plane: Node {
+            target,
+            spec: NodeSpec {
+                name: "cp-1".into(),
+                address: std::net::Ipv4Addr::LOCALHOST,
+            },
+        },
+        workers: Vec::new(),
+        drain_timeout: Duration::from_secs(10),
+        ready_timeout: Duration::from_secs(10),
+        backup: Some(Backups {
+            // Nothing listens there: etcdctl fails.
+            client: EtcdClient {
+                endpoint: "https://127.0.0.1:1".into(),
+                work_dir: work.path().join("backup").display().to_string(),
+                timeout: Duration::from_secs(30),
+                ..EtcdClient::default()
+            },
+            cluster: "lab".into(),
+            dir: backups.path().to_owned(),
+            keep: 3,
+            max_age: None,
+        }),
+    };
+    let mut runner = Runner::new(pool.clone());
+    runner.lock_dir = format!("{}/locks", sshd.dir().display());
+    runner.dry_run = true;
+    let reports = upgrade(&runner, &client, &plan, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    assert_eq!(reports[0].step, "etcd-snapshot");
+    assert_eq!(reports[0].outcome, Outcome::WouldChange);
+
+    runner.dry_run = false;
+    let before = sshd.commands().len();
+    let err = upgrade(&runner, &client, &plan, Arc::new(|_| {}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpgradeError::Backup(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("no upgrade without a good etcd snapshot"),
+        "{text}"
+    );
+    assert!(text.contains("--skip-backup"), "{text}");
+    // Only the snapshot ran on the node: no step, no lock.
+    let ran = sshd.commands()[before..].to_vec();
+    assert_eq!(ran.len(), 1, "{ran:#?}");
+    assert!(ran[0].contains("snapshot save"), "{ran:#?}");
+    assert_eq!(std::fs::read_dir(backups.path()).unwrap().count(), 0);
+
+    // Without a snapshot (asked for): the steps run (and report, at this release, nothing
+    // left to do or a step the loopback node cannot run; never the snapshot).
+    plan.backup = None;
+    runner.dry_run = true;
+    let reports = upgrade(&runner, &client, &plan, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    assert!(reports.iter().all(|r| r.step != "etcd-snapshot"));
+    if plane.is_some() {
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+        let _ = nodes
+            .delete("cp-1", &kube::api::DeleteParams::default())
+            .await;
+    }
+}
