@@ -67,6 +67,7 @@ pub const WAVES: &[(&str, i64)] = &[
     ("projects", 0),
     ("local-path", 1),
     ("namespaces", 2),
+    ("etcd-backup", 2),
     ("metallb", 3),
     ("metallb-config", 4),
     ("ingress-nginx", 5),
@@ -133,6 +134,90 @@ pub struct Spec {
     pub github_owner: String,
     /// Runner scale sets.
     pub runners: Vec<Runner>,
+    /// A scheduled etcd snapshot on the control plane (`features.backups`).
+    pub etcd_backup: Option<EtcdBackup>,
+}
+
+/// A `CronJob` on the control plane that snapshots etcd on a schedule and keeps the newest
+/// snapshots on the node's disk (`platform/etcd-backup/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdBackup {
+    /// When (cron, the cluster's time zone: UTC on kubeadm nodes).
+    pub schedule: String,
+    /// The directory on the control-plane node (created 0700).
+    pub node_dir: String,
+    /// Snapshots kept there.
+    pub keep: u32,
+    /// The image whose `etcdctl` takes the snapshot: kubeadm's etcd image of the release.
+    pub etcd_image: String,
+    /// A small image with a shell (names and prunes the snapshots).
+    pub shell_image: String,
+}
+
+impl EtcdBackup {
+    /// The objects: a `ServiceAccount` with no rights and no token, and the `CronJob`. The
+    /// snapshot is taken by `etcdctl` from kubeadm's etcd image with the health-check client
+    /// certificate (the node's `/etc/kubernetes/pki/etcd`, read-only), on the host network
+    /// (etcd listens on 127.0.0.1), into a file only root reads; the shell container names
+    /// it by time and removes all but the newest `keep`.
+    pub fn objects(&self) -> Vec<Value> {
+        let pki = "/etc/kubernetes/pki/etcd";
+        let keep = self.keep.max(1);
+        let name_and_prune = format!(
+            "set -e; chmod 700 /backup; \
+             mv /backup/.in-progress.db \"/backup/etcd-$(date -u +%Y%m%dT%H%M%SZ).db\"; \
+             ls -1t /backup/etcd-*.db | tail -n +{} | xargs -r rm -f; ls -l /backup",
+            keep + 1
+        );
+        let small = json!({ "requests": { "cpu": "50m", "memory": "64Mi" },
+                            "limits": { "cpu": "500m", "memory": "256Mi" } });
+        vec![
+            json!({ "apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": { "name": "etcd-backup", "namespace": "kube-system" },
+                    "automountServiceAccountToken": false }),
+            json!({ "apiVersion": "batch/v1", "kind": "CronJob",
+                "metadata": { "name": "etcd-backup", "namespace": "kube-system" },
+                "spec": {
+                    "schedule": self.schedule,
+                    "concurrencyPolicy": "Forbid",
+                    "successfulJobsHistoryLimit": 3,
+                    "failedJobsHistoryLimit": 3,
+                    "jobTemplate": { "spec": {
+                        "backoffLimit": 2,
+                        "template": { "spec": {
+                            "serviceAccountName": "etcd-backup",
+                            "automountServiceAccountToken": false,
+                            "hostNetwork": true,
+                            "restartPolicy": "OnFailure",
+                            "nodeSelector": { "node-role.kubernetes.io/control-plane": "" },
+                            "tolerations": [{ "key": "node-role.kubernetes.io/control-plane",
+                                              "operator": "Exists", "effect": "NoSchedule" }],
+                            "initContainers": [{
+                                "name": "snapshot", "image": self.etcd_image,
+                                "command": ["etcdctl", "--endpoints=https://127.0.0.1:2379",
+                                    format!("--cacert={pki}/ca.crt"),
+                                    format!("--cert={pki}/healthcheck-client.crt"),
+                                    format!("--key={pki}/healthcheck-client.key"),
+                                    "snapshot", "save", "/backup/.in-progress.db"],
+                                "resources": small,
+                                "volumeMounts": [
+                                    { "name": "pki", "mountPath": pki, "readOnly": true },
+                                    { "name": "backup", "mountPath": "/backup" }],
+                            }],
+                            "containers": [{
+                                "name": "keep", "image": self.shell_image,
+                                "command": ["sh", "-c", name_and_prune],
+                                "resources": small,
+                                "volumeMounts": [{ "name": "backup", "mountPath": "/backup" }],
+                            }],
+                            "volumes": [
+                                { "name": "pki", "hostPath": { "path": pki, "type": "Directory" } },
+                                { "name": "backup", "hostPath": { "path": self.node_dir, "type": "DirectoryOrCreate" } }],
+                        } },
+                    } },
+                } }),
+        ]
+    }
 }
 
 /// What `init` did to each file.
@@ -538,6 +623,22 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
                 ),
             ));
         }
+    }
+    if let Some(backup) = &spec.etcd_backup {
+        apps.push((
+            "etcd-backup".into(),
+            application(
+                "etcd-backup",
+                "etcd-backup",
+                "core",
+                spec.git("platform/etcd-backup"),
+                "kube-system",
+            ),
+        ));
+        add(
+            "platform/etcd-backup/cronjob.yaml",
+            yaml(&backup.objects())?,
+        );
     }
     let mut listed = Vec::new();
     for (name, app) in &apps {

@@ -52,6 +52,13 @@ fn spec() -> Spec {
             min: 0,
             max: 3,
         }],
+        etcd_backup: Some(gitops::scaffold::EtcdBackup {
+            schedule: "0 3 * * *".into(),
+            node_dir: "/var/backups/etcd".into(),
+            keep: 7,
+            etcd_image: "registry.k8s.io/etcd:3.5.21-0".into(),
+            shell_image: "docker.io/library/busybox:1.36".into(),
+        }),
     }
 }
 
@@ -139,8 +146,8 @@ fn the_generated_repository_validates_and_round_trips() {
         }
     }
     assert_eq!(
-        apps, 16,
-        "root, 11 components (Harbor's certificate one), external secrets and its configuration, the runner controller and one runner set"
+        apps, 17,
+        "root, 11 components (Harbor's certificate one), external secrets and its configuration, the runner controller and one runner set, the etcd backup"
     );
     // External Secrets' configuration, as given, in its own directory and wave.
     let secrets = std::fs::read_to_string(
@@ -524,4 +531,68 @@ async fn a_real_api_server_lets_viewers_read_but_not_secrets() {
     let _ = bindings
         .delete("homelab-viewers", &DeleteParams::default())
         .await;
+}
+
+/// The scheduled etcd snapshot: a `CronJob` the API server accepts (server-side dry run on a
+/// real API server, or the cluster `KUBECONFIG` names), on the control plane's host network,
+/// reading etcd's certificates read-only, keeping the newest `keep` on the node.
+#[tokio::test]
+async fn the_scheduled_etcd_backup_is_a_cronjob_the_api_server_accepts() {
+    use k8s_openapi::api::batch::v1::CronJob;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::{Api, PostParams};
+
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &spec()).unwrap();
+    let text =
+        std::fs::read_to_string(dir.path().join("platform/etcd-backup/cronjob.yaml")).unwrap();
+    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let account: ServiceAccount = serde_json::from_value(docs[0].clone()).unwrap();
+    assert_eq!(account.automount_service_account_token, Some(false));
+    let job: CronJob = serde_json::from_value(docs[1].clone()).unwrap();
+    let pod = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .job_template
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .clone()
+        .unwrap();
+    assert_eq!(pod.host_network, Some(true));
+    let init_container = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!(
+        init_container.image.as_deref(),
+        Some("registry.k8s.io/etcd:3.5.21-0")
+    );
+    assert!(
+        init_container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "pki" && m.read_only == Some(true))
+    );
+    let prune = pod.containers[0].command.as_ref().unwrap()[2].clone();
+    assert!(prune.contains("tail -n +8"), "{prune}");
+
+    let (client, _plane) = homelab_testkit::control_plane::cluster().await.unwrap();
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), "kube-system")
+        .create(&dry, &account)
+        .await
+        .unwrap();
+    let accepted = Api::<CronJob>::namespaced(client, "kube-system")
+        .create(&dry, &job)
+        .await
+        .unwrap();
+    assert_eq!(accepted.spec.unwrap().schedule, "0 3 * * *");
 }

@@ -511,6 +511,12 @@ pub struct BackupsConfig {
     pub keep: u32,
     /// Snapshots older than this are removed whatever their number.
     pub max_age: HumanDuration,
+    /// With `features.backups`: when the control plane snapshots etcd itself (cron, UTC), a
+    /// `CronJob` of the GitOps repository.
+    pub schedule: String,
+    /// With `features.backups`: where those snapshots are kept on the control-plane node
+    /// (the newest `keep`).
+    pub node_dir: String,
 }
 
 impl Default for BackupsConfig {
@@ -519,6 +525,8 @@ impl Default for BackupsConfig {
             dir: "backups".into(),
             keep: 7,
             max_age: HumanDuration(std::time::Duration::from_secs(30 * 24 * 3600)),
+            schedule: "0 3 * * *".into(),
+            node_dir: "/var/backups/etcd".into(),
         }
     }
 }

@@ -626,6 +626,21 @@ fn backups(config: &Config, out: &mut Vec<Diagnostic>) {
             "must be at least 1: the snapshot taken before an upgrade would be removed at once",
         ));
     }
+    if b.schedule.split_whitespace().count() != 5 {
+        out.push(Diagnostic::error(
+            p("backups.schedule"),
+            format!(
+                "`{}` is not a cron schedule of five fields (minute hour day month weekday), e.g. \"0 3 * * *\"",
+                b.schedule
+            ),
+        ));
+    }
+    if !b.node_dir.starts_with('/') || b.node_dir.contains(['\'', '"', '\n']) {
+        out.push(Diagnostic::error(
+            p("backups.node_dir"),
+            format!("`{}` is not an absolute path on the node", b.node_dir),
+        ));
+    }
     if b.max_age.0 < std::time::Duration::from_secs(3600) {
         out.push(Diagnostic::error(
             p("backups.max_age"),
@@ -1007,6 +1022,14 @@ mod tests {
             .map(|d| d.path.to_string())
             .collect();
         assert_eq!(paths, ["backups.dir", "backups.keep", "backups.max_age"]);
+        let mut c = Config::default();
+        c.backups.schedule = "daily".into();
+        c.backups.node_dir = "backups".into();
+        let paths: Vec<String> = validate(&c)
+            .into_iter()
+            .map(|d| d.path.to_string())
+            .collect();
+        assert_eq!(paths, ["backups.schedule", "backups.node_dir"]);
     }
 
     #[test]

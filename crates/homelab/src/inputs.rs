@@ -495,6 +495,16 @@ pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {
             .map(|g| g.owner.clone())
             .unwrap_or_default(),
         runners,
+        etcd_backup: config
+            .features
+            .backups
+            .then(|| gitops::scaffold::EtcdBackup {
+                schedule: config.backups.schedule.clone(),
+                node_dir: config.backups.node_dir.clone(),
+                keep: config.backups.keep,
+                etcd_image: kubeadm_boot::prepare::etcd_image(&kube_version(config), None),
+                shell_image: "docker.io/library/busybox:1.36".into(),
+            }),
     })
 }
 

@@ -209,6 +209,22 @@ pub fn pause_image(version: &Version, image_repository: Option<&str>) -> String 
     )
 }
 
+/// The etcd image kubeadm deploys with `version` (kubeadm's `SupportedEtcdVersion`: 3.5.21-0
+/// for 1.30 to 1.33 as of kubeadm 1.33.5, 3.6.4-0 from 1.34), from `image_repository` or
+/// registry.k8s.io. Its `etcdctl` takes the scheduled snapshots.
+pub fn etcd_image(version: &Version, image_repository: Option<&str>) -> String {
+    let tag = match (version.major, version.minor) {
+        (1, ..=33) => "3.5.21-0",
+        _ => "3.6.4-0",
+    };
+    format!(
+        "{}/etcd:{tag}",
+        image_repository
+            .unwrap_or("registry.k8s.io")
+            .trim_end_matches('/')
+    )
+}
+
 /// The oldest containerd of each series (`(major, minor, patch)`) a Kubernetes release
 /// supports, from the container runtime requirements of its release notes; empty when no
 /// requirement is known.

@@ -158,7 +158,10 @@ async fn a_node_whose_etcd_refuses_leaves_no_file_here_or_there() {
 /// node: a snapshot that fails stops it before any node step runs; a dry run says it would
 /// take one first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::too_many_lines, reason = "one scenario: the node registered, then three upgrades")]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: the node registered, then three upgrades"
+)]
 async fn no_upgrade_without_a_good_snapshot() {
     use kubeadm_boot::backup::Backups;
     use kubeadm_boot::bootstrap::Node;

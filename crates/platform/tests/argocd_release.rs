@@ -106,6 +106,7 @@ fn scaffold_spec() -> gitops::scaffold::Spec {
             min: 0,
             max: 2,
         }],
+        etcd_backup: None,
     }
 }
 
