@@ -133,6 +133,12 @@ enum Command {
     /// backups.max_age kept. `homelab upgrade` takes one first.
     #[command(subcommand)]
     Backup(BackupCmd),
+    /// Put a snapshot back (a single control plane, kubeadm's procedure as steps): shows the
+    /// steps and asks (or --yes), uploads and restores it into a new data directory, stops
+    /// the control plane's static pods, points etcd at the new data, starts them, and waits
+    /// until the API answers and every node is Ready. The old data directory is kept.
+    #[command(subcommand)]
+    Restore(RestoreCmd),
     /// Remove every object `up` created for this cluster (and nothing else): shows what goes
     /// and asks first (or --yes).
     Destroy {
@@ -246,6 +252,11 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
         }
         Command::Destroy { yes } => destroy(&load(config.as_deref())?, yes).await,
         Command::Backup(cmd) => backup(&load(config.as_deref())?, cmd).await,
+        Command::Restore(RestoreCmd::Etcd {
+            snapshot,
+            dry_run,
+            yes,
+        }) => restore(&load(config.as_deref())?, &snapshot, dry_run, yes).await,
         Command::Config(_) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -283,6 +294,58 @@ enum BackupCmd {
         /// Snapshot files (default: every snapshot of this cluster).
         files: Vec<std::path::PathBuf>,
     },
+}
+
+/// `homelab restore`.
+#[derive(Debug, Subcommand)]
+enum RestoreCmd {
+    /// Restore etcd from a snapshot file (one of `homelab backup list`).
+    Etcd {
+        /// The snapshot.
+        snapshot: std::path::PathBuf,
+        /// Only show the steps that would run.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+async fn restore(
+    lab: &Lab,
+    snapshot: &std::path::Path,
+    dry_run: bool,
+    yes: bool,
+) -> anyhow::Result<ExitCode> {
+    let say = |e: homelab::Event| eprintln!("{e}");
+    let plan = homelab::backup::restore(lab, snapshot, true, &say).await?;
+    let pending = plan
+        .iter()
+        .filter(|r| r.outcome != kubeadm_boot::steps::Outcome::Unchanged)
+        .count();
+    if dry_run || pending == 0 {
+        println!(
+            "{pending} of {} restore steps {}",
+            plan.len(),
+            if dry_run {
+                "would run"
+            } else {
+                "left: restored already"
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !yes
+        && !confirm(&format!(
+            "restore {} onto the control plane (its API server stops meanwhile)?",
+            snapshot.display()
+        ))?
+    {
+        return Ok(ExitCode::FAILURE);
+    }
+    homelab::backup::restore(lab, snapshot, false, &say).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn backup(lab: &Lab, cmd: BackupCmd) -> anyhow::Result<ExitCode> {

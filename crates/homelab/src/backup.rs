@@ -65,6 +65,84 @@ pub fn list(lab: &Lab) -> Result<Vec<Snapshot>, Error> {
     Ok(backups(lab).list()?)
 }
 
+/// Restores `snapshot` onto the control plane ([`kubeadm_boot::restore`]): with `dry_run`
+/// only the steps that would run; otherwise the steps, then a wait until the API server
+/// answers and every node is `Ready` (within `phases.cluster.timeout`).
+///
+/// # Errors
+/// The snapshot does not verify, the node's etcd manifest cannot be read, a step fails, or
+/// the cluster does not come back in time.
+pub async fn restore(
+    lab: &Lab,
+    snapshot: &std::path::Path,
+    dry_run: bool,
+    events: crate::Events<'_>,
+) -> Result<Vec<kubeadm_boot::steps::Report>, Error> {
+    use kubeadm_boot::restore::{Restore, steps};
+
+    kubeadm_boot::backup::verify(snapshot)?;
+    let sha256 = kubeadm_boot::backup::sha256_file(snapshot)?;
+    let plan = inputs::bootstrap_plan(&lab.config)?;
+    let node = plan.control_plane.target.clone();
+    let mut runner = crate::cluster::runner(lab)?;
+    runner.dry_run = dry_run;
+    let spec = Restore::new(snapshot);
+    // etcd's manifest where it is: live, or set aside by an interrupted restore.
+    let session = runner.pool().session(&node).await?;
+    let mut manifest = None;
+    for dir in [&spec.manifests, &spec.stopped] {
+        if let Some(bytes) = session.read_file(&format!("{dir}/etcd.yaml"), true).await? {
+            manifest = Some(String::from_utf8_lossy(&bytes).into_owned());
+            break;
+        }
+    }
+    let manifest = manifest.ok_or_else(|| {
+        Error::Selection(format!(
+            "{}: no etcd manifest in {} or {}: is this kubeadm's control plane?",
+            node.name, spec.manifests, spec.stopped
+        ))
+    })?;
+    let work = vec![(node, steps(&spec, &manifest, &sha256)?)];
+    let reports = runner
+        .run(work, std::sync::Arc::new(|_| {}))
+        .await
+        .map_err(|e| Error::RestoreSteps(Box::new(e)))?;
+    for r in &reports {
+        events(crate::Event::Progress {
+            phase: "cluster",
+            message: format!("{}: {} ({:?})", r.host, r.description, r.outcome),
+        });
+    }
+    if dry_run {
+        return Ok(reports);
+    }
+    // The API server comes back on the restored data; then every node reports Ready.
+    let client = lab.kube_client().await?;
+    let timeout = lab.config.phases.cluster.timeout.0;
+    let started = std::time::Instant::now();
+    while client.apiserver_version().await.is_err() {
+        if started.elapsed() > timeout {
+            return Err(Error::Selection(format!(
+                "the API server did not answer within {} after the restore: see `crictl ps -a` and the etcd container's log on the control plane",
+                crate::error::humanize(timeout)
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    let names: Vec<String> = lab.config.nodes.iter().map(|n| n.name.clone()).collect();
+    kubeadm_boot::nodes::wait_ready(&client, &names, None, timeout, &|_| {})
+        .await
+        .map_err(|e| Error::RestoreNodes(Box::new(e)))?;
+    events(crate::Event::Progress {
+        phase: "cluster",
+        message: format!(
+            "restored {}: the API server answers and every node is Ready; the old data directory is kept",
+            snapshot.display()
+        ),
+    });
+    Ok(reports)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -123,6 +123,12 @@ pub enum Error {
     /// A manifest could not be read.
     #[error(transparent)]
     Manifest(#[from] kubeadm_boot::cni::CniError),
+    /// A step of an etcd restore failed.
+    #[error("restoring etcd: {0}")]
+    RestoreSteps(#[source] Box<kubeadm_boot::steps::RunError>),
+    /// The cluster did not come back after an etcd restore.
+    #[error("after restoring etcd: {0}")]
+    RestoreNodes(#[source] Box<kubeadm_boot::nodes::NodesError>),
     /// An etcd snapshot failed or could not be read.
     #[error(transparent)]
     Backup(#[from] kubeadm_boot::backup::BackupError),

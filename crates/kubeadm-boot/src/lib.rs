@@ -17,6 +17,8 @@
 //! - [`nodes`]: node readiness by watching, cordon and drain.
 //! - [`upgrade`]: kubeadm upgrades node by node with pre- and post-checks.
 //! - [`prepare`]: node preparation steps (swap, modules, sysctls, containerd, packages).
+//! - [`backup`]: etcd snapshots over SSH, checked on the node and here, kept by count and age.
+//! - [`restore`]: a snapshot restored onto a single control plane as idempotent steps.
 //! - [`bundle`]: the offline node bundle (kubeadm, kubelet, kubectl, CNI plugins checked by
 //!   digest and installed over SSH instead of from a package repository).
 //! - [`signing_key`]: the package repository's key, fetched on the host and checked against a
@@ -34,6 +36,7 @@ pub mod kubeadm;
 pub mod kubeconfig;
 pub mod nodes;
 pub mod prepare;
+pub mod restore;
 pub mod signing_key;
 pub mod steps;
 pub mod upgrade;

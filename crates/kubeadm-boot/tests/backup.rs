@@ -278,3 +278,112 @@ async fn no_upgrade_without_a_good_snapshot() {
             .await;
     }
 }
+
+/// A restore as steps on a loopback node: kubeadm's manifest layout in a directory of the
+/// test, the real etcd client restoring a real snapshot. A dry run shows every step, the
+/// run does them, a re-run does nothing, and an etcd started on the restored data directory
+/// holds the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_is_planned_done_once_and_the_data_serves_the_keys() {
+    use kubeadm_boot::restore::{CONTROL_PLANE_PODS, Restore, member, steps};
+    use kubeadm_boot::steps::{Outcome, Runner};
+
+    let etcd = Etcd::start().unwrap();
+    for i in 0..10 {
+        assert!(
+            etcd.etcdctl(&["put", &format!("/registry/r{i}"), "kept"])
+                .unwrap()
+                .status
+                .success()
+        );
+    }
+    let sshd = Sshd::start().unwrap();
+    let (pool, target) = node(&sshd);
+    let work = tempfile::tempdir().unwrap();
+    let client = EtcdClient {
+        endpoint: etcd.endpoint.clone(),
+        cacert: etcd.ca.display().to_string(),
+        cert: etcd.cert.display().to_string(),
+        key: etcd.key.display().to_string(),
+        work_dir: work.path().join("backup").display().to_string(),
+        ..EtcdClient::default()
+    };
+    let local = tempfile::tempdir().unwrap();
+    let taken = take(&pool, &target, &client, "lab", local.path())
+        .await
+        .unwrap();
+
+    // The node: kubeadm's static pod manifests, etcd's naming its member and data.
+    let node_dir = tempfile::tempdir().unwrap();
+    let manifests = node_dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let peer = homelab_testkit::etcd::free_port().unwrap();
+    let etcd_yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n  namespace: kube-system\nspec:\n  containers:\n  - command:\n    - etcd\n    - --data-dir=/var/lib/etcd\n    - --initial-advertise-peer-urls=http://127.0.0.1:{peer}\n    - --name=cp-1\n    name: etcd\n  volumes:\n  - hostPath:\n      path: {}\n      type: DirectoryOrCreate\n    name: etcd-data\n",
+        node_dir.path().join("etcd").display()
+    );
+    for pod in CONTROL_PLANE_PODS {
+        let text = if *pod == "etcd" {
+            etcd_yaml.clone()
+        } else {
+            format!("kind: Pod\nmetadata: {{name: {pod}}}\n")
+        };
+        std::fs::write(manifests.join(format!("{pod}.yaml")), text).unwrap();
+    }
+    let mut restore = Restore::new(&taken.snapshot.path);
+    restore.manifests = manifests.display().to_string();
+    restore.stopped = node_dir.path().join("stopped").display().to_string();
+    restore.upload_dir = node_dir.path().join("upload").display().to_string();
+    restore.data_dir = node_dir.path().join("restored").display().to_string();
+    let sha = kubeadm_boot::backup::sha256_file(&taken.snapshot.path).unwrap();
+    let plan = steps(&restore, &etcd_yaml, &sha).unwrap();
+    let run = |dry_run: bool| {
+        let mut runner = Runner::new(pool.clone());
+        runner
+            .lock_dir
+            .clone_from(&format!("{}/locks", sshd.dir().display()));
+        runner.dry_run = dry_run;
+        let work = vec![(target.clone(), plan.clone())];
+        async move {
+            runner
+                .run(work, Arc::new(|_| {}))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.outcome)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(run(true).await, [Outcome::WouldChange; 5]);
+    assert!(
+        manifests.join("etcd.yaml").exists(),
+        "a dry run changed the node"
+    );
+    assert_eq!(run(false).await, [Outcome::Changed; 5]);
+    assert_eq!(run(false).await, [Outcome::Unchanged; 5]);
+
+    // Every manifest back, etcd's on the restored data; the old data directory untouched.
+    for pod in CONTROL_PLANE_PODS {
+        assert!(manifests.join(format!("{pod}.yaml")).exists(), "{pod}");
+    }
+    assert!(!node_dir.path().join("stopped").exists());
+    let live = std::fs::read_to_string(manifests.join("etcd.yaml")).unwrap();
+    assert_eq!(member(&live).unwrap().data_dir, restore.data_dir);
+    let uploaded = node_dir
+        .path()
+        .join("upload")
+        .join(taken.snapshot.path.file_name().unwrap());
+    assert_eq!(
+        std::fs::metadata(&uploaded).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let restored = Etcd::start_on(std::path::Path::new(&restore.data_dir), "cp-1", peer).unwrap();
+    let out = restored
+        .etcdctl(&["get", "--prefix", "/registry/r", "--keys-only"])
+        .unwrap();
+    let keys = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(keys, 10);
+}

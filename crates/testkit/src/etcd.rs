@@ -27,7 +27,11 @@ pub struct Etcd {
     pub data_dir: PathBuf,
 }
 
-fn free_port() -> Result<u16, FixtureError> {
+/// A free loopback port.
+///
+/// # Errors
+/// None can be bound.
+pub fn free_port() -> Result<u16, FixtureError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(err("bind a free port"))?;
     Ok(listener.local_addr().map_err(err("local address"))?.port())
 }
@@ -115,7 +119,26 @@ impl Etcd {
         Self::start_from(Some(snapshot))
     }
 
+    /// Starts an etcd on `data_dir`, restored elsewhere for member `name` with the peer URL
+    /// `http://127.0.0.1:<peer_port>` (what a restore wrote into it must match).
+    ///
+    /// # Errors
+    /// etcd does not come up.
+    pub fn start_on(data_dir: &Path, name: &str, peer_port: u16) -> Result<Self, FixtureError> {
+        Self::launch(
+            None,
+            Some((data_dir.to_owned(), name.to_owned(), peer_port)),
+        )
+    }
+
     fn start_from(snapshot: Option<&Path>) -> Result<Self, FixtureError> {
+        Self::launch(snapshot, None)
+    }
+
+    fn launch(
+        snapshot: Option<&Path>,
+        data: Option<(PathBuf, String, u16)>,
+    ) -> Result<Self, FixtureError> {
         let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
             .iter()
             .map(PathBuf::from)
@@ -129,18 +152,21 @@ impl Etcd {
             .map_err(err("create temp dir"))?;
         let d = dir.path();
         certificates(d)?;
-        let (client, peer) = (free_port()?, free_port()?);
+        let client = free_port()?;
+        let (data_dir, name, peer) = match data {
+            Some((dir, name, peer)) => (dir, name, peer),
+            None => (d.join("data"), "backup-test".to_owned(), free_port()?),
+        };
         let endpoint = format!("https://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let data_dir = d.join("data");
-        let cluster = format!("backup-test={peer_url}");
+        let cluster = format!("{name}={peer_url}");
         if let Some(snapshot) = snapshot {
             let out = Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
                 .args(["snapshot", "restore"])
                 .arg(snapshot)
                 .arg(format!("--data-dir={}", data_dir.display()))
-                .arg("--name=backup-test")
+                .arg(format!("--name={name}"))
                 .arg(format!("--initial-cluster={cluster}"))
                 .arg(format!("--initial-advertise-peer-urls={peer_url}"))
                 .output()
@@ -154,7 +180,7 @@ impl Etcd {
         }
         let log = std::fs::File::create(d.join("etcd.log")).map_err(err("create the log"))?;
         let child = Command::new(binary)
-            .arg("--name=backup-test")
+            .arg(format!("--name={name}"))
             .arg(format!("--data-dir={}", data_dir.display()))
             .arg(format!("--listen-client-urls={endpoint}"))
             .arg(format!("--advertise-client-urls={endpoint}"))
