@@ -308,51 +308,53 @@ pub async fn take(
         "{}/snapshot-{nanos}.db",
         client.work_dir.trim_end_matches('/')
     ));
-    // Taken and checked on the node; a snapshot left by an interrupted run goes first.
+    let node_cmd = |line: String| {
+        let mut cmd = Cmd::new(line).timeout(client.timeout);
+        cmd.sudo = client.sudo;
+        cmd
+    };
+    // Taken on the node; a snapshot left by an interrupted run goes first.
     let save = format!(
         "set -e; umask 077; {prelude}; mkdir -p {work}; rm -f {work}/snapshot-*.db; \
-         etcd_ctl snapshot save {remote} >&2 || {{ rc=$?; rm -f {remote}; rmdir {work} 2>/dev/null; exit $rc; }}; \
-         etcd_ctl -w json snapshot status {remote}",
+         etcd_ctl snapshot save {remote} >&2 || {{ rc=$?; rm -f {remote}; rmdir {work} 2>/dev/null; exit $rc; }}",
         prelude = client.prelude(),
     );
-    let mut cmd = Cmd::new(save).timeout(client.timeout);
-    cmd.sudo = client.sudo;
-    let out = pool.run(node, &cmd).await.map_err(on_node)?;
-    let answer = out.stdout_text();
-    let status: Status = serde_json::from_str(answer.trim()).map_err(|e| BackupError::Status {
-        node: node.name.clone(),
-        answer: answer.trim().chars().take(200).collect(),
-        message: e.to_string(),
-    })?;
+    pool.run(node, &node_cmd(save)).await.map_err(on_node)?;
 
-    // Streamed into a temporary file beside the final one, renamed once complete.
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io(dir))?;
-    }
-    let taken_at = UNIX_EPOCH
-        + Duration::from_secs(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default(),
-        );
-    let name = file_name(cluster, &node.name, status.revision, taken_at);
-    let path = dir.join(&name);
-    let partial = dir.join(format!(".{name}.partial"));
+    // Described on the node and streamed here at once (two channels of one connection):
+    // `snapshot status` reads the whole file too. Then the node's copy goes, whatever
+    // happened (a connection lost meanwhile leaves it, root's only, until the next snapshot).
+    mkdir_private(dir)?;
+    let partial = dir.join(format!(".snapshot-{nanos}.partial"));
+    let status_cmd = node_cmd(format!(
+        "{}; etcd_ctl -w json snapshot status {remote}",
+        client.prelude()
+    ));
+    let (described, streamed) = tokio::join!(
+        pool.run(node, &status_cmd),
+        stream_to(pool, node, client, &remote, &partial)
+    );
+    let _ = pool
+        .run(
+            node,
+            &node_cmd(format!("rm -f {remote}; rmdir {work} 2>/dev/null; true")),
+        )
+        .await;
     let cleanup = |e: BackupError| {
         let _ = std::fs::remove_file(&partial);
         e
     };
-    let written = stream_to(pool, node, client, &remote, &partial)
-        .await
+    let written = streamed.map_err(cleanup)?;
+    let answer = described.map_err(on_node).map_err(cleanup)?.stdout_text();
+    let status: Status = serde_json::from_str(answer.trim())
+        .map_err(|e| BackupError::Status {
+            node: node.name.clone(),
+            answer: answer.trim().chars().take(200).collect(),
+            message: e.to_string(),
+        })
         .map_err(cleanup)?;
-    // What arrived is what etcd described (its database and the sha256 it appends), and
-    // passes etcd's own integrity check.
+    // What arrived is what etcd described (its database and the sha256 it appends); etcd's
+    // own integrity check ran while it streamed.
     if written != status.total_size + 32 {
         return Err(cleanup(BackupError::Corrupt {
             path: partial.clone(),
@@ -362,7 +364,14 @@ pub async fn take(
             ),
         }));
     }
-    verify(&partial).map_err(cleanup)?;
+    let taken_at = UNIX_EPOCH
+        + Duration::from_secs(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+        );
+    let path = dir.join(file_name(cluster, &node.name, status.revision, taken_at));
     std::fs::rename(&partial, &path)
         .map_err(io(&path))
         .map_err(cleanup)?;
@@ -379,7 +388,17 @@ pub async fn take(
     })
 }
 
-/// Streams `remote` (removed on the node whatever happens) into the new file `partial`;
+/// `dir` and its parents, created 0700 when missing.
+fn mkdir_private(dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir))
+}
+
+/// Streams `remote` into the new file `partial`, checking it as etcd would on the way;
 /// returns the bytes written, synced to disk.
 async fn stream_to(
     pool: &Pool,
@@ -395,18 +414,18 @@ async fn stream_to(
     let mut file = open_private(partial)?;
     let mut written: u64 = 0;
     let mut failed: Option<std::io::Error> = None;
-    let work = shell_quote(&client.work_dir);
-    let mut stream = Cmd::new(format!(
-        "done_() {{ rm -f {remote}; rmdir {work} 2>/dev/null; }}; trap done_ EXIT; cat {remote}"
-    ))
-    .timeout(client.timeout);
+    let mut checker = Checker::default();
+    let mut stream = Cmd::new(format!("cat {remote}")).timeout(client.timeout);
     stream.sudo = client.sudo;
     let session = pool.session(node).await.map_err(on_node)?;
     let out = session
         .exec_streaming(&stream, &mut |kind, data| {
             if kind == Stream::Stdout && failed.is_none() {
                 match file.write_all(data) {
-                    Ok(()) => written += data.len() as u64,
+                    Ok(()) => {
+                        written += data.len() as u64;
+                        checker.update(data);
+                    }
                     Err(e) => failed = Some(e),
                 }
             }
@@ -425,6 +444,8 @@ async fn stream_to(
         }));
     }
     file.sync_all().map_err(io(partial))?;
+    // etcd's own check, on the bytes as they arrived (no second read of the file).
+    checker.finish(partial)?;
     Ok(written)
 }
 
@@ -440,6 +461,72 @@ fn open_private(path: &Path) -> Result<std::fs::File, BackupError> {
         .map_err(io(path))
 }
 
+/// etcd's integrity check of a snapshot, fed its bytes in order (while they stream, or
+/// while a file is read): the sha256 of all but the last 32 bytes must be those 32 bytes,
+/// and the database must start as a bbolt file does.
+#[derive(Default)]
+struct Checker {
+    hasher: Sha256,
+    /// The last bytes seen (at most 32): the trailer, once everything has arrived.
+    tail: Vec<u8>,
+    /// The first 20 bytes (bbolt's magic is at 16).
+    head: Vec<u8>,
+    size: u64,
+}
+
+impl Checker {
+    fn update(&mut self, data: &[u8]) {
+        if self.head.len() < 20 {
+            let want = (20 - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..want]);
+        }
+        self.size += data.len() as u64;
+        if data.len() >= 32 {
+            self.hasher.update(&self.tail);
+            self.hasher.update(&data[..data.len() - 32]);
+            self.tail.clear();
+            self.tail.extend_from_slice(&data[data.len() - 32..]);
+        } else {
+            self.tail.extend_from_slice(data);
+            if self.tail.len() > 32 {
+                let extra = self.tail.len() - 32;
+                self.hasher.update(&self.tail[..extra]);
+                self.tail.drain(..extra);
+            }
+        }
+    }
+
+    fn finish(self, path: &Path) -> Result<(), BackupError> {
+        let corrupt = |problem: String| BackupError::Corrupt {
+            path: path.to_owned(),
+            problem,
+        };
+        let size = self.size;
+        if size < 512 + 32 || !(size - 32).is_multiple_of(512) {
+            return Err(corrupt(format!(
+                "{size} bytes: not an etcd snapshot (a database of whole pages and a 32-byte sha256)"
+            )));
+        }
+        let magic =
+            u32::from_le_bytes([self.head[16], self.head[17], self.head[18], self.head[19]]);
+        if magic != BOLT_MAGIC {
+            return Err(corrupt(
+                "not an etcd snapshot (no bbolt database header)".into(),
+            ));
+        }
+        let actual = self.hasher.finalize();
+        if actual.as_slice() == self.tail.as_slice() {
+            Ok(())
+        } else {
+            Err(corrupt(format!(
+                "its sha256 is {}, the snapshot says {}: the file changed after etcd wrote it",
+                hex::encode(actual),
+                hex::encode(&self.tail)
+            )))
+        }
+    }
+}
+
 /// bbolt's meta page magic (etcd's database format), at byte 16 of the file.
 const BOLT_MAGIC: u32 = 0xED0C_DAED;
 
@@ -450,48 +537,17 @@ const BOLT_MAGIC: u32 = 0xED0C_DAED;
 /// # Errors
 /// It cannot be read, is not a bbolt database, or its bytes do not match the trailer.
 pub fn verify(path: &Path) -> Result<(), BackupError> {
-    let corrupt = |problem: String| BackupError::Corrupt {
-        path: path.to_owned(),
-        problem,
-    };
     let mut file = std::fs::File::open(path).map_err(io(path))?;
-    let size = file.metadata().map_err(io(path))?.len();
-    if size < 512 + 32 || (size - 32) % 512 != 0 {
-        return Err(corrupt(format!(
-            "{size} bytes: not an etcd snapshot (a database of whole pages and a 32-byte sha256)"
-        )));
-    }
-    let mut hasher = Sha256::new();
-    let mut remaining = size - 32;
+    let mut checker = Checker::default();
     let mut buffer = vec![0u8; 1 << 20];
-    let mut first = true;
-    while remaining > 0 {
-        let want = usize::try_from(remaining.min(buffer.len() as u64)).unwrap_or(buffer.len());
-        file.read_exact(&mut buffer[..want]).map_err(io(path))?;
-        if first {
-            let magic = u32::from_le_bytes([buffer[16], buffer[17], buffer[18], buffer[19]]);
-            if magic != BOLT_MAGIC {
-                return Err(corrupt(
-                    "not an etcd snapshot (no bbolt database header)".into(),
-                ));
-            }
-            first = false;
+    loop {
+        let n = file.read(&mut buffer).map_err(io(path))?;
+        if n == 0 {
+            break;
         }
-        hasher.update(&buffer[..want]);
-        remaining -= want as u64;
+        checker.update(&buffer[..n]);
     }
-    let mut trailer = [0u8; 32];
-    file.read_exact(&mut trailer).map_err(io(path))?;
-    let actual = hasher.finalize();
-    if actual.as_slice() == trailer {
-        Ok(())
-    } else {
-        Err(corrupt(format!(
-            "its sha256 is {}, the snapshot says {}: the file changed after etcd wrote it",
-            hex::encode(actual),
-            hex::encode(trailer)
-        )))
-    }
+    checker.finish(path)
 }
 
 /// The sha256 of a file (lower-case hex), read in pieces.
@@ -626,6 +682,40 @@ mod tests {
                 prop_assert!(kept.iter().all(|k| (k.taken, k.revision) >= (r.taken, r.revision)));
             }
             prop_assert_eq!(kept.len() + removed.len(), all.len());
+        }
+    }
+
+    /// A database of `pages` pages with bbolt's magic, and the sha256 etcd appends.
+    fn synthetic(pages: usize) -> Vec<u8> {
+        let mut db = vec![7u8; 512 * pages];
+        db[16..20].copy_from_slice(&BOLT_MAGIC.to_le_bytes());
+        let sum = Sha256::digest(&db);
+        db.extend_from_slice(&sum);
+        db
+    }
+
+    proptest! {
+        #[test]
+        fn the_check_while_streaming_does_not_depend_on_the_pieces(
+            pages in 1usize..6,
+            cuts in proptest::collection::vec(1usize..700, 0..12),
+            flip in proptest::option::of(0usize..4000),
+        ) {
+            let mut bytes = synthetic(pages);
+            if let Some(at) = flip {
+                let at = at % bytes.len();
+                bytes[at] ^= 0x40;
+            }
+            let mut checker = Checker::default();
+            let mut rest = &bytes[..];
+            for cut in cuts {
+                let n = cut.min(rest.len());
+                checker.update(&rest[..n]);
+                rest = &rest[n..];
+            }
+            checker.update(rest);
+            let result = checker.finish(Path::new("s.db"));
+            prop_assert_eq!(result.is_ok(), flip.is_none(), "{:?}", result.err().map(|e| e.to_string()));
         }
     }
 

@@ -1,0 +1,526 @@
+//! The OCI distribution API (v2) client: blobs (chunked, resumable uploads streamed from
+//! disk; downloads verified while streaming), cross-repository mounts, manifests (put, get,
+//! head, delete), tag and catalog listings following `Link`, and the registry auth flows
+//! (anonymous, basic, and bearer tokens from `WWW-Authenticate`).
+//!
+//! Why not `oci-client`: it keeps layers in memory for pushes and offers neither resumable
+//! chunked uploads nor manifest deletion; streaming from disk with bounded memory is what
+//! mirroring large images on a small host needs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, LINK, LOCATION,
+    RANGE, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sha2::Digest as _;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use url::Url;
+
+use crate::reference::Digest;
+
+mod auth;
+mod blobs;
+mod manifests;
+
+/// Largest chunk sent in one upload request.
+pub const MAX_CHUNK: usize = 4 << 20;
+
+/// Media types of manifests this client accepts.
+pub const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// How to log in.
+#[derive(Debug, Clone, Default)]
+pub enum Credentials {
+    /// No credentials (public repositories).
+    #[default]
+    Anonymous,
+    /// User name and password (or robot account name and secret).
+    Basic {
+        /// User.
+        username: String,
+        /// Password; never printed.
+        password: SecretString,
+    },
+}
+
+/// One error of a distribution or Harbor error body.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ApiError {
+    /// Machine-readable code (`MANIFEST_UNKNOWN`, `UNAUTHORIZED`, ...).
+    pub code: String,
+    /// What the server said.
+    #[serde(default)]
+    pub message: String,
+}
+
+fn describe(errors: &[ApiError]) -> String {
+    errors.iter().fold(String::new(), |mut out, e| {
+        out.push_str(": ");
+        out.push_str(&e.code);
+        out.push(' ');
+        out.push_str(&e.message);
+        out
+    })
+}
+
+#[derive(Deserialize)]
+struct Token {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<ApiError>,
+}
+
+/// What went wrong, naming the request or file.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The server answered with an error status.
+    #[error("{method} {url}: HTTP {status}{}", describe(errors))]
+    Status {
+        /// Request method.
+        method: Method,
+        /// Request URL (no credentials in it).
+        url: String,
+        /// Status.
+        status: StatusCode,
+        /// The errors of the body, if it had any.
+        errors: Vec<ApiError>,
+    },
+    /// The request could not be sent or its answer read.
+    #[error("{method} {url}: {source}")]
+    Transport {
+        /// Request method.
+        method: Method,
+        /// Request URL.
+        url: String,
+        /// The HTTP client's error.
+        source: reqwest::Error,
+    },
+    /// Content does not match its digest.
+    #[error("{what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What was checked.
+        what: String,
+        /// The digest it should have.
+        expected: Digest,
+        /// The digest it has.
+        actual: Digest,
+    },
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The server said something this client cannot use.
+    #[error("{url}: {message}")]
+    Protocol {
+        /// Request URL.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The client could not be set up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl RegistryError {
+    /// Whether the error is the server saying "not found".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Status { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::Transport { source, .. } => !source.is_builder() && !source.is_redirect(),
+            _ => false,
+        }
+    }
+}
+
+type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Maps the HTTP client's error for `method url` (sending, or reading the answer).
+fn transport(method: Method, url: &impl ToString) -> impl FnOnce(reqwest::Error) -> RegistryError {
+    let url = url.to_string();
+    move |source| RegistryError::Transport {
+        method,
+        url,
+        source,
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
+    move |source| RegistryError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What a transfer reports as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// A blob starts moving.
+    Start {
+        /// Its digest.
+        digest: &'a Digest,
+        /// Its size.
+        size: u64,
+    },
+    /// Bytes of a blob moved (since the last report).
+    Bytes {
+        /// Its digest.
+        digest: &'a Digest,
+        /// How many.
+        n: u64,
+    },
+    /// A blob is complete (verified, for downloads).
+    Done {
+        /// Its digest.
+        digest: &'a Digest,
+    },
+}
+
+/// Hears transfer progress (for progress bars).
+#[derive(Clone)]
+pub struct ProgressSink(pub std::sync::Arc<dyn Fn(Progress<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Use `http://` instead of `https://` (only when asked for explicitly).
+    pub plain_http: bool,
+    /// Extra CA certificate (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM bytes) to trust, e.g. one read from a cluster's Secret.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Reach the registry's host at this address instead of asking DNS (a lab whose names
+    /// only its nodes know).
+    pub resolve: Option<std::net::SocketAddr>,
+    /// Upload chunk size (at most [`MAX_CHUNK`]).
+    pub chunk_size: usize,
+    /// Attempts for a request that fails with 5xx or a dropped connection.
+    pub attempts: u32,
+    /// First delay between attempts (doubled each time).
+    pub backoff: Duration,
+    /// Where transfer progress goes, if anywhere.
+    pub progress: Option<ProgressSink>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            plain_http: false,
+            ca_file: None,
+            ca_pem: None,
+            resolve: None,
+            chunk_size: MAX_CHUNK,
+            attempts: 4,
+            backoff: Duration::from_millis(200),
+            progress: None,
+        }
+    }
+}
+
+/// A bearer challenge from `WWW-Authenticate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// `Basic` or `Bearer`.
+    pub scheme: String,
+    /// Parameters (`realm`, `service`, `scope`).
+    pub params: HashMap<String, String>,
+}
+
+/// Parses `WWW-Authenticate: Bearer realm="...",service="...",scope="..."` (or `Basic
+/// realm="..."`).
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let key = key.trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        params.insert(key, value.to_owned());
+        rest = tail.trim_start().trim_start_matches(',').trim_start();
+    }
+    Some(Challenge {
+        scheme: scheme.to_owned(),
+        params,
+    })
+}
+
+/// The `rel="next"` target of a `Link` header.
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(LINK).iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        v.split(',').find_map(|part| {
+            let (target, params) = part.split_once(';')?;
+            params
+                .split(';')
+                .any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next")
+                .then(|| {
+                    target
+                        .trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_owned()
+                })
+        })
+    })
+}
+
+/// A manifest as the registry serves it.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The exact bytes (their digest is the manifest's digest).
+    pub bytes: Vec<u8>,
+    /// Its media type.
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+}
+
+/// A client for one registry. Its `Debug` names the scopes it holds tokens for, never the
+/// tokens.
+pub struct Registry {
+    host: String,
+    base: Url,
+    http: reqwest::Client,
+    credentials: Credentials,
+    options: Options,
+    /// Bearer tokens by scope.
+    tokens: Mutex<HashMap<String, String>>,
+    /// The registry asked for basic auth.
+    basic: AtomicBool,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scopes: Vec<String> = self
+            .tokens
+            .lock()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .field("base", &self.base.as_str())
+            .field("credentials", &self.credentials)
+            .field("options", &self.options)
+            .field("token_scopes", &scopes)
+            .field(
+                "basic",
+                &self.basic.load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many bytes an upload session holds, from the `Range: 0-<last>` of its status.
+/// `0-0` is what distribution (and the OCI distribution spec's examples) answer for a
+/// session that has received nothing, so it means 0, not one byte: resuming at byte 1 would
+/// leave a hole the registry may not even refuse.
+fn received_bytes(range: &str) -> u64 {
+    match range.trim().rsplit_once('-') {
+        Some((_, last)) if last != "0" => last.parse::<u64>().map_or(0, |last| last + 1),
+        _ => 0,
+    }
+}
+
+/// Checks the `Docker-Content-Digest` a registry answers a PUT with against what was sent
+/// (a registry that stored something else must not pass for one that stored this).
+fn returned_digest(response: &Response, sent: &Digest, what: &str) -> Result<()> {
+    let Some(returned) = response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    match returned.parse::<Digest>() {
+        Ok(d) if &d == sent => Ok(()),
+        Ok(d) => Err(RegistryError::DigestMismatch {
+            what: format!("{what} as the registry stored it"),
+            expected: sent.clone(),
+            actual: d,
+        }),
+        Err(e) => Err(RegistryError::Protocol {
+            url: response.url().to_string(),
+            message: format!("Docker-Content-Digest `{returned}`: {e}"),
+        }),
+    }
+}
+
+/// The error a response that is not the one expected stands for (its status and error
+/// body; a 2xx that was not expected is a protocol error).
+async fn refused(method: Method, url: &Url, response: Response) -> RegistryError {
+    check(method, url.as_str(), response)
+        .await
+        .err()
+        .unwrap_or_else(|| RegistryError::Protocol {
+            url: url.to_string(),
+            message: "unexpected status".into(),
+        })
+}
+
+/// What a request needs access to, for bearer tokens.
+fn repo_scope(repository: &str, actions: &str) -> String {
+    format!("repository:{repository}:{actions}")
+}
+
+impl Registry {
+    /// A client for `host` (`name[:port]`).
+    ///
+    /// # Errors
+    /// The CA file is unreadable or not PEM, or the HTTP client cannot be built.
+    pub fn new(host: &str, credentials: Credentials, options: Options) -> Result<Self> {
+        let scheme = if options.plain_http { "http" } else { "https" };
+        let base = Url::parse(&format!("{scheme}://{host}/"))
+            .map_err(|e| RegistryError::Setup(format!("registry {host:?}: {e}")))?;
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("homelab-harbor-client/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15))
+            // No request leaves in clear text (a Location, Link or token realm on http://
+            // included) unless plain HTTP was asked for.
+            .https_only(!options.plain_http);
+        builder = crate::tls::trust(
+            builder,
+            options.ca_file.as_deref(),
+            options.ca_pem.as_deref(),
+        )
+        .map_err(RegistryError::Setup)?;
+        if let Some(address) = options.resolve
+            && let Some(name) = base.host_str()
+        {
+            builder = builder.resolve(name, address);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| RegistryError::Setup(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            host: host.to_owned(),
+            base,
+            http,
+            credentials,
+            options: Options {
+                chunk_size: options.chunk_size.clamp(1, MAX_CHUNK),
+                ..options
+            },
+            tokens: Mutex::new(HashMap::new()),
+            basic: AtomicBool::new(false),
+        })
+    }
+
+    fn report(&self, event: Progress<'_>) {
+        if let Some(sink) = &self.options.progress {
+            (sink.0)(event);
+        }
+    }
+
+    /// The registry's `host[:port]`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base.join(path).unwrap_or_else(|_| self.base.clone())
+    }
+}
+
+async fn check(method: Method, url: &str, response: Response) -> Result<Response> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    let errors = serde_json::from_slice::<ErrorBody>(&body)
+        .map(|b| b.errors)
+        .unwrap_or_default();
+    Err(RegistryError::Status {
+        method,
+        url: url.to_owned(),
+        status,
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn an_upload_status_range_counts_the_bytes_received() {
+        assert_eq!(received_bytes("0-0"), 0, "nothing received yet");
+        assert_eq!(received_bytes("0-4194303"), 4_194_304);
+        assert_eq!(received_bytes("0-1"), 2);
+        assert_eq!(received_bytes("garbage"), 0);
+    }
+
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn challenges_are_parsed() {
+        let c = parse_challenge(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#).unwrap();
+        assert_eq!(c.scheme, "Bearer");
+        assert_eq!(c.params["realm"], "https://auth.example/token");
+        assert_eq!(c.params["scope"], "repository:a/b:pull,push");
+        let c = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
+        assert_eq!(c.scheme, "Basic");
+        assert_eq!(c.params["realm"], "Registry Realm");
+    }
+
+    #[test]
+    fn next_links_are_found() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            HeaderValue::from_static(r#"</v2/_catalog?last=b&n=2>; rel="next""#),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("/v2/_catalog?last=b&n=2"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            HeaderValue::from_static(r#"</v2/x?page=1>; rel="prev", </v2/x?page=3>; rel="next""#),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("/v2/x?page=3"));
+        assert_eq!(next_link(&HeaderMap::new()), None);
+    }
+}
