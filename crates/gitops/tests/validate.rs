@@ -501,34 +501,32 @@ fn aliased(name: &str, first: &str, levels: usize, fanout: usize) -> String {
     text
 }
 
+/// The findings about `path` once the base repository holds `text` there.
+fn findings_about(path: &str, text: &str) -> Vec<gitops::validate::Finding> {
+    let report = check(&with(base(), path, |_| text.to_owned()));
+    report
+        .findings
+        .into_iter()
+        .filter(|f| f.file == Path::new(path))
+        .collect()
+}
+
 #[test]
 fn an_alias_bomb_is_refused_once() {
     // 3^8 = 6,561 copies of one URL with credentials, from a dozen lines.
     let url = "\"https://u:p@h.example/\"";
     let text = aliased("bomb", &format!("[{url}, {url}, {url}]"), 8, 3);
-    let files = with(base(), "workloads/web/bomb.yaml", |_| text.clone());
-    let report = check(&files);
-    let about: Vec<_> = report
-        .findings
-        .iter()
-        .filter(|f| f.file == Path::new("workloads/web/bomb.yaml"))
-        .collect();
+    let about = findings_about("workloads/web/bomb.yaml", &text);
     assert_eq!(about.len(), 1, "{about:#?}");
     assert_eq!(about[0].rule, "yaml");
     assert!(about[0].message.contains("repetition limit"), "{about:#?}");
 
     // Below the parser's limit (3^6 = 729 copies): what the copies hold is said once.
     let text = aliased("bomb", &format!("[{url}, {url}, {url}]"), 5, 3);
-    let files = with(base(), "workloads/web/bomb.yaml", |_| text.clone());
-    let report = check(&files);
-    let about: Vec<_> = report
-        .findings
-        .iter()
-        .filter(|f| f.file == Path::new("workloads/web/bomb.yaml"))
-        .map(|f| f.rule)
-        .collect();
+    let about = findings_about("workloads/web/bomb.yaml", &text);
+    let rules: Vec<&str> = about.iter().map(|f| f.rule).collect();
     // Once per key that holds the URL (x0 to x5), not once per copy.
-    assert_eq!(about, ["url-credentials"; 6], "{:#?}", report.findings);
+    assert_eq!(rules, ["url-credentials"; 6], "{about:#?}");
 }
 
 #[test]
@@ -537,13 +535,7 @@ fn a_document_expanding_far_beyond_its_size_is_refused() {
     // few enough alias jumps for the parser's own limit (100 per event of the document).
     let list: Vec<String> = (0..300).map(|i| i.to_string()).collect();
     let text = aliased("wide", &format!("[{}]", list.join(", ")), 3, 10);
-    let files = with(base(), "workloads/web/wide.yaml", |_| text.clone());
-    let report = check(&files);
-    let about: Vec<_> = report
-        .findings
-        .iter()
-        .filter(|f| f.file == Path::new("workloads/web/wide.yaml"))
-        .collect();
+    let about = findings_about("workloads/web/wide.yaml", &text);
     assert_eq!(about.len(), 1, "{about:#?}");
     assert!(
         about[0]

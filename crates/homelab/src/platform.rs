@@ -187,15 +187,7 @@ async fn harbor_access(
     let ca = platform::registry::ca_pem(client, &wiring.ca).await?;
     let password = match harbor_admin_in_cluster(client).await {
         Some(p) => p,
-        None => lab
-            .config
-            .harbor
-            .admin_password
-            .resolve()
-            .map_err(|source| Error::Secret {
-                key: "harbor.admin_password",
-                source,
-            })?,
+        None => configured_admin_password(lab)?,
     };
     let access = HarborAccess {
         address: std::net::SocketAddr::new(ip, port),
@@ -289,6 +281,18 @@ pub async fn verify_spec(lab: &Lab, client: &kube::Client) -> platform::verify::
     spec
 }
 
+/// `[harbor] admin_password`, resolved.
+fn configured_admin_password(lab: &Lab) -> Result<secrecy::SecretString, Error> {
+    lab.config
+        .harbor
+        .admin_password
+        .resolve()
+        .map_err(|source| Error::Secret {
+            key: "harbor.admin_password",
+            source,
+        })
+}
+
 /// `HARBOR_ADMIN_PASSWORD` of the Secret Harbor's chart reads, when it exists.
 async fn harbor_admin_in_cluster(client: &kube::Client) -> Option<secrecy::SecretString> {
     let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
@@ -310,15 +314,7 @@ pub fn harbor_admin_secret(lab: &Lab) -> Result<Option<kube::api::DynamicObject>
     if lab.config.esc.is_some() {
         return Ok(None);
     }
-    let password = lab
-        .config
-        .harbor
-        .admin_password
-        .resolve()
-        .map_err(|source| Error::Secret {
-            key: "harbor.admin_password",
-            source,
-        })?;
+    let password = configured_admin_password(lab)?;
     let value = serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": { "name": gitops::scaffold::HARBOR_ADMIN_SECRET, "namespace": "harbor",

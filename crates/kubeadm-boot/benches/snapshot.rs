@@ -98,8 +98,9 @@ fn main() {
         work_dir: work.path().join("node").display().to_string(),
         ..EtcdClient::default()
     };
-    let ssh = |extra: &[&str]| {
-        let mut c = Command::new("ssh");
+    // OpenSSH's own clients, with the test server's key and a known_hosts of their own.
+    let openssh = |program: &str, port_flag: &str| {
+        let mut c = Command::new(program);
         c.args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
             .arg("-o")
             .arg(format!(
@@ -108,8 +109,12 @@ fn main() {
             ))
             .arg("-i")
             .arg(&sshd.client_key.private_path)
-            .args(["-p", &sshd.addr.port().to_string()])
-            .arg(format!("{}@{}", sshd.user, sshd.addr.ip()))
+            .args([port_flag, &sshd.addr.port().to_string()]);
+        c
+    };
+    let ssh = |extra: &[&str]| {
+        let mut c = openssh("ssh", "-p");
+        c.arg(format!("{}@{}", sshd.user, sshd.addr.ip()))
             .args(extra);
         c
     };
@@ -140,23 +145,8 @@ fn main() {
         assert!(saved.success());
         // The legacy protocol (-O): the test server runs every command through a logging
         // wrapper, which the SFTP subsystem does not go through.
-        let copied = Command::new("scp")
-            .args([
-                "-q",
-                "-O",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                sshd.dir().join("known_hosts_ssh").display()
-            ))
-            .arg("-i")
-            .arg(&sshd.client_key.private_path)
-            .args(["-P", &sshd.addr.port().to_string()])
+        let copied = openssh("scp", "-P")
+            .args(["-q", "-O"])
             .arg(format!(
                 "{}@{}:{}",
                 sshd.user,

@@ -30,6 +30,19 @@ fn node(sshd: &Sshd) -> (Arc<Pool>, Target) {
     (Arc::new(pool), target)
 }
 
+/// The etcd client of the loopback node: `etcd`'s endpoint and client certificate, the
+/// node's snapshots written under `work/backup`.
+fn client_for(etcd: &Etcd, work: &std::path::Path) -> EtcdClient {
+    EtcdClient {
+        endpoint: etcd.endpoint.clone(),
+        cacert: etcd.ca.display().to_string(),
+        cert: etcd.cert.display().to_string(),
+        key: etcd.key.display().to_string(),
+        work_dir: work.join("backup").display().to_string(),
+        ..EtcdClient::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_is_streamed_checked_and_restores_the_keys() {
     let etcd = Etcd::start().unwrap();
@@ -46,14 +59,7 @@ async fn a_snapshot_is_streamed_checked_and_restores_the_keys() {
     let sshd = Sshd::start().unwrap();
     let (pool, target) = node(&sshd);
     let work = tempfile::tempdir().unwrap();
-    let client = EtcdClient {
-        endpoint: etcd.endpoint.clone(),
-        cacert: etcd.ca.display().to_string(),
-        cert: etcd.cert.display().to_string(),
-        key: etcd.key.display().to_string(),
-        work_dir: work.path().join("backup").display().to_string(),
-        ..EtcdClient::default()
-    };
+    let client = client_for(&etcd, work.path());
     let backups = tempfile::tempdir().unwrap();
     let dir = backups.path().join("snapshots");
     let taken = take(&pool, &target, &client, "lab", &dir).await.unwrap();
@@ -123,12 +129,8 @@ async fn a_node_whose_etcd_refuses_leaves_no_file_here_or_there() {
     let work = tempfile::tempdir().unwrap();
     // A client certificate etcd does not accept: the server's CA file as the certificate.
     let client = EtcdClient {
-        endpoint: etcd.endpoint.clone(),
-        cacert: etcd.ca.display().to_string(),
         cert: etcd.ca.display().to_string(),
-        key: etcd.key.display().to_string(),
-        work_dir: work.path().join("backup").display().to_string(),
-        ..EtcdClient::default()
+        ..client_for(&etcd, work.path())
     };
     let backups = tempfile::tempdir().unwrap();
     let err = take(&pool, &target, &client, "lab", backups.path())
@@ -300,14 +302,7 @@ async fn a_restore_is_planned_done_once_and_the_data_serves_the_keys() {
     let sshd = Sshd::start().unwrap();
     let (pool, target) = node(&sshd);
     let work = tempfile::tempdir().unwrap();
-    let client = EtcdClient {
-        endpoint: etcd.endpoint.clone(),
-        cacert: etcd.ca.display().to_string(),
-        cert: etcd.cert.display().to_string(),
-        key: etcd.key.display().to_string(),
-        work_dir: work.path().join("backup").display().to_string(),
-        ..EtcdClient::default()
-    };
+    let client = client_for(&etcd, work.path());
     let local = tempfile::tempdir().unwrap();
     let taken = take(&pool, &target, &client, "lab", local.path())
         .await

@@ -119,81 +119,17 @@ async fn http_server(body: String) -> u16 {
     port
 }
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "openssl {args:?}");
-}
-
-/// A CA, and a server certificate for `*.verify.homelab.test` signed by it.
+/// A CA, and a server certificate for `*.verify.homelab.test` signed by it (`tls.crt`,
+/// `tls.key`); the CA's PEM.
 fn certificates(dir: &std::path::Path) -> String {
-    openssl(
+    homelab_testkit::test_ca(dir, "homelab test CA").unwrap();
+    homelab_testkit::signed_cert(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=homelab test CA",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "tls.key",
-            "-out",
-            "tls.csr",
-            "-subj",
-            "/CN=verify",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext"),
+        "tls",
+        "/CN=verify",
         "subjectAltName=DNS:*.verify.homelab.test\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "tls.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "tls.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "ext",
-        ],
-    );
     std::fs::read_to_string(dir.join("ca.crt")).unwrap()
 }
 

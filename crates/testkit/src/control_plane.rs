@@ -8,12 +8,11 @@
 //! schemas, watches and dry runs are all real; objects that controllers would act on (a
 //! Node's status, a Deployment's replicas) are written by the test itself.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{FixtureError, err, listens, openssl};
+use crate::{FixtureError, err, free_port, listens, openssl};
 
 /// A client of the cluster `KUBECONFIG` names (scenarios run against any cluster), else of a
 /// control plane started here, returned beside it: the plane runs while that value lives.
@@ -99,82 +98,23 @@ pub struct ControlPlane {
     pub version: String,
 }
 
-fn free_port() -> Result<u16, FixtureError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(err("find a free port"))
-}
-
 /// Certificates of one control plane: a CA, the API server's serving certificate, an admin
 /// client certificate (`system:masters`) and the service-account signing key.
 fn certificates(dir: &Path) -> Result<(), FixtureError> {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=homelab-test-ca",
-    ]);
-    openssl(dir, &ca)?;
-    std::fs::write(
-        dir.join("server.ext"),
+    crate::test_ca(dir, "homelab-test-ca")?;
+    crate::signed_cert(
+        dir,
+        "apiserver",
+        "/CN=kube-apiserver",
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc,IP:10.96.0.1\n\
          extendedKeyUsage=serverAuth\n",
-    )
-    .map_err(err("write server.ext"))?;
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
-        .map_err(err("write client.ext"))?;
-    for (name, subject, ext) in [
-        ("apiserver", "/CN=kube-apiserver", "server.ext"),
-        (
-            "admin",
-            "/O=system:masters/CN=homelab-test-admin",
-            "client.ext",
-        ),
-    ] {
-        let (key, csr, crt) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-        );
-        let mut req = vec!["req"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
-        openssl(dir, &req)?;
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "2",
-                "-extfile",
-                ext,
-            ],
-        )?;
-    }
+    )?;
+    crate::signed_cert(
+        dir,
+        "admin",
+        "/O=system:masters/CN=homelab-test-admin",
+        "extendedKeyUsage=clientAuth\n",
+    )?;
     openssl(
         dir,
         &[

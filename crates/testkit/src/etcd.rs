@@ -3,12 +3,12 @@
 //! its data in a temporary directory; stopped when dropped. [`Etcd::etcdctl`] runs Debian's
 //! `etcdctl` against it with a client certificate.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{FixtureError, err, openssl};
+pub use crate::free_port;
+use crate::{FixtureError, err};
 
 /// A running etcd.
 #[derive(Debug)]
@@ -27,77 +27,21 @@ pub struct Etcd {
     pub data_dir: PathBuf,
 }
 
-/// A free loopback port.
-///
-/// # Errors
-/// None can be bound.
-pub fn free_port() -> Result<u16, FixtureError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(err("bind a free port"))?;
-    Ok(listener.local_addr().map_err(err("local address"))?.port())
-}
-
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
 fn certificates(dir: &Path) -> Result<(), FixtureError> {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=etcd-ca",
-    ]);
-    openssl(dir, &ca)?;
-    for (name, cn, usage) in [
-        (
-            "server",
-            "127.0.0.1",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-        ),
-        ("client", "homelab-backup", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        let mut req = vec!["req"];
-        req.extend(ec);
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let subject = format!("/CN={cn}");
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
-        openssl(dir, &req)?;
-        let ext = format!("{name}.ext");
-        std::fs::write(dir.join(&ext), usage).map_err(err("write the extensions"))?;
-        let crt = format!("{name}.crt");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-            ],
-        )?;
-    }
-    Ok(())
+    crate::test_ca(dir, "etcd-ca")?;
+    crate::signed_cert(
+        dir,
+        "server",
+        "/CN=127.0.0.1",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )?;
+    crate::signed_cert(
+        dir,
+        "client",
+        "/CN=homelab-backup",
+        "extendedKeyUsage=clientAuth\n",
+    )
 }
 
 impl Etcd {

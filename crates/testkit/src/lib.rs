@@ -117,6 +117,84 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A free TCP port on 127.0.0.1 (free when asked: bind it soon).
+///
+/// # Errors
+/// None can be bound.
+pub fn free_port() -> Result<u16, FixtureError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(err("find a free port"))
+}
+
+/// openssl's arguments for a new P-256 key without a passphrase.
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+/// A CA for a test in `dir`: `ca.key` and `ca.crt`, with common name `cn`, two days.
+///
+/// # Errors
+/// openssl is missing or fails.
+pub fn test_ca(dir: &Path, cn: &str) -> Result<(), FixtureError> {
+    let subject = format!("/CN={cn}");
+    let mut args = vec!["req", "-x509"];
+    args.extend(EC_KEY);
+    args.extend([
+        "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", &subject,
+    ]);
+    openssl(dir, &args)
+}
+
+/// `<name>.key` and `<name>.crt` in `dir`, for `subject` (`/CN=...`), signed by the CA of
+/// [`test_ca`], with the X.509 extensions `extensions` (lines of an openssl extfile).
+///
+/// # Errors
+/// openssl is missing or fails.
+pub fn signed_cert(
+    dir: &Path,
+    name: &str,
+    subject: &str,
+    extensions: &str,
+) -> Result<(), FixtureError> {
+    let (key, csr, crt, ext) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+        format!("{name}.ext"),
+    );
+    let mut req = vec!["req"];
+    req.extend(EC_KEY);
+    req.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
+    openssl(dir, &req)?;
+    std::fs::write(dir.join(&ext), extensions).map_err(err(format!("write {ext}")))?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    )
+}
+
 /// Runs `openssl` with `args` in `dir`.
 pub(crate) fn openssl(dir: &Path, args: &[&str]) -> Result<(), FixtureError> {
     let out = Command::new("openssl")

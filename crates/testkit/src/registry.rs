@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{FixtureError, err, openssl};
+use crate::{FixtureError, err};
 
 /// The registry binary, if installed.
 pub fn registry_path() -> Option<PathBuf> {
@@ -49,69 +49,14 @@ fn free_port(address: std::net::Ipv4Addr) -> Result<u16, FixtureError> {
     Ok(listener.local_addr().map_err(err("local address"))?.port())
 }
 
-/// Makes `ca.pem` and a server certificate for 127.0.0.1 signed by it.
+/// Makes `ca.crt` and a server certificate for 127.0.0.1 signed by it.
 fn make_certificates(dir: &Path) -> Result<(), FixtureError> {
-    openssl(
+    crate::test_ca(dir, "homelab test CA")?;
+    crate::signed_cert(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=homelab test CA",
-        ],
-    )?;
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    )?;
-    std::fs::write(
-        dir.join("san.ext"),
+        "server",
+        "/CN=127.0.0.1",
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .map_err(err("write san.ext"))?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
     )
 }
 
@@ -159,10 +104,10 @@ impl Registry {
             let _ = write!(
                 yaml,
                 "  tls:\n    certificate: {}\n    key: {}\n",
-                d.join("server.pem").display(),
+                d.join("server.crt").display(),
                 d.join("server.key").display()
             );
-            ca_file = Some(d.join("ca.pem"));
+            ca_file = Some(d.join("ca.crt"));
         }
         if let Some((user, password)) = &config.user {
             let hash =
