@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod backup;
+
+use backup::{BackupCmd, RestoreCmd, backup, restore};
 use clap::{Args, Parser, Subcommand};
 use homelab::{Lab, Pipeline, Selection, Status};
 use homelab_cli_common::{LogArgs, TextOrJson};
@@ -165,7 +168,7 @@ fn main() -> ExitCode {
         let config = cli.config.config;
         match cli.command {
             Command::Config(cmd) => config_cmd::run(cmd, config.as_deref()),
-            command => run(command, config).await,
+            command => Box::pin(run(command, config)).await,
         }
     })
 }
@@ -279,129 +282,6 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
-}
-
-/// `homelab backup`.
-#[derive(Debug, Subcommand)]
-enum BackupCmd {
-    /// The snapshots of this cluster in backups.dir, newest first: revision, size, age.
-    List,
-    /// Take a snapshot now (then apply retention).
-    Create,
-    /// Check each snapshot (or those given) as etcd would before restoring it: a database
-    /// followed by the sha256 etcd wrote. Exit status 1 when one does not check out.
-    Verify {
-        /// Snapshot files (default: every snapshot of this cluster).
-        files: Vec<std::path::PathBuf>,
-    },
-}
-
-/// `homelab restore`.
-#[derive(Debug, Subcommand)]
-enum RestoreCmd {
-    /// Restore etcd from a snapshot file (one of `homelab backup list`).
-    Etcd {
-        /// The snapshot.
-        snapshot: std::path::PathBuf,
-        /// Only show the steps that would run.
-        #[arg(long)]
-        dry_run: bool,
-        /// Do not ask for confirmation.
-        #[arg(long, short = 'y')]
-        yes: bool,
-    },
-}
-
-async fn restore(
-    lab: &Lab,
-    snapshot: &std::path::Path,
-    dry_run: bool,
-    yes: bool,
-) -> anyhow::Result<ExitCode> {
-    let say = |e: homelab::Event| eprintln!("{e}");
-    let plan = homelab::backup::restore(lab, snapshot, true, &say).await?;
-    let pending = plan
-        .iter()
-        .filter(|r| r.outcome != kubeadm_boot::steps::Outcome::Unchanged)
-        .count();
-    if dry_run || pending == 0 {
-        println!(
-            "{pending} of {} restore steps {}",
-            plan.len(),
-            if dry_run {
-                "would run"
-            } else {
-                "left: restored already"
-            }
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    if !yes
-        && !confirm(&format!(
-            "restore {} onto the control plane (its API server stops meanwhile)?",
-            snapshot.display()
-        ))?
-    {
-        return Ok(ExitCode::FAILURE);
-    }
-    homelab::backup::restore(lab, snapshot, false, &say).await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn backup(lab: &Lab, cmd: BackupCmd) -> anyhow::Result<ExitCode> {
-    match cmd {
-        BackupCmd::List => {
-            let now = std::time::SystemTime::now();
-            let snapshots = homelab::backup::list(lab)?;
-            if snapshots.is_empty() {
-                println!(
-                    "no snapshots of {} in {}",
-                    lab.config.cluster.name,
-                    homelab::backup::dir(lab).display()
-                );
-            }
-            for s in snapshots {
-                let age = now.duration_since(s.taken).unwrap_or_default();
-                println!(
-                    "{}  revision {}  {} bytes  {} old",
-                    s.path.display(),
-                    s.revision,
-                    s.size,
-                    humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        BackupCmd::Create => {
-            let (taken, removed) = homelab::backup::create(lab).await?;
-            println!("{taken}");
-            for old in removed {
-                println!("removed {} (retention)", old.path.display());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        BackupCmd::Verify { files } => {
-            let files = if files.is_empty() {
-                homelab::backup::list(lab)?
-                    .into_iter()
-                    .map(|s| s.path)
-                    .collect()
-            } else {
-                files
-            };
-            let mut ok = true;
-            for file in &files {
-                match kubeadm_boot::backup::verify(file) {
-                    Ok(()) => println!("ok    {}", file.display()),
-                    Err(e) => {
-                        ok = false;
-                        println!("FAIL  {e}");
-                    }
-                }
-            }
-            Ok(exit(ok))
-        }
-    }
 }
 
 async fn destroy(lab: &Lab, yes: bool) -> anyhow::Result<ExitCode> {
