@@ -448,7 +448,11 @@ impl Validator<'_> {
                 .transpose()
         };
         let (include, exclude) = (glob("include")?, glob("exclude")?);
-        for file in files {
+        // Paths order component by component: the files below `dir` are one run of the set.
+        for file in files
+            .range(dir.to_path_buf()..)
+            .take_while(|f| f.starts_with(dir))
+        {
             let Ok(below) = file.strip_prefix(dir) else {
                 continue;
             };
