@@ -81,7 +81,7 @@ pub async fn restore(
     use kubeadm_boot::restore::{Restore, steps};
 
     kubeadm_boot::backup::verify(snapshot)?;
-    let sha256 = kubeadm_boot::backup::sha256_file(snapshot)?;
+    let sha256 = kubeadm_boot::bundle::file_sha256(snapshot)?.0;
     let plan = inputs::bootstrap_plan(&lab.config)?;
     let node = plan.control_plane.target.clone();
     let mut runner = crate::cluster::runner(lab)?;

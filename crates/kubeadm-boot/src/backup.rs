@@ -550,24 +550,6 @@ pub fn verify(path: &Path) -> Result<(), BackupError> {
     checker.finish(path)
 }
 
-/// The sha256 of a file (lower-case hex), read in pieces.
-///
-/// # Errors
-/// It cannot be read.
-pub fn sha256_file(path: &Path) -> Result<String, BackupError> {
-    let mut file = std::fs::File::open(path).map_err(io(path))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 /// The snapshots in `dir`, newest first (files named by [`file_name`]; others are left out).
 ///
 /// # Errors

@@ -330,7 +330,9 @@ async fn a_restore_is_planned_done_once_and_the_data_serves_the_keys() {
     restore.stopped = node_dir.path().join("stopped").display().to_string();
     restore.upload_dir = node_dir.path().join("upload").display().to_string();
     restore.data_dir = node_dir.path().join("restored").display().to_string();
-    let sha = kubeadm_boot::backup::sha256_file(&taken.snapshot.path).unwrap();
+    let sha = kubeadm_boot::bundle::file_sha256(&taken.snapshot.path)
+        .unwrap()
+        .0;
     let plan = steps(&restore, &etcd_yaml, &sha).unwrap();
     let run = |dry_run: bool| {
         let mut runner = Runner::new(pool.clone());
