@@ -26,6 +26,10 @@ use crate::xml::{self, OwnerMeta};
 const NETWORK_XML_INACTIVE: u32 = 1;
 /// `VIR_DOMAIN_XML_INACTIVE`.
 const DOMAIN_XML_INACTIVE: u32 = 2;
+/// `VIR_DOMAIN_AFFECT_LIVE`.
+const DOMAIN_AFFECT_LIVE: u32 = 1;
+/// How long a running guest gets to release its seed disk once asked to.
+const SEED_DETACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A node's SSH identity as recorded on its domain: what `known_hosts` should say.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -269,6 +273,136 @@ impl Hypervisor {
         Ok(plan)
     }
 
+    /// Retires the cloud-init seed of every node of `spec` whose domain this cluster made from
+    /// the seed `spec` wants: the domain's definition loses the seed disk and records
+    /// [`xml::SEED_RETIRED`], the disk is detached from the running domain, and the volume —
+    /// which holds the node's SSH host private key — is removed. Returns the volumes removed,
+    /// as delete actions (`progress` is told of each first).
+    ///
+    /// Call it only once every node is ready with cloud-init turned off
+    /// ([`crate::wait::CLOUD_INIT_DONE`]): a node that boots without its seed while cloud-init
+    /// is still on would take itself for a new instance and make new host keys. A node whose
+    /// guest does not release the disk keeps the volume until it next stops; the next apply
+    /// removes it then.
+    ///
+    /// # Errors
+    /// A libvirt call fails (what was done stays done; running it again continues).
+    pub fn retire_seeds(
+        &self,
+        spec: &ClusterSpec,
+        progress: &mut dyn FnMut(&Action),
+    ) -> Result<Vec<Action>> {
+        let kind = self.resolve_domain_type(spec.domain_type)?;
+        let want = desired(spec, kind);
+        let live = self.live(spec)?;
+        let volumes = live
+            .pools
+            .get(&spec.pool.name)
+            .map(|p| p.volumes.clone())
+            .unwrap_or_default();
+        let mut removed = Vec::new();
+        for node in &spec.nodes {
+            let (Some(domain), Some(wanted)) = (
+                live.domains.get(&node.name),
+                want.nodes.iter().find(|n| n.name == node.name),
+            ) else {
+                continue;
+            };
+            let Some(owner) = domain
+                .owner
+                .clone()
+                .filter(|o| o.cluster == spec.cluster_id)
+            else {
+                continue;
+            };
+            // A node still to be replaced keeps its seed: the next apply makes it anew.
+            if owner.extra.get("seed") != Some(&wanted.seed) {
+                continue;
+            }
+            let volume = node.seed_volume();
+            if !owner.extra.contains_key(xml::SEED_RETIRED) {
+                let mut marked = owner.clone();
+                marked
+                    .extra
+                    .insert(xml::SEED_RETIRED.into(), volume.clone());
+                self.define_domain(spec, kind, node, Some(wanted), None, Some(marked))?;
+            } else if !volumes.contains_key(&volume) {
+                continue;
+            }
+            let action = Action {
+                kind: ObjectKind::Volume,
+                name: volume,
+                change: Change::Delete,
+            };
+            progress(&action);
+            if self.remove_seed_volume(spec, node)? {
+                removed.push(action);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Detaches a node's seed disk from its running domain (the persistent definition no
+    /// longer has it), then removes the volume. Returns whether the volume is gone; a guest
+    /// that does not release the disk in time keeps it until the domain stops.
+    fn remove_seed_volume(&self, spec: &ClusterSpec, node: &NodeSpec) -> Result<bool> {
+        let file = xml::volume_path(&spec.pool, &node.seed_volume());
+        if let Ok(dom) = self.conn.lookup_domain_by_name(&node.name)
+            && dom.is_active().unwrap_or(false)
+        {
+            let attached = |dom: &Domain| {
+                dom.xml_desc(0)
+                    .map_or(true, |x| xml::domain_disk_files(&x).contains(&file))
+            };
+            if attached(&dom) {
+                let disk = xml::seed_disk_xml(spec, node)?;
+                match dom.detach_device_flags(&disk, DOMAIN_AFFECT_LIVE) {
+                    Ok(()) => {}
+                    // The test driver cannot detach, and nothing of it holds the file.
+                    Err(e)
+                        if e.code().is(virt::error::ErrorNumber::NoSupport)
+                            && self.uri.starts_with("test:") => {}
+                    Err(e) => {
+                        tracing::warn!(
+                            node = %node.name,
+                            "the seed disk could not be detached from the running domain ({e}); its volume stays until the node next stops"
+                        );
+                        return Ok(false);
+                    }
+                }
+                // The guest acknowledges the unplug (PCIe hot-plug takes ~5 s).
+                let started = std::time::Instant::now();
+                while attached(&dom) && !self.uri.starts_with("test:") {
+                    if started.elapsed() > SEED_DETACH_TIMEOUT {
+                        tracing::warn!(
+                            node = %node.name,
+                            "the guest has not released its seed disk after {}s; the volume stays until the node next stops",
+                            SEED_DETACH_TIMEOUT.as_secs()
+                        );
+                        return Ok(false);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+            }
+        }
+        self.remove_volume(spec, &node.seed_volume())?;
+        // The test driver's volumes are in memory; the file its upload fallback wrote is not.
+        if self.uri.starts_with("test:") {
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Io {
+                        action: "remove seed",
+                        path: file.into(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Removes every object this cluster owns; others are left alone and reported as kept.
     ///
     /// # Errors
@@ -359,7 +493,15 @@ impl Hypervisor {
                         .map_err(libvirt(format!("start pool {}", a.name)))?;
                 }
                 (ObjectKind::Pool, Change::Delete) => self.remove_pool(&a.name)?,
-                (ObjectKind::Volume, Change::Delete) => self.remove_volume(spec, &a.name)?,
+                (ObjectKind::Volume, Change::Delete) => {
+                    match spec.nodes.iter().find(|n| n.seed_volume() == a.name) {
+                        // A retired seed left behind: released from the running domain first.
+                        Some(node) => {
+                            self.remove_seed_volume(spec, node)?;
+                        }
+                        None => self.remove_volume(spec, &a.name)?,
+                    }
+                }
                 (ObjectKind::Volume, Change::Update { .. }) => self.grow_overlay(spec, &a.name)?,
                 (ObjectKind::Volume, Change::Create | Change::Replace { .. }) => {
                     // A create too: a pool that was stopped when the plan was made hid its

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::xml::OwnerMeta;
+use crate::xml::{OwnerMeta, SEED_RETIRED};
 
 /// Kind of a libvirt object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -354,6 +354,9 @@ fn plan_node(
         }
         Some(d) => {
             let owner = d.owner.clone().unwrap_or_default();
+            // Once cloud-init has finished and the seed is retired, the node no longer has
+            // (or needs) its seed volume.
+            let retired = owner.extra.contains_key(SEED_RETIRED);
             let mut replace = Vec::new();
             if owner.extra.get("seed") != Some(&node.seed) {
                 replace.push(
@@ -363,7 +366,7 @@ fn plan_node(
             }
             if live_pool.is_some_and(|p| p.active) {
                 for vol in [&node.disk_volume, &node.seed_volume] {
-                    if volume(vol).is_none() {
+                    if volume(vol).is_none() && !(retired && vol == &node.seed_volume) {
                         replace.push(format!("volume {vol} is missing"));
                     }
                 }
@@ -387,11 +390,10 @@ fn plan_node(
                     _ => Change::Unchanged,
                 };
                 node_actions.push((ObjectKind::Volume, node.disk_volume.clone(), disk_change));
-                node_actions.push((
-                    ObjectKind::Volume,
-                    node.seed_volume.clone(),
-                    Change::Unchanged,
-                ));
+                node_actions.extend(
+                    seed_change(retired, volume(&node.seed_volume).is_some())
+                        .map(|change| (ObjectKind::Volume, node.seed_volume.clone(), change)),
+                );
                 let change = if owner.spec != node.spec {
                     Change::Update {
                         reasons: vec![if d.active {
@@ -427,13 +429,31 @@ fn plan_node(
     node_actions
 }
 
-/// The volumes of an owned domain that live in the cluster's pool.
+/// What becomes of the seed volume of a node that is kept: nothing, or — once the seed is
+/// retired — nothing to list, unless the volume outlived the retirement (an apply stopped
+/// between its two steps): it holds the node's host private key, so it goes.
+fn seed_change(retired: bool, present: bool) -> Option<Change> {
+    match (retired, present) {
+        (false, _) => Some(Change::Unchanged),
+        (true, true) => Some(Change::Delete),
+        (true, false) => None,
+    }
+}
+
+/// The volumes of an owned domain that live in the cluster's pool: its disks, and a retired
+/// seed volume that outlived its retirement.
 fn owned_volumes(domain: &LiveDomain, desired: &Desired, live: &Live) -> Vec<String> {
     let (pool_name, pool_path) = &desired.pool;
     let Some(pool) = live.pools.get(pool_name) else {
         return Vec::new();
     };
-    domain
+    let retired_seed = domain
+        .owner
+        .as_ref()
+        .and_then(|o| o.extra.get(SEED_RETIRED))
+        .filter(|name| pool.volumes.contains_key(*name) || !pool.active)
+        .cloned();
+    let mut volumes: Vec<String> = domain
         .disks
         .iter()
         .filter_map(|file| {
@@ -443,7 +463,13 @@ fn owned_volumes(domain: &LiveDomain, desired: &Desired, live: &Live) -> Vec<Str
                 .flatten()
         })
         .filter(|name| pool.volumes.contains_key(name) || !pool.active)
-        .collect()
+        .collect();
+    if let Some(seed) = retired_seed
+        && !volumes.contains(&seed)
+    {
+        volumes.push(seed);
+    }
+    volumes
 }
 
 /// The plan's action that starts a stopped pool, if any. A stopped pool cannot list its
@@ -573,6 +599,9 @@ mod tests {
         networks: BTreeMap<String, LiveNetwork>,
         pools: BTreeMap<String, ModelPool>,
         domains: BTreeMap<String, LiveDomain>,
+        /// Domain name → the first-boot settings of the seed it was created with (read from
+        /// the seed volume when the domain was made; the volume may be gone since).
+        booted: BTreeMap<String, Option<String>>,
     }
 
     #[derive(Debug, Clone)]
@@ -731,6 +760,12 @@ mod tests {
                     (ObjectKind::Volume, other) => panic!("no volume operation for {other:?}"),
                     (ObjectKind::Domain, Change::Create | Change::Replace { .. }) => {
                         let n = Self::node(desired, &a.name);
+                        let booted = self
+                            .pools
+                            .get(&desired.pool.0)
+                            .and_then(|p| p.volumes.get(&n.seed_volume))
+                            .and_then(|(_, seed)| seed.clone());
+                        self.booted.insert(a.name.clone(), booted);
                         let mut o = owner(&desired.cluster, &n.spec, &n.seed);
                         o.extra.insert("ip".into(), n.name.clone());
                         self.domains.insert(
@@ -757,6 +792,25 @@ mod tests {
                     (ObjectKind::Domain, Change::Start) => {
                         self.domains.get_mut(&a.name).unwrap().active = true;
                     }
+                }
+            }
+        }
+
+        /// Retires the seeds as `Hypervisor::retire_seeds` does once every node is ready: the
+        /// domain is redefined without its seed disk and marked, then the volume is removed.
+        fn retire(&mut self, desired: &Desired) {
+            for n in &desired.nodes {
+                let Some(d) = self.domains.get_mut(&n.name) else {
+                    continue;
+                };
+                let Some(o) = d.owner.as_mut() else { continue };
+                if o.cluster != desired.cluster || o.extra.get("seed") != Some(&n.seed) {
+                    continue;
+                }
+                o.extra.insert(SEED_RETIRED.into(), n.seed_volume.clone());
+                d.disks.retain(|f| !f.ends_with(&n.seed_volume));
+                if let Some(p) = self.pools.get_mut(&desired.pool.0) {
+                    p.volumes.remove(&n.seed_volume);
                 }
             }
         }
@@ -794,14 +848,28 @@ mod tests {
                     Some((size, _)) if *size == n.disk_bytes => {}
                     other => return Err(format!("disk of {}: {other:?}", n.name)),
                 }
-                match pool.volumes.get(&n.seed_volume) {
-                    Some((_, Some(seed))) if seed == &n.seed => {}
+                match self.booted.get(&n.name) {
+                    Some(Some(seed)) if seed == &n.seed => {}
                     other => {
                         return Err(format!(
                             "{} booted from seed {other:?}, wanted {}",
                             n.name, n.seed
                         ));
                     }
+                }
+                let retired = d
+                    .owner
+                    .as_ref()
+                    .is_some_and(|o| o.extra.contains_key(SEED_RETIRED));
+                match (retired, pool.volumes.get(&n.seed_volume)) {
+                    (false, Some(_)) | (true, None) => {}
+                    (false, None) => return Err(format!("{}: seed volume missing", n.name)),
+                    (true, Some(_)) => {
+                        return Err(format!("{}: seed retired but its volume is left", n.name));
+                    }
+                }
+                if retired && d.disks.iter().any(|f| f.ends_with(&n.seed_volume)) {
+                    return Err(format!("{}: retired seed still a disk", n.name));
                 }
             }
             for (name, d) in &self.domains {
@@ -838,6 +906,7 @@ mod tests {
                 })
                 .collect(),
             domains: live.domains.clone(),
+            booted: BTreeMap::new(),
         };
         model.apply(desired, plan);
         *live = model.observe();
@@ -979,6 +1048,7 @@ mod tests {
             prop::sample::select(vec!["s1", "s2"]),
             prop::sample::select(vec!["x1", "x2"]),
             any::<bool>(),
+            any::<bool>(),
         ));
         let volumes = (
             proptest::option::of(prop::sample::select(vec![10u64, 20, 30])),
@@ -1019,7 +1089,7 @@ mod tests {
                     // together and removes the domain first); one without a domain is a
                     // leftover of any run.
                     let seed = match (&domain, seed) {
-                        (Some((_, domain_seed, _)), Some(_)) => Some(*domain_seed),
+                        (Some((_, domain_seed, _, _)), Some(_)) => Some(*domain_seed),
                         (_, seed) => seed,
                     };
                     if let Some(seed) = seed {
@@ -1030,7 +1100,7 @@ mod tests {
                     }
                     // Volumes disappear only through a running pool (libvirt cannot delete
                     // from a stopped one): a node's domain behind a stopped pool has both.
-                    if let Some((_, domain_seed, _)) = &domain
+                    if let Some((_, domain_seed, _, _)) = &domain
                         && !pool_active
                     {
                         volumes.entry(format!("{name}.qcow2")).or_insert((10, None));
@@ -1038,16 +1108,24 @@ mod tests {
                             .entry(format!("{name}-seed.img"))
                             .or_insert((SEED_BYTES, Some((*domain_seed).to_owned())));
                     }
-                    if let Some((spec, seed, active)) = domain {
+                    if let Some((spec, seed, active, retired)) = domain {
+                        // A retired node: its seed disk is gone from the definition; the
+                        // volume may have outlived it (an apply stopped in between).
+                        let mut o = owner("lab", spec, seed);
+                        let mut disks = vec![format!("/p/{name}.qcow2")];
+                        if retired {
+                            o.extra
+                                .insert(SEED_RETIRED.into(), format!("{name}-seed.img"));
+                        } else {
+                            disks.push(format!("/p/{name}-seed.img"));
+                        }
+                        m.booted.insert(name.into(), Some(seed.to_owned()));
                         m.domains.insert(
                             name.into(),
                             LiveDomain {
-                                owner: Some(owner("lab", spec, seed)),
+                                owner: Some(o),
                                 active,
-                                disks: vec![
-                                    format!("/p/{name}.qcow2"),
-                                    format!("/p/{name}-seed.img"),
-                                ],
+                                disks,
                             },
                         );
                     }
@@ -1065,6 +1143,27 @@ mod tests {
     }
 
     proptest! {
+        /// Destroy, from whatever this cluster left on the host (a retired seed volume that
+        /// outlived its retirement included), removes every domain and each one's volumes.
+        #[test]
+        fn destroy_from_any_host_removes_every_domains_volumes(
+            host in host_strategy(),
+            d in spec_strategy(),
+        ) {
+            let mut model = host;
+            let had_domains: Vec<String> = model.domains.keys().cloned().collect();
+            let destroy = destroy_plan(&d, &model.observe());
+            model.apply(&d, &destroy);
+            prop_assert!(model.domains.is_empty(), "{:?}", model.domains);
+            if let Some(pool) = model.pools.get(&d.pool.0).filter(|p| p.active) {
+                for name in had_domains {
+                    for vol in [format!("{name}.qcow2"), format!("{name}-seed.img")] {
+                        prop_assert!(!pool.volumes.contains_key(&vol), "{} left by destroy", vol);
+                    }
+                }
+            }
+        }
+
         /// From whatever this cluster left on the host, and through any sequence of specs:
         /// one apply of the plan makes the model what the spec asks for (judged on the model,
         /// including what each node really booted with), planning again is a no-op, and
@@ -1072,10 +1171,10 @@ mod tests {
         #[test]
         fn any_sequence_of_specs_converges(
             host in host_strategy(),
-            specs in prop::collection::vec(spec_strategy(), 1..6),
+            specs in prop::collection::vec((spec_strategy(), any::<bool>()), 1..6),
         ) {
             let mut model = host;
-            for d in &specs {
+            for (d, retire) in &specs {
                 // As Hypervisor::apply does: a stopped pool is started first, then the rest is
                 // planned from what it holds.
                 let mut p = plan(d, &model.observe());
@@ -1090,12 +1189,29 @@ mod tests {
                 }
                 let again = plan(d, &model.observe());
                 prop_assert!(again.is_noop(), "second plan not a no-op:\n{}", again);
+                // Every node ready: the seeds are retired, and nothing is left to do.
+                if *retire {
+                    model.retire(d);
+                    if let Err(e) = model.check(d) {
+                        return Err(TestCaseError::fail(format!("after retiring: {e}")));
+                    }
+                    let again = plan(d, &model.observe());
+                    prop_assert!(again.is_noop(), "plan after retiring:\n{}", again);
+                }
             }
-            // Destroy removes every domain and the network.
-            let last = specs.last().unwrap();
+            // Destroy removes every domain, its volumes and the network.
+            let (last, _) = specs.last().unwrap();
             let destroy = destroy_plan(last, &model.observe());
+            let had_domains: Vec<String> = model.domains.keys().cloned().collect();
             model.apply(last, &destroy);
             prop_assert!(model.domains.is_empty(), "{:?}", model.domains);
+            if let Some(pool) = model.pools.get(&last.pool.0).filter(|p| p.active) {
+                for name in had_domains {
+                    for vol in [format!("{name}.qcow2"), format!("{name}-seed.img")] {
+                        prop_assert!(!pool.volumes.contains_key(&vol), "{} left by destroy", vol);
+                    }
+                }
+            }
             prop_assert!(model.networks.is_empty());
             // A second destroy has nothing left to do (a pool this cluster did not create is
             // only listed as kept).

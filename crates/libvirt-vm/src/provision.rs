@@ -151,7 +151,7 @@ pub async fn up(
     while let Some(action) = rx.recv().await {
         events(Event::Action(action));
     }
-    let plan = apply
+    let mut plan = apply
         .await
         .map_err(|e| Error::Spec(format!("the apply worker failed: {e}")))??;
 
@@ -182,12 +182,38 @@ pub async fn up(
             &describe,
         )
         .await?;
+        // Every node has finished cloud-init and turned it off: the seeds, which hold the
+        // nodes' host private keys, are no longer needed.
+        plan.actions
+            .extend(retire_seeds(spec, &options.uri, events).await?);
     }
     Ok(UpReport {
         image: image_outcome,
         plan,
         known_hosts: known,
     })
+}
+
+/// [`Hypervisor::retire_seeds`] off the async runtime, each removal told as an event.
+async fn retire_seeds(
+    spec: &ClusterSpec,
+    uri: &str,
+    events: &(dyn Fn(Event) + Send + Sync),
+) -> Result<Vec<Action>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Action>();
+    let uri = uri.to_owned();
+    let owned = spec.clone();
+    let retire = tokio::spawn(blocking(move || {
+        Hypervisor::connect(&uri)?.retire_seeds(&owned, &mut |a| {
+            let _ = tx.send(a.clone());
+        })
+    }));
+    while let Some(action) = rx.recv().await {
+        events(Event::Action(action));
+    }
+    retire
+        .await
+        .map_err(|e| Error::Spec(format!("the seed worker failed: {e}")))?
 }
 
 /// What [`wait::wait_ready`] needs for each node of `spec`.

@@ -1,6 +1,7 @@
 //! Waiting until nodes are ready: TCP 22 answers with an SSH banner, the node proves the
 //! host key recorded when its seed was made, the login works, and cloud-init has finished
-//! (`/var/lib/cloud/instance/boot-finished` exists). A DHCP lease proves nothing of that.
+//! (`/var/lib/cloud/instance/boot-finished` exists) and is turned off for the boots to come.
+//! A DHCP lease proves nothing of that.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -17,10 +18,17 @@ use crate::error::{Error, Result};
 
 /// How often a node that is not ready yet is probed again.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
-/// The command whose success means cloud-init has finished. The `sync` makes what
+/// The command whose success means cloud-init has finished. Once it has, cloud-init is
+/// turned off for later boots (`/etc/cloud/cloud-init.disabled`): the seed is removed after
+/// the first boot ([`crate::Hypervisor::retire_seeds`]), and a cloud-init that found no seed
+/// would take the node for a new instance and replace its host keys. The `sync` makes what
 /// cloud-init wrote (host keys, the login user) durable before the node is called ready, so
 /// a power cut right after cannot lose it.
-pub const CLOUD_INIT_DONE: &str = "test -f /var/lib/cloud/instance/boot-finished && sync";
+///
+/// Exit status 1 means cloud-init is still running; any other failure is reported as such.
+pub const CLOUD_INIT_DONE: &str = "test -f /var/lib/cloud/instance/boot-finished || exit 1; \
+     test -f /etc/cloud/cloud-init.disabled || sudo -n touch /etc/cloud/cloud-init.disabled || exit 2; \
+     sync";
 
 /// One node to wait for.
 #[derive(Debug, Clone)]
@@ -136,7 +144,19 @@ pub async fn probe_within(target: &ReadyTarget, key: &Arc<PrivateKey>, banner: D
     session.disconnect().await;
     match out {
         Ok(out) if out.exit_status == 0 => Seen::Ready,
-        Ok(_) => Seen::CloudInitRunning { banner },
+        Ok(out) if out.exit_status == 1 => Seen::CloudInitRunning { banner },
+        Ok(out) => {
+            let tail = out.stderr_tail(1);
+            ssh_err(format!(
+                "the ready check failed with exit status {} (turning cloud-init off needs `sudo -n`){}",
+                out.exit_status,
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {tail}")
+                }
+            ))
+        }
         Err(e) => ssh_err(e.to_string()),
     }
 }

@@ -17,6 +17,12 @@ pub const METADATA_NS: &str = "http://homelab.invalid/xmlns/libvirt-vm/1";
 /// (1 GiB on 64-bit hosts) is far more than small nodes need.
 pub const TCG_TB_CACHE_MIB: u64 = 128;
 
+/// The ownership entry that marks a node whose cloud-init seed is retired: cloud-init has
+/// finished and is turned off on the node, the seed disk is gone from the domain's
+/// definition, and its volume (which holds the node's host private key) is removed. Its
+/// value is the seed volume's name.
+pub const SEED_RETIRED: &str = "seed-retired";
+
 /// Ownership and fingerprints this library records on the objects it creates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnerMeta {
@@ -612,7 +618,39 @@ pub fn volume_path(pool: &PoolSpec, volume: &str) -> String {
         .into_owned()
 }
 
-/// A node's domain XML: virtio disk (overlay) and seed, virtio network on the cluster's
+fn file_disk(file: String, dev: &'static str, format: &'static str, readonly: bool) -> Disk {
+    Disk {
+        kind: "file",
+        device: "disk",
+        driver: Driver {
+            name: "qemu",
+            kind: format,
+        },
+        source: FileSource { file },
+        target: DiskTarget { dev, bus: "virtio" },
+        readonly: readonly.then_some(()),
+    }
+}
+
+fn seed_disk(spec: &ClusterSpec, node: &NodeSpec) -> Disk {
+    file_disk(
+        volume_path(&spec.pool, &node.seed_volume()),
+        "vdb",
+        "raw",
+        true,
+    )
+}
+
+/// The `<disk>` element of a node's seed, as a device to detach from a running domain.
+///
+/// # Errors
+/// Only if serialization fails.
+pub fn seed_disk_xml(spec: &ClusterSpec, node: &NodeSpec) -> Result<String, XmlError> {
+    to_xml("disk", &seed_disk(spec, node))
+}
+
+/// A node's domain XML: virtio disk (overlay) and, until it is retired ([`SEED_RETIRED`] in
+/// `owner`), the seed; virtio network on the cluster's
 /// network, serial console logged to [`console_log_path`], `<disk type='file'>` (never
 /// `type='volume'`, so AppArmor's helper can resolve the paths).
 /// `uuid` is the existing domain's when it is redefined (libvirt matches name and UUID).
@@ -660,17 +698,15 @@ pub fn domain_xml(
         ),
         DomainType::Test => (None, None, None),
     };
-    let disk = |file: String, dev: &'static str, format: &'static str, readonly: bool| Disk {
-        kind: "file",
-        device: "disk",
-        driver: Driver {
-            name: "qemu",
-            kind: format,
-        },
-        source: FileSource { file },
-        target: DiskTarget { dev, bus: "virtio" },
-        readonly: readonly.then_some(()),
-    };
+    let mut disks = vec![file_disk(
+        volume_path(&spec.pool, &node.disk_volume()),
+        "vda",
+        "qcow2",
+        false,
+    )];
+    if !owner.extra.contains_key(SEED_RETIRED) {
+        disks.push(seed_disk(spec, node));
+    }
     to_xml(
         "domain",
         &DomainXml {
@@ -705,20 +741,7 @@ pub fn domain_xml(
             on_reboot: "restart",
             on_crash: "destroy",
             devices: Devices {
-                disk: vec![
-                    disk(
-                        volume_path(&spec.pool, &node.disk_volume()),
-                        "vda",
-                        "qcow2",
-                        false,
-                    ),
-                    disk(
-                        volume_path(&spec.pool, &node.seed_volume()),
-                        "vdb",
-                        "raw",
-                        true,
-                    ),
-                ],
+                disk: disks,
                 interface: Interface {
                     kind: "network",
                     mac: MacXml {

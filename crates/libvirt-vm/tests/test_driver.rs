@@ -280,6 +280,86 @@ fn changes_are_applied_in_place_or_by_replacement() {
     assert_eq!(keys_after[1].ip, "192.168.150.12");
 }
 
+/// The persistent definition of a domain (what the next boot uses).
+fn persistent_xml(host: &TestHost, name: &str) -> String {
+    const INACTIVE: u32 = 2;
+    host.hv
+        .connection()
+        .lookup_domain_by_name(name)
+        .unwrap()
+        .xml_desc(INACTIVE)
+        .unwrap()
+}
+
+#[test]
+fn retired_seeds_leave_the_pool_and_the_definitions_and_stay_retired() {
+    let host = TestHost::new();
+    let spec = host.spec(&[("cp", 10, 2), ("w1", 11, 1)]);
+    host.apply(&spec);
+    let keys = host.hv.known_hosts(&spec).unwrap();
+    let mut told = Vec::new();
+    let removed = host
+        .hv
+        .retire_seeds(&spec, &mut |a| told.push(a.name.clone()))
+        .unwrap();
+    assert_eq!(
+        labels(&Plan { actions: removed }),
+        ["delete volume cp-seed.img", "delete volume w1-seed.img"]
+    );
+    assert_eq!(told, ["cp-seed.img", "w1-seed.img"]);
+    for node in ["cp", "w1"] {
+        assert!(!host.pool_dir().join(format!("{node}-seed.img")).exists());
+        let xml = persistent_xml(&host, node);
+        let disks = libvirt_vm::xml::domain_disk_files(&xml);
+        assert!(!disks.iter().any(|d| d.ends_with("-seed.img")), "{disks:?}");
+        let meta = libvirt_vm::xml::read_owner_meta(&xml).unwrap();
+        assert_eq!(
+            meta.extra.get(libvirt_vm::xml::SEED_RETIRED),
+            Some(&format!("{node}-seed.img"))
+        );
+    }
+    // Settled: nothing to plan, nothing more to retire, the host keys are still known.
+    let plan = host.hv.plan(&spec).unwrap();
+    assert!(plan.is_noop(), "{plan}");
+    assert!(!labels(&plan).iter().any(|l| l.contains("seed")), "{plan}");
+    assert!(host.hv.retire_seeds(&spec, &mut |_| {}).unwrap().is_empty());
+    assert_eq!(host.hv.known_hosts(&spec).unwrap(), keys);
+
+    // A change in place keeps the node retired; a first-boot change makes a new node with
+    // a new seed, which is retired again later.
+    let changed = host.spec(&[("cp", 10, 4), ("w1", 12, 1)]);
+    let (_, done) = host.apply(&changed);
+    assert_eq!(
+        done,
+        [
+            "replace domain w1",
+            "change network lab-net",
+            "change domain cp",
+            "replace volume w1.qcow2",
+            "replace volume w1-seed.img",
+        ]
+    );
+    let disks = |node| libvirt_vm::xml::domain_disk_files(&persistent_xml(&host, node));
+    assert!(!disks("cp").iter().any(|d| d.ends_with("cp-seed.img")));
+    assert!(disks("w1").iter().any(|d| d.ends_with("w1-seed.img")));
+    assert!(host.pool_dir().join("w1-seed.img").exists());
+    assert!(host.hv.plan(&changed).unwrap().is_noop());
+    let removed = host.hv.retire_seeds(&changed, &mut |_| {}).unwrap();
+    assert_eq!(
+        labels(&Plan { actions: removed }),
+        ["delete volume w1-seed.img"]
+    );
+
+    // Destroy leaves nothing in the pool directory but what the test put there.
+    host.hv.destroy(&changed, &mut |_| {}).unwrap();
+    let left: Vec<_> = std::fs::read_dir(host.pool_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[test]
 fn adding_a_node_updates_the_network_in_place() {
     let host = TestHost::new();
