@@ -28,6 +28,7 @@ PACKAGES=(
   "containerd:/usr/bin/containerd"                 # a real containerd (and ctr): a node pulling from the registry
   "etcd-server:/usr/bin/etcd"                      # the real control plane's store in tests
   "etcd-client:/usr/bin/etcdctl"                   # etcd snapshots: taken and restored in the backup tests
+  "rclone:/usr/bin/rclone"                         # the scheduled etcd backup's copy to S3, run by its test
   "gnupg:/usr/bin/gpg"                             # OpenPGP keys: fingerprint cross-checks, a signed test repository
   "apt-utils:/usr/bin/apt-ftparchive"              # the stand-in Kubernetes package repository of the real-VM suite
   "iptables:/usr/sbin/xtables-nft-multi"           # the node bundle's kube-proxy and Flannel images carry it
@@ -62,7 +63,8 @@ fi
 #            CoreDNS, Flannel, the CNI plugins and a pause process, the offline node bundle
 #            the real-VM suite brings a cluster up from (scripts/node-bundle.sh). Built from
 #            their Go modules like kubectl (cached per machine and version; kube-tools.sh
-#            rebuilds only what its lock no longer matches).
+#            rebuilds only what its lock no longer matches). Also Versity's S3 gateway, the
+#            real S3 server the backup copy's test writes to.
 tools_missing=()
 cargo nextest --version >/dev/null 2>&1 || tools_missing+=("cargo-nextest")
 kubectl kustomize --help >/dev/null 2>&1 || tools_missing+=("kubectl")

@@ -10,7 +10,8 @@
 #                                                    API server, and the node bundle's add-ons:
 #                                                    pause, coredns, flanneld, and the CNI plugins
 #                                                    cni-bridge, cni-host-local, cni-loopback,
-#                                                    cni-portmap, cni-flannel; `all` names every one)
+#                                                    cni-portmap, cni-flannel; versitygw, an S3
+#                                                    server for the backup tests; `all` names every one)
 #   scripts/kube-tools.sh --install kubectl          also link each into /usr/local/bin
 #   scripts/kube-tools.sh --dir                      print the bin dir only
 #   scripts/kube-tools.sh --stale kube-apiserver     print those not built from this go.sum
@@ -39,9 +40,12 @@ declare -A addon=(
   [cni-loopback]=github.com/containernetworking/plugins/plugins/main/loopback@v1.6.2
   [cni-portmap]=github.com/containernetworking/plugins/plugins/meta/portmap@v1.6.2
   [cni-flannel]=github.com/containernetworking/plugins/plugins/meta/flannel@v0.9.1
+  # Not Kubernetes: a real S3-compatible server (Versity's gateway, POSIX backend) for the
+  # tests of the etcd backup's copy to a bucket. No Debian package ships an S3 server.
+  [versitygw]=github.com/versity/versitygw/cmd/versitygw@v1.8.0
 )
 all=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubeadm kubectl etcd pause
-  coredns flanneld cni-bridge cni-host-local cni-loopback cni-portmap cni-flannel)
+  coredns flanneld cni-bridge cni-host-local cni-loopback cni-portmap cni-flannel versitygw)
 
 install=false
 stale_only=false
@@ -53,7 +57,7 @@ for arg in "$@"; do
     --dir) echo "$bin"; exit 0 ;;
     all) components+=("${all[@]}") ;;
     kube-apiserver | kube-controller-manager | kube-scheduler | kube-proxy | kubectl | kubelet | kubeadm | etcd | pause | \
-      coredns | flanneld | cni-bridge | cni-host-local | cni-loopback | cni-portmap | cni-flannel)
+      coredns | flanneld | cni-bridge | cni-host-local | cni-loopback | cni-portmap | cni-flannel | versitygw)
       components+=("$arg") ;;
     *) echo "kube-tools: unknown component or option: $arg" >&2; exit 2 ;;
   esac

@@ -97,7 +97,13 @@ pub struct Needs {
     pub runners: bool,
     /// The monitoring stack is deployed.
     pub monitoring: bool,
+    /// The scheduled etcd snapshots are copied to an S3-compatible bucket.
+    pub backup_s3: bool,
 }
+
+/// The Secret (in `kube-system`) whose `access_key_id` and `secret_access_key` the scheduled
+/// etcd backup copies to S3 with.
+pub const BACKUP_S3_SECRET: &str = "etcd-backup-s3";
 
 /// A path of dotted keys (the literals below).
 fn path(text: &str) -> PropertyPath {
@@ -180,6 +186,23 @@ pub fn declared(needs: &Needs) -> Vec<Declared> {
             optional: false,
         });
     }
+    if needs.backup_s3 {
+        out.push(Declared {
+            name: BACKUP_S3_SECRET.into(),
+            purpose: "the S3 access key the scheduled etcd snapshots are copied to the bucket with"
+                .into(),
+            source: path("backups.s3"),
+            namespace: "kube-system".into(),
+            secret: BACKUP_S3_SECRET.into(),
+            kind: Kind::Opaque {
+                keys: vec![
+                    ("access_key_id".into(), "accessKeyId".into()),
+                    ("secret_access_key".into(), "secretAccessKey".into()),
+                ],
+            },
+            optional: false,
+        });
+    }
     out
 }
 
@@ -244,6 +267,7 @@ mod tests {
             gitops_repo: Some("https://github.com/me/lab.git".into()),
             runners: true,
             monitoring: true,
+            backup_s3: true,
         }
     }
 
@@ -259,7 +283,8 @@ mod tests {
                 "harbor-robot",
                 "argocd-repository",
                 "github-runner-token",
-                "grafana-admin"
+                "grafana-admin",
+                "etcd-backup-s3"
             ]
         );
         for d in declared(&everything()) {
@@ -275,7 +300,7 @@ mod tests {
             .collect();
         targets.sort();
         targets.dedup();
-        assert_eq!(targets.len(), 5);
+        assert_eq!(targets.len(), 6);
     }
 
     #[test]
@@ -300,6 +325,8 @@ mod tests {
                 ("argocd.repository.password".to_owned(), true),
                 ("grafana.adminUser".to_owned(), false),
                 ("grafana.adminPassword".to_owned(), false),
+                ("backups.s3.accessKeyId".to_owned(), false),
+                ("backups.s3.secretAccessKey".to_owned(), false),
             ]
         );
         assert_eq!(

@@ -418,6 +418,7 @@ mod tests {
             gitops_repo: Some("https://github.com/me/lab.git".into()),
             runners: true,
             monitoring: true,
+            backup_s3: false,
         })
     }
 

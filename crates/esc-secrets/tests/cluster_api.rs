@@ -62,6 +62,7 @@ async fn secrets_are_synced_from_one_read_and_a_foreign_secret_is_never_overwrit
             gitops_repo: Some("https://github.com/me/lab.git".into()),
             runners: true,
             monitoring: false,
+            backup_s3: false,
         }),
         &ns,
     );
@@ -180,6 +181,7 @@ async fn the_store_and_every_external_secret_pass_a_dry_run_against_external_sec
         gitops_repo: Some("https://github.com/me/lab.git".into()),
         runners: true,
         monitoring: true,
+        backup_s3: false,
     });
     let store = Store::new(env(), "https://api.pulumi.com");
     namespaces_for(&client, &list, &store).await;
@@ -276,6 +278,7 @@ async fn an_external_secret_that_failed_before_its_store_was_ready_is_nudged() {
         gitops_repo: Some("https://github.com/me/lab.git".into()),
         runners: false,
         monitoring: false,
+        backup_s3: false,
     });
     let store = Store::new(env(), "https://api.pulumi.com");
     namespaces_for(&client, &list, &store).await;

@@ -152,6 +152,53 @@ pub struct EtcdBackup {
     pub etcd_image: String,
     /// A small image with a shell (names and prunes the snapshots).
     pub shell_image: String,
+    /// Where each snapshot is also copied, off the node.
+    pub s3: Option<S3Copy>,
+}
+
+/// An S3-compatible bucket the scheduled snapshots are copied to (with `rclone`), keeping
+/// the newest [`EtcdBackup::keep`] there as well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Copy {
+    /// The service's URL.
+    pub endpoint: String,
+    /// The bucket (it must exist: the copy needs no right to create buckets).
+    pub bucket: String,
+    /// The key prefix (`etcd` → `etcd/etcd-<time>.db`).
+    pub prefix: String,
+    /// The region signatures name.
+    pub region: String,
+    /// The Secret in `kube-system` with the keys `access_key_id` and `secret_access_key`.
+    pub secret: String,
+    /// The image whose `rclone` copies (`rclone/rclone`).
+    pub image: String,
+}
+
+/// The container that names the new snapshot by its time and keeps the newest `keep` in
+/// `$BACKUP_DIR` (the node directory, mounted at `/backup`). Names sort by time, so the
+/// newest are the last names, whatever the files' modification times.
+fn keep_script(keep: u32) -> String {
+    format!(
+        "set -e; dir=\"${{BACKUP_DIR:-/backup}}\"; chmod 700 \"$dir\"; \
+         mv \"$dir/.in-progress.db\" \"$dir/etcd-$(date -u +%Y%m%dT%H%M%SZ).db\"; \
+         ls -1 \"$dir\"/etcd-*.db | sort -r | tail -n +{} | xargs -r rm -f; ls -l \"$dir\"",
+        keep + 1
+    )
+}
+
+/// The container that copies the newest snapshot to the bucket and keeps the newest `keep`
+/// there. rclone is configured only through the environment (`:s3:` names the backend with
+/// no configuration file); the bucket's credentials come from the Secret.
+fn upload_script(keep: u32) -> String {
+    format!(
+        "set -e; dir=\"${{BACKUP_DIR:-/backup}}\"; dest=\":s3:$S3_BUCKET/$S3_PREFIX\"; \
+         latest=$(ls -1 \"$dir\"/etcd-*.db | sort | tail -n 1); \
+         rclone copyto \"$latest\" \"$dest/${{latest##*/}}\"; \
+         rclone lsf --files-only --include 'etcd-*.db' \"$dest\" | sort -r | tail -n +{} | \
+         while read -r old; do rclone deletefile \"$dest/$old\"; done; \
+         rclone lsf --files-only \"$dest\"",
+        keep + 1
+    )
 }
 
 impl EtcdBackup {
@@ -159,18 +206,56 @@ impl EtcdBackup {
     /// snapshot is taken by `etcdctl` from kubeadm's etcd image with the health-check client
     /// certificate (the node's `/etc/kubernetes/pki/etcd`, read-only), on the host network
     /// (etcd listens on 127.0.0.1), into a file only root reads; the shell container names
-    /// it by time and removes all but the newest `keep`.
+    /// it by time and removes all but the newest `keep`. With [`EtcdBackup::s3`], the newest
+    /// is then copied to the bucket by `rclone`, which keeps the newest `keep` there too.
     pub fn objects(&self) -> Vec<Value> {
         let pki = "/etc/kubernetes/pki/etcd";
         let keep = self.keep.max(1);
-        let name_and_prune = format!(
-            "set -e; chmod 700 /backup; \
-             mv /backup/.in-progress.db \"/backup/etcd-$(date -u +%Y%m%dT%H%M%SZ).db\"; \
-             ls -1t /backup/etcd-*.db | tail -n +{} | xargs -r rm -f; ls -l /backup",
-            keep + 1
-        );
         let small = json!({ "requests": { "cpu": "50m", "memory": "64Mi" },
                             "limits": { "cpu": "500m", "memory": "256Mi" } });
+        let snapshot = json!({
+            "name": "snapshot", "image": self.etcd_image,
+            "command": ["etcdctl", "--endpoints=https://127.0.0.1:2379",
+                format!("--cacert={pki}/ca.crt"),
+                format!("--cert={pki}/healthcheck-client.crt"),
+                format!("--key={pki}/healthcheck-client.key"),
+                "snapshot", "save", "/backup/.in-progress.db"],
+            "resources": small,
+            "volumeMounts": [
+                { "name": "pki", "mountPath": pki, "readOnly": true },
+                { "name": "backup", "mountPath": "/backup" }],
+        });
+        let keep_container = json!({
+            "name": "keep", "image": self.shell_image,
+            "command": ["sh", "-c", keep_script(keep)],
+            "resources": small,
+            "volumeMounts": [{ "name": "backup", "mountPath": "/backup" }],
+        });
+        // Without a bucket the naming is the job's last step; with one it runs before the
+        // copy (init containers run in order, then the containers).
+        let (init, containers) = match &self.s3 {
+            None => (vec![snapshot], vec![keep_container]),
+            Some(s3) => {
+                let secret =
+                    |key: &str| json!({ "secretKeyRef": { "name": s3.secret, "key": key } });
+                let upload = json!({
+                    "name": "upload", "image": s3.image,
+                    "command": ["sh", "-c", upload_script(keep)],
+                    "env": [
+                        { "name": "S3_BUCKET", "value": s3.bucket },
+                        { "name": "S3_PREFIX", "value": s3.prefix },
+                        { "name": "RCLONE_S3_PROVIDER", "value": "Other" },
+                        { "name": "RCLONE_S3_ENDPOINT", "value": s3.endpoint },
+                        { "name": "RCLONE_S3_REGION", "value": s3.region },
+                        { "name": "RCLONE_S3_NO_CHECK_BUCKET", "value": "true" },
+                        { "name": "RCLONE_S3_ACCESS_KEY_ID", "valueFrom": secret("access_key_id") },
+                        { "name": "RCLONE_S3_SECRET_ACCESS_KEY", "valueFrom": secret("secret_access_key") }],
+                    "resources": small,
+                    "volumeMounts": [{ "name": "backup", "mountPath": "/backup", "readOnly": true }],
+                });
+                (vec![snapshot, keep_container], vec![upload])
+            }
+        };
         vec![
             json!({ "apiVersion": "v1", "kind": "ServiceAccount",
                     "metadata": { "name": "etcd-backup", "namespace": "kube-system" },
@@ -192,24 +277,8 @@ impl EtcdBackup {
                             "nodeSelector": { "node-role.kubernetes.io/control-plane": "" },
                             "tolerations": [{ "key": "node-role.kubernetes.io/control-plane",
                                               "operator": "Exists", "effect": "NoSchedule" }],
-                            "initContainers": [{
-                                "name": "snapshot", "image": self.etcd_image,
-                                "command": ["etcdctl", "--endpoints=https://127.0.0.1:2379",
-                                    format!("--cacert={pki}/ca.crt"),
-                                    format!("--cert={pki}/healthcheck-client.crt"),
-                                    format!("--key={pki}/healthcheck-client.key"),
-                                    "snapshot", "save", "/backup/.in-progress.db"],
-                                "resources": small,
-                                "volumeMounts": [
-                                    { "name": "pki", "mountPath": pki, "readOnly": true },
-                                    { "name": "backup", "mountPath": "/backup" }],
-                            }],
-                            "containers": [{
-                                "name": "keep", "image": self.shell_image,
-                                "command": ["sh", "-c", name_and_prune],
-                                "resources": small,
-                                "volumeMounts": [{ "name": "backup", "mountPath": "/backup" }],
-                            }],
+                            "initContainers": init,
+                            "containers": containers,
                             "volumes": [
                                 { "name": "pki", "hostPath": { "path": pki, "type": "Directory" } },
                                 { "name": "backup", "hostPath": { "path": self.node_dir, "type": "DirectoryOrCreate" } }],

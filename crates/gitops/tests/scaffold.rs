@@ -58,6 +58,14 @@ fn spec() -> Spec {
             keep: 7,
             etcd_image: "registry.k8s.io/etcd:3.5.21-0".into(),
             shell_image: "docker.io/library/busybox:1.36".into(),
+            s3: Some(gitops::scaffold::S3Copy {
+                endpoint: "https://s3.example.net".into(),
+                bucket: "lab-backups".into(),
+                prefix: "etcd".into(),
+                region: "us-east-1".into(),
+                secret: "etcd-backup-s3".into(),
+                image: "docker.io/rclone/rclone:1.68.2".into(),
+            }),
         }),
     }
 }
@@ -578,8 +586,39 @@ async fn the_scheduled_etcd_backup_is_a_cronjob_the_api_server_accepts() {
             .iter()
             .any(|m| m.name == "pki" && m.read_only == Some(true))
     );
-    let prune = pod.containers[0].command.as_ref().unwrap()[2].clone();
+    // With a bucket: named and pruned on the node first, then copied by rclone, whose keys
+    // come from the Secret and which reads the snapshots read-only.
+    let keep = &pod.init_containers.as_ref().unwrap()[1];
+    assert_eq!(keep.name, "keep");
+    let prune = keep.command.as_ref().unwrap()[2].clone();
     assert!(prune.contains("tail -n +8"), "{prune}");
+    let upload = &pod.containers[0];
+    assert_eq!(upload.name, "upload");
+    assert!(upload.command.as_ref().unwrap()[2].contains("tail -n +8"));
+    let env = upload.env.as_ref().unwrap();
+    let from_secret: Vec<(&str, &str)> = env
+        .iter()
+        .filter_map(|e| {
+            let key = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+            Some((e.name.as_str(), key.name.as_str()))
+        })
+        .collect();
+    assert_eq!(
+        from_secret,
+        [
+            ("RCLONE_S3_ACCESS_KEY_ID", "etcd-backup-s3"),
+            ("RCLONE_S3_SECRET_ACCESS_KEY", "etcd-backup-s3")
+        ]
+    );
+    assert!(env.iter().all(|e| e.value.as_deref() != Some("AKIA")));
+    assert!(
+        upload
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|m| m.read_only == Some(true))
+    );
 
     let (client, _plane) = homelab_testkit::control_plane::cluster().await.unwrap();
     let dry = PostParams {

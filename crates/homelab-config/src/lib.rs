@@ -44,10 +44,10 @@ pub use load::{
     ConfigSource, DEFAULT_FILE_NAME, EMBEDDED_DEFAULT, EMBEDDED_NAME, LoadError, Loaded, parse_str,
 };
 pub use model::{
-    ARGOCD_MANIFEST_SHA256, ARGOCD_RELEASE, ClusterConfig, ClusterProvider, ComponentVersions,
-    Config, DomainType, EscConfig, Features, GithubConfig, GitopsConfig, HarborConfig,
-    HarborStorage, LibvirtConfig, LoadBalancerIps, NetworkConfig, Node, NodeRole, PackagesConfig,
-    PhaseSettings, Phases, RunnerRepo, SshConfig,
+    ARGOCD_MANIFEST_SHA256, ARGOCD_RELEASE, BackupsConfig, BackupsS3, ClusterConfig,
+    ClusterProvider, ComponentVersions, Config, DomainType, EscConfig, Features, GithubConfig,
+    GitopsConfig, HarborConfig, HarborStorage, LibvirtConfig, LoadBalancerIps, NetworkConfig, Node,
+    NodeRole, PackagesConfig, PhaseSettings, Phases, RunnerRepo, SshConfig,
 };
 pub use path::{KeyPath, Segment};
 pub use secret::{SecretError, SecretRef};

@@ -517,6 +517,40 @@ pub struct BackupsConfig {
     /// With `features.backups`: where those snapshots are kept on the control-plane node
     /// (the newest `keep`).
     pub node_dir: String,
+    /// With `features.backups`: an S3-compatible bucket each scheduled snapshot is also
+    /// copied to, off the node (the newest `keep` are kept there too).
+    pub s3: Option<BackupsS3>,
+}
+
+/// An S3-compatible bucket for the scheduled etcd snapshots. Its credentials are never in
+/// this file: they are the Secret `kube-system/etcd-backup-s3` (keys `access_key_id`,
+/// `secret_access_key`), which the secrets layer delivers from ESC's `backups.s3` object
+/// (`accessKeyId`, `secretAccessKey`) or which is created by hand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct BackupsS3 {
+    /// The service's URL (`https://s3.eu-central-1.amazonaws.com`, another S3-compatible service's).
+    pub endpoint: String,
+    /// The bucket (it must exist).
+    pub bucket: String,
+    /// The key prefix the snapshots are written under (`etcd` → `etcd/etcd-<time>.db`).
+    pub prefix: String,
+    /// The region the service expects in signatures.
+    pub region: String,
+    /// Allow an `http://` endpoint (the snapshot travels unencrypted).
+    pub plain_http: bool,
+}
+
+impl Default for BackupsS3 {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            bucket: String::new(),
+            prefix: "etcd".into(),
+            region: "us-east-1".into(),
+            plain_http: false,
+        }
+    }
 }
 
 impl Default for BackupsConfig {
@@ -527,6 +561,7 @@ impl Default for BackupsConfig {
             max_age: HumanDuration(std::time::Duration::from_secs(30 * 24 * 3600)),
             schedule: "0 3 * * *".into(),
             node_dir: "/var/backups/etcd".into(),
+            s3: None,
         }
     }
 }

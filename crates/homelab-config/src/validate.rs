@@ -650,6 +650,80 @@ fn backups(config: &Config, out: &mut Vec<Diagnostic>) {
             ),
         ));
     }
+    if let Some(s3) = &b.s3 {
+        backups_s3(config, s3, out);
+    }
+}
+
+/// A bucket name S3 accepts (3–63 of lowercase letters, digits, dots and hyphens, starting
+/// and ending with a letter or digit), a plain prefix, an https endpoint unless plain HTTP
+/// was asked for.
+fn backups_s3(config: &Config, s3: &crate::model::BackupsS3, out: &mut Vec<Diagnostic>) {
+    let schemes: &[&str] = if s3.plain_http {
+        &["https", "http"]
+    } else {
+        &["https"]
+    };
+    if !s3.plain_http
+        && s3.endpoint.starts_with("http://")
+        && url_problems(&s3.endpoint, &["http"]).is_empty()
+    {
+        out.push(
+            Diagnostic::error(
+                p("backups.s3.endpoint"),
+                "an http:// endpoint would carry the snapshots unencrypted",
+            )
+            .with_help("use https, or set backups.s3.plain_http = true"),
+        );
+    } else {
+        url_check("backups.s3.endpoint", &s3.endpoint, schemes, out);
+    }
+    let bucket = &s3.bucket;
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !(3..=63).contains(&bucket.len())
+        || !bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        || !edge_ok(bucket.chars().next())
+        || !edge_ok(bucket.chars().last())
+    {
+        out.push(Diagnostic::error(
+            p("backups.s3.bucket"),
+            format!(
+                "`{bucket}` is not a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit"
+            ),
+        ));
+    }
+    let prefix = &s3.prefix;
+    if prefix.starts_with('/')
+        || prefix.ends_with('/')
+        || prefix.contains("//")
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    {
+        out.push(Diagnostic::error(
+            p("backups.s3.prefix"),
+            format!(
+                "`{prefix}` is not a key prefix: letters, digits and - _ . /, no leading, trailing or double /"
+            ),
+        ));
+    }
+    if s3.region.trim().is_empty() || s3.region.contains(char::is_whitespace) {
+        out.push(Diagnostic::error(
+            p("backups.s3.region"),
+            format!("`{}` is not a region name", s3.region),
+        ));
+    }
+    if !config.features.backups {
+        out.push(
+            Diagnostic::warning(
+                p("backups.s3"),
+                "is set but features.backups is off: only the scheduled snapshots are copied to it",
+            )
+            .with_related(p("features.backups")),
+        );
+    }
 }
 
 /// A release tag (`v3.2.0`) where one is meant, and digests that are sha256 hex.
@@ -1009,6 +1083,56 @@ mod tests {
         );
         let text = validate(&c)[0].message.clone();
         assert!(text.contains("`kube-flannel.yml`"), "{text}");
+    }
+
+    #[test]
+    fn an_s3_copy_needs_an_https_endpoint_a_bucket_name_and_a_plain_prefix() {
+        let mut c = Config::default();
+        c.features.backups = true;
+        c.backups.s3 = Some(crate::model::BackupsS3 {
+            endpoint: "https://s3.example.net".into(),
+            bucket: "homelab-backups".into(),
+            ..crate::model::BackupsS3::default()
+        });
+        assert_eq!(validate(&c), vec![]);
+        let s3 = c.backups.s3.as_mut().unwrap();
+        s3.endpoint = "http://minio.lan:9000".into();
+        s3.bucket = "Backups_2026".into();
+        s3.prefix = "/etcd/".into();
+        s3.region = String::new();
+        assert_eq!(
+            errors_at(&c),
+            [
+                "backups.s3.endpoint",
+                "backups.s3.bucket",
+                "backups.s3.prefix",
+                "backups.s3.region"
+            ]
+        );
+        let endpoint = validate(&c).into_iter().next().unwrap();
+        assert!(
+            format!("{endpoint:?}").contains("plain_http"),
+            "{endpoint:?}"
+        );
+        let s3 = c.backups.s3.as_mut().unwrap();
+        s3.plain_http = true;
+        s3.bucket = "backups".into();
+        s3.prefix = "lab/etcd".into();
+        s3.region = "garage".into();
+        assert_eq!(validate(&c), vec![]);
+        // Credentials belong in the Secret, never in the URL (and are not repeated).
+        c.backups.s3.as_mut().unwrap().endpoint = "http://AKIAEXAMPLE:hunter2@minio.lan".into();
+        let all = format!("{:?}", validate(&c));
+        assert!(
+            all.contains("credentials") && !all.contains("hunter2"),
+            "{all}"
+        );
+        // Without the feature nothing copies to it: said, not refused.
+        c.backups.s3.as_mut().unwrap().endpoint = "http://minio.lan".into();
+        c.features.backups = false;
+        let found = validate(&c);
+        assert!(found.iter().all(|d| !d.is_error()), "{found:?}");
+        assert_eq!(found.len(), 1, "{found:?}");
     }
 
     #[test]

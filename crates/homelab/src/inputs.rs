@@ -21,6 +21,9 @@ use crate::error::Error;
 /// The port SSH listens on, on every node homelab makes.
 pub const SSH_PORT: u16 = 22;
 
+/// The image the scheduled etcd backup copies snapshots to S3 with (`[backups.s3]`).
+pub const RCLONE_IMAGE: &str = "docker.io/rclone/rclone:1.68.2";
+
 /// The VM layer's spec of `config`; `authorized_keys` are the public keys (the contents of
 /// `ssh.public_key`) installed on the nodes.
 pub fn vm_spec(config: &Config, authorized_keys: Vec<String>) -> VmCluster {
@@ -504,6 +507,18 @@ pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {
                 keep: config.backups.keep,
                 etcd_image: kubeadm_boot::prepare::etcd_image(&kube_version(config), None),
                 shell_image: "docker.io/library/busybox:1.36".into(),
+                s3: config
+                    .backups
+                    .s3
+                    .as_ref()
+                    .map(|s3| gitops::scaffold::S3Copy {
+                        endpoint: s3.endpoint.clone(),
+                        bucket: s3.bucket.clone(),
+                        prefix: s3.prefix.clone(),
+                        region: s3.region.clone(),
+                        secret: esc_secrets::declared::BACKUP_S3_SECRET.into(),
+                        image: RCLONE_IMAGE.into(),
+                    }),
             }),
     })
 }

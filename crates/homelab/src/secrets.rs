@@ -98,6 +98,7 @@ fn needs_of(c: &homelab_config::Config) -> Needs {
             .filter(|u| !u.is_empty()),
         runners: c.features.runners,
         monitoring: c.features.monitoring,
+        backup_s3: c.features.backups && c.backups.s3.is_some(),
     }
 }
 

@@ -478,7 +478,7 @@ impl Drop for ControlPlane {
 /// (`setpriv --pdeathsig`, util-linux), so that a test killed by the runner (a time-out)
 /// leaves no etcd or API server running for the rest of the suite; [`Drop`] stops them
 /// otherwise.
-fn bound_to_test(program: &Path) -> Command {
+pub(crate) fn bound_to_test(program: &Path) -> Command {
     if Path::new("/usr/bin/setpriv").is_file() {
         let mut command = Command::new("/usr/bin/setpriv");
         command.args(["--pdeathsig", "KILL", "--"]).arg(program);
@@ -503,7 +503,7 @@ fn spawn_logged(program: &Path, args: &[String], log: &Path) -> std::io::Result<
 }
 
 /// The last lines of a log file.
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")

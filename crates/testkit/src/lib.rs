@@ -3,7 +3,8 @@
 //! etcd and `kube-apiserver` on loopback; [`kube_api::ApiServer`] is a stateful fake of
 //! the Kubernetes API server for fast unit tests of `kube` code. [`registry::Registry`] runs
 //! Debian's `docker-registry` on loopback; [`harbor_fake::HarborFake`] is a contract fake of
-//! Harbor's REST API.
+//! Harbor's REST API. [`s3::S3Server`] runs a real S3-compatible server (Versity's gateway)
+//! on loopback.
 //! [`upstream`] fetches upstream release files (Argo CD's install manifest) to test against.
 
 pub mod apt_repo;
@@ -14,6 +15,7 @@ pub mod etcd;
 pub mod harbor_fake;
 pub mod kube_api;
 pub mod registry;
+pub mod s3;
 pub mod token_server;
 pub mod upstream;
 
