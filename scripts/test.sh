@@ -37,3 +37,6 @@ fi
 cargo nextest run --workspace --locked --profile "${NEXTEST_PROFILE:-default}" --run-ignored all \
   -E "$filter"
 
+echo "== secret scan of everything the tests printed"
+scripts/secret-scan.sh "target/nextest/${NEXTEST_PROFILE:-default}/junit.xml"
+

@@ -12,7 +12,6 @@ use crate::control_plane::{bound_to_test, kube_bin_dir, tail};
 use crate::{FixtureError, err, free_port, listens};
 
 /// A running S3 gateway.
-#[derive(Debug)]
 pub struct S3Server {
     child: Child,
     dir: tempfile::TempDir,
@@ -127,6 +126,16 @@ impl S3Server {
     /// Its log so far.
     pub fn log(&self) -> String {
         tail(&self.dir.path().join("versitygw.log"))
+    }
+}
+
+impl std::fmt::Debug for S3Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Server")
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[REDACTED]")
+            .finish_non_exhaustive()
     }
 }
 
