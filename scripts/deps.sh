@@ -29,6 +29,7 @@ PACKAGES=(
   "etcd-server:/usr/bin/etcd"                      # the real control plane's store in tests
   "etcd-client:/usr/bin/etcdctl"                   # etcd snapshots: taken and restored in the backup tests
   "rclone:/usr/bin/rclone"                         # the scheduled etcd backup's copy to S3, run by its test
+  "postgresql:/usr/bin/pg_ctlcluster"              # a real PostgreSQL: the web template's dump and restore, run by their test
   "gnupg:/usr/bin/gpg"                             # OpenPGP keys: fingerprint cross-checks, a signed test repository
   "apt-utils:/usr/bin/apt-ftparchive"              # the stand-in Kubernetes package repository of the real-VM suite
   "iptables:/usr/sbin/xtables-nft-multi"           # the node bundle's kube-proxy and Flannel images carry it

@@ -65,6 +65,16 @@ enum Command {
         /// The repository (default: the current directory).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// Write a whole application instead of an empty one. `web-postgres`: a frontend
+        /// (2-4 replicas) and a backend (1-3) behind an NGINX Ingress in namespace NAME,
+        /// PostgreSQL (10Gi, dumped daily, 7 kept) in NAME-db, NetworkPolicies that let
+        /// through only what each tier needs. The database login is the Secret NAME-postgres
+        /// (username, password, database) in both namespaces, never in the repository.
+        #[arg(long, value_enum)]
+        template: Option<Template>,
+        /// The Ingress host (default: NAME.<gitops.apps_domain>).
+        #[arg(long, requires = "template")]
+        host: Option<String>,
     },
     /// The Application tree from the root: each one's sync and health, and what is not
     /// Synced and Healthy with Argo CD's messages. Exit status 1 when anything is not.
@@ -129,6 +139,13 @@ async fn client(cluster: &Cluster) -> Result<kube::Client> {
 }
 
 /// The scaffold's input, from homelab.toml.
+/// The applications `add-app --template` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Template {
+    /// A web frontend and backend with PostgreSQL.
+    WebPostgres,
+}
+
 fn scaffold_spec(config: &homelab_config::Config) -> Result<gitops::scaffold::Spec> {
     homelab::inputs::gitops_spec(config).ok_or_else(|| {
         anyhow::anyhow!(
@@ -166,11 +183,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             print_changes(json, &changes)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::AddApp { name, dir } => {
+        Command::AddApp {
+            name,
+            dir,
+            template,
+            host,
+        } => {
             let config = homelab_config::ConfigSource::discover(cli.config.config.as_deref())
                 .load()?
                 .config;
-            let changes = gitops::scaffold::add_app(&dir, &scaffold_spec(&config)?, &name)?;
+            let spec = scaffold_spec(&config)?;
+            let changes = match template {
+                None => gitops::scaffold::add_app(&dir, &spec, &name)?,
+                Some(Template::WebPostgres) => {
+                    let template = homelab::inputs::web_postgres(&config, &name, host.as_deref())?;
+                    gitops::scaffold::add_app_template(&dir, &spec, &template)?
+                }
+            };
             print_changes(json, &changes)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -918,6 +918,9 @@ pub fn init(root: &Path, spec: &Spec) -> Result<Vec<(PathBuf, FileChange)>, Scaf
     Ok(report)
 }
 
+/// The kustomization [`add_app`] starts an application with.
+const EMPTY_APP: &str = "# Add this application's manifests here.\nresources: []\n";
+
 /// Adds application `name` (deployed to namespace `name`): `apps/<name>/` with a
 /// kustomization, its Application in `bootstrap/workloads/<name>.yaml` (wave 12), and that
 /// file in the `bootstrap/workloads/kustomization.yaml` list — a structured edit of the YAML. Adding an
@@ -956,11 +959,7 @@ pub fn add_app(
         ));
     } else {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        std::fs::write(
-            &kustomization,
-            "# Add this application's manifests here.\nresources: []\n",
-        )
-        .map_err(io(&kustomization))?;
+        std::fs::write(&kustomization, EMPTY_APP).map_err(io(&kustomization))?;
         report.push((
             PathBuf::from(format!("apps/{name}/kustomization.yaml")),
             FileChange::Created,
@@ -1022,6 +1021,95 @@ pub fn add_app(
             FileChange::Updated(diff(&text, &new)),
         ));
     }
+    Ok(report)
+}
+
+/// The first line of every file a template writes: the files are the application's, to edit.
+pub const TEMPLATE_HEADER: &str =
+    "# Written by homelab-gitops add-app --template: this application's own file, yours to edit.";
+
+/// [`add_app`] with the whole application of `template` (named `template.name`): its files
+/// under `apps/<name>/` and their `kustomization.yaml`. A file that exists is kept; an
+/// application whose kustomization already lists resources of its own is refused, so a
+/// template never mixes into an application written by hand.
+///
+/// # Errors
+/// The name is not a DNS label, the application exists with its own resources, or a file
+/// cannot be read or written.
+pub fn add_app_template(
+    root: &Path,
+    spec: &Spec,
+    template: &crate::templates::WebPostgres,
+) -> Result<Vec<(PathBuf, FileChange)>, ScaffoldError> {
+    let name = &template.name;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ScaffoldError::Io { path, source }
+    };
+    let dir = root.join("apps").join(name);
+    let kustomization = dir.join("kustomization.yaml");
+    let files = template.files();
+    let listed: Vec<&str> = files
+        .iter()
+        .map(|(f, _)| f.as_str())
+        .filter(|f| {
+            std::path::Path::new(f)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("yaml"))
+        })
+        .collect();
+    let mut wanted = format!("{TEMPLATE_HEADER}\nresources:\n");
+    for f in &listed {
+        wanted.push_str("  - ");
+        wanted.push_str(f);
+        wanted.push('\n');
+    }
+    let mut report = Vec::new();
+    match std::fs::read_to_string(&kustomization) {
+        Ok(text) if text == wanted => report.push((
+            PathBuf::from(format!("apps/{name}/kustomization.yaml")),
+            FileChange::Unchanged,
+        )),
+        Ok(text) if text != EMPTY_APP => {
+            return Err(ScaffoldError::Invalid(format!(
+                "apps/{name}/kustomization.yaml exists with resources of its own: a template writes a whole application; choose another name or move that one away"
+            )));
+        }
+        _ => {
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            std::fs::write(&kustomization, &wanted).map_err(io(&kustomization))?;
+            report.push((
+                PathBuf::from(format!("apps/{name}/kustomization.yaml")),
+                FileChange::Created,
+            ));
+        }
+    }
+    for (file, objects) in &files {
+        let path = dir.join(file);
+        let shown = PathBuf::from(format!("apps/{name}/{file}"));
+        if path.exists() {
+            report.push((shown, FileChange::Kept));
+            continue;
+        }
+        let mut text = format!("{TEMPLATE_HEADER}\n");
+        for (i, object) in objects.iter().enumerate() {
+            if i > 0 {
+                text.push_str("---\n");
+            }
+            text.push_str(
+                &serde_norway::to_string(object)
+                    .map_err(|e| ScaffoldError::Invalid(e.to_string()))?,
+            );
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&path, text).map_err(io(&path))?;
+        report.push((shown, FileChange::Created));
+    }
+    report.extend(add_app(root, spec, name)?.into_iter().filter(|(path, _)| {
+        !path.ends_with("kustomization.yaml") || path.starts_with("bootstrap")
+    }));
     Ok(report)
 }
 

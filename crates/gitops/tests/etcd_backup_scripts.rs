@@ -92,16 +92,6 @@ fn run(script: &str, env: &[(String, String)], backup_dir: &Path, bin: &Path) ->
         .unwrap()
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn each_snapshot_is_named_kept_on_the_node_and_copied_to_the_bucket_keeping_the_newest() {
     let s3 = S3Server::start().unwrap();
@@ -120,20 +110,7 @@ fn each_snapshot_is_named_kept_on_the_node_and_copied_to_the_bucket_keeping_the_
     let bin = work.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     // One run a day: 2026-12-01T03:00:00Z, then the 2nd, ...
-    std::fs::write(
-        bin.join("date"),
-        format!(
-            "#!/bin/sh\nn=$(cat {c} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {c}\n\
-             printf '202612%02dT030000Z\\n' \"$n\"\n",
-            c = work.path().join("day").display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        bin.join("date"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    homelab_testkit::date_shim(&bin, "202612%02dT030000Z");
 
     for day in 1..=5u32 {
         // What etcdctl leaves for the keep container: a snapshot of its own size and bytes.
@@ -147,7 +124,11 @@ fn each_snapshot_is_named_kept_on_the_node_and_copied_to_the_bucket_keeping_the_
         let expected: Vec<String> = (day.saturating_sub(KEEP - 1).max(1)..=day)
             .map(|d| format!("etcd-202612{d:02}T030000Z.db"))
             .collect();
-        assert_eq!(names(&node_dir), expected, "on the node, day {day}");
+        assert_eq!(
+            homelab_testkit::file_names(&node_dir),
+            expected,
+            "on the node, day {day}"
+        );
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&node_dir).unwrap().permissions(),
         );

@@ -681,6 +681,9 @@ pub struct GitopsConfig {
     pub branch: String,
     /// Directory inside the repository holding the root application.
     pub path: String,
+    /// The DNS domain applications answer under: `homelab-gitops add-app NAME --template`
+    /// gives the application's Ingress the host `NAME.<apps_domain>`.
+    pub apps_domain: String,
 }
 
 impl Default for GitopsConfig {
@@ -689,6 +692,7 @@ impl Default for GitopsConfig {
             repo_url: String::new(),
             branch: "main".into(),
             path: "bootstrap".into(),
+            apps_domain: "homelab.lan".into(),
         }
     }
 }

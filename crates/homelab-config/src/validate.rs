@@ -887,6 +887,13 @@ fn integrations(config: &Config, out: &mut Vec<Diagnostic>) {
                 ),
             ));
         }
+        let domain = &gitops.apps_domain;
+        if domain.len() > 200 || domain.split('.').any(|label| !is_dns_label(label)) {
+            out.push(Diagnostic::error(
+                p("gitops.apps_domain"),
+                format!("`{domain}` is not a DNS domain (dot-separated labels, e.g. homelab.lan)"),
+            ));
+        }
     }
 }
 

@@ -84,6 +84,9 @@ pub enum Error {
     /// The phase selection is contradictory.
     #[error("{0}")]
     Selection(String),
+    /// An application template cannot be made from what was given.
+    #[error("application template: {0}")]
+    Template(String),
     /// A node given on the command line (`--node`, `--only`) is not usable.
     #[error("{flag} {value}: {reason}")]
     NodeOverride {

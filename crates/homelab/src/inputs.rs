@@ -523,6 +523,36 @@ pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {
     })
 }
 
+/// The `web-postgres` template of application `name`: its Ingress answers `host` (else
+/// `<name>.<gitops.apps_domain>`), its images are in Harbor's project
+/// (`<harbor host>/<harbor.project>/<name>-frontend:0.1.0`, `-backend`).
+///
+/// # Errors
+/// `host` is not a DNS name, or `harbor.url` does not parse.
+pub fn web_postgres(
+    config: &Config,
+    name: &str,
+    host: Option<&str>,
+) -> Result<gitops::templates::WebPostgres, Error> {
+    let domain = config
+        .gitops
+        .as_ref()
+        .map_or("homelab.lan", |g| g.apps_domain.as_str());
+    let host = host.map_or_else(|| format!("{name}.{domain}"), str::to_owned);
+    if host.len() > 253
+        || host
+            .split('.')
+            .any(|label| !homelab_config::is_dns_label(label))
+    {
+        return Err(Error::Template(format!(
+            "host `{host}` is not a DNS name (dot-separated labels)"
+        )));
+    }
+    let registry = platform::registry::registry_of(&config.harbor.url)?;
+    Ok(gitops::templates::WebPostgres::new(name, &host)
+        .images_in(&format!("{registry}/{}", config.harbor.project)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! the Kubernetes API server for fast unit tests of `kube` code. [`registry::Registry`] runs
 //! Debian's `docker-registry` on loopback; [`harbor_fake::HarborFake`] is a contract fake of
 //! Harbor's REST API. [`s3::S3Server`] runs a real S3-compatible server (Versity's gateway)
-//! on loopback.
+//! on loopback; [`postgres::Postgres`] Debian's PostgreSQL.
 //! [`upstream`] fetches upstream release files (Argo CD's install manifest) to test against.
 
 pub mod apt_repo;
@@ -14,6 +14,7 @@ pub mod esc_fake;
 pub mod etcd;
 pub mod harbor_fake;
 pub mod kube_api;
+pub mod postgres;
 pub mod registry;
 pub mod s3;
 pub mod token_server;
@@ -555,6 +556,42 @@ fn compare_or_write(dir: &Path, name: &str, actual: &str, write: bool) {
             path.display()
         ),
     }
+}
+
+/// Writes a `date` into `bin` (to put ahead of the system's on `PATH`) that prints, at its
+/// n-th call, `format` (a `printf` format) filled with n: one day later at each run of a
+/// scheduled job's script, e.g. `202612%02dT030000Z`.
+///
+/// # Panics
+/// The file cannot be written (a test fixture).
+pub fn date_shim(bin: &Path, format: &str) {
+    let counter = bin.join(".date-calls");
+    let script = bin.join("date");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nn=$(cat '{c}' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '{c}'\n\
+             printf '{format}\\n' \"$n\"\n",
+            c = counter.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("write {}: {e}", script.display()));
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", script.display()));
+}
+
+/// The names of the entries of `dir`, sorted.
+///
+/// # Panics
+/// The directory cannot be read (a test fixture).
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[cfg(test)]

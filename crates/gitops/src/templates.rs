@@ -1,0 +1,823 @@
+//! Application templates: whole applications as Kubernetes objects built from
+//! `k8s-openapi`'s types (never text templates), written into an application's directory of
+//! the GitOps repository by [`crate::scaffold::add_app_from`].
+//!
+//! [`WebPostgres`] is a web application in two tiers, each in its own namespace: the `app`
+//! tier (`<name>`) holds a frontend (2 replicas, scaled 2–4) and a backend (1, scaled 1–3)
+//! behind an NGINX Ingress; the `db` tier (`<name>-db`) holds PostgreSQL as a StatefulSet
+//! with its volume, and its daily `pg_dump` kept 7 days. Every workload has requests and
+//! limits; `NetworkPolicies` deny all ingress in both namespaces, then allow exactly
+//! frontend ← ingress controller, backend ← frontend, database ← backend (and its backup),
+//! and the metrics ports ← the monitoring namespace.
+//!
+//! The database login is never in the repository: both tiers read the Secret
+//! [`WebPostgres::secret`] (`username`, `password`, `database`), which the secrets layer
+//! delivers (or which is created once in each namespace).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+
+/// The label every object of a template carries: its tier (`frontend`, `backend`,
+/// `database`, `backup`).
+pub const TIER: &str = "app.kubernetes.io/component";
+/// The label naming the application.
+pub const PART_OF: &str = "app.kubernetes.io/part-of";
+/// The label Kubernetes puts on every namespace with its name.
+pub const NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
+
+/// The frontend's port (the Node adapter of `SvelteKit` listens on 3000).
+pub const FRONTEND_PORT: i32 = 3000;
+/// The backend's port; it also serves `/metrics` there.
+pub const BACKEND_PORT: i32 = 8080;
+/// PostgreSQL's port.
+pub const POSTGRES_PORT: i32 = 5432;
+/// The PostgreSQL exporter's port (its sidecar).
+pub const EXPORTER_PORT: i32 = 9187;
+
+/// A web application with a PostgreSQL database (see the module's documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WebPostgres {
+    /// The application's name: the app tier's namespace, `<name>-db` the database's.
+    pub name: String,
+    /// The host name the Ingress answers for.
+    pub host: String,
+    /// The frontend's image.
+    pub frontend_image: String,
+    /// The backend's image.
+    pub backend_image: String,
+    /// PostgreSQL's image (its `pg_dump` and `psql` also back up and restore).
+    pub postgres_image: String,
+    /// The PostgreSQL exporter's image (a sidecar of the database).
+    pub exporter_image: String,
+    /// The `IngressClass` (`nginx`).
+    pub ingress_class: String,
+    /// Where the ingress controller runs (allowed to reach the frontend).
+    pub ingress_namespace: String,
+    /// Where Prometheus runs (allowed to scrape the metrics ports).
+    pub monitoring_namespace: String,
+    /// The `StorageClass` of the database's and the dumps' volumes (`local-path`).
+    pub storage_class: String,
+    /// When the database is dumped (cron, UTC).
+    pub backup_schedule: String,
+    /// Dumps kept (one a day: 7 days).
+    pub backup_keep: u32,
+}
+
+impl WebPostgres {
+    /// The template for application `name` answering on `host`, with the platform's
+    /// defaults (NGINX in `ingress-nginx`, Prometheus in `monitoring`, `local-path`, a daily
+    /// dump at 02:00 kept 7 days) and the application's images at version 0.1.0 in
+    /// `registry.invalid` until [`WebPostgres::images_in`] names the registry.
+    pub fn new(name: &str, host: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            host: host.to_owned(),
+            frontend_image: format!("registry.invalid/{name}-frontend:0.1.0"),
+            backend_image: format!("registry.invalid/{name}-backend:0.1.0"),
+            postgres_image: "docker.io/library/postgres:16.6".into(),
+            exporter_image: "quay.io/prometheuscommunity/postgres-exporter:v0.16.0".into(),
+            ingress_class: "nginx".into(),
+            ingress_namespace: "ingress-nginx".into(),
+            monitoring_namespace: "monitoring".into(),
+            storage_class: "local-path".into(),
+            backup_schedule: "0 2 * * *".into(),
+            backup_keep: 7,
+        }
+    }
+
+    /// The application's images in `repository` (`harbor.homelab.lan/homelab`):
+    /// `<repository>/<name>-frontend:0.1.0` and `-backend`, the tags a first build pushes.
+    #[must_use]
+    pub fn images_in(mut self, repository: &str) -> Self {
+        let repository = repository.trim_end_matches('/');
+        self.frontend_image = format!("{repository}/{}-frontend:0.1.0", self.name);
+        self.backend_image = format!("{repository}/{}-backend:0.1.0", self.name);
+        self
+    }
+
+    /// The app tier's namespace.
+    pub fn app_namespace(&self) -> String {
+        self.name.clone()
+    }
+
+    /// The database tier's namespace.
+    pub fn db_namespace(&self) -> String {
+        format!("{}-db", self.name)
+    }
+
+    /// The Secret (in both namespaces) with the database login: `username`, `password`,
+    /// `database`.
+    pub fn secret(&self) -> String {
+        format!("{}-postgres", self.name)
+    }
+
+    /// The database's Service DNS name, as the backend reaches it.
+    pub fn db_host(&self) -> String {
+        format!("postgres.{}.svc", self.db_namespace())
+    }
+
+    /// The files of the application's directory, relative to it, each with its objects in
+    /// order; `kustomization.yaml` lists them.
+    pub fn files(&self) -> Vec<(String, Vec<Value>)> {
+        let files = vec![
+            (
+                "namespaces.yaml".to_owned(),
+                vec![
+                    to_value(&self.namespace(&self.app_namespace(), "app")),
+                    to_value(&self.namespace(&self.db_namespace(), "db")),
+                ],
+            ),
+            ("app/frontend.yaml".to_owned(), self.frontend()),
+            ("app/backend.yaml".to_owned(), self.backend()),
+            (
+                "app/ingress.yaml".to_owned(),
+                vec![to_value(&self.ingress())],
+            ),
+            (
+                "app/network-policies.yaml".to_owned(),
+                self.app_policies().iter().map(to_value).collect(),
+            ),
+            ("db/postgres.yaml".to_owned(), self.postgres()),
+            ("db/backup.yaml".to_owned(), self.backup()),
+            (
+                "db/network-policies.yaml".to_owned(),
+                self.db_policies().iter().map(to_value).collect(),
+            ),
+            (
+                "db/restore-job.yaml.example".to_owned(),
+                vec![to_value(&self.restore_job("DUMP"))],
+            ),
+        ];
+        files
+    }
+
+    fn labels(&self, tier: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                "app.kubernetes.io/name".to_owned(),
+                format!("{}-{tier}", self.name),
+            ),
+            (TIER.to_owned(), tier.to_owned()),
+            (PART_OF.to_owned(), self.name.clone()),
+        ])
+    }
+
+    fn meta(&self, name: &str, namespace: &str, tier: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(self.labels(tier)),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn selector(&self, tier: &str) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(BTreeMap::from([
+                (TIER.to_owned(), tier.to_owned()),
+                (PART_OF.to_owned(), self.name.clone()),
+            ])),
+            ..LabelSelector::default()
+        }
+    }
+
+    fn namespace(&self, name: &str, tier: &str) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                labels: Some(BTreeMap::from([
+                    (PART_OF.to_owned(), self.name.clone()),
+                    ("homelab.dev/tier".to_owned(), tier.to_owned()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        }
+    }
+
+    fn secret_env(&self, name: &str, key: &str) -> EnvVar {
+        EnvVar {
+            name: name.to_owned(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: self.secret(),
+                    key: key.to_owned(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }
+    }
+
+    /// A web tier: its `Deployment`, `Service` and `HorizontalPodAutoscaler`.
+    fn web_tier(
+        &self,
+        tier: &str,
+        image: &str,
+        port: i32,
+        (min, max): (i32, i32),
+        ready_path: &str,
+        env: Vec<EnvVar>,
+    ) -> Vec<Value> {
+        let ns = self.app_namespace();
+        let name = format!("{}-{tier}", self.name);
+        let http = |path: &str, period: i32| Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(path.to_owned()),
+                port: IntOrString::Int(port),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(period),
+            ..Probe::default()
+        };
+        let container = Container {
+            name: tier.to_owned(),
+            image: Some(image.to_owned()),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: port,
+                ..ContainerPort::default()
+            }]),
+            env: (!env.is_empty()).then_some(env),
+            resources: Some(resources(("200m", "256Mi"), ("500m", "512Mi"))),
+            readiness_probe: Some(http(ready_path, 10)),
+            liveness_probe: Some(Probe {
+                initial_delay_seconds: Some(10),
+                ..http(ready_path, 20)
+            }),
+            ..Container::default()
+        };
+        let deployment = Deployment {
+            metadata: self.meta(&name, &ns, tier),
+            spec: Some(DeploymentSpec {
+                replicas: Some(min),
+                selector: self.selector(tier),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(self.labels(tier)),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        containers: vec![container],
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        };
+        let service = Service {
+            metadata: self.meta(&name, &ns, tier),
+            spec: Some(ServiceSpec {
+                selector: self.selector(tier).match_labels,
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port,
+                    target_port: Some(IntOrString::String("http".into())),
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        };
+        let hpa = HorizontalPodAutoscaler {
+            metadata: self.meta(&name, &ns, tier),
+            spec: Some(HorizontalPodAutoscalerSpec {
+                scale_target_ref: CrossVersionObjectReference {
+                    api_version: Some("apps/v1".into()),
+                    kind: "Deployment".into(),
+                    name: name.clone(),
+                },
+                min_replicas: Some(min),
+                max_replicas: max,
+                metrics: Some(vec![MetricSpec {
+                    type_: "Resource".into(),
+                    resource: Some(ResourceMetricSource {
+                        name: "cpu".into(),
+                        target: MetricTarget {
+                            type_: "Utilization".into(),
+                            average_utilization: Some(70),
+                            ..MetricTarget::default()
+                        },
+                    }),
+                    ..MetricSpec::default()
+                }]),
+                ..HorizontalPodAutoscalerSpec::default()
+            }),
+            ..HorizontalPodAutoscaler::default()
+        };
+        vec![to_value(&deployment), to_value(&service), to_value(&hpa)]
+    }
+
+    fn frontend(&self) -> Vec<Value> {
+        let backend = format!("http://{}-backend:{BACKEND_PORT}", self.name);
+        self.web_tier(
+            "frontend",
+            &self.frontend_image,
+            FRONTEND_PORT,
+            (2, 4),
+            "/",
+            vec![
+                EnvVar {
+                    name: "PUBLIC_ORIGIN".into(),
+                    value: Some(format!("https://{}", self.host)),
+                    ..EnvVar::default()
+                },
+                EnvVar {
+                    name: "BACKEND_URL".into(),
+                    value: Some(backend),
+                    ..EnvVar::default()
+                },
+            ],
+        )
+    }
+
+    fn backend(&self) -> Vec<Value> {
+        self.web_tier(
+            "backend",
+            &self.backend_image,
+            BACKEND_PORT,
+            (1, 3),
+            "/healthz",
+            vec![
+                EnvVar {
+                    name: "PGHOST".into(),
+                    value: Some(self.db_host()),
+                    ..EnvVar::default()
+                },
+                EnvVar {
+                    name: "PGPORT".into(),
+                    value: Some(POSTGRES_PORT.to_string()),
+                    ..EnvVar::default()
+                },
+                self.secret_env("PGUSER", "username"),
+                self.secret_env("PGPASSWORD", "password"),
+                self.secret_env("PGDATABASE", "database"),
+            ],
+        )
+    }
+
+    fn ingress(&self) -> Ingress {
+        Ingress {
+            metadata: self.meta(&self.name, &self.app_namespace(), "frontend"),
+            spec: Some(IngressSpec {
+                ingress_class_name: Some(self.ingress_class.clone()),
+                rules: Some(vec![IngressRule {
+                    host: Some(self.host.clone()),
+                    http: Some(HTTPIngressRuleValue {
+                        paths: vec![HTTPIngressPath {
+                            path: Some("/".into()),
+                            path_type: "Prefix".into(),
+                            backend: IngressBackend {
+                                service: Some(IngressServiceBackend {
+                                    name: format!("{}-frontend", self.name),
+                                    port: Some(ServiceBackendPort {
+                                        name: Some("http".into()),
+                                        ..ServiceBackendPort::default()
+                                    }),
+                                }),
+                                ..IngressBackend::default()
+                            },
+                        }],
+                    }),
+                }]),
+                ..IngressSpec::default()
+            }),
+            ..Ingress::default()
+        }
+    }
+
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one StatefulSet with its two containers"
+    )]
+    fn postgres(&self) -> Vec<Value> {
+        let ns = self.db_namespace();
+        let tcp = |port: i32, period: i32| Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(port),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(period),
+            ..Probe::default()
+        };
+        let postgres = Container {
+            name: "postgres".into(),
+            image: Some(self.postgres_image.clone()),
+            ports: Some(vec![ContainerPort {
+                name: Some("postgres".into()),
+                container_port: POSTGRES_PORT,
+                ..ContainerPort::default()
+            }]),
+            env: Some(vec![
+                self.secret_env("POSTGRES_USER", "username"),
+                self.secret_env("POSTGRES_PASSWORD", "password"),
+                self.secret_env("POSTGRES_DB", "database"),
+                EnvVar {
+                    name: "PGDATA".into(),
+                    value: Some("/var/lib/postgresql/data/pgdata".into()),
+                    ..EnvVar::default()
+                },
+            ]),
+            resources: Some(resources(("500m", "512Mi"), ("1000m", "1Gi"))),
+            readiness_probe: Some(Probe {
+                exec: Some(k8s_openapi::api::core::v1::ExecAction {
+                    command: Some(
+                        [
+                            "sh",
+                            "-c",
+                            "pg_isready -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\"",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                    ),
+                }),
+                period_seconds: Some(10),
+                ..Probe::default()
+            }),
+            liveness_probe: Some(Probe {
+                initial_delay_seconds: Some(30),
+                ..tcp(POSTGRES_PORT, 20)
+            }),
+            volume_mounts: Some(vec![VolumeMount {
+                name: "data".into(),
+                mount_path: "/var/lib/postgresql/data".into(),
+                ..VolumeMount::default()
+            }]),
+            ..Container::default()
+        };
+        let exporter = Container {
+            name: "exporter".into(),
+            image: Some(self.exporter_image.clone()),
+            ports: Some(vec![ContainerPort {
+                name: Some("metrics".into()),
+                container_port: EXPORTER_PORT,
+                ..ContainerPort::default()
+            }]),
+            env: Some(vec![
+                EnvVar {
+                    name: "DATA_SOURCE_URI".into(),
+                    value: Some(format!(
+                        "127.0.0.1:{POSTGRES_PORT}/postgres?sslmode=disable"
+                    )),
+                    ..EnvVar::default()
+                },
+                self.secret_env("DATA_SOURCE_USER", "username"),
+                self.secret_env("DATA_SOURCE_PASS", "password"),
+            ]),
+            resources: Some(resources(("50m", "64Mi"), ("200m", "128Mi"))),
+            readiness_probe: Some(tcp(EXPORTER_PORT, 20)),
+            ..Container::default()
+        };
+        let headless = Service {
+            metadata: self.meta("postgres", &ns, "database"),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".into()),
+                selector: self.selector("database").match_labels,
+                ports: Some(vec![
+                    ServicePort {
+                        name: Some("postgres".into()),
+                        port: POSTGRES_PORT,
+                        target_port: Some(IntOrString::String("postgres".into())),
+                        ..ServicePort::default()
+                    },
+                    ServicePort {
+                        name: Some("metrics".into()),
+                        port: EXPORTER_PORT,
+                        target_port: Some(IntOrString::String("metrics".into())),
+                        ..ServicePort::default()
+                    },
+                ]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        };
+        let set = StatefulSet {
+            metadata: self.meta("postgres", &ns, "database"),
+            spec: Some(StatefulSetSpec {
+                service_name: Some("postgres".into()),
+                replicas: Some(1),
+                selector: self.selector("database"),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(self.labels("database")),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        containers: vec![postgres, exporter],
+                        ..PodSpec::default()
+                    }),
+                },
+                volume_claim_templates: Some(vec![self.claim("data", "10Gi", None)]),
+                ..StatefulSetSpec::default()
+            }),
+            ..StatefulSet::default()
+        };
+        vec![to_value(&headless), to_value(&set)]
+    }
+
+    fn claim(&self, name: &str, size: &str, namespace: Option<&str>) -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: namespace.map(str::to_owned),
+                labels: Some(self.labels("database")),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: Some(self.storage_class.clone()),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_owned(),
+                        Quantity(size.to_owned()),
+                    )])),
+                    ..VolumeResourceRequirements::default()
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            ..PersistentVolumeClaim::default()
+        }
+    }
+
+    /// A pod of the backup tier (dump or restore) with the dumps' volume at `/backup`.
+    fn backup_pod(&self, script: String) -> PodTemplateSpec {
+        PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(self.labels("backup")),
+                ..ObjectMeta::default()
+            }),
+            spec: Some(PodSpec {
+                restart_policy: Some("OnFailure".into()),
+                containers: vec![Container {
+                    name: "backup".into(),
+                    image: Some(self.postgres_image.clone()),
+                    command: Some(vec!["sh".into(), "-c".into(), script]),
+                    env: Some(vec![
+                        EnvVar {
+                            name: "PGHOST".into(),
+                            value: Some("postgres".into()),
+                            ..EnvVar::default()
+                        },
+                        self.secret_env("PGUSER", "username"),
+                        self.secret_env("PGPASSWORD", "password"),
+                        self.secret_env("PGDATABASE", "database"),
+                    ]),
+                    resources: Some(resources(("100m", "128Mi"), ("500m", "512Mi"))),
+                    volume_mounts: Some(vec![VolumeMount {
+                        name: "dumps".into(),
+                        mount_path: "/backup".into(),
+                        ..VolumeMount::default()
+                    }]),
+                    ..Container::default()
+                }],
+                volumes: Some(vec![Volume {
+                    name: "dumps".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: "postgres-dumps".into(),
+                        ..PersistentVolumeClaimVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                }]),
+                ..PodSpec::default()
+            }),
+        }
+    }
+
+    /// The dumps' volume and the daily dump.
+    fn backup(&self) -> Vec<Value> {
+        let ns = self.db_namespace();
+        let job = CronJob {
+            metadata: self.meta("postgres-backup", &ns, "backup"),
+            spec: Some(CronJobSpec {
+                schedule: self.backup_schedule.clone(),
+                concurrency_policy: Some("Forbid".into()),
+                successful_jobs_history_limit: Some(3),
+                failed_jobs_history_limit: Some(3),
+                job_template: JobTemplateSpec {
+                    spec: Some(JobSpec {
+                        backoff_limit: Some(2),
+                        template: self.backup_pod(dump_script(self.backup_keep)),
+                        ..JobSpec::default()
+                    }),
+                    ..JobTemplateSpec::default()
+                },
+                ..CronJobSpec::default()
+            }),
+            ..CronJob::default()
+        };
+        vec![
+            to_value(&self.claim("postgres-dumps", "10Gi", Some(&ns))),
+            to_value(&job),
+        ]
+    }
+
+    /// A Job that restores `dump` (a file name in the dumps' volume) into the database: not
+    /// part of the application (`restore-job.yaml.example`); copy it, set the file, apply it.
+    pub fn restore_job(&self, dump: &str) -> Job {
+        let mut pod = self.backup_pod(restore_script());
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.restart_policy = Some("Never".into());
+            if let Some(env) = spec.containers[0].env.as_mut() {
+                env.push(EnvVar {
+                    name: "DUMP".into(),
+                    value: Some(dump.to_owned()),
+                    ..EnvVar::default()
+                });
+            }
+        }
+        Job {
+            metadata: self.meta("postgres-restore", &self.db_namespace(), "backup"),
+            spec: Some(JobSpec {
+                backoff_limit: Some(0),
+                template: pod,
+                ..JobSpec::default()
+            }),
+            ..Job::default()
+        }
+    }
+
+    fn policy(
+        &self,
+        name: &str,
+        namespace: &str,
+        target: Option<&str>,
+        rules: Vec<NetworkPolicyIngressRule>,
+    ) -> NetworkPolicy {
+        NetworkPolicy {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                labels: Some(BTreeMap::from([(PART_OF.to_owned(), self.name.clone())])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(
+                    target.map_or_else(LabelSelector::default, |t| self.selector(t)),
+                ),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: (!rules.is_empty()).then_some(rules),
+                ..NetworkPolicySpec::default()
+            }),
+        }
+    }
+
+    fn namespace_peer(namespace: &str) -> NetworkPolicyPeer {
+        NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    NAMESPACE_NAME.to_owned(),
+                    namespace.to_owned(),
+                )])),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        }
+    }
+
+    fn rule(from: Vec<NetworkPolicyPeer>, ports: &[i32]) -> NetworkPolicyIngressRule {
+        NetworkPolicyIngressRule {
+            from: Some(from),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|p| NetworkPolicyPort {
+                        port: Some(IntOrString::Int(*p)),
+                        protocol: Some("TCP".into()),
+                        ..NetworkPolicyPort::default()
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The app tier's policies: nothing in, then the ingress controller to the frontend,
+    /// the frontend to the backend, the monitoring namespace to the backend's metrics.
+    pub fn app_policies(&self) -> Vec<NetworkPolicy> {
+        let ns = self.app_namespace();
+        let same_ns = |tier: &str| NetworkPolicyPeer {
+            pod_selector: Some(self.selector(tier)),
+            ..NetworkPolicyPeer::default()
+        };
+        vec![
+            self.policy("default-deny-ingress", &ns, None, Vec::new()),
+            self.policy(
+                "frontend-from-ingress",
+                &ns,
+                Some("frontend"),
+                vec![Self::rule(
+                    vec![Self::namespace_peer(&self.ingress_namespace)],
+                    &[FRONTEND_PORT],
+                )],
+            ),
+            self.policy(
+                "backend-from-frontend",
+                &ns,
+                Some("backend"),
+                vec![
+                    Self::rule(vec![same_ns("frontend")], &[BACKEND_PORT]),
+                    Self::rule(
+                        vec![Self::namespace_peer(&self.monitoring_namespace)],
+                        &[BACKEND_PORT],
+                    ),
+                ],
+            ),
+        ]
+    }
+
+    /// The database tier's policies: nothing in, then the backend (from the app tier's
+    /// namespace) and the backup jobs to PostgreSQL, the monitoring namespace to the
+    /// exporter.
+    pub fn db_policies(&self) -> Vec<NetworkPolicy> {
+        let ns = self.db_namespace();
+        let backend = NetworkPolicyPeer {
+            namespace_selector: Self::namespace_peer(&self.app_namespace()).namespace_selector,
+            pod_selector: Some(self.selector("backend")),
+            ..NetworkPolicyPeer::default()
+        };
+        let backup = NetworkPolicyPeer {
+            pod_selector: Some(self.selector("backup")),
+            ..NetworkPolicyPeer::default()
+        };
+        vec![
+            self.policy("default-deny-ingress", &ns, None, Vec::new()),
+            self.policy(
+                "database-from-backend",
+                &ns,
+                Some("database"),
+                vec![
+                    Self::rule(vec![backend, backup], &[POSTGRES_PORT]),
+                    Self::rule(
+                        vec![Self::namespace_peer(&self.monitoring_namespace)],
+                        &[EXPORTER_PORT],
+                    ),
+                ],
+            ),
+        ]
+    }
+}
+
+fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
+    let pair = |(cpu, memory): (&str, &str)| {
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])
+    };
+    ResourceRequirements {
+        requests: Some(pair(requests)),
+        limits: Some(pair(limits)),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn to_value<T: serde::Serialize>(object: &T) -> Value {
+    // k8s-openapi's types always serialize (their apiVersion and kind included).
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+/// The daily dump: `pg_dump` in PostgreSQL's custom format into a file named by its time,
+/// written under a temporary name first (a failed dump leaves no file that looks whole), the
+/// newest `keep` kept. `$BACKUP_DIR` is `/backup` in the Job.
+pub fn dump_script(keep: u32) -> String {
+    format!(
+        "set -eu; dir=\"${{BACKUP_DIR:-/backup}}\"; name=\"$PGDATABASE-$(date -u +%Y%m%dT%H%M%SZ).dump\"; \
+         pg_dump --format=custom --file=\"$dir/.in-progress.dump\"; \
+         mv \"$dir/.in-progress.dump\" \"$dir/$name\"; \
+         ls -1 \"$dir\" | grep \"^$PGDATABASE-.*\\.dump$\" | sort -r | tail -n +{} | \
+         while read -r old; do rm -f \"$dir/$old\"; done; ls -l \"$dir\"",
+        keep.max(1) + 1
+    )
+}
+
+/// The restore: the dump `$DUMP` of the dumps' volume into the database, every object the
+/// dump holds dropped and made again (`pg_restore --clean --if-exists`) in one transaction:
+/// it either all happens or nothing does.
+pub fn restore_script() -> String {
+    "set -eu; dir=\"${BACKUP_DIR:-/backup}\"; test -f \"$dir/$DUMP\"; \
+     pg_restore --clean --if-exists --no-owner --single-transaction --dbname=\"$PGDATABASE\" \"$dir/$DUMP\""
+        .to_owned()
+}

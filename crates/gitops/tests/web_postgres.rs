@@ -1,0 +1,551 @@
+//! The `web-postgres` application template: the repository it writes passes the validator
+//! (every kustomization built), every object parses as its kind and a real API server
+//! accepts it (server-side dry run), the `NetworkPolicies` let through exactly the flows each
+//! tier needs (evaluated for every pair of pods), and its dump and restore run for real
+//! against PostgreSQL.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::{check, spec};
+use gitops::scaffold::{FileChange, add_app, add_app_template, init};
+use gitops::templates::WebPostgres;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, PersistentVolumeClaim, PodTemplateSpec, Service,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy, NetworkPolicyPeer};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+
+fn repo(name: &str) -> (tempfile::TempDir, WebPostgres) {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &spec()).unwrap();
+    let template = WebPostgres::new(name, &format!("{name}.homelab.lan"));
+    add_app_template(dir.path(), &spec(), &template).unwrap();
+    (dir, template)
+}
+
+/// Every object of the application's directory, by file.
+fn objects(root: &Path, name: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let dir = root.join("apps").join(name);
+    for (file, _) in WebPostgres::new(name, "x.lan").files() {
+        let text = std::fs::read_to_string(dir.join(&file)).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+            out.push((file.clone(), v));
+        }
+    }
+    out
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> T {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+fn containers(pod: &PodTemplateSpec) -> Vec<Container> {
+    pod.spec.as_ref().unwrap().containers.clone()
+}
+
+fn quantities(c: &Container) -> [String; 4] {
+    let r = c.resources.as_ref().unwrap();
+    let get =
+        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         k: &str| { m.as_ref().unwrap()[k].0.clone() };
+    [
+        get(&r.requests, "cpu"),
+        get(&r.limits, "cpu"),
+        get(&r.requests, "memory"),
+        get(&r.limits, "memory"),
+    ]
+}
+
+/// Pod templates by the name of their workload.
+type Pods = Vec<(String, PodTemplateSpec)>;
+
+/// Every object of application `shop` parsed as its kind: the pod templates by workload
+/// name, and the autoscalers' bounds by target.
+fn workloads(root: &Path) -> (Pods, BTreeMap<String, (i32, i32)>) {
+    let mut pods: Vec<(String, PodTemplateSpec)> = Vec::new();
+    let mut hpas = BTreeMap::new();
+    for (file, v) in objects(root, "shop") {
+        match v["kind"].as_str().unwrap() {
+            "Namespace" => drop(typed::<Namespace>(&v)),
+            "Deployment" => {
+                let d: Deployment = typed(&v);
+                let spec = d.spec.unwrap();
+                pods.push((d.metadata.name.unwrap(), spec.template));
+            }
+            "StatefulSet" => {
+                let s: StatefulSet = typed(&v);
+                let spec = s.spec.unwrap();
+                let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+                let claim = claim.spec.as_ref().unwrap();
+                assert_eq!(claim.storage_class_name.as_deref(), Some("local-path"));
+                assert_eq!(
+                    claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+                    "10Gi"
+                );
+                pods.push((s.metadata.name.unwrap(), spec.template));
+            }
+            "CronJob" => {
+                let c: CronJob = typed(&v);
+                let spec = c.spec.unwrap();
+                assert_eq!(spec.schedule, "0 2 * * *");
+                pods.push((
+                    c.metadata.name.unwrap(),
+                    spec.job_template.spec.unwrap().template,
+                ));
+            }
+            "Job" => {
+                assert!(file.ends_with(".example"), "{file}");
+                let j: Job = typed(&v);
+                pods.push((j.metadata.name.unwrap(), j.spec.unwrap().template));
+            }
+            "HorizontalPodAutoscaler" => {
+                let h: HorizontalPodAutoscaler = typed(&v);
+                let spec = h.spec.unwrap();
+                hpas.insert(
+                    spec.scale_target_ref.name,
+                    (spec.min_replicas.unwrap(), spec.max_replicas),
+                );
+            }
+            "Service" => drop(typed::<Service>(&v)),
+            "Ingress" => {
+                let i: Ingress = typed(&v);
+                let spec = i.spec.unwrap();
+                assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+                assert_eq!(
+                    spec.rules.unwrap()[0].host.as_deref(),
+                    Some("shop.homelab.lan")
+                );
+            }
+            "NetworkPolicy" => drop(typed::<NetworkPolicy>(&v)),
+            "PersistentVolumeClaim" => drop(typed::<PersistentVolumeClaim>(&v)),
+            other => panic!("{file}: unexpected kind {other}"),
+        }
+    }
+    (pods, hpas)
+}
+
+#[test]
+fn the_template_writes_a_whole_application_that_validates_and_parses_as_its_kinds() {
+    let (dir, _) = repo("shop");
+    check(dir.path());
+    let (pods, hpas) = workloads(dir.path());
+    // The sizes the application was asked for; every container with requests and limits.
+    assert_eq!(
+        hpas,
+        BTreeMap::from([
+            ("shop-frontend".to_owned(), (2, 4)),
+            ("shop-backend".to_owned(), (1, 3))
+        ])
+    );
+    for (name, pod) in &pods {
+        for c in containers(pod) {
+            let q = quantities(&c);
+            match (name.as_str(), c.name.as_str()) {
+                ("shop-frontend" | "shop-backend", _) => {
+                    assert_eq!(q, ["200m", "500m", "256Mi", "512Mi"].map(String::from));
+                    assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
+                }
+                ("postgres", "postgres") => {
+                    assert_eq!(q, ["500m", "1000m", "512Mi", "1Gi"].map(String::from));
+                }
+                _ => assert!(q.iter().all(|v| !v.is_empty())),
+            }
+        }
+    }
+    let replicas: BTreeMap<String, i32> = objects(dir.path(), "shop")
+        .into_iter()
+        .filter(|(_, v)| v["kind"] == "Deployment")
+        .map(|(_, v)| {
+            let d: Deployment = typed(&v);
+            (d.metadata.name.unwrap(), d.spec.unwrap().replicas.unwrap())
+        })
+        .collect();
+    assert_eq!(replicas["shop-frontend"], 2);
+    assert_eq!(replicas["shop-backend"], 1);
+    // The login is read from the Secret, never written into the repository.
+    let all: Vec<Value> = objects(dir.path(), "shop")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert!(all.iter().all(|v| v["kind"] != "Secret"));
+    let text = serde_json::to_string(&all).unwrap();
+    assert!(
+        text.contains("\"secretKeyRef\":{\"key\":\"password\",\"name\":\"shop-postgres\""),
+        "{text}"
+    );
+
+    // Again: nothing changes. A hand-written application of the same name is refused.
+    let again = add_app_template(
+        dir.path(),
+        &spec(),
+        &WebPostgres::new("shop", "shop.homelab.lan"),
+    )
+    .unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|(_, c)| matches!(c, FileChange::Kept | FileChange::Unchanged)),
+        "{again:?}"
+    );
+    add_app(dir.path(), &spec(), "mine").unwrap();
+    std::fs::write(
+        dir.path().join("apps/mine/kustomization.yaml"),
+        "resources:\n  - deploy.yaml\n",
+    )
+    .unwrap();
+    let err = add_app_template(dir.path(), &spec(), &WebPostgres::new("mine", "mine.lan"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("resources of its own"), "{err}");
+    assert!(!dir.path().join("apps/mine/namespaces.yaml").exists());
+}
+
+/// A pod of the table: its namespace and labels.
+struct Pod {
+    namespace: String,
+    labels: BTreeMap<String, String>,
+}
+
+fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => !value.is_some_and(|v| values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            other => panic!("operator {other}"),
+        }
+    });
+    by_labels && by_expressions
+}
+
+/// Whether `peer` of a policy in `policy_namespace` admits `source`, as the `NetworkPolicy`
+/// API defines peers: a pod selector alone means the policy's namespace; a namespace
+/// selector alone, every pod of the namespaces it selects; both, those pods there.
+fn admits(peer: &NetworkPolicyPeer, policy_namespace: &str, source: &Pod) -> bool {
+    let namespace_labels = BTreeMap::from([(
+        "kubernetes.io/metadata.name".to_owned(),
+        source.namespace.clone(),
+    )]);
+    match (&peer.namespace_selector, &peer.pod_selector) {
+        (None, None) => false,
+        (None, Some(pods)) => source.namespace == policy_namespace && selects(pods, &source.labels),
+        (Some(namespaces), None) => selects(namespaces, &namespace_labels),
+        (Some(namespaces), Some(pods)) => {
+            selects(namespaces, &namespace_labels) && selects(pods, &source.labels)
+        }
+    }
+}
+
+/// Whether TCP traffic from `source` reaches `destination` on `port` under `policies`:
+/// allowed when no policy selects the destination for ingress, else when a rule of one
+/// that does admits the source on that port.
+fn allowed(policies: &[NetworkPolicy], source: &Pod, destination: &Pod, port: i32) -> bool {
+    let selecting: Vec<&NetworkPolicy> = policies
+        .iter()
+        .filter(|p| {
+            let spec = p.spec.as_ref().unwrap();
+            p.metadata.namespace.as_deref() == Some(destination.namespace.as_str())
+                && spec.policy_types.iter().flatten().any(|t| t == "Ingress")
+                && selects(spec.pod_selector.as_ref().unwrap(), &destination.labels)
+        })
+        .collect();
+    if selecting.is_empty() {
+        return true;
+    }
+    selecting.iter().any(|p| {
+        let ns = p.metadata.namespace.as_deref().unwrap();
+        p.spec
+            .as_ref()
+            .unwrap()
+            .ingress
+            .iter()
+            .flatten()
+            .any(|rule| {
+                let port_ok = rule.ports.as_ref().is_none_or(|ports| {
+                    ports.is_empty()
+                        || ports.iter().any(|pp| {
+                            pp.protocol.as_deref().unwrap_or("TCP") == "TCP"
+                                && pp
+                                    .port
+                                    .as_ref()
+                                    .is_none_or(|p| *p == IntOrString::Int(port))
+                        })
+                });
+                let from_ok = rule.from.as_ref().is_none_or(|from| {
+                    from.is_empty() || from.iter().any(|peer| admits(peer, ns, source))
+                });
+                port_ok && from_ok
+            })
+    })
+}
+
+#[test]
+fn network_policies_allow_exactly_the_flows_each_tier_needs() {
+    let (dir, t) = repo("shop");
+    let mut policies = Vec::new();
+    // The pods as the workloads label them (read from the written objects).
+    let mut pods: BTreeMap<&str, Pod> = BTreeMap::new();
+    for (_, v) in objects(dir.path(), "shop") {
+        let template = match v["kind"].as_str().unwrap() {
+            "NetworkPolicy" => {
+                policies.push(typed::<NetworkPolicy>(&v));
+                continue;
+            }
+            "Deployment" | "StatefulSet" => v["spec"]["template"].clone(),
+            "CronJob" => v["spec"]["jobTemplate"]["spec"]["template"].clone(),
+            _ => continue,
+        };
+        let pod: PodTemplateSpec = typed(&template);
+        let labels = pod.metadata.unwrap().labels.unwrap();
+        let tier = match labels["app.kubernetes.io/component"].as_str() {
+            "frontend" => "frontend",
+            "backend" => "backend",
+            "database" => "database",
+            "backup" => "backup",
+            other => panic!("tier {other}"),
+        };
+        let namespace = v["metadata"]["namespace"].as_str().unwrap().to_owned();
+        pods.insert(tier, Pod { namespace, labels });
+    }
+    let other = |namespace: &str, labels: &[(&str, &str)]| Pod {
+        namespace: namespace.to_owned(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    };
+    pods.insert(
+        "ingress",
+        other(
+            &t.ingress_namespace,
+            &[("app.kubernetes.io/name", "ingress-nginx")],
+        ),
+    );
+    pods.insert(
+        "prometheus",
+        other(
+            &t.monitoring_namespace,
+            &[("app.kubernetes.io/name", "prometheus")],
+        ),
+    );
+    pods.insert("stranger", other("default", &[("app", "curl")]));
+    pods.insert("neighbour", other("shop", &[("app", "debug")]));
+    pods.insert("db-neighbour", other("shop-db", &[("app", "debug")]));
+
+    let ports = [
+        ("frontend", 3000),
+        ("backend", 8080),
+        ("database", 5432),
+        ("database", 9187),
+    ];
+    let expected = [
+        ("ingress", "frontend", 3000),
+        ("frontend", "backend", 8080),
+        ("prometheus", "backend", 8080),
+        ("backend", "database", 5432),
+        ("backup", "database", 5432),
+        ("prometheus", "database", 9187),
+    ];
+    let mut found = Vec::new();
+    for (source_name, source) in &pods {
+        for (destination, port) in ports {
+            if allowed(&policies, source, &pods[destination], port) {
+                found.push((*source_name, destination, port));
+            }
+        }
+    }
+    let mut want = expected.to_vec();
+    want.sort_unstable();
+    found.sort_unstable();
+    assert_eq!(found, want, "flows allowed by the policies");
+    // The evaluator can tell: with no policies every pair of the table is allowed.
+    assert!(allowed(&[], &pods["stranger"], &pods["database"], 5432));
+}
+
+#[tokio::test]
+async fn a_real_api_server_accepts_every_object() {
+    use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+    use kube::discovery::{ApiResource, Discovery};
+
+    let (client, _plane) = homelab_testkit::control_plane::cluster().await.unwrap();
+    // Its own names: clusters named by KUBECONFIG run other tests at once.
+    let name = format!("wp{}", std::process::id());
+    let (dir, t) = repo(&name);
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in [t.app_namespace(), t.db_namespace()] {
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }))
+        .unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let mut accepted = 0;
+    for (file, v) in objects(dir.path(), &name) {
+        if v["kind"] == "Namespace" {
+            continue;
+        }
+        let (group, version) = match v["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, ver)) => (g.to_owned(), ver.to_owned()),
+            None => (String::new(), v["apiVersion"].as_str().unwrap().to_owned()),
+        };
+        let kind = v["kind"].as_str().unwrap();
+        let (resource, _) = discovery
+            .groups()
+            .flat_map(|g| g.versioned_resources(&version))
+            .find(|(r, _)| r.group == group && r.kind == kind)
+            .unwrap_or_else(|| panic!("{kind} not served"));
+        let ar = ApiResource { ..resource };
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            v["metadata"]["namespace"].as_str().unwrap(),
+            &ar,
+        );
+        let object: DynamicObject = serde_json::from_value(v.clone()).unwrap();
+        api.create(&dry, &object)
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {kind} refused: {e}"));
+        accepted += 1;
+    }
+    assert!(accepted >= 15, "{accepted}");
+    for ns in [t.app_namespace(), t.db_namespace()] {
+        let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    }
+}
+
+/// The script of the first container of the `kind` object in `file`.
+fn script_of(files: &[(String, Vec<Value>)], file: &str, kind: &str) -> String {
+    let (_, objects) = files.iter().find(|(f, _)| f == file).unwrap();
+    let object = objects.iter().find(|o| o["kind"] == kind).unwrap();
+    let pod = if kind == "CronJob" {
+        &object["spec"]["jobTemplate"]["spec"]["template"]
+    } else {
+        &object["spec"]["template"]
+    };
+    pod["spec"]["containers"][0]["command"][2]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn the_daily_dump_keeps_seven_and_the_restore_brings_the_rows_back() {
+    let pg = homelab_testkit::postgres::Postgres::start().unwrap();
+    let t = WebPostgres::new("shop", "shop.homelab.lan");
+    let sql = |db: &str, q: &str| {
+        let out = pg.psql(db, q).unwrap();
+        assert!(
+            out.status.success(),
+            "{q}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    sql("postgres", "CREATE DATABASE shop");
+    sql(
+        "shop",
+        "CREATE TABLE orders (id int PRIMARY KEY, item text NOT NULL); \
+         INSERT INTO orders SELECT i, 'item ' || i FROM generate_series(1, 500) i",
+    );
+    let rows = || {
+        sql(
+            "shop",
+            "SELECT count(*), sum(id), md5(string_agg(item, ',' ORDER BY id)) FROM orders",
+        )
+    };
+    let before = rows();
+
+    // The scripts as the CronJob and the restore Job hold them.
+    let files = t.files();
+    let dump = script_of(&files, "db/backup.yaml", "CronJob");
+    let restore = script_of(&files, "db/restore-job.yaml.example", "Job");
+
+    let work = tempfile::tempdir().unwrap();
+    let backups = work.path().join("backup");
+    let bin = work.path().join("bin");
+    std::fs::create_dir_all(&backups).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    homelab_testkit::date_shim(&bin, "202612%02dT020000Z");
+    let run = |script: &str, extra: &[(&str, &str)]| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env_clear()
+            .envs(pg.env("shop"))
+            .env("BACKUP_DIR", &backups)
+            .env(
+                "PATH",
+                format!("{}:{}:/usr/bin:/bin", bin.display(), pg.bin_dir().display()),
+            )
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            pg.log()
+        );
+    };
+    for day in 1..=9u32 {
+        run(&dump, &[]);
+        let names = homelab_testkit::file_names(&backups);
+        let first = day.saturating_sub(6).max(1);
+        let want: Vec<String> = (first..=day)
+            .map(|d| format!("shop-202612{d:02}T020000Z.dump"))
+            .collect();
+        assert_eq!(names, want, "day {day}");
+    }
+
+    // Lost and changed rows, then the newest dump restored: as it was.
+    sql(
+        "shop",
+        "DELETE FROM orders WHERE id > 100; UPDATE orders SET item = 'changed'",
+    );
+    assert_ne!(rows(), before);
+    run(&restore, &[("DUMP", "shop-20261209T020000Z.dump")]);
+    assert_eq!(rows(), before);
+    // A dump that is not there: the restore fails and leaves the database alone.
+    sql("shop", "INSERT INTO orders VALUES (1000, 'kept')");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&restore)
+        .env_clear()
+        .envs(pg.env("shop"))
+        .env("BACKUP_DIR", &backups)
+        .env("DUMP", "shop-20260101T020000Z.dump")
+        .env("PATH", format!("{}:/usr/bin:/bin", pg.bin_dir().display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        sql("shop", "SELECT item FROM orders WHERE id = 1000"),
+        "kept"
+    );
+}
