@@ -302,11 +302,14 @@ pub struct Store {
     pub token_key: String,
 }
 
+/// The name of the `ClusterSecretStore` homelab makes for ESC.
+pub const STORE_NAME: &str = "pulumi-esc";
+
 impl Store {
-    /// The store `pulumi-esc` of `env`, its token in `external-secrets/pulumi-esc-token`.
+    /// The store [`STORE_NAME`] of `env`, its token in `external-secrets/pulumi-esc-token`.
     pub fn new(env: EnvRef, api_url: &str) -> Self {
         Self {
-            name: "pulumi-esc".into(),
+            name: STORE_NAME.into(),
             env,
             api_url: api_url.trim_end_matches('/').to_owned(),
             token_namespace: "external-secrets".into(),

@@ -25,14 +25,15 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplat
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, Service, ServicePort,
-    ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, Service, ServiceAccount,
+    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
 };
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -54,6 +55,33 @@ pub const BACKEND_PORT: i32 = 8080;
 pub const POSTGRES_PORT: i32 = 5432;
 /// The PostgreSQL exporter's port (its sidecar).
 pub const EXPORTER_PORT: i32 = 9187;
+
+/// Where the database login (the Secret [`WebPostgres::secret`] in both namespaces) comes
+/// from. It is never written into the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credentials {
+    /// Generated once in the cluster: a Job (sync wave -1, with a ServiceAccount that may
+    /// only read and create Secrets in the application's two namespaces) makes a random
+    /// password in the database's namespace and copies the Secret to the app tier's. A
+    /// Secret that exists is kept.
+    Generated {
+        /// An image with `kubectl` and a shell.
+        kubectl_image: String,
+    },
+    /// Read from Pulumi ESC by External Secrets: the object at `path` (fields `username`,
+    /// `password`, `database`) through the `ClusterSecretStore` `store`, one
+    /// `ExternalSecret` per namespace.
+    Esc {
+        /// The `ClusterSecretStore`.
+        store: String,
+        /// The ESC path of the object (`apps.shop.postgres`).
+        path: String,
+    },
+}
+
+/// The name of the Job (and its account) that generates the login.
+pub const CREDENTIALS_JOB: &str = "postgres-credentials";
 
 /// A web application with a PostgreSQL database (see the module's documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +111,8 @@ pub struct WebPostgres {
     pub backup_schedule: String,
     /// Dumps kept (one a day: 7 days).
     pub backup_keep: u32,
+    /// Where the database login comes from.
+    pub credentials: Credentials,
 }
 
 impl WebPostgres {
@@ -104,7 +134,17 @@ impl WebPostgres {
             storage_class: "local-path".into(),
             backup_schedule: "0 2 * * *".into(),
             backup_keep: 7,
+            credentials: Credentials::Generated {
+                kubectl_image: "docker.io/alpine/k8s:1.33.5".into(),
+            },
         }
+    }
+
+    /// The same, with the login from `credentials`.
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     /// The application's images in `repository` (`harbor.homelab.lan/homelab`):
@@ -149,6 +189,7 @@ impl WebPostgres {
                     to_value(&self.namespace(&self.db_namespace(), "db")),
                 ],
             ),
+            ("db/credentials.yaml".to_owned(), self.credentials()),
             ("app/frontend.yaml".to_owned(), self.frontend()),
             ("app/backend.yaml".to_owned(), self.backend()),
             (
@@ -207,6 +248,7 @@ impl WebPostgres {
         Namespace {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
+                annotations: Some(wave(-3)),
                 labels: Some(BTreeMap::from([
                     (PART_OF.to_owned(), self.name.clone()),
                     ("homelab.dev/tier".to_owned(), tier.to_owned()),
@@ -714,6 +756,126 @@ impl WebPostgres {
         }
     }
 
+    /// The objects that give both namespaces the login (see [`Credentials`]).
+    fn credentials(&self) -> Vec<Value> {
+        let (db, app) = (self.db_namespace(), self.app_namespace());
+        match &self.credentials {
+            Credentials::Esc { store, path } => [app, db]
+                .iter()
+                .map(|ns| {
+                    serde_json::json!({
+                        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                        "metadata": { "name": self.secret(), "namespace": ns,
+                                      "labels": self.labels("database"),
+                                      "annotations": wave(-2) },
+                        "spec": { "refreshInterval": "1h",
+                                  "secretStoreRef": { "kind": "ClusterSecretStore", "name": store },
+                                  "target": { "name": self.secret(), "creationPolicy": "Owner" },
+                                  "dataFrom": [{ "extract": { "key": path } }] }
+                    })
+                })
+                .collect(),
+            Credentials::Generated { kubectl_image } => {
+                let mut out = vec![to_value(&ServiceAccount {
+                    metadata: ObjectMeta {
+                        annotations: Some(wave(-2)),
+                        ..self.meta(CREDENTIALS_JOB, &db, "database")
+                    },
+                    automount_service_account_token: Some(true),
+                    ..ServiceAccount::default()
+                })];
+                for ns in [&db, &app] {
+                    // Creating cannot be limited to one name; reading can.
+                    out.push(to_value(&Role {
+                        metadata: ObjectMeta {
+                            annotations: Some(wave(-2)),
+                            ..self.meta(CREDENTIALS_JOB, ns, "database")
+                        },
+                        rules: Some(vec![
+                            PolicyRule {
+                                api_groups: Some(vec![String::new()]),
+                                resources: Some(vec!["secrets".into()]),
+                                resource_names: Some(vec![self.secret()]),
+                                verbs: vec!["get".into()],
+                                ..PolicyRule::default()
+                            },
+                            PolicyRule {
+                                api_groups: Some(vec![String::new()]),
+                                resources: Some(vec!["secrets".into()]),
+                                verbs: vec!["create".into()],
+                                ..PolicyRule::default()
+                            },
+                        ]),
+                    }));
+                    out.push(to_value(&RoleBinding {
+                        metadata: ObjectMeta {
+                            annotations: Some(wave(-2)),
+                            ..self.meta(CREDENTIALS_JOB, ns, "database")
+                        },
+                        role_ref: RoleRef {
+                            api_group: "rbac.authorization.k8s.io".into(),
+                            kind: "Role".into(),
+                            name: CREDENTIALS_JOB.into(),
+                        },
+                        subjects: Some(vec![Subject {
+                            kind: "ServiceAccount".into(),
+                            name: CREDENTIALS_JOB.into(),
+                            namespace: Some(db.clone()),
+                            ..Subject::default()
+                        }]),
+                    }));
+                }
+                out.push(to_value(&self.credentials_job(kubectl_image)));
+                out
+            }
+        }
+    }
+
+    /// The Job that generates the login ([`credentials_script`]).
+    fn credentials_job(&self, kubectl_image: &str) -> Job {
+        let (db, app) = (self.db_namespace(), self.app_namespace());
+        let env = |name: &str, value: String| EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            ..EnvVar::default()
+        };
+        Job {
+            metadata: ObjectMeta {
+                annotations: Some(wave(-1)),
+                ..self.meta(CREDENTIALS_JOB, &db, "database")
+            },
+            spec: Some(JobSpec {
+                backoff_limit: Some(4),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(self.labels("credentials")),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        service_account_name: Some(CREDENTIALS_JOB.into()),
+                        restart_policy: Some("Never".into()),
+                        containers: vec![Container {
+                            name: "generate".into(),
+                            image: Some(kubectl_image.to_owned()),
+                            command: Some(vec!["sh".into(), "-c".into(), credentials_script()]),
+                            env: Some(vec![
+                                env("APP", self.name.clone()),
+                                env("SECRET", self.secret()),
+                                env("DB_NS", db.clone()),
+                                env("APP_NS", app.clone()),
+                            ]),
+                            resources: Some(resources(("50m", "64Mi"), ("200m", "128Mi"))),
+                            ..Container::default()
+                        }],
+                        ..PodSpec::default()
+                    }),
+                },
+                ..JobSpec::default()
+            }),
+            ..Job::default()
+        }
+    }
+
     /// The app tier's policies: nothing in, then the ingress controller to the frontend,
     /// the frontend to the backend, the monitoring namespace to the backend's metrics.
     pub fn app_policies(&self) -> Vec<NetworkPolicy> {
@@ -797,6 +959,36 @@ fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequiremen
 fn to_value<T: serde::Serialize>(object: &T) -> Value {
     // k8s-openapi's types always serialize (their apiVersion and kind included).
     serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+/// Argo CD's sync wave annotation.
+fn wave(n: i32) -> BTreeMap<String, String> {
+    BTreeMap::from([("argocd.argoproj.io/sync-wave".to_owned(), n.to_string())])
+}
+
+/// The login's generation: kept when the database's namespace has the Secret (then only
+/// copied to the app tier's namespace when that one lacks it), else a random 40-character
+/// password (from `/dev/urandom`), user and database named after the application. The
+/// values travel in files of a private temporary directory, never on a command line, and
+/// are never printed. `$APP`, `$SECRET`, `$DB_NS` and `$APP_NS` come from the Job.
+pub fn credentials_script() -> String {
+    "set -eu; umask 077; tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT; \
+     have() { kubectl -n \"$1\" get secret \"$SECRET\" >/dev/null 2>&1; }; \
+     create() { kubectl -n \"$1\" create secret generic \"$SECRET\" \
+       --from-file=\"$tmp/username\" --from-file=\"$tmp/password\" --from-file=\"$tmp/database\" >/dev/null; }; \
+     if have \"$DB_NS\"; then \
+       for key in username password database; do \
+         kubectl -n \"$DB_NS\" get secret \"$SECRET\" -o \"jsonpath={.data.$key}\" | base64 -d > \"$tmp/$key\"; \
+       done; \
+     else \
+       printf '%s' \"$APP\" > \"$tmp/username\"; printf '%s' \"$APP\" > \"$tmp/database\"; \
+       head -c 96 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 40 > \"$tmp/password\"; \
+       test \"$(wc -c < \"$tmp/password\")\" -eq 40; \
+       create \"$DB_NS\"; echo \"generated Secret $SECRET in $DB_NS\"; \
+     fi; \
+     if ! have \"$APP_NS\"; then create \"$APP_NS\"; echo \"copied Secret $SECRET to $APP_NS\"; fi; \
+     echo \"Secret $SECRET is in $DB_NS and $APP_NS\""
+        .to_owned()
 }
 
 /// The daily dump: `pg_dump` in PostgreSQL's custom format into a file named by its time,

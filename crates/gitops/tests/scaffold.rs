@@ -382,7 +382,6 @@ fn the_runner_sets_name_the_controller_s_service_account_and_viewers_read_no_sec
 /// names): its group may read workloads and Argo CD's Applications, never a Secret.
 #[tokio::test]
 async fn a_real_api_server_lets_viewers_read_but_not_secrets() {
-    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     use kube::api::{Api, DeleteParams, PostParams};
 
@@ -424,24 +423,16 @@ async fn a_real_api_server_lets_viewers_read_but_not_secrets() {
             _ => {}
         }
     }
-    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
-    let may = |verb: &str, group: &str, resource: &str, namespace: &str| {
-        let reviews = reviews.clone();
-        let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({
-            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-            "spec": { "user": "someone@homelab", "groups": ["homelab:viewers", "system:authenticated"],
-                      "resourceAttributes": { "verb": verb, "group": group, "resource": resource,
-                                              "namespace": namespace } } }))
-        .unwrap();
-        async move {
-            reviews
-                .create(&PostParams::default(), &review)
-                .await
-                .unwrap()
-                .status
-                .unwrap()
-                .allowed
-        }
+    let may = |verb: &'static str,
+               group: &'static str,
+               resource: &'static str,
+               namespace: &'static str| {
+        common::may(
+            &client,
+            "someone@homelab",
+            &["homelab:viewers", "system:authenticated"],
+            serde_json::json!({ "verb": verb, "group": group, "resource": resource, "namespace": namespace }),
+        )
     };
     assert!(may("list", "", "pods", "default").await);
     assert!(may("get", "", "pods/log", "default").await);

@@ -105,6 +105,10 @@ fn workloads(root: &Path) -> (Pods, BTreeMap<String, (i32, i32)>) {
                     spec.job_template.spec.unwrap().template,
                 ));
             }
+            "ServiceAccount" | "Role" | "RoleBinding" => {
+                assert_eq!(file, "db/credentials.yaml");
+            }
+            "Job" if file == "db/credentials.yaml" => drop(typed::<Job>(&v)),
             "Job" => {
                 assert!(file.ends_with(".example"), "{file}");
                 let j: Job = typed(&v);
@@ -548,4 +552,224 @@ fn the_daily_dump_keeps_seven_and_the_restore_brings_the_rows_back() {
         sql("shop", "SELECT item FROM orders WHERE id = 1000"),
         "kept"
     );
+}
+
+/// Application `prefix<pid>` with both its namespaces made in the cluster.
+async fn app_in_cluster(
+    client: &kube::Client,
+    prefix: &str,
+) -> (WebPostgres, kube::Api<Namespace>) {
+    let name = format!("{prefix}{}", std::process::id());
+    let t = WebPostgres::new(&name, &format!("{name}.homelab.lan"));
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    for ns in [t.app_namespace(), t.db_namespace()] {
+        let namespace: Namespace = serde_json::from_value(
+            serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
+        )
+        .unwrap();
+        namespaces
+            .create(&kube::api::PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+    (t, namespaces)
+}
+
+/// The objects of `db/credentials.yaml`.
+fn credentials_objects(t: &WebPostgres) -> Vec<Value> {
+    t.files()
+        .into_iter()
+        .find(|(f, _)| f == "db/credentials.yaml")
+        .unwrap()
+        .1
+}
+
+/// The login's Job runs as an account that may read only the application's Secret and
+/// create Secrets only in the application's two namespaces, as the real API server's RBAC
+/// judges it.
+#[tokio::test]
+async fn the_login_job_s_account_may_touch_only_the_application_s_secret() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let (client, _plane) = homelab_testkit::control_plane::cluster().await.unwrap();
+    let (t, namespaces) = app_in_cluster(&client, "rbac").await;
+    let (db, app) = (t.db_namespace(), t.app_namespace());
+    let pp = PostParams::default();
+    for v in &credentials_objects(&t) {
+        let ns = v["metadata"]["namespace"].as_str().unwrap();
+        match v["kind"].as_str().unwrap() {
+            "ServiceAccount" => drop(
+                Api::<ServiceAccount>::namespaced(client.clone(), ns)
+                    .create(&pp, &typed(v))
+                    .await
+                    .unwrap(),
+            ),
+            "Role" => drop(
+                Api::<Role>::namespaced(client.clone(), ns)
+                    .create(&pp, &typed(v))
+                    .await
+                    .unwrap(),
+            ),
+            "RoleBinding" => drop(
+                Api::<RoleBinding>::namespaced(client.clone(), ns)
+                    .create(&pp, &typed(v))
+                    .await
+                    .unwrap(),
+            ),
+            "Job" => {}
+            other => panic!("{other} in credentials.yaml"),
+        }
+    }
+    let account = format!("system:serviceaccount:{db}:postgres-credentials");
+    let may = |verb: &'static str, namespace: String, secret: Option<String>| {
+        common::may(
+            &client,
+            &account,
+            &["system:serviceaccounts", "system:authenticated"],
+            serde_json::json!({ "verb": verb, "resource": "secrets", "namespace": namespace, "name": secret }),
+        )
+    };
+    assert!(may("create", db.clone(), None).await);
+    assert!(may("create", app.clone(), None).await);
+    assert!(may("get", app.clone(), Some(t.secret())).await);
+    assert!(!may("create", "default".into(), None).await);
+    assert!(!may("get", db.clone(), Some("another".into())).await);
+    assert!(!may("list", db.clone(), None).await);
+    assert!(!may("delete", db.clone(), Some(t.secret())).await);
+
+    for ns in [&app, &db] {
+        let _ = namespaces.delete(ns, &DeleteParams::default()).await;
+    }
+}
+
+/// A container's environment, every value written out.
+fn plain_env(container: &Container) -> Vec<(String, String)> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap()))
+        .collect()
+}
+
+/// A Secret's data as text.
+fn login_of(secret: k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+        .collect()
+}
+
+/// The login's Job script, run with `kubectl` against the real API server: it generates the
+/// login once into both namespaces, keeps it on every later run, copies it to a namespace
+/// that lost it, and never prints it.
+#[tokio::test]
+async fn the_login_is_generated_once_into_both_namespaces_and_kept() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, DeleteParams};
+
+    let (client, plane) = homelab_testkit::control_plane::cluster().await.unwrap();
+    let kubeconfig = plane.as_ref().map_or_else(
+        || std::path::PathBuf::from(std::env::var_os("KUBECONFIG").unwrap()),
+        homelab_testkit::control_plane::ControlPlane::kubeconfig,
+    );
+    let kubectl = homelab_testkit::require_kubectl();
+    let (t, namespaces) = app_in_cluster(&client, "cred").await;
+    let (db, app, name) = (t.db_namespace(), t.app_namespace(), t.name.clone());
+    let job: Job = credentials_objects(&t)
+        .iter()
+        .find(|v| v["kind"] == "Job")
+        .map(typed)
+        .unwrap();
+    // The Job's script and environment, run with kubectl against the API server.
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("postgres-credentials")
+    );
+    let container = &pod.containers[0];
+    let script = container.command.as_ref().unwrap()[2].clone();
+    let env = plain_env(container);
+    let home = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", home.path())
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", kubectl.parent().unwrap().display()),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let secrets = |ns: &str| Api::<Secret>::namespaced(client.clone(), ns);
+
+    let first = run();
+    assert!(first.contains("generated Secret"), "{first}");
+    let login = login_of(secrets(&db).get(&t.secret()).await.unwrap());
+    assert_eq!(login["username"], name);
+    assert_eq!(login["database"], name);
+    let password = &login["password"];
+    assert_eq!(password.len(), 40);
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert!(
+        !first.contains(password.as_str()),
+        "the script printed the password"
+    );
+    assert_eq!(
+        login_of(secrets(&app).get(&t.secret()).await.unwrap()),
+        login
+    );
+
+    // Again: kept as it is.
+    let version = secrets(&db)
+        .get(&t.secret())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let second = run();
+    assert!(
+        !second.contains("generated") && !second.contains("copied"),
+        "{second}"
+    );
+    assert_eq!(
+        secrets(&db)
+            .get(&t.secret())
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        version
+    );
+    // The app tier lost it: copied again from the database's, the same login.
+    secrets(&app)
+        .delete(&t.secret(), &DeleteParams::default())
+        .await
+        .unwrap();
+    let third = run();
+    assert!(third.contains("copied Secret"), "{third}");
+    assert!(!third.contains(password.as_str()));
+    assert_eq!(
+        login_of(secrets(&app).get(&t.secret()).await.unwrap()),
+        login
+    );
+
+    for ns in [&app, &db] {
+        let _ = namespaces.delete(ns, &DeleteParams::default()).await;
+    }
 }

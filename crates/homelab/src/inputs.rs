@@ -549,14 +549,63 @@ pub fn web_postgres(
         )));
     }
     let registry = platform::registry::registry_of(&config.harbor.url)?;
+    let version = kube_version(config).to_string();
+    // With External Secrets reading ESC, the login comes from ESC; else a Job makes it once.
+    let credentials = match &config.esc {
+        Some(_) if config.features.external_secrets => gitops::templates::Credentials::Esc {
+            store: esc_secrets::deliver::STORE_NAME.into(),
+            path: format!("apps.{name}.postgres"),
+        },
+        _ => gitops::templates::Credentials::Generated {
+            kubectl_image: format!("docker.io/alpine/k8s:{}", version.trim_start_matches('v')),
+        },
+    };
     Ok(gitops::templates::WebPostgres::new(name, &host)
-        .images_in(&format!("{registry}/{}", config.harbor.project)))
+        .images_in(&format!("{registry}/{}", config.harbor.project))
+        .with_credentials(credentials))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_web_template_takes_its_host_images_and_login_source_from_the_config() {
+        use gitops::templates::Credentials;
+        let mut config = Config::default();
+        let t = web_postgres(&config, "shop", None).unwrap();
+        assert_eq!(t.host, "shop.homelab.lan");
+        assert_eq!(
+            t.frontend_image,
+            "harbor.homelab.lan/homelab/shop-frontend:0.1.0"
+        );
+        assert!(matches!(t.credentials, Credentials::Generated { .. }));
+        assert_eq!(
+            web_postgres(&config, "shop", Some("shop.example.org"))
+                .unwrap()
+                .host,
+            "shop.example.org"
+        );
+        let err = web_postgres(&config, "shop", Some("shop_app.lan"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shop_app.lan"), "{err}");
+        config.esc = Some(homelab_config::EscConfig {
+            organization: "acme".into(),
+            ..homelab_config::EscConfig::default()
+        });
+        config.features.external_secrets = true;
+        match web_postgres(&config, "shop", None).unwrap().credentials {
+            Credentials::Esc { store, path } => {
+                assert_eq!(
+                    (store.as_str(), path.as_str()),
+                    ("pulumi-esc", "apps.shop.postgres")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn the_public_key_must_be_a_public_key() {

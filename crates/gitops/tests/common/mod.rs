@@ -91,3 +91,25 @@ pub(crate) fn check(root: &Path) {
         .collect();
     assert!(unbuilt.is_empty(), "kustomizations not built: {unbuilt:#?}");
 }
+
+/// Whether the real API server's authorizer lets `user` (in `groups`) do what
+/// `attributes` (a `SubjectAccessReview`'s `resourceAttributes`) describe.
+pub(crate) async fn may(
+    client: &kube::Client,
+    user: &str,
+    groups: &[&str],
+    attributes: serde_json::Value,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": { "user": user, "groups": groups, "resourceAttributes": attributes } }))
+    .unwrap();
+    kube::Api::<SubjectAccessReview>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .allowed
+}
