@@ -37,6 +37,14 @@ fi
 cargo nextest run --workspace --locked --profile "${NEXTEST_PROFILE:-default}" --run-ignored all \
   -E "$filter"
 
+# The library examples that need no outside service run here (the others are built by
+# clippy above): the VM layer on libvirt's test driver, the configuration check of the
+# embedded default, the platform's wave table.
+echo "== examples"
+cargo run --quiet --locked -p libvirt-vm --example plan_three_vms >/dev/null
+cargo run --quiet --locked -p homelab-config --example check >/dev/null
+cargo run --quiet --locked -p platform --example waves >/dev/null
+
 echo "== secret scan of everything the tests printed"
 scripts/secret-scan.sh "target/nextest/${NEXTEST_PROFILE:-default}/junit.xml"
 
