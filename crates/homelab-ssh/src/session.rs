@@ -429,15 +429,14 @@ impl Session {
         owner: Option<&str>,
         sudo: bool,
     ) -> Result<(), SshError> {
-        let tmp = format!("{path}.homelab-tmp");
         let chown = owner.map_or(String::new(), |o| {
-            format!(" && chown {} {}", shell_quote(o), shell_quote(&tmp))
+            format!(" && chown {} \"$t\"", shell_quote(o))
         });
         let line = format!(
-            "(umask 022 && mkdir -p \"$(dirname {p})\") && umask 077 && trap \"rm -f {t}\" EXIT HUP INT TERM && \
-             cat > {t} && chmod {mode:o} {t}{chown} && mv -f {t} {p}",
+            "{t} && (umask 022 && mkdir -p \"$(dirname {p})\") && umask 077 && trap 'rm -f \"$t\"' EXIT HUP INT TERM && \
+             cat > \"$t\" && chmod {mode:o} \"$t\"{chown} && mv -f \"$t\" {p}",
             p = shell_quote(path),
-            t = shell_quote(&tmp),
+            t = temporary_beside(path),
         );
         let mut cmd = Cmd::new(line).stdin(contents.to_vec());
         cmd.sudo = sudo;
@@ -467,14 +466,13 @@ impl Session {
                 path: local.to_owned(),
                 source,
             })?;
-        let tmp = format!("{path}.homelab-tmp");
         let line = format!(
-            "(umask 022 && mkdir -p \"$(dirname {p})\") && umask 077 && trap \"rm -f {t}\" EXIT HUP INT TERM && \
-             cat > {t} && got=$(sha256sum {t} | cut -d' ' -f1) && \
+            "{t} && (umask 022 && mkdir -p \"$(dirname {p})\") && umask 077 && trap 'rm -f \"$t\"' EXIT HUP INT TERM && \
+             cat > \"$t\" && got=$(sha256sum \"$t\" | cut -d' ' -f1) && \
              if [ \"$got\" != {want} ]; then echo \"the copy of {l} on this host has sha256 $got, not {sha}\" >&2; exit 1; fi && \
-             chmod {mode:o} {t} && mv -f {t} {p}",
+             chmod {mode:o} \"$t\" && mv -f \"$t\" {p}",
             p = shell_quote(path),
-            t = shell_quote(&tmp),
+            t = temporary_beside(path),
             want = shell_quote(sha256),
             sha = sha256,
             l = shell_quote(&local.display().to_string()),
@@ -531,4 +529,12 @@ impl Session {
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
     }
+}
+
+/// The shell assignment of `$t`, the temporary file an upload writes before renaming it to
+/// `path`: beside it (the rename stays on one file system), named after it and the remote
+/// shell's process id, so two uploads of the same path at once (two runs, or two "hosts"
+/// that share a file system) never write one temporary file.
+fn temporary_beside(path: &str) -> String {
+    format!("t={}.$$", shell_quote(&format!("{path}.homelab-tmp")))
 }

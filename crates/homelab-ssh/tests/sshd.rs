@@ -137,7 +137,10 @@ async fn uploads_are_atomic_with_mode_and_secrets_stay_off_the_command_line() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    assert!(!Path::new(&format!("{path}.homelab-tmp")).exists());
+    assert!(
+        no_temporary_beside(path),
+        "a temporary file was left beside {path}"
+    );
     s.upload(path, b"v2", 0o644, Some("root:root"), true)
         .await
         .unwrap();
@@ -157,7 +160,7 @@ async fn uploads_are_atomic_with_mode_and_secrets_stay_off_the_command_line() {
     assert!(matches!(err, SshError::Failed { .. }), "{err}");
     assert_eq!(std::fs::read(path).unwrap(), b"v2");
     assert!(
-        !Path::new(&format!("{path}.homelab-tmp")).exists(),
+        no_temporary_beside(path),
         "the temporary file of a failed upload was left behind"
     );
     assert_eq!(s.read_file(path, false).await.unwrap().unwrap(), b"v2");
@@ -211,7 +214,10 @@ async fn a_file_is_streamed_installed_by_its_digest_and_refused_when_the_copy_di
         "{text}"
     );
     assert_eq!(std::fs::read(path).unwrap(), contents);
-    assert!(!Path::new(&format!("{path}.homelab-tmp")).exists());
+    assert!(
+        no_temporary_beside(path),
+        "a temporary file was left beside {path}"
+    );
     // A local file that is not there is named.
     let err = s
         .upload_file(&sshd.dir().join("missing"), path, 0o755, &digest, true)
@@ -407,4 +413,17 @@ async fn a_secret_never_reaches_the_logs_even_at_trace() {
         "too little was logged for the check to mean anything:\n{logs}"
     );
     assert!(!logs.contains("0123456789abcdef"), "{logs}");
+}
+
+/// Whether no upload's temporary file (`<path>.homelab-tmp.<pid>`) is left beside `path`.
+fn no_temporary_beside(path: &str) -> bool {
+    let path = Path::new(path);
+    let prefix = format!(
+        "{}.homelab-tmp",
+        path.file_name().unwrap().to_string_lossy()
+    );
+    std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().starts_with(&prefix))
 }

@@ -384,7 +384,13 @@ async fn bundle_files_are_installed_by_digest_and_a_changed_binary_is_refused() 
         std::fs::read_to_string(format!("{root}/usr/bin/kubelet")).unwrap(),
         "old"
     );
-    assert!(!Path::new(&format!("{root}/usr/bin/kubelet.homelab-tmp")).exists());
+    let left: Vec<String> = std::fs::read_dir(format!("{root}/usr/bin"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".homelab-tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
     // A node with another kubeadm is refused: only upgrades move versions.
     std::fs::write(
         format!("{root}/usr/bin/kubeadm"),
