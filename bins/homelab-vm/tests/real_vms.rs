@@ -90,16 +90,12 @@ fn homelab_vm(dir: &Path) -> Command {
     cmd
 }
 
-fn ssh(dir: &Path, ip: &str, command: &str) -> String {
-    let out = StdCommand::new("ssh")
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
+/// `ssh` to the node at `ip` as the suite's user, with only the recorded host keys.
+fn ssh_command(dir: &Path, ip: &str, command: &str, connect_timeout: u32) -> StdCommand {
+    let mut ssh = StdCommand::new("ssh");
+    ssh.args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("ConnectTimeout={connect_timeout}"))
         .arg("-o")
         .arg(format!(
             "UserKnownHostsFile={}",
@@ -108,9 +104,12 @@ fn ssh(dir: &Path, ip: &str, command: &str) -> String {
         .arg("-i")
         .arg(dir.join("id_ed25519"))
         .arg(format!("ops@{ip}"))
-        .arg(command)
-        .output()
-        .unwrap();
+        .arg(command);
+    ssh
+}
+
+fn ssh(dir: &Path, ip: &str, command: &str) -> String {
+    let out = ssh_command(dir, ip, command, 10).output().unwrap();
     assert!(
         out.status.success(),
         "ssh {ip} {command}: {}",
@@ -484,18 +483,7 @@ fn seeds_retired(dir: &Path) {
             "hlit-w1 did not come back from its reboot in 10 minutes"
         );
         std::thread::sleep(Duration::from_secs(5));
-        let out = StdCommand::new("ssh")
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-            .args(["-o", "ConnectTimeout=5"])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                dir.join("known_hosts").display()
-            ))
-            .arg("-i")
-            .arg(dir.join("id_ed25519"))
-            .arg(format!("ops@{w1}"))
-            .arg("cat /proc/sys/kernel/random/boot_id")
+        let out = ssh_command(dir, &w1, "cat /proc/sys/kernel/random/boot_id", 5)
             .output()
             .unwrap();
         if out.status.success() && String::from_utf8_lossy(&out.stdout) != boot_id {

@@ -502,6 +502,37 @@ fn spawn_logged(program: &Path, args: &[String], log: &Path) -> std::io::Result<
         .spawn()
 }
 
+/// Waits until `ready()` holds for the process `child` runs, at most `limit`: fails,
+/// naming `what` and the end of its `log`, when the process exits first or time runs out.
+pub(crate) fn await_start(
+    child: &mut Child,
+    what: &str,
+    log: &Path,
+    limit: std::time::Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), FixtureError> {
+    let started = std::time::Instant::now();
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(FixtureError(format!(
+                "{what} exited with {status}: {}",
+                tail(log)
+            )));
+        }
+        if started.elapsed() > limit {
+            return Err(FixtureError(format!(
+                "{what} was not ready within {} s: {}",
+                limit.as_secs(),
+                tail(log)
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The last lines of a log file.
 pub(crate) fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

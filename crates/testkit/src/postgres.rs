@@ -6,9 +6,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::control_plane::tail;
+use crate::control_plane::{await_start, tail};
 use crate::{FixtureError, err, free_port};
 
 /// A running PostgreSQL.
@@ -140,29 +140,20 @@ impl Postgres {
             user: "homelab".into(),
             password,
         };
-        let started = Instant::now();
-        loop {
-            let ready = Command::new(pg.bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                return Ok(pg);
-            }
-            if let Ok(Some(status)) = pg.child.try_wait() {
-                return Err(FixtureError(format!(
-                    "postgres exited with {status}: {}",
-                    tail(&log_path)
-                )));
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                return Err(FixtureError(format!(
-                    "postgres did not accept connections within 30 s: {}",
-                    tail(&log_path)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let pg_isready = pg.bin.join("pg_isready");
+        await_start(
+            &mut pg.child,
+            "postgres",
+            &log_path,
+            Duration::from_secs(30),
+            || {
+                Command::new(&pg_isready)
+                    .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        )?;
+        Ok(pg)
     }
 
     /// The libpq environment that reaches it as the superuser, on `database`.

@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::control_plane::{bound_to_test, kube_bin_dir, tail};
+use crate::control_plane::{await_start, bound_to_test, kube_bin_dir, tail};
 use crate::{FixtureError, err, free_port, listens};
 
 /// A running S3 gateway.
@@ -67,25 +67,15 @@ impl S3Server {
             access_key_id,
             secret_access_key,
         };
-        let started = Instant::now();
-        loop {
-            if listens(server.child.id(), port) {
-                return Ok(server);
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(FixtureError(format!(
-                    "versitygw exited with {status}: {}",
-                    tail(&log_path)
-                )));
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                return Err(FixtureError(format!(
-                    "versitygw did not listen within 30 s: {}",
-                    tail(&log_path)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let pid = server.child.id();
+        await_start(
+            &mut server.child,
+            "versitygw",
+            &log_path,
+            Duration::from_secs(30),
+            || listens(pid, port),
+        )?;
+        Ok(server)
     }
 
     /// The POSIX backend's top directory: one directory per bucket, one file per object.
