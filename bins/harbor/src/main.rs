@@ -110,15 +110,6 @@ fn parse_ref(text: &str) -> Result<Reference> {
 }
 
 /// `DIR` or `DIR:TAG`.
-fn split_layout(text: &str) -> (PathBuf, Option<String>) {
-    match text.rsplit_once(':') {
-        Some((dir, tag)) if !tag.contains('/') && !dir.is_empty() => {
-            (PathBuf::from(dir), Some(tag.to_owned()))
-        }
-        _ => (PathBuf::from(text), None),
-    }
-}
-
 fn transfer_line(what: &str, t: &image::Transfer) {
     println!(
         "{what} {}: {} blobs sent, {} mounted, {} already there ({} KiB)",
@@ -329,7 +320,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Push { layout, target } => {
-            let (dir, tag) = split_layout(&layout);
+            let (dir, tag) = harbor_client::reference::split_layout(&layout);
             let target = parse_ref(&target)?;
             let registry = ctx.registry(&target.registry)?;
             let layout = Layout::open_or_create(&dir)?;
@@ -342,7 +333,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             platform,
         } => {
             let source = parse_ref(&source)?;
-            let (dir, tag) = split_layout(&layout);
+            let (dir, tag) = harbor_client::reference::split_layout(&layout);
             let tag = tag.unwrap_or_else(|| source.tag.clone().unwrap_or_else(|| "latest".into()));
             let registry = ctx.registry(&source.registry)?;
             let t = image::pull_platforms(
@@ -464,15 +455,8 @@ fn progress_bars() -> ProgressSink {
 fn read_list(path: &Path) -> Result<Vec<Reference>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| (i, l.split('#').next().unwrap_or("").trim()))
-        .filter(|(_, l)| !l.is_empty())
-        .map(|(i, l)| {
-            l.parse()
-                .with_context(|| format!("{}:{}", path.display(), i + 1))
-        })
-        .collect()
+    harbor_client::reference::parse_list(&text)
+        .map_err(|(line, e)| anyhow::anyhow!("{}:{line}: {e}", path.display()))
 }
 
 fn main() -> ExitCode {
@@ -489,14 +473,5 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn layouts_may_carry_a_tag() {
-        assert_eq!(
-            split_layout("/tmp/img:v1"),
-            (PathBuf::from("/tmp/img"), Some("v1".into()))
-        );
-        assert_eq!(split_layout("/tmp/img"), (PathBuf::from("/tmp/img"), None));
     }
 }

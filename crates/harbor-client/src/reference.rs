@@ -190,8 +190,63 @@ impl fmt::Display for Reference {
     }
 }
 
+/// A list of image references, one per line: blank lines and `#` comments are skipped. A
+/// reference that does not parse is reported with its 1-based line number.
+///
+/// # Errors
+/// The first line that is not a reference: `(line, why)`.
+pub fn parse_list(text: &str) -> Result<Vec<Reference>, (usize, ReferenceError)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.split('#').next().unwrap_or("").trim()))
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(line, l)| l.parse().map_err(|e| (line, e)))
+        .collect()
+}
+
+/// An OCI image layout on disk with an optional tag, written `DIR:TAG` (`DIR` alone: no
+/// tag). A colon followed by a path (`./a:b/c`) belongs to the directory's name.
+pub fn split_layout(text: &str) -> (std::path::PathBuf, Option<String>) {
+    match text.rsplit_once(':') {
+        Some((dir, tag)) if !tag.contains('/') && !dir.is_empty() => {
+            (std::path::PathBuf::from(dir), Some(tag.to_owned()))
+        }
+        _ => (std::path::PathBuf::from(text), None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lists_skip_blanks_and_comments_and_name_the_bad_line() {
+        let list = super::parse_list(
+            "# mirrored for the lab\n\nregistry.k8s.io/pause:3.10  # kubeadm's\nghcr.io/a/b:1\n",
+        )
+        .unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].to_string(), "ghcr.io/a/b:1");
+        let (line, err) = super::parse_list("ghcr.io/a/b:1\nnot a reference\n").unwrap_err();
+        assert_eq!(line, 2);
+        assert!(err.to_string().contains("not a reference"), "{err}");
+    }
+
+    #[test]
+    fn layouts_may_carry_a_tag() {
+        use std::path::PathBuf;
+        assert_eq!(
+            super::split_layout("/tmp/img:v1"),
+            (PathBuf::from("/tmp/img"), Some("v1".into()))
+        );
+        assert_eq!(
+            super::split_layout("/tmp/img"),
+            (PathBuf::from("/tmp/img"), None)
+        );
+        assert_eq!(
+            super::split_layout("./a:b/c"),
+            (PathBuf::from("./a:b/c"), None)
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 
