@@ -10,6 +10,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== each library crate alone, with its default features and with none"
+scripts/crates-alone.sh
+
 # Doc tests first: the suite's closing lines are then the test runner's summary.
 echo "== doc tests"
 cargo test --workspace --locked --doc --quiet
@@ -37,13 +40,8 @@ fi
 cargo nextest run --workspace --locked --profile "${NEXTEST_PROFILE:-default}" --run-ignored all \
   -E "$filter"
 
-# The library examples that need no outside service run here (the others are built by
-# clippy above): the VM layer on libvirt's test driver, the configuration check of the
-# embedded default, the platform's wave table.
-echo "== examples"
-cargo run --quiet --locked -p libvirt-vm --example plan_three_vms >/dev/null
-cargo run --quiet --locked -p homelab-config --example check >/dev/null
-cargo run --quiet --locked -p platform --example waves >/dev/null
+# The library crates' example programs, each run on something real (scripts/examples.sh).
+scripts/examples.sh
 
 echo "== secret scan of everything the tests printed"
 scripts/secret-scan.sh "target/nextest/${NEXTEST_PROFILE:-default}/junit.xml"

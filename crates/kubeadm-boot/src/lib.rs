@@ -25,22 +25,60 @@
 //!   pinned OpenPGP fingerprint.
 //! - [`cluster`]: the whole sequence in one call ([`cluster::up`]): prepare, bootstrap,
 //!   kubeconfig, pod network, every node `Ready`.
+//!
+//! # Features
+//! `cluster` (default) is everything that runs on nodes or talks to the API server: `ssh`,
+//! `steps`, `prepare`, `bundle`, `bootstrap`, `cni`, `nodes`, `upgrade`, `backup`, `restore`,
+//! `cluster` and `signing_key::fetch` (russh, tokio, kube, reqwest). Without it
+//! (`default-features = false`) the crate is its pure part, with no SSH and no network client:
+//! [`kubeadm`], [`ca`], [`kubeconfig`] and the signing-key checks.
+//!
+//! ```
+//! use kubeadm_boot::kubeadm::{ClusterSpec, NodeSpec, init_config};
+//!
+//! let spec = ClusterSpec {
+//!     name: "homelab".into(),
+//!     version: "1.33.2".parse()?,
+//!     control_plane_endpoint: "192.168.122.10:6443".into(),
+//!     pod_cidr: "10.244.0.0/16".parse()?,
+//!     service_cidr: "10.96.0.0/12".parse()?,
+//!     image_repository: None,
+//!     cri_socket: "unix:///run/containerd/containerd.sock".into(),
+//!     slow_nodes: false,
+//! };
+//! let node = NodeSpec { name: "cp1".into(), address: "192.168.122.10".parse()? };
+//! // The file `kubeadm init --config` reads, for kubeadm's v1beta4 API (Kubernetes 1.31+).
+//! let yaml = init_config(&spec, &node, None)?;
+//! assert!(yaml.contains("kubeadm.k8s.io/v1beta4") && yaml.contains("podSubnet: 10.244.0.0/16"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+#[cfg(feature = "cluster")]
 pub mod backup;
+#[cfg(feature = "cluster")]
 pub mod bootstrap;
+#[cfg(feature = "cluster")]
 pub mod bundle;
 pub mod ca;
+#[cfg(feature = "cluster")]
 pub mod cluster;
+#[cfg(feature = "cluster")]
 pub mod cni;
 pub mod kubeadm;
 pub mod kubeconfig;
+#[cfg(feature = "cluster")]
 pub mod nodes;
+#[cfg(feature = "cluster")]
 pub mod prepare;
+#[cfg(feature = "cluster")]
 pub mod restore;
 pub mod signing_key;
+#[cfg(feature = "cluster")]
 pub mod steps;
+#[cfg(feature = "cluster")]
 pub mod upgrade;
 
+#[cfg(feature = "cluster")]
 pub use homelab_ssh as ssh;
 
 #[cfg(test)]

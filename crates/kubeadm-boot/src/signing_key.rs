@@ -209,6 +209,7 @@ fn first_public_key(data: &[u8]) -> Result<&[u8], String> {
 ///
 /// # Errors
 /// The download fails, or the key does not parse or is not the pinned one.
+#[cfg(feature = "cluster")]
 pub async fn fetch(
     http: &reqwest::Client,
     url: &str,

@@ -1,12 +1,15 @@
 //! Helpers for this crate's unit tests of Kubernetes API code.
 
+#[cfg(feature = "cluster")]
 pub(crate) use homelab_testkit::kube_api::ApiServer;
+#[cfg(feature = "cluster")]
 use serde_json::{Value, json};
 
 use crate::kubeadm::{ClusterSpec, Version};
 
 /// A Node as the kubelet reports it: Ready or not (with the message a node without a CNI
 /// shows), and its kubelet version.
+#[cfg(feature = "cluster")]
 pub(crate) fn node(name: &str, ready: bool, version: &str) -> Value {
     let condition = if ready {
         json!({ "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status" })

@@ -7,6 +7,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// libvirt could not be reached.
+    #[cfg(feature = "libvirt")]
     #[error("cannot connect to libvirt at {uri}: {source}")]
     Connect {
         /// The connection URI.
@@ -15,6 +16,7 @@ pub enum Error {
         source: virt::error::Error,
     },
     /// A libvirt call failed.
+    #[cfg(feature = "libvirt")]
     #[error("libvirt: cannot {action}: {source}")]
     Libvirt {
         /// What was being done, naming the object, e.g. "define domain k8s-cp-1".
@@ -63,6 +65,7 @@ pub enum Error {
 /// Result of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+#[cfg(feature = "libvirt")]
 pub(crate) fn libvirt(action: impl Into<String>) -> impl FnOnce(virt::error::Error) -> Error {
     let action = action.into();
     move |source| Error::Libvirt { action, source }

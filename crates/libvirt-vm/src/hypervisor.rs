@@ -16,7 +16,7 @@ use virt::stream::Stream;
 use crate::error::{Error, Result, libvirt};
 use crate::plan::{
     self, Action, Change, Desired, DesiredNode, Live, LiveDomain, LiveNetwork, LivePool,
-    ObjectKind, Plan,
+    ObjectKind, Plan, desired,
 };
 use crate::seed::{self, HostKey};
 use crate::spec::{ClusterSpec, DomainType, DomainTypeChoice, NodeSpec, fingerprint};
@@ -939,48 +939,6 @@ pub fn host_cpu_has_virtualization() -> bool {
             .filter(|l| l.starts_with("flags"))
             .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
     })
-}
-
-/// The planner's view of `spec`.
-pub fn desired(spec: &ClusterSpec, kind: DomainType) -> Desired {
-    Desired {
-        cluster: spec.cluster_id.clone(),
-        network: (spec.network.name.clone(), fingerprint(&spec.network)),
-        dhcp_hosts: spec
-            .nodes
-            .iter()
-            .map(|n| xml::dhcp_host_key(&n.mac.to_string(), &n.ip.to_string(), &n.name))
-            .collect(),
-        pool: (spec.pool.name.clone(), spec.pool.path.clone()),
-        nodes: spec
-            .nodes
-            .iter()
-            .map(|n| DesiredNode {
-                name: n.name.clone(),
-                spec: fingerprint(&(
-                    n.vcpus,
-                    n.memory_mib,
-                    n.mac,
-                    &spec.network.name,
-                    &spec.boot,
-                    kind,
-                    &spec.pool.path,
-                )),
-                seed: fingerprint(&(
-                    &spec.cluster_id,
-                    &n.name,
-                    n.ip,
-                    spec.network.cidr,
-                    spec.network.gateway,
-                    &spec.access,
-                    &spec.base_image,
-                )),
-                disk_volume: n.disk_volume(),
-                seed_volume: n.seed_volume(),
-                disk_bytes: n.disk_bytes,
-            })
-            .collect(),
-    }
 }
 
 /// Writes `data` to `path` readable by its owner only, whatever the umask and whether the file

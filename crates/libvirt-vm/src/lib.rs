@@ -9,9 +9,38 @@
 //! Each node gets a qcow2 overlay on the base image and a cloud-init NoCloud seed (a FAT
 //! volume labelled `cidata`, built in memory) holding the login user, SSH keys, host name,
 //! static address and a host key generated here — so the key a node will present is known
-//! before it boots, and [`wait`] verifies it instead of trusting on first use.
+//! before it boots, and `wait` verifies it instead of trusting on first use.
+//!
+//! # Entry points
+//! - [`ClusterSpec`]: what should exist. [`provision::up`] runs preflight, the base image,
+//!   the plan, apply, the SSH wait and the seed retirement in one call.
+//! - [`Hypervisor`]: one libvirt connection; `plan`, `apply`, `destroy`, `status`.
+//! - [`plan::plan`] and [`desired`]: the planner alone, a pure function from what should exist
+//!   and what does ([`plan::Live`]) to a [`Plan`].
+//! - [`xml`] and [`seed`]: the libvirt XML documents and the cloud-init seed image.
+//!
+//! # Features
+//! - `libvirt` (default): [`Hypervisor`], `preflight` and `provision`; links libvirt's C
+//!   library through the `virt` crate. Turns on `ssh`.
+//! - `ssh`: `wait`, which checks each node's SSH host key and login (russh, tokio).
+//!
+//! Without them (`default-features = false`) the crate is its pure part: the spec, the
+//! planner, the XML, seeds and base-image recipes, with no native library, no SSH and no
+//! network client.
+//!
+//! ```
+//! use libvirt_vm::{ClusterSpec, DomainType, Plan, desired, plan};
+//!
+//! /// What applying `spec` to a host that has nothing yet would do.
+//! fn first_run(spec: &ClusterSpec) -> Plan {
+//!     plan::plan(&desired(spec, DomainType::Kvm), &plan::Live::default())
+//! }
+//! ```
+//!
+//! With the `libvirt` feature, against a real host:
 //!
 //! ```no_run
+//! # #[cfg(feature = "libvirt")]
 //! fn bring_up(spec: &libvirt_vm::ClusterSpec) -> libvirt_vm::Result<()> {
 //!     let hv = libvirt_vm::Hypervisor::connect("qemu:///system")?;
 //!     println!("{}", hv.plan(spec)?);
@@ -21,21 +50,26 @@
 //! ```
 
 mod error;
+#[cfg(feature = "libvirt")]
 mod hypervisor;
 pub mod image;
 pub mod plan;
+#[cfg(feature = "libvirt")]
 pub mod preflight;
+#[cfg(feature = "libvirt")]
 pub mod provision;
 pub mod seed;
 mod spec;
+#[cfg(feature = "ssh")]
 pub mod wait;
 pub mod xml;
 
 pub use error::{Error, Result};
+#[cfg(feature = "libvirt")]
 pub use hypervisor::{
-    Hypervisor, KnownHost, NodeStatus, desired, host_cpu_has_virtualization, is_local_uri,
+    Hypervisor, KnownHost, NodeStatus, host_cpu_has_virtualization, is_local_uri,
 };
-pub use plan::{Action, Change, ObjectKind, Plan};
+pub use plan::{Action, Change, ObjectKind, Plan, desired};
 pub use spec::{
     Access, BaseImage, BootMode, ClusterSpec, DiskFormat, DomainType, DomainTypeChoice, Mac,
     NetworkSpec, NodeSpec, PoolSpec,

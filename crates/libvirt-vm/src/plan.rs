@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::xml::{OwnerMeta, SEED_RETIRED};
+use crate::spec::{ClusterSpec, DomainType, fingerprint};
+use crate::xml::{self, OwnerMeta, SEED_RETIRED};
 
 /// Kind of a libvirt object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -247,6 +248,48 @@ fn foreign(owner: Option<&OwnerMeta>) -> String {
     match owner {
         Some(o) => format!("it belongs to cluster `{}`", o.cluster),
         None => "it was not created by homelab".to_owned(),
+    }
+}
+
+/// The planner's view of `spec`.
+pub fn desired(spec: &ClusterSpec, kind: DomainType) -> Desired {
+    Desired {
+        cluster: spec.cluster_id.clone(),
+        network: (spec.network.name.clone(), fingerprint(&spec.network)),
+        dhcp_hosts: spec
+            .nodes
+            .iter()
+            .map(|n| xml::dhcp_host_key(&n.mac.to_string(), &n.ip.to_string(), &n.name))
+            .collect(),
+        pool: (spec.pool.name.clone(), spec.pool.path.clone()),
+        nodes: spec
+            .nodes
+            .iter()
+            .map(|n| DesiredNode {
+                name: n.name.clone(),
+                spec: fingerprint(&(
+                    n.vcpus,
+                    n.memory_mib,
+                    n.mac,
+                    &spec.network.name,
+                    &spec.boot,
+                    kind,
+                    &spec.pool.path,
+                )),
+                seed: fingerprint(&(
+                    &spec.cluster_id,
+                    &n.name,
+                    n.ip,
+                    spec.network.cidr,
+                    spec.network.gateway,
+                    &spec.access,
+                    &spec.base_image,
+                )),
+                disk_volume: n.disk_volume(),
+                seed_volume: n.seed_volume(),
+                disk_bytes: n.disk_bytes,
+            })
+            .collect(),
     }
 }
 

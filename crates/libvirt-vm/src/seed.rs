@@ -3,9 +3,9 @@
 
 use std::io::{Cursor, Write};
 
-use russh::keys::ssh_key::LineEnding;
-use russh::keys::{Algorithm, PrivateKey};
 use serde::Serialize;
+use ssh_key::LineEnding;
+use ssh_key::{Algorithm, PrivateKey};
 
 use crate::spec::{ClusterSpec, NodeSpec};
 
