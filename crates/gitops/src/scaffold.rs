@@ -76,7 +76,10 @@ pub const WAVES: &[(&str, i64)] = &[
     ("external-secrets", 7),
     ("external-secrets-config", 8),
     ("argocd-config", 10),
+    ("kube-prometheus-stack", 8),
     ("harbor-tls", 9),
+    ("loki", 9),
+    ("alloy", 10),
     ("harbor", 10),
     ("actions-runner-controller", 10),
     ("runners", 11),
@@ -136,7 +139,195 @@ pub struct Spec {
     pub runners: Vec<Runner>,
     /// A scheduled etcd snapshot on the control plane (`features.backups`).
     pub etcd_backup: Option<EtcdBackup>,
+    /// The monitoring stack (`features.monitoring`).
+    pub monitoring: Option<Monitoring>,
 }
+
+/// The namespace of the monitoring stack.
+pub const MONITORING_NAMESPACE: &str = "monitoring";
+
+/// The label (and value) Grafana's dashboard sidecar looks for on ConfigMaps, in every
+/// namespace: a ConfigMap carrying it is a dashboard.
+pub const GRAFANA_DASHBOARD_LABEL: (&str, &str) = ("grafana_dashboard", "1");
+
+/// The monitoring stack in `monitoring`, as three Applications: kube-prometheus-stack
+/// (Prometheus with 10Gi on `local-path`, Alertmanager, Grafana with its dashboard sidecar,
+/// the Prometheus operator whose CRDs the apps' `ServiceMonitor`s need), Loki in single-binary
+/// mode with 5Gi, and Grafana Alloy shipping every pod's log to Loki (Promtail, the older
+/// shipper, is deprecated upstream). Every workload has requests and limits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Monitoring {
+    /// The Secret in `monitoring` with Grafana's login (keys `admin-user` and
+    /// `admin-password`), delivered by the secrets layer; `None`: the chart generates a
+    /// password into `kube-prometheus-stack-grafana`.
+    pub grafana_admin_secret: Option<String>,
+}
+
+impl Monitoring {
+    /// Where Grafana's login is read from: the Secret's name and its user and password keys.
+    pub fn grafana_login(&self) -> (&str, &str, &str) {
+        match &self.grafana_admin_secret {
+            Some(secret) => (secret, "admin-user", "admin-password"),
+            None => (GRAFANA_GENERATED_SECRET, "admin-user", "admin-password"),
+        }
+    }
+}
+
+/// The Secret the Grafana chart writes its generated login to (release
+/// `kube-prometheus-stack`).
+pub const GRAFANA_GENERATED_SECRET: &str = "kube-prometheus-stack-grafana";
+
+/// Requests and limits as Helm values: `((cpu, memory), (cpu, memory))`.
+fn sized(requests: (&str, &str), limits: (&str, &str)) -> Value {
+    json!({ "requests": { "cpu": requests.0, "memory": requests.1 },
+            "limits": { "cpu": limits.0, "memory": limits.1 } })
+}
+
+/// A `local-path` claim of `size` as a Helm value.
+fn claim(size: &str) -> Value {
+    json!({ "spec": { "storageClassName": "local-path", "accessModes": ["ReadWriteOnce"],
+                      "resources": { "requests": { "storage": size } } } })
+}
+
+/// The monitoring stack's Applications.
+fn monitoring_apps(
+    spec: &Spec,
+    monitoring: &Monitoring,
+) -> Result<Vec<(String, Application)>, ScaffoldError> {
+    let big = sized(("500m", "1Gi"), ("1000m", "2Gi"));
+    let small = sized(("100m", "128Mi"), ("200m", "256Mi"));
+    let mut grafana = json!({
+        "resources": sized(("100m", "256Mi"), ("500m", "512Mi")),
+        // Dashboards are ConfigMaps with the label, in any namespace (an app ships its own).
+        "sidecar": { "dashboards": { "enabled": true, "label": GRAFANA_DASHBOARD_LABEL.0,
+                                     "labelValue": GRAFANA_DASHBOARD_LABEL.1, "searchNamespace": "ALL" } },
+    });
+    if let Some(secret) = &monitoring.grafana_admin_secret {
+        grafana["admin"] = json!({ "existingSecret": secret, "userKey": "admin-user",
+                                   "passwordKey": "admin-password" });
+    }
+    // Keys of the charts' values.yaml (testdata/chart-keys): kube-prometheus-stack 88.5.3
+    // with its grafana, kube-state-metrics and prometheus-node-exporter subcharts.
+    let stack = json!({
+        "prometheus": { "prometheusSpec": {
+            "resources": big,
+            "retention": "7d",
+            "storageSpec": { "volumeClaimTemplate": claim("10Gi") },
+            // Every ServiceMonitor and PodMonitor of the cluster, not only the chart's own.
+            "serviceMonitorSelectorNilUsesHelmValues": false,
+            "podMonitorSelectorNilUsesHelmValues": false,
+        } },
+        "alertmanager": { "alertmanagerSpec": {
+            "resources": small,
+            "storage": { "volumeClaimTemplate": claim("1Gi") },
+        } },
+        "prometheusOperator": { "resources": small },
+        "kube-state-metrics": { "resources": small },
+        "prometheus-node-exporter": { "resources": sized(("50m", "64Mi"), ("200m", "128Mi")) },
+        "grafana": grafana,
+    });
+    // Loki 18.11.0 (grafana-community): one binary (as the chart's monolithic-values.yaml),
+    // its chunks and index on the volume; the other modes' workloads at zero.
+    let loki = json!({
+        "deploymentMode": "Monolithic",
+        "loki": {
+            "auth_enabled": false,
+            "commonConfig": { "replication_factor": 1 },
+            "storage": { "type": "filesystem" },
+            "schemaConfig": { "configs": [{ "from": "2024-04-01", "store": "tsdb", "object_store": "filesystem",
+                                            "schema": "v13", "index": { "prefix": "index_", "period": "24h" } }] },
+        },
+        "singleBinary": { "replicas": 1, "resources": big,
+                          "persistence": { "enabled": true, "size": "5Gi", "storageClass": "local-path" } },
+        "read": { "replicas": 0 }, "write": { "replicas": 0 }, "backend": { "replicas": 0 },
+        "chunksCache": { "enabled": false }, "resultsCache": { "enabled": false },
+        "gateway": { "resources": small },
+        "lokiCanary": { "enabled": false },
+        "test": { "enabled": false },
+    });
+    // Alloy 1.11.1: a DaemonSet that reads every pod's log through the API and pushes it
+    // to Loki's push API.
+    let alloy = json!({
+        "alloy": {
+            "resources": small,
+            "configMap": { "content": ALLOY_CONFIG },
+        },
+        "controller": { "type": "daemonset" },
+    });
+    let chart_app = |name: &str, repo: &str, chart: &str, version: &str, values: Value| {
+        (
+            name.to_owned(),
+            application(
+                name,
+                name,
+                "platform",
+                Spec::chart(repo, chart, version, values),
+                MONITORING_NAMESPACE,
+            ),
+        )
+    };
+    Ok(vec![
+        chart_app(
+            "kube-prometheus-stack",
+            "https://prometheus-community.github.io/helm-charts",
+            "kube-prometheus-stack",
+            &spec.version("kube_prometheus_stack")?,
+            stack,
+        ),
+        chart_app(
+            "loki",
+            "https://grafana-community.github.io/helm-charts",
+            "loki",
+            &spec.version("loki")?,
+            loki,
+        ),
+        chart_app(
+            "alloy",
+            "https://grafana.github.io/helm-charts",
+            "alloy",
+            &spec.version("alloy")?,
+            alloy,
+        ),
+    ])
+}
+
+/// Alloy's pipeline: discover the node's pods, tail their logs through the API server, label
+/// them with namespace, pod and container, and write them to Loki's gateway.
+pub const ALLOY_CONFIG: &str = r#"discovery.kubernetes "pods" {
+  role = "pod"
+  selectors {
+    role  = "pod"
+    field = "spec.nodeName=" + coalesce(sys.env("HOSTNAME"), constants.hostname)
+  }
+}
+
+discovery.relabel "pods" {
+  targets = discovery.kubernetes.pods.targets
+  rule {
+    source_labels = ["__meta_kubernetes_namespace"]
+    target_label  = "namespace"
+  }
+  rule {
+    source_labels = ["__meta_kubernetes_pod_name"]
+    target_label  = "pod"
+  }
+  rule {
+    source_labels = ["__meta_kubernetes_pod_container_name"]
+    target_label  = "container"
+  }
+}
+
+loki.source.kubernetes "pods" {
+  targets    = discovery.relabel.pods.output
+  forward_to = [loki.write.default.receiver]
+}
+
+loki.write "default" {
+  endpoint {
+    url = "http://loki-gateway.monitoring.svc/loki/api/v1/push"
+  }
+}
+"#;
 
 /// A `CronJob` on the control plane that snapshots etcd on a schedule and keeps the newest
 /// snapshots on the node's disk (`platform/etcd-backup/`).
@@ -708,6 +899,9 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
             "platform/etcd-backup/cronjob.yaml",
             yaml(&backup.objects())?,
         );
+    }
+    if let Some(monitoring) = &spec.monitoring {
+        apps.extend(monitoring_apps(spec, monitoring)?);
     }
     let mut listed = Vec::new();
     for (name, app) in &apps {

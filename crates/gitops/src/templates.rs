@@ -10,6 +10,11 @@
 //! frontend ← ingress controller, backend ← frontend, database ← backend (and its backup),
 //! and the metrics ports ← the monitoring namespace.
 //!
+//! With [`WebPostgres::with_monitoring`] (the platform's `features.monitoring`), Prometheus
+//! scrapes the backend's `/metrics` and the database's exporter through two
+//! [`ServiceMonitor`]s, and a dashboard ConfigMap (request rate, database connections)
+//! reaches Grafana through its dashboard sidecar.
+//!
 //! The database login is never in the repository: both tiers read the Secret
 //! [`WebPostgres::secret`] (`username`, `password`, `database`), which the secrets layer
 //! delivers (or which is created once in each namespace).
@@ -23,7 +28,7 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace,
+    ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, Service, ServiceAccount,
     ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
@@ -113,6 +118,61 @@ pub struct WebPostgres {
     pub backup_keep: u32,
     /// Where the database login comes from.
     pub credentials: Credentials,
+    /// Prometheus scrapes the app (`ServiceMonitor`s) and Grafana shows its dashboard: needs
+    /// the Prometheus operator's CRDs (`features.monitoring`).
+    pub monitoring: bool,
+}
+
+/// A Prometheus operator `ServiceMonitor` (`monitoring.coreos.com/v1`): the fields homelab
+/// writes, named as in the operator's CRD (`spec.selector`, `spec.namespaceSelector`,
+/// `spec.endpoints[].port|path|interval`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitor {
+    /// `monitoring.coreos.com/v1`.
+    pub api_version: String,
+    /// `ServiceMonitor`.
+    pub kind: String,
+    /// Name, namespace, labels.
+    pub metadata: ObjectMeta,
+    /// What to scrape.
+    pub spec: ServiceMonitorSpec,
+}
+
+/// A [`ServiceMonitor`]'s spec.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// The Services to scrape, by label.
+    pub selector: LabelSelector,
+    /// The namespaces those Services are in (`matchNames`); the monitor's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<NamespaceSelector>,
+    /// One per port scraped.
+    pub endpoints: Vec<ScrapeEndpoint>,
+}
+
+/// A [`ServiceMonitor`]'s `namespaceSelector`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSelector {
+    /// The namespaces, by name.
+    #[serde(default)]
+    pub match_names: Vec<String>,
+}
+
+/// One scraped port of a [`ServiceMonitor`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScrapeEndpoint {
+    /// The Service port's name.
+    pub port: String,
+    /// The HTTP path (`/metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// How often (`30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
 }
 
 impl WebPostgres {
@@ -137,7 +197,15 @@ impl WebPostgres {
             credentials: Credentials::Generated {
                 kubectl_image: "docker.io/alpine/k8s:1.33.5".into(),
             },
+            monitoring: false,
         }
+    }
+
+    /// The same, scraped by Prometheus and with a Grafana dashboard when `on`.
+    #[must_use]
+    pub fn with_monitoring(mut self, on: bool) -> Self {
+        self.monitoring = on;
+        self
     }
 
     /// The same, with the login from `credentials`.
@@ -181,7 +249,7 @@ impl WebPostgres {
     /// The files of the application's directory, relative to it, each with its objects in
     /// order; `kustomization.yaml` lists them.
     pub fn files(&self) -> Vec<(String, Vec<Value>)> {
-        let files = vec![
+        let mut files = vec![
             (
                 "namespaces.yaml".to_owned(),
                 vec![
@@ -211,7 +279,90 @@ impl WebPostgres {
                 vec![to_value(&self.restore_job("DUMP"))],
             ),
         ];
+        if self.monitoring {
+            files.push((
+                "app/monitoring.yaml".to_owned(),
+                vec![
+                    to_value(&self.service_monitor("backend", &self.app_namespace(), "http")),
+                    to_value(&self.dashboard()),
+                ],
+            ));
+            files.push((
+                "db/monitoring.yaml".to_owned(),
+                vec![to_value(&self.service_monitor(
+                    "database",
+                    &self.db_namespace(),
+                    "metrics",
+                ))],
+            ));
+        }
         files
+    }
+
+    /// The `ServiceMonitor` of `tier`'s Service in `namespace`, scraping `port` every 30 s.
+    pub fn service_monitor(&self, tier: &str, namespace: &str, port: &str) -> ServiceMonitor {
+        ServiceMonitor {
+            api_version: "monitoring.coreos.com/v1".into(),
+            kind: "ServiceMonitor".into(),
+            metadata: self.meta(&format!("{}-{tier}", self.name), namespace, tier),
+            spec: ServiceMonitorSpec {
+                selector: self.selector(tier),
+                namespace_selector: Some(NamespaceSelector {
+                    match_names: vec![namespace.to_owned()],
+                }),
+                endpoints: vec![ScrapeEndpoint {
+                    port: port.into(),
+                    path: Some("/metrics".into()),
+                    interval: Some("30s".into()),
+                }],
+            },
+        }
+    }
+
+    /// The application's Grafana dashboard: a ConfigMap with Grafana's dashboard label
+    /// ([`crate::scaffold::GRAFANA_DASHBOARD_LABEL`]), in the app tier's namespace, whose
+    /// panels read the backend's request rate and the database's connections and size
+    /// (`http_requests_total`, the exporter's `pg_stat_database_numbackends` and
+    /// `pg_database_size_bytes`).
+    pub fn dashboard(&self) -> ConfigMap {
+        let app_ns = self.app_namespace();
+        let db_ns = self.db_namespace();
+        let panel = |id: u32, title: &str, expr: String, y: u32| {
+            serde_json::json!({
+                "id": id, "type": "timeseries", "title": title,
+                "datasource": { "type": "prometheus", "uid": "prometheus" },
+                "gridPos": { "h": 8, "w": 24, "x": 0, "y": y },
+                "targets": [{ "refId": "A", "expr": expr }],
+            })
+        };
+        let dashboard = serde_json::json!({
+            "uid": format!("homelab-{}", self.name),
+            "title": format!("{} (web-postgres)", self.name),
+            "schemaVersion": 39,
+            "time": { "from": "now-6h", "to": "now" },
+            "panels": [
+                panel(1, "Backend requests per second",
+                      format!("sum(rate(http_requests_total{{namespace=\"{app_ns}\"}}[5m]))"), 0),
+                panel(2, "Database connections",
+                      format!("sum(pg_stat_database_numbackends{{namespace=\"{db_ns}\"}})"), 8),
+                panel(3, "Database size",
+                      format!("sum(pg_database_size_bytes{{namespace=\"{db_ns}\"}})"), 16),
+            ],
+        });
+        let mut metadata = self.meta(&format!("{}-dashboard", self.name), &app_ns, "backend");
+        let (label, value) = crate::scaffold::GRAFANA_DASHBOARD_LABEL;
+        metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(label.to_owned(), value.to_owned());
+        ConfigMap {
+            metadata,
+            data: Some(BTreeMap::from([(
+                format!("{}.json", self.name),
+                serde_json::to_string_pretty(&dashboard).unwrap_or_default(),
+            )])),
+            ..ConfigMap::default()
+        }
     }
 
     fn labels(&self, tier: &str) -> BTreeMap<String, String> {

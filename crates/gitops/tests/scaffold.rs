@@ -71,8 +71,8 @@ fn the_generated_repository_validates_and_round_trips() {
         }
     }
     assert_eq!(
-        apps, 17,
-        "root, 11 components (Harbor's certificate one), external secrets and its configuration, the runner controller and one runner set, the etcd backup"
+        apps, 20,
+        "root, 11 components (Harbor's certificate one), external secrets and its configuration, the runner controller and one runner set, the etcd backup, kube-prometheus-stack, Loki and Alloy"
     );
     // External Secrets' configuration, as given, in its own directory and wave.
     let secrets = std::fs::read_to_string(
@@ -86,6 +86,111 @@ fn the_generated_repository_validates_and_round_trips() {
         wave("external-secrets-config"),
         wave("external-secrets") + 1
     );
+}
+
+/// The Application of `name` as JSON, from a repository written by `init`.
+fn app_of(root: &Path, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(root.join(format!("bootstrap/apps/{name}.yaml"))).unwrap();
+    serde_norway::from_str(&text).unwrap()
+}
+
+#[test]
+fn monitoring_is_three_applications_with_the_sizes_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &spec()).unwrap();
+    let values =
+        |name: &str| app_of(dir.path(), name)["spec"]["source"]["helm"]["valuesObject"].clone();
+    for name in ["kube-prometheus-stack", "loki", "alloy"] {
+        let app = app_of(dir.path(), name);
+        assert_eq!(
+            app["spec"]["destination"]["namespace"], "monitoring",
+            "{name}"
+        );
+        assert_eq!(app["spec"]["project"], "platform", "{name}");
+    }
+    // The operator's CRDs exist before any app's ServiceMonitor (the apps' wave); Loki is
+    // up before the shipper that writes to it.
+    assert!(wave("kube-prometheus-stack") < wave("apps"));
+    assert!(wave("loki") < wave("alloy"));
+    let stack = values("kube-prometheus-stack");
+    let prometheus = &stack["prometheus"]["prometheusSpec"];
+    let pair = |v: &serde_json::Value| {
+        (
+            v["requests"]["cpu"].as_str().unwrap().to_owned(),
+            v["requests"]["memory"].as_str().unwrap().to_owned(),
+            v["limits"]["cpu"].as_str().unwrap().to_owned(),
+            v["limits"]["memory"].as_str().unwrap().to_owned(),
+        )
+    };
+    let seed = ("500m".into(), "1Gi".into(), "1000m".into(), "2Gi".into());
+    assert_eq!(pair(&prometheus["resources"]), seed);
+    let claim = &prometheus["storageSpec"]["volumeClaimTemplate"]["spec"];
+    assert_eq!(claim["resources"]["requests"]["storage"], "10Gi");
+    assert_eq!(claim["storageClassName"], "local-path");
+    assert_eq!(prometheus["serviceMonitorSelectorNilUsesHelmValues"], false);
+    let loki = values("loki");
+    assert_eq!(pair(&loki["singleBinary"]["resources"]), seed);
+    assert_eq!(loki["singleBinary"]["persistence"]["size"], "5Gi");
+    assert_eq!(
+        loki["singleBinary"]["persistence"]["storageClass"],
+        "local-path"
+    );
+    // Every workload of the three charts is sized: requests and limits on each.
+    for (chart, path) in [
+        (
+            "kube-prometheus-stack",
+            "/alertmanager/alertmanagerSpec/resources",
+        ),
+        ("kube-prometheus-stack", "/prometheusOperator/resources"),
+        ("kube-prometheus-stack", "/kube-state-metrics/resources"),
+        (
+            "kube-prometheus-stack",
+            "/prometheus-node-exporter/resources",
+        ),
+        ("kube-prometheus-stack", "/grafana/resources"),
+        ("loki", "/gateway/resources"),
+        ("alloy", "/alloy/resources"),
+    ] {
+        let r = values(chart).pointer(path).cloned().unwrap_or_default();
+        assert!(
+            r["requests"].is_object() && r["limits"].is_object(),
+            "{chart} {path}: {r}"
+        );
+    }
+    // Grafana's login: the delivered Secret, and the dashboards sidecar in every namespace.
+    let grafana = &stack["grafana"];
+    assert_eq!(grafana["admin"]["existingSecret"], "grafana-admin");
+    assert_eq!(
+        grafana["sidecar"]["dashboards"]["label"],
+        "grafana_dashboard"
+    );
+    assert_eq!(grafana["sidecar"]["dashboards"]["searchNamespace"], "ALL");
+    // Alloy pushes to the Loki release's gateway.
+    let config = values("alloy")["alloy"]["configMap"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(config.contains("http://loki-gateway.monitoring.svc/loki/api/v1/push"));
+
+    // Without a delivered login the chart generates one; without the feature, nothing.
+    let mut own = spec();
+    own.monitoring = Some(gitops::scaffold::Monitoring::default());
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &own).unwrap();
+    let stack = app_of(dir.path(), "kube-prometheus-stack");
+    assert!(
+        stack
+            .pointer("/spec/source/helm/valuesObject/grafana/admin")
+            .is_none()
+    );
+    assert_eq!(
+        gitops::scaffold::Monitoring::default().grafana_login().0,
+        "kube-prometheus-stack-grafana"
+    );
+    own.monitoring = None;
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &own).unwrap();
+    assert!(!dir.path().join("bootstrap/apps/loki.yaml").exists());
 }
 
 #[test]
@@ -315,12 +420,15 @@ fn every_helm_value_set_is_a_key_of_its_chart_at_the_pinned_version() {
     assert_eq!(
         checked,
         [
+            "alloy",
             "cert-manager",
             "external-secrets",
             "gha-runner-scale-set",
             "gha-runner-scale-set-controller",
             "harbor",
-            "ingress-nginx"
+            "ingress-nginx",
+            "kube-prometheus-stack",
+            "loki"
         ]
     );
     // The key test can fail: a key the chart does not have is caught.

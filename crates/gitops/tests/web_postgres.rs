@@ -13,12 +13,12 @@ use std::process::Command;
 
 use common::{check, spec};
 use gitops::scaffold::{FileChange, add_app, add_app_template, init};
-use gitops::templates::WebPostgres;
+use gitops::templates::{ServiceMonitor, WebPostgres};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    Container, Namespace, PersistentVolumeClaim, PodTemplateSpec, Service,
+    ConfigMap, Container, Namespace, PersistentVolumeClaim, PodTemplateSpec, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -28,7 +28,7 @@ use serde_json::Value;
 fn repo(name: &str) -> (tempfile::TempDir, WebPostgres) {
     let dir = tempfile::tempdir().unwrap();
     init(dir.path(), &spec()).unwrap();
-    let template = WebPostgres::new(name, &format!("{name}.homelab.lan"));
+    let template = WebPostgres::new(name, &format!("{name}.homelab.lan")).with_monitoring(true);
     add_app_template(dir.path(), &spec(), &template).unwrap();
     (dir, template)
 }
@@ -37,7 +37,10 @@ fn repo(name: &str) -> (tempfile::TempDir, WebPostgres) {
 fn objects(root: &Path, name: &str) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let dir = root.join("apps").join(name);
-    for (file, _) in WebPostgres::new(name, "x.lan").files() {
+    for (file, _) in WebPostgres::new(name, "x.lan")
+        .with_monitoring(true)
+        .files()
+    {
         let text = std::fs::read_to_string(dir.join(&file)).unwrap();
         for doc in serde_norway::Deserializer::from_str(&text) {
             let v: Value = serde::Deserialize::deserialize(doc).unwrap();
@@ -134,6 +137,8 @@ fn workloads(root: &Path) -> (Pods, BTreeMap<String, (i32, i32)>) {
             }
             "NetworkPolicy" => drop(typed::<NetworkPolicy>(&v)),
             "PersistentVolumeClaim" => drop(typed::<PersistentVolumeClaim>(&v)),
+            "ServiceMonitor" => drop(typed::<ServiceMonitor>(&v)),
+            "ConfigMap" => drop(typed::<ConfigMap>(&v)),
             other => panic!("{file}: unexpected kind {other}"),
         }
     }
@@ -194,7 +199,7 @@ fn the_template_writes_a_whole_application_that_validates_and_parses_as_its_kind
     let again = add_app_template(
         dir.path(),
         &spec(),
-        &WebPostgres::new("shop", "shop.homelab.lan"),
+        &WebPostgres::new("shop", "shop.homelab.lan").with_monitoring(true),
     )
     .unwrap();
     assert!(
@@ -214,6 +219,94 @@ fn the_template_writes_a_whole_application_that_validates_and_parses_as_its_kind
         .to_string();
     assert!(err.contains("resources of its own"), "{err}");
     assert!(!dir.path().join("apps/mine/namespaces.yaml").exists());
+}
+
+#[test]
+fn monitoring_scrapes_the_backend_and_the_exporter_and_ships_a_dashboard() {
+    let (dir, _) = repo("shop");
+    // A ServiceMonitor per scraped tier, each selecting exactly the Service that
+    // has the port it names, and a dashboard for Grafana's sidecar.
+    let all_objects = objects(dir.path(), "shop");
+    let services: Vec<Service> = all_objects
+        .iter()
+        .filter(|(_, v)| v["kind"] == "Service")
+        .map(|(_, v)| typed(v))
+        .collect();
+    let mut monitors = Vec::new();
+    for (file, v) in all_objects
+        .iter()
+        .filter(|(_, v)| v["kind"] == "ServiceMonitor")
+    {
+        let m: ServiceMonitor = typed(v);
+        assert_eq!(&serde_json::to_value(&m).unwrap(), v, "{file}: round trip");
+        let namespace = m.metadata.namespace.clone().unwrap();
+        let port = &m.spec.endpoints[0].port;
+        let selected: Vec<String> = services
+            .iter()
+            .filter(|s| {
+                s.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    && selects(&m.spec.selector, s.metadata.labels.as_ref().unwrap())
+            })
+            .filter(|s| {
+                s.spec
+                    .as_ref()
+                    .unwrap()
+                    .ports
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p.name.as_ref() == Some(port))
+            })
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        monitors.push((file.clone(), port.clone(), selected));
+    }
+    monitors.sort();
+    assert_eq!(
+        monitors,
+        [
+            (
+                "app/monitoring.yaml".to_owned(),
+                "http".to_owned(),
+                vec!["shop-backend".to_owned()]
+            ),
+            (
+                "db/monitoring.yaml".to_owned(),
+                "metrics".to_owned(),
+                vec!["postgres".to_owned()]
+            ),
+        ]
+    );
+    let dashboard: ConfigMap = all_objects
+        .iter()
+        .find(|(_, v)| v["kind"] == "ConfigMap")
+        .map(|(_, v)| typed(v))
+        .unwrap();
+    assert_eq!(
+        dashboard.metadata.labels.as_ref().unwrap()["grafana_dashboard"],
+        "1"
+    );
+    let board: Value = serde_json::from_str(&dashboard.data.unwrap()["shop.json"]).unwrap();
+    let exprs: Vec<&str> = board["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["targets"][0]["expr"].as_str().unwrap())
+        .collect();
+    assert!(
+        exprs[0].contains("namespace=\"shop\"") && exprs[1].contains("namespace=\"shop-db\""),
+        "{exprs:?}"
+    );
+    // Without monitoring, neither file.
+    let plain: Vec<String> = WebPostgres::new("shop", "x.lan")
+        .files()
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    assert!(
+        !plain.iter().any(|f| f.ends_with("monitoring.yaml")),
+        "{plain:?}"
+    );
 }
 
 /// A pod of the table: its namespace and labels.
@@ -395,6 +488,8 @@ async fn a_real_api_server_accepts_every_object() {
     // Its own names: clusters named by KUBECONFIG run other tests at once.
     let name = format!("wp{}", std::process::id());
     let (dir, t) = repo(&name);
+    // The ServiceMonitors are checked against the Prometheus operator's own CRD.
+    install_crd(&client, homelab_testkit::upstream::SERVICE_MONITOR_CRD).await;
     let discovery = Discovery::new(client.clone()).run().await.unwrap();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for ns in [t.app_namespace(), t.db_namespace()] {
@@ -432,15 +527,75 @@ async fn a_real_api_server_accepts_every_object() {
             &ar,
         );
         let object: DynamicObject = serde_json::from_value(v.clone()).unwrap();
-        api.create(&dry, &object)
+        let answer = api
+            .create(&dry, &object)
             .await
             .unwrap_or_else(|e| panic!("{file}: {kind} refused: {e}"));
+        // A create prunes what a structural schema does not declare, silently: every field
+        // sent must come back, or the CRD does not know it.
+        if !v["spec"].is_null() {
+            let answer = serde_json::to_value(&answer).unwrap();
+            assert!(
+                kept(&v["spec"], &answer["spec"]),
+                "{file}: {kind} lost fields: sent {}, kept {}",
+                v["spec"],
+                answer["spec"]
+            );
+        }
         accepted += 1;
     }
     assert!(accepted >= 15, "{accepted}");
     for ns in [t.app_namespace(), t.db_namespace()] {
         let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
     }
+}
+
+/// Whether every leaf of `sent` is in `got` with the same value (`got` may hold defaults).
+fn kept(sent: &Value, got: &Value) -> bool {
+    match (sent, got) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.iter().all(|(k, v)| b.get(k).is_some_and(|w| kept(v, w)))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(v, w)| kept(v, w))
+        }
+        // Quantities come back normalized ("1000m" as "1"): compare them as the server does.
+        (Value::String(a), Value::String(b)) => {
+            a == b || (a.ends_with("000m") && a.trim_end_matches("000m") == b)
+        }
+        _ => sent == got,
+    }
+}
+
+/// Installs an upstream CRD (server-side apply, so a shared cluster that has it already is
+/// fine) and waits until the API server serves it.
+async fn install_crd(
+    client: &kube::Client,
+    (module, version, file, sha256): homelab_testkit::upstream::CrdFile,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, Patch, PatchParams};
+    let path = homelab_testkit::upstream::module_file(module, version, file, sha256).unwrap();
+    let crd: CustomResourceDefinition =
+        serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let name = crd.metadata.name.clone().unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply("homelab-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    let established = kube::runtime::wait::await_condition(
+        api,
+        &name,
+        kube::runtime::wait::conditions::is_crd_established(),
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(60), established)
+        .await
+        .unwrap_or_else(|_| panic!("{name} not Established in 60 s"))
+        .unwrap();
 }
 
 /// The script of the first container of the `kind` object in `file`.

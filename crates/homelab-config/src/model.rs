@@ -424,6 +424,13 @@ pub struct ComponentVersions {
     pub actions_runner_controller: PinnedVersion,
     /// local-path-provisioner.
     pub local_path_provisioner: PinnedVersion,
+    /// kube-prometheus-stack Helm chart (Prometheus, Alertmanager, Grafana, the Prometheus
+    /// operator; `features.monitoring`).
+    pub kube_prometheus_stack: PinnedVersion,
+    /// Loki Helm chart (grafana-community; `features.monitoring`).
+    pub loki: PinnedVersion,
+    /// Grafana Alloy Helm chart, the log shipper (`features.monitoring`).
+    pub alloy: PinnedVersion,
 }
 
 /// The Argo CD release of the embedded default (the appVersion of the argo-cd chart 9.1.0).
@@ -467,6 +474,9 @@ impl Default for ComponentVersions {
             harbor: pinned("1.18.0"),
             actions_runner_controller: pinned("0.13.0"),
             local_path_provisioner: pinned("v0.0.32"),
+            kube_prometheus_stack: pinned("88.5.3"),
+            loki: pinned("18.11.0"),
+            alloy: pinned("1.11.1"),
         }
     }
 }
@@ -765,7 +775,8 @@ pub struct Features {
     pub external_secrets: bool,
     /// GitHub Actions runners (needs `[github]` with runners).
     pub runners: bool,
-    /// Monitoring stack.
+    /// Monitoring: kube-prometheus-stack (Prometheus, Alertmanager, Grafana), Loki and the
+    /// Alloy log shipper, through the GitOps repository (needs `[gitops]`).
     pub monitoring: bool,
     /// Backups of etcd and volumes.
     pub backups: bool,

@@ -462,6 +462,9 @@ pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {
             v.actions_runner_controller.as_str(),
         ),
         ("local_path_provisioner", v.local_path_provisioner.as_str()),
+        ("kube_prometheus_stack", v.kube_prometheus_stack.as_str()),
+        ("loki", v.loki.as_str()),
+        ("alloy", v.alloy.as_str()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -520,6 +523,14 @@ pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {
                         image: RCLONE_IMAGE.into(),
                     }),
             }),
+        // Grafana's login comes from ESC when there is an [esc] (esc_secrets declares it
+        // with features.monitoring); otherwise the chart generates one.
+        monitoring: config
+            .features
+            .monitoring
+            .then(|| gitops::scaffold::Monitoring {
+                grafana_admin_secret: config.esc.is_some().then(|| "grafana-admin".into()),
+            }),
     })
 }
 
@@ -562,7 +573,9 @@ pub fn web_postgres(
     };
     Ok(gitops::templates::WebPostgres::new(name, &host)
         .images_in(&format!("{registry}/{}", config.harbor.project))
-        .with_credentials(credentials))
+        .with_credentials(credentials)
+        // Scraped and on a dashboard when the platform runs the monitoring stack.
+        .with_monitoring(config.features.monitoring))
 }
 
 #[cfg(test)]
@@ -581,6 +594,9 @@ mod tests {
             "harbor.homelab.lan/homelab/shop-frontend:0.1.0"
         );
         assert!(matches!(t.credentials, Credentials::Generated { .. }));
+        assert!(!t.monitoring);
+        config.features.monitoring = true;
+        assert!(web_postgres(&config, "shop", None).unwrap().monitoring);
         assert_eq!(
             web_postgres(&config, "shop", Some("shop.example.org"))
                 .unwrap()

@@ -107,6 +107,7 @@ fn scaffold_spec() -> gitops::scaffold::Spec {
             max: 2,
         }],
         etcd_backup: None,
+        monitoring: None,
     }
 }
 

@@ -102,6 +102,16 @@ pub const PLATFORM_CRDS: &[CrdFile] = &[
     ),
 ];
 
+/// The Prometheus operator's `ServiceMonitor` CRD at the operator release of homelab's
+/// kube-prometheus-stack chart (88.5.3 ships operator v0.93.1), for the `ServiceMonitor`s the
+/// application templates write.
+pub const SERVICE_MONITOR_CRD: CrdFile = (
+    "github.com/prometheus-operator/prometheus-operator",
+    "v0.93.1",
+    "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+    "7dd4206947c94bc76f71daa07c45a1010a5d697c54fe079f8207b0e82026a26a",
+);
+
 fn major(release: &str) -> Result<&str, FixtureError> {
     release
         .strip_prefix('v')

@@ -26,6 +26,9 @@ pub(crate) fn spec() -> Spec {
             ("harbor", "1.18.0"),
             ("actions_runner_controller", "0.13.0"),
             ("local_path_provisioner", "v0.0.32"),
+            ("kube_prometheus_stack", "88.5.3"),
+            ("loki", "18.11.0"),
+            ("alloy", "1.11.1"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -64,6 +67,9 @@ pub(crate) fn spec() -> Spec {
                 secret: "etcd-backup-s3".into(),
                 image: "docker.io/rclone/rclone:1.68.2".into(),
             }),
+        }),
+        monitoring: Some(gitops::scaffold::Monitoring {
+            grafana_admin_secret: Some("grafana-admin".into()),
         }),
     }
 }
