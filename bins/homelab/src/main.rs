@@ -20,6 +20,7 @@ use homelab::{Lab, Pipeline, Selection, Status};
 use homelab_cli_common::{LogArgs, TextOrJson};
 
 mod config_cmd;
+mod open;
 
 /// Build and run a home-lab Kubernetes platform from one homelab.toml.
 ///
@@ -156,6 +157,22 @@ enum Command {
         #[arg(long)]
         update: bool,
     },
+    /// Open a platform web interface on this machine: forwards a local port to the
+    /// interface's pod through the Kubernetes API (no kubectl), prints the URL and how to
+    /// read the login (never the password itself), and forwards until Ctrl-C. Grafana on
+    /// 9000, Argo CD on 8080 (https).
+    Open {
+        /// Which interface.
+        #[arg(value_enum)]
+        interface: open::Interface,
+        /// The local port instead of the interface's usual one.
+        #[arg(long)]
+        port: Option<u16>,
+        /// The local address to listen on (another machine reaches it only when this is not
+        /// loopback).
+        #[arg(long, default_value = "127.0.0.1")]
+        address: String,
+    },
     /// Write, check, show and describe homelab.toml.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -260,6 +277,11 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             dry_run,
             yes,
         }) => restore(&load(config.as_deref())?, &snapshot, dry_run, yes).await,
+        Command::Open {
+            interface,
+            port,
+            address,
+        } => open::open(&load(config.as_deref())?, interface, port, &address).await,
         Command::Config(_) => Ok(ExitCode::SUCCESS),
     }
 }

@@ -279,7 +279,7 @@ fn help_lists_only_commands_that_work() {
     let out = homelab(&dir).arg("--help").assert().success();
     let help = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     for command in [
-        "config", "up", "plan", "status", "verify", "upgrade", "destroy", "lock",
+        "config", "up", "plan", "status", "verify", "upgrade", "destroy", "lock", "open",
     ] {
         assert!(
             help.contains(&format!("  {command} ")),
@@ -324,4 +324,85 @@ fn json_logs_are_json() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(v["level"].is_string());
     }
+}
+
+/// `homelab open` against a real API server (no kubelet: its pods never run): what is
+/// missing is named, first the Service, then a ready pod behind it.
+#[tokio::test]
+async fn open_names_what_is_missing_on_a_real_api_server() {
+    use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+    use kube::api::{Api, PostParams};
+
+    let plane = homelab_testkit::control_plane::ControlPlane::start()
+        .await
+        .unwrap();
+    let client = plane.client().await.unwrap();
+    let dir = TempDir::new().unwrap();
+    std::fs::write(
+        dir.path().join("homelab.toml"),
+        format!(
+            "[cluster]\nkubeconfig = \"{}\"\ncontext = \"homelab-test\"\n",
+            plane.kubeconfig().display()
+        ),
+    )
+    .unwrap();
+    let run = |dir: &TempDir| {
+        let out = homelab(dir)
+            .args(["open", "grafana", "--port", "0"])
+            .timeout(std::time::Duration::from_secs(60))
+            .assert()
+            .failure();
+        String::from_utf8(out.get_output().stderr.clone()).unwrap()
+    };
+    let err = run(&dir);
+    assert!(
+        err.contains("read Service monitoring/kube-prometheus-stack-grafana")
+            && err.contains("not found"),
+        "{err}"
+    );
+
+    let create = PostParams::default();
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &create,
+            &serde_json::from_value(serde_json::json!({ "metadata": { "name": "monitoring" } }))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    // No controller manager here makes the namespace's default account: a pod needs it.
+    Api::<ServiceAccount>::namespaced(client.clone(), "monitoring")
+        .create(
+            &create,
+            &serde_json::from_value(serde_json::json!({ "metadata": { "name": "default" } }))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<Service>::namespaced(client.clone(), "monitoring")
+        .create(
+            &create,
+            &serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "kube-prometheus-stack-grafana" },
+            "spec": { "selector": { "app.kubernetes.io/name": "grafana" },
+                      "ports": [{ "name": "http-web", "port": 80, "targetPort": "grafana" }] } }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<Pod>::namespaced(client.clone(), "monitoring")
+        .create(&create, &serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "grafana-0", "labels": { "app.kubernetes.io/name": "grafana" } },
+            "spec": { "containers": [{ "name": "grafana", "image": "grafana/grafana:12.2.0",
+                                       "ports": [{ "name": "grafana", "containerPort": 3000 }] }] } }))
+        .unwrap())
+        .await
+        .unwrap();
+    let err = run(&dir);
+    assert!(
+        err.contains(
+            "no running and ready pod behind Service monitoring/kube-prometheus-stack-grafana"
+        ),
+        "{err}"
+    );
 }

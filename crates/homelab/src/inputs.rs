@@ -523,15 +523,22 @@ pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {
                         image: RCLONE_IMAGE.into(),
                     }),
             }),
-        // Grafana's login comes from ESC when there is an [esc] (esc_secrets declares it
-        // with features.monitoring); otherwise the chart generates one.
-        monitoring: config
-            .features
-            .monitoring
-            .then(|| gitops::scaffold::Monitoring {
-                grafana_admin_secret: config.esc.is_some().then(|| "grafana-admin".into()),
-            }),
+        monitoring: config.features.monitoring.then(|| monitoring(config)),
     })
+}
+
+/// The monitoring stack's input: Grafana's login comes from ESC when there is an `[esc]`
+/// (`esc_secrets` declares it with `features.monitoring`); otherwise the chart generates one.
+pub fn monitoring(config: &Config) -> gitops::scaffold::Monitoring {
+    gitops::scaffold::Monitoring {
+        grafana_admin_secret: config.esc.is_some().then(|| "grafana-admin".into()),
+    }
+}
+
+/// Grafana's web interface as `homelab open grafana` forwards it, its login where this
+/// configuration puts it.
+pub fn grafana_ui(config: &Config) -> platform::open::Ui {
+    platform::open::Ui::grafana(monitoring(config).grafana_login().0)
 }
 
 /// The `web-postgres` template of application `name`: its Ingress answers `host` (else

@@ -27,6 +27,7 @@ pub mod argocd;
 pub mod checks;
 pub mod components;
 pub mod node_pull;
+pub mod open;
 pub mod registry;
 pub mod verify;
 pub mod wait;
