@@ -1,5 +1,5 @@
 # The two entry points README.md promises. Both install missing system packages first.
-.PHONY: run test test-cluster deps
+.PHONY: run test test-cluster api-check deps
 
 # The main job: `homelab up` on ./homelab.toml (else the embedded default), then
 # `homelab status`. Creates the SSH key it needs and starts libvirt when nothing runs it.
@@ -14,6 +14,11 @@ test: deps
 # software emulation on two cores, so `make test` leaves it out.
 test-cluster: deps
 	cargo nextest run -p homelab-vm --locked --run-ignored all -E 'test(=real_vms_cluster_ready)'
+
+# Each library crate's public API against the last release (.api-baseline): fails when a
+# change needs a bigger version bump than it got (cargo-semver-checks, built on first use).
+api-check:
+	scripts/api-check.sh
 
 deps:
 	scripts/deps.sh
