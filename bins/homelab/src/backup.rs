@@ -86,14 +86,47 @@ pub(crate) async fn backup(lab: &Lab, cmd: BackupCmd) -> anyhow::Result<ExitCode
                     homelab::backup::dir(lab).display()
                 );
             }
+            let old = |t: std::time::SystemTime| {
+                let age = now.duration_since(t).unwrap_or_default();
+                humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
+            };
             for s in snapshots {
-                let age = now.duration_since(s.taken).unwrap_or_default();
                 println!(
                     "{}  revision {}  {} bytes  {} old",
                     s.path.display(),
                     s.revision,
                     s.size,
-                    humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
+                    old(s.taken)
+                );
+            }
+            let Some(s3) = &lab.config.backups.s3 else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            // The scheduled copies in the bucket, with the key the CronJob uses.
+            let url = homelab::backup::bucket_url(s3);
+            let client = lab.answering_client().await;
+            let Some((credentials, from)) =
+                homelab::backup::bucket_credentials(client.as_ref()).await
+            else {
+                eprintln!(
+                    "{url}: no key to list it with: set {} (the cluster's Secret kube-system/{} is not readable)",
+                    homelab::backup::CREDENTIALS_FROM_ENV,
+                    homelab::backup::BUCKET_SECRET
+                );
+                return Ok(ExitCode::FAILURE);
+            };
+            tracing::debug!("listing {url} with the key from {from}");
+            let copies = homelab::backup::bucket_list(s3, &credentials).await?;
+            if copies.is_empty() {
+                println!("no snapshots in {url}");
+            }
+            for c in copies {
+                println!(
+                    "s3://{}/{}  {} bytes  {} old",
+                    s3.bucket,
+                    c.key,
+                    c.size,
+                    old(c.taken.unwrap_or(c.modified))
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -3,9 +3,14 @@
 //! file's directory), the newest `backups.keep` within `backups.max_age` kept. `homelab
 //! upgrade` takes one first ([`upgrade_backups`]).
 
+use std::fmt;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
+use futures::StreamExt;
 use kubeadm_boot::backup::{Backups, EtcdClient, Snapshot, Taken};
+use object_store::ObjectStore;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::{Error, Lab, inputs};
 
@@ -143,6 +148,146 @@ pub async fn restore(
     Ok(reports)
 }
 
+/// A copy of a snapshot in the `[backups.s3]` bucket, as the scheduled backup writes them
+/// (`<prefix>/etcd-<UTC time>.db`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketSnapshot {
+    /// The object's key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When the snapshot was taken, from its name (`etcd-20261202T030000Z.db`); `None` for a
+    /// name of another shape.
+    pub taken: Option<SystemTime>,
+    /// When the object was written.
+    pub modified: SystemTime,
+}
+
+/// The bucket's access key (the same as the scheduled backup's). Debug never shows the
+/// secret.
+#[derive(Clone)]
+pub struct S3Credentials {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: SecretString,
+}
+
+impl fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The Secret in `kube-system` with the bucket's key (`esc_secrets`' declared secret).
+pub const BUCKET_SECRET: &str = esc_secrets::declared::BACKUP_S3_SECRET;
+
+/// Where [`bucket_credentials`] found the key.
+pub const CREDENTIALS_FROM_ENV: &str = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY";
+
+/// The bucket's key: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` when both are set (a
+/// cluster that is gone cannot give it), else [`credentials_in_cluster`]; with where it came
+/// from. `None` when neither has it.
+pub async fn bucket_credentials(client: Option<&kube::Client>) -> Option<(S3Credentials, String)> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        let credentials = S3Credentials {
+            access_key_id: id,
+            secret_access_key: secret.into(),
+        };
+        return Some((credentials, CREDENTIALS_FROM_ENV.into()));
+    }
+    let credentials = credentials_in_cluster(client?).await?;
+    Some((
+        credentials,
+        format!("the Secret kube-system/{BUCKET_SECRET}"),
+    ))
+}
+
+/// The key the scheduled backup uses: the Secret `kube-system/etcd-backup-s3` (keys
+/// `access_key_id` and `secret_access_key`), when it exists and `client` may read it.
+pub async fn credentials_in_cluster(client: &kube::Client) -> Option<S3Credentials> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), "kube-system");
+    let mut data = api.get_opt(BUCKET_SECRET).await.ok()??.data?;
+    let mut text = |key: &str| String::from_utf8(data.remove(key)?.0).ok();
+    Some(S3Credentials {
+        access_key_id: text("access_key_id")?,
+        secret_access_key: text("secret_access_key")?.into(),
+    })
+}
+
+/// `s3://bucket/prefix` of `s3`, as messages name it.
+pub fn bucket_url(s3: &homelab_config::BackupsS3) -> String {
+    format!("s3://{}/{} at {}", s3.bucket, s3.prefix, s3.endpoint)
+}
+
+/// The snapshots in the bucket under the prefix, newest first (by the time in their names,
+/// else by when they were written).
+///
+/// # Errors
+/// The bucket cannot be listed (the address, the key or the bucket is wrong: the error says
+/// which, as the service said it).
+pub async fn bucket_list(
+    s3: &homelab_config::BackupsS3,
+    credentials: &S3Credentials,
+) -> Result<Vec<BucketSnapshot>, Error> {
+    let url = bucket_url(s3);
+    let fail = |source: object_store::Error| Error::Bucket {
+        url: url.clone(),
+        source: Box::new(source),
+    };
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&s3.endpoint)
+        .with_bucket_name(&s3.bucket)
+        .with_region(&s3.region)
+        .with_access_key_id(&credentials.access_key_id)
+        .with_secret_access_key(credentials.secret_access_key.expose_secret())
+        .with_allow_http(s3.plain_http)
+        // Path-style addressing: what S3-compatible services (MinIO, Garage, Versity, Ceph)
+        // answer without a DNS name per bucket.
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .map_err(fail)?;
+    let prefix = object_store::path::Path::from(s3.prefix.trim_matches('/'));
+    let mut listing = store.list(Some(&prefix));
+    let mut out = Vec::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(fail)?;
+        let key = meta.location.to_string();
+        let name = meta.location.filename().unwrap_or_default();
+        out.push(BucketSnapshot {
+            taken: snapshot_time(name),
+            key,
+            size: meta.size,
+            modified: SystemTime::from(meta.last_modified),
+        });
+    }
+    out.sort_by_key(|s| std::cmp::Reverse(s.taken.unwrap_or(s.modified)));
+    Ok(out)
+}
+
+/// The time in a scheduled snapshot's name: `etcd-20261202T030000Z.db` (UTC).
+pub fn snapshot_time(name: &str) -> Option<SystemTime> {
+    let stamp = name.strip_prefix("etcd-")?.strip_suffix(".db")?;
+    if stamp.len() != 16 || !stamp.is_ascii() || stamp.as_bytes().get(8) != Some(&b'T') {
+        return None;
+    }
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        stamp.get(0..4)?,
+        stamp.get(4..6)?,
+        stamp.get(6..8)?,
+        stamp.get(9..11)?,
+        stamp.get(11..13)?,
+        stamp.get(13..15)?
+    );
+    humantime::parse_rfc3339(&rfc3339).ok()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -167,5 +312,27 @@ mod tests {
         let said = said.lock().unwrap();
         assert_eq!(said.len(), 1);
         assert!(said[0].contains("without an etcd snapshot"), "{said:?}");
+    }
+
+    #[test]
+    fn scheduled_names_carry_their_time_and_others_none() {
+        let t = snapshot_time("etcd-20261202T030500Z.db").unwrap();
+        assert_eq!(
+            humantime::format_rfc3339(t).to_string(),
+            "2026-12-02T03:05:00Z"
+        );
+        for other in [
+            "etcd-2026.db",
+            "lab_cp1_r5_20261202T030500Z.db",
+            "etcd-20261202X030500Z.db",
+            "etcd-20261302T030500Z.db",
+        ] {
+            assert_eq!(snapshot_time(other), None, "{other}");
+        }
+        let c = S3Credentials {
+            access_key_id: "AKID".into(),
+            secret_access_key: "s3cr3t-value".to_owned().into(),
+        };
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
     }
 }

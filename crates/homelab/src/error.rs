@@ -135,6 +135,14 @@ pub enum Error {
     /// An etcd snapshot failed or could not be read.
     #[error(transparent)]
     Backup(#[from] kubeadm_boot::backup::BackupError),
+    /// The `[backups.s3]` bucket could not be listed.
+    #[error("listing {url}: {source}")]
+    Bucket {
+        /// `s3://bucket/prefix` at the endpoint.
+        url: String,
+        /// The S3 client's error.
+        source: Box<object_store::Error>,
+    },
     /// A worker thread stopped (a libvirt call panicked).
     #[error("a worker stopped: {0}")]
     Worker(String),
