@@ -103,7 +103,9 @@ async fn the_key_is_read_from_the_scheduled_backup_s_secret() {
         let found = credentials_in_cluster(&client).await.unwrap();
         assert_eq!(found.access_key_id, "AKIDLAB");
         assert!(!format!("{found:?}").contains("lab-secret-value"));
-        api.delete(name, &Default::default()).await.unwrap();
+        api.delete(name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
     } else {
         assert!(credentials_in_cluster(&client).await.is_some());
     }
