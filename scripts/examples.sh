@@ -12,7 +12,11 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 etcd_pid=
 cleanup() {
-  [[ -n $etcd_pid ]] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+  # etcd ends by the signal (status 143): not a failure of the examples.
+  if [[ -n $etcd_pid ]]; then
+    kill "$etcd_pid" 2>/dev/null || true
+    wait "$etcd_pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -100,6 +100,9 @@ pub enum ClusterProvider {
     Libvirt,
     /// A cluster that exists already, reached through `cluster.kubeconfig`.
     Existing,
+    /// A Kind cluster (Kubernetes in containers) on this machine, made with the `kind` CLI:
+    /// one control plane and a worker per `[[nodes]]` worker.
+    Kind,
 }
 
 impl Default for ClusterConfig {

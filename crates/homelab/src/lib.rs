@@ -31,6 +31,7 @@ pub mod bundle;
 pub mod cluster;
 mod error;
 pub mod inputs;
+pub mod kind;
 mod lab;
 pub mod lock;
 pub mod nodes;

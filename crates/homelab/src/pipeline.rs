@@ -141,6 +141,7 @@ impl Pipeline {
             homelab_config::ClusterProvider::Existing => {
                 vec![Box::new(crate::cluster::ExistingCluster)]
             }
+            homelab_config::ClusterProvider::Kind => vec![Box::new(crate::kind::KindPhase)],
         };
         if crate::secrets::wanted(lab) {
             phases.push(Box::new(crate::secrets::SecretsPhase));
