@@ -37,6 +37,13 @@ else
     "set PULUMI_ACCESS_TOKEN and HOMELAB_ESC_ENV=organization/project/environment to run it"
   filter="$filter and not test(=real_esc_environment_is_listed_opened_once_and_checked)"
 fi
+# A real Kind cluster needs kind and a container engine.
+if command -v kind >/dev/null && { command -v docker >/dev/null || command -v podman >/dev/null; }; then
+  echo "real Kind: kind and a container engine are here"
+else
+  echo "skipped (not run, not counted): real_kind_up_status_destroy; it needs kind and docker or podman on the PATH"
+  filter="$filter and not test(=real_kind_up_status_destroy)"
+fi
 cargo nextest run --workspace --locked --profile "${NEXTEST_PROFILE:-default}" --run-ignored all \
   -E "$filter"
 

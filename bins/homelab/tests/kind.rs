@@ -211,3 +211,34 @@ async fn without_kind_up_says_what_to_install() {
         "{err}"
     );
 }
+
+/// A real Kind cluster: `up`, `status`, a re-run, `destroy`. It needs `kind` and a container
+/// engine; `make test` runs it only when both are on the PATH and says so otherwise (not
+/// counted). Never run on these machines (no container engine).
+#[test]
+#[ignore = "needs kind and docker or podman: scripts/test.sh runs it when they are present"]
+fn real_kind_up_status_destroy() {
+    let dir = TempDir::new().unwrap();
+    let name = format!("homelab-test-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("homelab.toml"),
+        format!(
+            // A release Kind publishes a node image for.
+            "[cluster]\nprovider = \"kind\"\nname = \"{name}\"\nkubernetes_version = \"1.33.1\"\nkubeconfig = \"{}\"\n",
+            dir.path().join("kubeconfig").display()
+        ),
+    )
+    .unwrap();
+    let homelab = |args: &[&str]| {
+        let mut cmd = Command::cargo_bin("homelab").unwrap();
+        cmd.current_dir(dir.path())
+            .env_remove("HOMELAB_CONFIG")
+            .args(args)
+            .timeout(std::time::Duration::from_secs(900));
+        cmd
+    };
+    homelab(&["up", "--yes"]).assert().success();
+    homelab(&["status"]).assert().success();
+    homelab(&["up", "--yes"]).assert().success();
+    homelab(&["destroy", "--yes"]).assert().success();
+}

@@ -135,10 +135,10 @@ pub enum Error {
     /// An etcd snapshot failed or could not be read.
     #[error(transparent)]
     Backup(#[from] kubeadm_boot::backup::BackupError),
-    /// The Kind provider: a tool is missing, `kind` or the container engine failed (the
-    /// message names the command and what it said), or a cluster was left alone.
-    #[error("kind: {0}")]
-    Kind(String),
+    /// The Kind provider: a tool is missing, `kind` or the container engine failed, or a
+    /// cluster was left alone.
+    #[error(transparent)]
+    Kind(#[from] crate::kind::KindError),
     /// The `[backups.s3]` bucket could not be listed.
     #[error("listing {url}: {source}")]
     Bucket {

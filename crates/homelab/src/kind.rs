@@ -21,6 +21,60 @@ use tokio::io::AsyncWriteExt;
 use crate::phase::{Change, Check, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus};
 use crate::{Error, Lab, inputs};
 
+/// What went wrong with the Kind provider; each names the command, file or cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KindError {
+    /// `kind` or the container engine is not on the PATH.
+    #[error("{missing} not found: {INSTALL_HINT}")]
+    Missing {
+        /// What is missing (`kind`, `docker or podman`, or both).
+        missing: String,
+    },
+    /// A command could not be started or talked to.
+    #[error("{command}: {source}")]
+    Run {
+        /// The command line.
+        command: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command exited with a failure.
+    #[error("{command} failed ({status}): {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on standard error.
+        stderr: String,
+    },
+    /// The Kind configuration could not be written as YAML.
+    #[error("the Kind configuration: {0}")]
+    Config(#[source] serde_norway::Error),
+    /// Kind's kubeconfig could not be used.
+    #[error("kind's kubeconfig: {0}")]
+    Kubeconfig(String),
+    /// Merging it into the user's kubeconfig failed.
+    #[error("merging the kubeconfig into {path}: {source}")]
+    Merge {
+        /// The user's kubeconfig.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: kubeadm_boot::kubeconfig::KubeconfigError,
+    },
+    /// The cluster was not deleted: homelab cannot show that it made it.
+    #[error("kind cluster {cluster} left alone: {why}")]
+    LeftAlone {
+        /// The cluster.
+        cluster: String,
+        /// Why.
+        why: String,
+    },
+}
+
 /// The Kubernetes node label homelab gives the nodes of the Kind clusters it creates (value:
 /// the cluster's name); `homelab destroy` deletes only a cluster whose nodes carry it.
 pub const OWNER_LABEL: &str = "homelab.dev/cluster";
@@ -185,10 +239,10 @@ impl Tools {
                 .into_iter()
                 .flatten()
                 .collect();
-                Err(Error::Kind(format!(
-                    "{} not found: {INSTALL_HINT}",
-                    missing.join(" and ")
-                )))
+                Err(KindError::Missing {
+                    missing: missing.join(" and "),
+                }
+                .into())
             }
         }
     }
@@ -219,22 +273,32 @@ impl Tools {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| Error::Kind(format!("cannot run {shown}: {e}")))?;
+            .map_err(|source| KindError::Run {
+                command: shown.clone(),
+                source,
+            })?;
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(text.as_bytes())
                 .await
-                .map_err(|e| Error::Kind(format!("{shown}: writing its input: {e}")))?;
+                .map_err(|source| KindError::Run {
+                    command: shown.clone(),
+                    source,
+                })?;
         }
         let out = child
             .wait_with_output()
             .await
-            .map_err(|e| Error::Kind(format!("{shown}: {e}")))?;
+            .map_err(|source| KindError::Run {
+                command: shown.clone(),
+                source,
+            })?;
         if !out.status.success() {
-            return Err(Error::Kind(format!(
-                "{shown} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(KindError::Failed {
+                command: shown,
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            }
+            .into());
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -260,8 +324,7 @@ impl Tools {
     /// # Errors
     /// The configuration cannot be written, or `kind` fails.
     pub async fn create(&self, config: &KindCluster, kubeconfig: &Path) -> Result<(), Error> {
-        let yaml = serde_norway::to_string(config)
-            .map_err(|e| Error::Kind(format!("the Kind configuration: {e}")))?;
+        let yaml = serde_norway::to_string(config).map_err(KindError::Config)?;
         let kubeconfig = kubeconfig.display().to_string();
         self.run(
             &self.kind,
@@ -345,11 +408,11 @@ impl Tools {
 /// The API server's address in a kubeconfig's first cluster.
 fn server_of(kubeconfig: &str) -> Result<String, Error> {
     let doc: serde_norway::Value = serde_norway::from_str(kubeconfig)
-        .map_err(|e| Error::Kind(format!("kind's kubeconfig does not parse: {e}")))?;
+        .map_err(|e| KindError::Kubeconfig(format!("does not parse: {e}")))?;
     doc["clusters"][0]["cluster"]["server"]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| Error::Kind("kind's kubeconfig names no server".into()))
+        .ok_or_else(|| KindError::Kubeconfig("names no server".into()).into())
 }
 
 const NAME: &str = "cluster";
@@ -413,8 +476,10 @@ impl Phase for KindPhase {
                     "kind create cluster {name} ({} nodes)",
                     config.nodes.len()
                 ));
-                let dir = tempfile::tempdir()
-                    .map_err(|e| Error::Kind(format!("a temporary directory: {e}")))?;
+                let dir = tempfile::tempdir().map_err(|source| KindError::Run {
+                    command: "a temporary directory for kind's kubeconfig".into(),
+                    source,
+                })?;
                 tools
                     .create(&config, &dir.path().join("kubeconfig"))
                     .await?;
@@ -430,11 +495,9 @@ impl Phase for KindPhase {
             let file = inputs::kubeconfig_path(&lab.config);
             let context = lab.config.cluster.context_name();
             kubeadm_boot::kubeconfig::merge_into_file(&file, &admin, context, &server_of(&admin)?)
-                .map_err(|e| {
-                    Error::Kind(format!(
-                        "merging the kubeconfig into {}: {e}",
-                        file.display()
-                    ))
+                .map_err(|source| KindError::Merge {
+                    path: file.clone(),
+                    source,
                 })?;
             say(format!(
                 "kubeconfig: context {context} in {}",
@@ -477,16 +540,23 @@ pub async fn destroy(lab: &Lab) -> Result<bool, Error> {
     let listed = nodes
         .list(&kube::api::ListParams::default())
         .await
-        .map_err(|e| Error::Kind(format!("kind cluster {name} left alone: its nodes cannot be read to check it is homelab's: {e}")))?;
+        .map_err(|e| KindError::LeftAlone {
+            cluster: name.clone(),
+            why: format!("its nodes cannot be read to check it is homelab's: {e}"),
+        })?;
     let owned = !listed.items.is_empty()
         && listed
             .items
             .iter()
             .all(|n| n.metadata.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)) == Some(name));
     if !owned {
-        return Err(Error::Kind(format!(
-            "kind cluster {name} left alone: its nodes do not carry {OWNER_LABEL}={name}, so homelab did not create it"
-        )));
+        return Err(KindError::LeftAlone {
+            cluster: name.clone(),
+            why: format!(
+                "its nodes do not carry {OWNER_LABEL}={name}, so homelab did not create it"
+            ),
+        }
+        .into());
     }
     tools.delete(name).await?;
     Ok(true)
