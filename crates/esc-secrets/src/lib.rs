@@ -12,6 +12,15 @@
 //! - [`deliver`]: those secrets as Kubernetes Secrets — applied directly from one read of the
 //!   environment (never overwriting a Secret homelab did not make), or as External Secrets
 //!   Operator's `ClusterSecretStore` and `ExternalSecret`s for Argo CD to own.
+//!
+//! ```
+//! use esc_secrets::declared::{Needs, declared};
+//!
+//! // Which Secrets a lab with the monitoring stack needs, and where in ESC each comes from.
+//! let needs = Needs { monitoring: true, ..Needs::default() };
+//! let grafana = declared(&needs).into_iter().find(|d| d.name == "grafana-admin").unwrap();
+//! assert_eq!((grafana.namespace.as_str(), grafana.source.to_string().as_str()), ("monitoring", "grafana"));
+//! ```
 #![warn(missing_docs)]
 
 pub mod client;

@@ -10,6 +10,19 @@
 //! - [`build`]: images built from files into an OCI image layout (deterministic digests).
 //! - [`node`]: pull Secrets from robot credentials, containerd `hosts.toml` for mirrors.
 //! - [`tls`]: extra CA certificates, refused when they hold no certificate.
+//!
+//! ```
+//! use harbor_client::reference::Reference;
+//!
+//! let image: Reference = "harbor.homelab.lan/homelab/shop-backend:0.1.0".parse()?;
+//! assert_eq!(image.registry, "harbor.homelab.lan");
+//! assert_eq!(image.repository, "homelab/shop-backend");
+//! assert_eq!(image.tag.as_deref(), Some("0.1.0"));
+//! // The registry is always written out: a short name is refused, naming it.
+//! let err = "alpine:3.20".parse::<Reference>().unwrap_err();
+//! assert!(err.to_string().contains("alpine:3.20"));
+//! # Ok::<(), harbor_client::reference::ReferenceError>(())
+//! ```
 
 pub mod build;
 pub mod harbor;

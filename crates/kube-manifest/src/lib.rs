@@ -11,6 +11,18 @@
 //!
 //! The crate knows no particular software: Flannel (kubeadm-boot) and the platform's
 //! components (platform) are both applied through it.
+//!
+//! ```
+//! let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: lab}\n---\n\
+//!             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: lab}\n";
+//! let objects = kube_manifest::parse("lab.yaml", text)?;
+//! let kinds: Vec<&str> = objects.iter().filter_map(|o| o.types.as_ref()).map(|t| t.kind.as_str()).collect();
+//! assert_eq!(kinds, ["Namespace", "ConfigMap"]);
+//! // A document that is not a Kubernetes object is refused, naming the document.
+//! let err = kube_manifest::parse("bad.yaml", "just: data\n").unwrap_err();
+//! assert!(err.to_string().contains("bad.yaml"));
+//! # Ok::<(), kube_manifest::ManifestError>(())
+//! ```
 #![warn(missing_docs)]
 
 mod apply;

@@ -21,6 +21,16 @@
 //!
 //! The crate takes its own inputs ([`components::PlatformSpec`], [`argocd::Bootstrap`]); the
 //! `homelab` crate builds them from `homelab.toml`.
+//!
+//! ```
+//! use platform::open::Ui;
+//!
+//! // Where `homelab open argocd` serves Argo CD, and how its login is read (never the
+//! // password itself).
+//! let ui = Ui::argocd();
+//! assert_eq!(ui.url(), "https://localhost:8080");
+//! assert!(ui.login.to_string().contains("argocd-initial-admin-secret"));
+//! ```
 #![warn(missing_docs)]
 
 pub mod argocd;
