@@ -77,6 +77,8 @@ pub const WAVES: &[(&str, i64)] = &[
     ("external-secrets-config", 8),
     ("argocd-config", 10),
     ("kube-prometheus-stack", 8),
+    ("tekton-pipelines", 8),
+    ("tekton-triggers", 9),
     ("harbor-tls", 9),
     ("loki", 9),
     ("alloy", 10),
@@ -141,6 +143,34 @@ pub struct Spec {
     pub etcd_backup: Option<EtcdBackup>,
     /// The monitoring stack (`features.monitoring`).
     pub monitoring: Option<Monitoring>,
+    /// Tekton Pipelines and Triggers (`features.cicd`), from the release manifests of the
+    /// pinned `tekton_pipelines` and `tekton_triggers` tags.
+    pub cicd: bool,
+}
+
+/// Where Tekton runs.
+pub const TEKTON_NAMESPACE: &str = "tekton-pipelines";
+
+/// The release files of Tekton Pipelines `pipelines` and Triggers `triggers` (tags such as
+/// `v1.15.0`), as each project publishes them on its GitHub releases: the directory of the
+/// GitOps repository and the URLs its `kustomization.yaml` lists.
+pub fn tekton_releases(pipelines: &str, triggers: &str) -> [(&'static str, Vec<String>); 2] {
+    let asset = |project: &str, tag: &str, file: &str| {
+        format!("https://github.com/tektoncd/{project}/releases/download/{tag}/{file}")
+    };
+    [
+        (
+            "platform/tekton-pipelines",
+            vec![asset("pipeline", pipelines, "release.yaml")],
+        ),
+        (
+            "platform/tekton-triggers",
+            vec![
+                asset("triggers", triggers, "release.yaml"),
+                asset("triggers", triggers, "interceptors.yaml"),
+            ],
+        ),
+    ]
 }
 
 /// The namespace of the monitoring stack.
@@ -902,6 +932,28 @@ pub fn files(spec: &Spec) -> Result<Vec<(PathBuf, String)>, ScaffoldError> {
     }
     if let Some(monitoring) = &spec.monitoring {
         apps.extend(monitoring_apps(spec, monitoring)?);
+    }
+    if spec.cicd {
+        let releases = tekton_releases(
+            &spec.version("tekton_pipelines")?,
+            &spec.version("tekton_triggers")?,
+        );
+        for (dir, urls) in releases {
+            let name = dir.trim_start_matches("platform/");
+            apps.push((
+                name.to_owned(),
+                application(name, name, "platform", spec.git(dir), TEKTON_NAMESPACE),
+            ));
+            let mut text = format!(
+                "{MARKER}\n# Tekton's own release files (fetched by Argo CD's kustomize when it syncs).\nresources:\n"
+            );
+            for url in urls {
+                text.push_str("  - ");
+                text.push_str(&url);
+                text.push('\n');
+            }
+            add(&format!("{dir}/kustomization.yaml"), text);
+        }
     }
     let mut listed = Vec::new();
     for (name, app) in &apps {

@@ -434,6 +434,10 @@ pub struct ComponentVersions {
     pub loki: PinnedVersion,
     /// Grafana Alloy Helm chart, the log shipper (`features.monitoring`).
     pub alloy: PinnedVersion,
+    /// Tekton Pipelines release (`features.cicd`).
+    pub tekton_pipelines: PinnedVersion,
+    /// Tekton Triggers release, with its interceptors (`features.cicd`).
+    pub tekton_triggers: PinnedVersion,
 }
 
 /// The Argo CD release of the embedded default (the appVersion of the argo-cd chart 9.1.0).
@@ -480,6 +484,8 @@ impl Default for ComponentVersions {
             kube_prometheus_stack: pinned("88.5.3"),
             loki: pinned("18.11.0"),
             alloy: pinned("1.11.1"),
+            tekton_pipelines: pinned("v1.15.0"),
+            tekton_triggers: pinned("v0.37.0"),
         }
     }
 }
@@ -783,6 +789,8 @@ pub struct Features {
     pub monitoring: bool,
     /// Backups of etcd and volumes.
     pub backups: bool,
+    /// CI/CD: Tekton Pipelines and Triggers through the GitOps repository (needs `[gitops]`).
+    pub cicd: bool,
 }
 
 impl Default for Config {

@@ -465,6 +465,8 @@ pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {
         ("kube_prometheus_stack", v.kube_prometheus_stack.as_str()),
         ("loki", v.loki.as_str()),
         ("alloy", v.alloy.as_str()),
+        ("tekton_pipelines", v.tekton_pipelines.as_str()),
+        ("tekton_triggers", v.tekton_triggers.as_str()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -524,6 +526,7 @@ pub fn gitops_spec(config: &Config) -> Option<gitops::scaffold::Spec> {
                     }),
             }),
         monitoring: config.features.monitoring.then(|| monitoring(config)),
+        cicd: config.features.cicd,
     })
 }
 

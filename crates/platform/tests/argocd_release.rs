@@ -108,6 +108,7 @@ fn scaffold_spec() -> gitops::scaffold::Spec {
         }],
         etcd_backup: None,
         monitoring: None,
+        cicd: false,
     }
 }
 
