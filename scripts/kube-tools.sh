@@ -11,7 +11,9 @@
 #                                                    pause, coredns, flanneld, and the CNI plugins
 #                                                    cni-bridge, cni-host-local, cni-loopback,
 #                                                    cni-portmap, cni-flannel; versitygw, an S3
-#                                                    server for the backup tests; `all` names every one)
+#                                                    server for the backup tests; tekton-check, which
+#                                                    holds Tekton objects to Tekton's own Go types
+#                                                    (crates/testkit/tekton); `all` names every one)
 #   scripts/kube-tools.sh --install kubectl          also link each into /usr/local/bin
 #   scripts/kube-tools.sh --dir                      print the bin dir only
 #   scripts/kube-tools.sh --stale kube-apiserver     print those not built from this go.sum
@@ -45,7 +47,7 @@ declare -A addon=(
   [versitygw]=github.com/versity/versitygw/cmd/versitygw@v1.8.0
 )
 all=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubeadm kubectl etcd pause
-  coredns flanneld cni-bridge cni-host-local cni-loopback cni-portmap cni-flannel versitygw)
+  coredns flanneld cni-bridge cni-host-local cni-loopback cni-portmap cni-flannel versitygw tekton-check)
 
 install=false
 stale_only=false
@@ -57,7 +59,8 @@ for arg in "$@"; do
     --dir) echo "$bin"; exit 0 ;;
     all) components+=("${all[@]}") ;;
     kube-apiserver | kube-controller-manager | kube-scheduler | kube-proxy | kubectl | kubelet | kubeadm | etcd | pause | \
-      coredns | flanneld | cni-bridge | cni-host-local | cni-loopback | cni-portmap | cni-flannel | versitygw)
+      coredns | flanneld | cni-bridge | cni-host-local | cni-loopback | cni-portmap | cni-flannel | versitygw | \
+      tekton-check)
       components+=("$arg") ;;
     *) echo "kube-tools: unknown component or option: $arg" >&2; exit 2 ;;
   esac
@@ -68,7 +71,14 @@ done
 # Kubernetes' own Go release for its components).
 recipe=static-2 addon_recipe=static-1
 lock=$(sha256sum "$module/go.sum" | cut -c1-16)
-stamp_of() { if [[ -n ${addon[$1]:-} ]]; then echo "$addon_recipe ${addon[$1]}"; else echo "$recipe $lock"; fi; }
+# tekton-check is homelab's own program (crates/testkit/tekton), built against Tekton's
+# modules at the versions its go.mod pins: its stamp is its sources'.
+tekton_module=$root/crates/testkit/tekton
+stamp_of() {
+  if [[ $1 == tekton-check ]]; then
+    echo "static-1 $(cat "$tekton_module/go.mod" "$tekton_module/go.sum" "$tekton_module/main.go" | sha256sum | cut -c1-16)"
+  elif [[ -n ${addon[$1]:-} ]]; then echo "$addon_recipe ${addon[$1]}"; else echo "$recipe $lock"; fi
+}
 fresh() { [[ -x $bin/$1 && $(cat "$bin/.$1.stamp" 2>/dev/null) == "$(stamp_of "$1")" ]]; }
 if $stale_only; then
   for c in "${components[@]}"; do
@@ -103,7 +113,9 @@ for c in "${components[@]}"; do
   fresh "$c" && continue
   echo "kube-tools: building $c from its Go module (minutes on a cold cache)" >&2
   started=$SECONDS
-  if [[ -n ${addon[$c]:-} ]]; then
+  if [[ $c == tekton-check ]]; then
+    (cd "$tekton_module" && go build -trimpath -ldflags "-s -w" -o "$bin/.$c.tmp" .)
+  elif [[ -n ${addon[$c]:-} ]]; then
     # Outside our module, in the add-on's own (its go.mod decides its dependencies).
     gobin=$(mktemp -d)
     cgo=0 flags="-s -w"

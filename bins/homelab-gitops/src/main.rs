@@ -70,6 +70,10 @@ enum Command {
         /// PostgreSQL (10Gi, dumped daily, 7 kept) in NAME-db, NetworkPolicies that let
         /// through only what each tier needs. The database login is the Secret NAME-postgres
         /// (username, password, database) in both namespaces, never in the repository.
+        /// With features.cicd, also NAME-ci: a Tekton pipeline that builds frontend/ and
+        /// backend/ of the source repository on each push to main (rootless BuildKit),
+        /// pushes the images and commits their digests here; its webhook is /hooks on the
+        /// host. What to set up once is printed.
         #[arg(long, value_enum)]
         template: Option<Template>,
         /// The Ingress host (default: NAME.<gitops.apps_domain>).
@@ -197,7 +201,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 None => gitops::scaffold::add_app(&dir, &spec, &name)?,
                 Some(Template::WebPostgres) => {
                     let template = homelab::inputs::web_postgres(&config, &name, host.as_deref())?;
-                    gitops::scaffold::add_app_template(&dir, &spec, &template)?
+                    let changes = gitops::scaffold::add_app_template(&dir, &spec, &template)?;
+                    // Once, by hand: the logins that are accounts elsewhere, and the webhook.
+                    let notes = template.setup_notes();
+                    if !notes.is_empty() {
+                        eprintln!(
+                            "so that pushes to {name}'s source repository deploy, set up once:"
+                        );
+                        for note in notes {
+                            eprintln!("  - {note}");
+                        }
+                    }
+                    changes
                 }
             };
             print_changes(json, &changes)?;

@@ -161,3 +161,73 @@ fn a_repository_url_with_a_token_is_refused_without_repeating_it() {
     assert!(stderr.contains("carries credentials"), "{stderr}");
     assert!(!stderr.contains("ghp_SeCrEt0123"), "{stderr}");
 }
+
+#[test]
+fn the_web_template_with_cicd_writes_its_pipeline_and_says_what_to_set_up_once() {
+    homelab_testkit::require_kubectl();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("homelab.toml");
+    std::fs::write(
+        &config,
+        "[gitops]\nrepo_url = \"https://git.example/me/gitops.git\"\n[features]\ncicd = true\n",
+    )
+    .unwrap();
+    let repo = dir.path().join("repo");
+    gitops()
+        .arg("--config")
+        .arg(&config)
+        .arg("init")
+        .arg(&repo)
+        .assert()
+        .success();
+    gitops()
+        .arg("--config")
+        .arg(&config)
+        .args(["add-app", "shop", "--template", "web-postgres", "--dir"])
+        .arg(&repo)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "created   apps/shop/ci/pipeline.yaml",
+        ))
+        .stderr(predicate::str::contains(
+            "so that pushes to shop's source repository deploy, set up once:",
+        ))
+        .stderr(predicate::str::contains(
+            "kubectl -n shop-ci create secret docker-registry shop-push",
+        ))
+        .stderr(predicate::str::contains("https://shop.homelab.lan/hooks"));
+    let pipeline = std::fs::read_to_string(repo.join("apps/shop/ci/pipeline.yaml")).unwrap();
+    assert!(
+        pipeline.contains("value: https://git.example/me/gitops.git"),
+        "{pipeline}"
+    );
+    assert!(
+        pipeline.contains("value: harbor.homelab.lan/homelab/shop-backend\n"),
+        "{pipeline}"
+    );
+    // Tekton's own release files cannot be fetched here: warnings, never errors.
+    gitops()
+        .arg("--config")
+        .arg(&config)
+        .arg("validate")
+        .arg(&repo)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(" 0 errors,"));
+    // An ssh GitOps URL cannot take the pipeline's token: said, with the URL.
+    std::fs::write(
+        &config,
+        "[gitops]\nrepo_url = \"git@git.example:me/gitops.git\"\n[features]\ncicd = true\n",
+    )
+    .unwrap();
+    gitops()
+        .arg("--config")
+        .arg(&config)
+        .args(["add-app", "cart", "--template", "web-postgres", "--dir"])
+        .arg(&repo)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("git@git.example:me/gitops.git"));
+    assert!(!repo.join("apps/cart").exists());
+}

@@ -5,6 +5,8 @@
 //! - [`scaffold`]: the manifests repository homelab starts from, and `add_app`.
 //! - [`templates`]: whole applications as typed objects (a web application with
 //!   PostgreSQL), written by `scaffold::add_app_template`.
+//! - [`tekton`]: Tekton's `Task`, `Pipeline`, `PipelineRun`, `EventListener`,
+//!   `TriggerBinding` and `TriggerTemplate`, the fields the templates write.
 //! - [`status`]: the app-of-apps tree with aggregated sync and health, waiting by watching,
 //!   refresh and sync requests.
 //! - [`validate`]: checks a manifests repository before Argo CD sees it.
@@ -23,6 +25,7 @@
 
 pub mod scaffold;
 pub mod status;
+pub mod tekton;
 pub mod templates;
 pub mod types;
 pub mod validate;

@@ -44,6 +44,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
+mod ci;
+pub use ci::{
+    Cicd, HOOK_PATH, LISTENER_PORT, build_script, clone_script, image_repository, promote_script,
+    webhook_script,
+};
+
 /// The label every object of a template carries: its tier (`frontend`, `backend`,
 /// `database`, `backup`).
 pub const TIER: &str = "app.kubernetes.io/component";
@@ -121,6 +127,9 @@ pub struct WebPostgres {
     /// Prometheus scrapes the app (`ServiceMonitor`s) and Grafana shows its dashboard: needs
     /// the Prometheus operator's CRDs (`features.monitoring`).
     pub monitoring: bool,
+    /// Built and delivered by Tekton from its source repository (`features.cicd`): see
+    /// [`WebPostgres::with_cicd`].
+    pub cicd: Option<Cicd>,
 }
 
 /// A Prometheus operator `ServiceMonitor` (`monitoring.coreos.com/v1`): the fields homelab
@@ -198,6 +207,7 @@ impl WebPostgres {
                 kubectl_image: "docker.io/alpine/k8s:1.33.5".into(),
             },
             monitoring: false,
+            cicd: None,
         }
     }
 
@@ -249,14 +259,15 @@ impl WebPostgres {
     /// The files of the application's directory, relative to it, each with its objects in
     /// order; `kustomization.yaml` lists them.
     pub fn files(&self) -> Vec<(String, Vec<Value>)> {
+        let mut namespaces = vec![
+            to_value(&self.namespace(&self.app_namespace(), "app")),
+            to_value(&self.namespace(&self.db_namespace(), "db")),
+        ];
+        if self.cicd.is_some() {
+            namespaces.push(to_value(&self.namespace(&self.ci_namespace(), "ci")));
+        }
         let mut files = vec![
-            (
-                "namespaces.yaml".to_owned(),
-                vec![
-                    to_value(&self.namespace(&self.app_namespace(), "app")),
-                    to_value(&self.namespace(&self.db_namespace(), "db")),
-                ],
-            ),
+            ("namespaces.yaml".to_owned(), namespaces),
             ("db/credentials.yaml".to_owned(), self.credentials()),
             ("app/frontend.yaml".to_owned(), self.frontend()),
             ("app/backend.yaml".to_owned(), self.backend()),
@@ -296,6 +307,7 @@ impl WebPostgres {
                 ))],
             ));
         }
+        files.extend(self.ci_files());
         files
     }
 

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::{check, spec};
+use common::{REPO, check, spec};
 use gitops::scaffold::{FileChange, add_app, add_app_template, init};
-use gitops::templates::{ServiceMonitor, WebPostgres};
+use gitops::tekton::{EventListener, Pipeline, Task, TriggerBinding, TriggerTemplate};
+use gitops::templates::{Cicd, ServiceMonitor, WebPostgres};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -25,10 +26,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
+/// The template as the tests write it: monitored, and delivered by Tekton.
+fn template(name: &str, host: &str) -> WebPostgres {
+    WebPostgres::new(name, host)
+        .images_in("harbor.homelab.lan/homelab")
+        .with_monitoring(true)
+        .with_cicd(Some(Cicd::new(REPO, "main", "harbor.homelab.lan")))
+}
+
 fn repo(name: &str) -> (tempfile::TempDir, WebPostgres) {
     let dir = tempfile::tempdir().unwrap();
     init(dir.path(), &spec()).unwrap();
-    let template = WebPostgres::new(name, &format!("{name}.homelab.lan")).with_monitoring(true);
+    let template = template(name, &format!("{name}.homelab.lan"));
     add_app_template(dir.path(), &spec(), &template).unwrap();
     (dir, template)
 }
@@ -37,10 +46,7 @@ fn repo(name: &str) -> (tempfile::TempDir, WebPostgres) {
 fn objects(root: &Path, name: &str) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let dir = root.join("apps").join(name);
-    for (file, _) in WebPostgres::new(name, "x.lan")
-        .with_monitoring(true)
-        .files()
-    {
+    for (file, _) in template(name, "x.lan").files() {
         let text = std::fs::read_to_string(dir.join(&file)).unwrap();
         for doc in serde_norway::Deserializer::from_str(&text) {
             let v: Value = serde::Deserialize::deserialize(doc).unwrap();
@@ -109,9 +115,36 @@ fn workloads(root: &Path) -> (Pods, BTreeMap<String, (i32, i32)>) {
                 ));
             }
             "ServiceAccount" | "Role" | "RoleBinding" => {
-                assert_eq!(file, "db/credentials.yaml");
+                assert!(
+                    ["db/credentials.yaml", "ci/credentials.yaml"].contains(&file.as_str())
+                        || file.starts_with("ci/"),
+                    "{file}"
+                );
             }
-            "Job" if file == "db/credentials.yaml" => drop(typed::<Job>(&v)),
+            "ClusterRole" | "ClusterRoleBinding" => assert_eq!(file, "ci/triggers.yaml"),
+            "Job" if file.ends_with("credentials.yaml") => drop(typed::<Job>(&v)),
+            // Each step with requests and limits; the listener's pod too.
+            "Task" => {
+                let task: Task = typed(&v);
+                for step in task.spec.steps {
+                    let r = step.compute_resources.unwrap();
+                    assert!(r.requests.is_some() && r.limits.is_some(), "{}", step.name);
+                }
+            }
+            "Pipeline" => drop(typed::<Pipeline>(&v)),
+            "TriggerBinding" => drop(typed::<TriggerBinding>(&v)),
+            "TriggerTemplate" => drop(typed::<TriggerTemplate>(&v)),
+            "EventListener" => {
+                let listener: EventListener = typed(&v);
+                let pod = listener
+                    .spec
+                    .resources
+                    .unwrap()
+                    .kubernetes_resource
+                    .spec
+                    .template;
+                pods.push((format!("el-{}", listener.metadata.name.unwrap()), pod));
+            }
             "Job" => {
                 assert!(file.ends_with(".example"), "{file}");
                 let j: Job = typed(&v);
@@ -196,12 +229,8 @@ fn the_template_writes_a_whole_application_that_validates_and_parses_as_its_kind
     );
 
     // Again: nothing changes. A hand-written application of the same name is refused.
-    let again = add_app_template(
-        dir.path(),
-        &spec(),
-        &WebPostgres::new("shop", "shop.homelab.lan").with_monitoring(true),
-    )
-    .unwrap();
+    let again =
+        add_app_template(dir.path(), &spec(), &template("shop", "shop.homelab.lan")).unwrap();
     assert!(
         again
             .iter()
@@ -448,14 +477,32 @@ fn network_policies_allow_exactly_the_flows_each_tier_needs() {
     pods.insert("stranger", other("default", &[("app", "curl")]));
     pods.insert("neighbour", other("shop", &[("app", "debug")]));
     pods.insert("db-neighbour", other("shop-db", &[("app", "debug")]));
+    // The listener's pod as Tekton Triggers labels it, and a pipeline's pod beside it.
+    pods.insert(
+        "listener",
+        other(
+            &t.ci_namespace(),
+            &[
+                ("eventlistener", "shop"),
+                ("app.kubernetes.io/managed-by", "EventListener"),
+            ],
+        ),
+    );
+    pods.insert(
+        "build",
+        other(&t.ci_namespace(), &[("tekton.dev/pipeline", "shop")]),
+    );
 
     let ports = [
         ("frontend", 3000),
         ("backend", 8080),
         ("database", 5432),
         ("database", 9187),
+        ("listener", 8080),
+        ("build", 8080),
     ];
     let expected = [
+        ("ingress", "listener", 8080),
         ("ingress", "frontend", 3000),
         ("frontend", "backend", 8080),
         ("prometheus", "backend", 8080),
@@ -492,7 +539,7 @@ async fn a_real_api_server_accepts_every_object() {
     install_crd(&client, homelab_testkit::upstream::SERVICE_MONITOR_CRD).await;
     let discovery = Discovery::new(client.clone()).run().await.unwrap();
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in [t.app_namespace(), t.db_namespace()] {
+    for ns in [t.app_namespace(), t.db_namespace(), t.ci_namespace()] {
         let namespace: Namespace = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }))
         .unwrap();
@@ -507,7 +554,10 @@ async fn a_real_api_server_accepts_every_object() {
     };
     let mut accepted = 0;
     for (file, v) in objects(dir.path(), &name) {
-        if v["kind"] == "Namespace" {
+        // Tekton's objects are held to Tekton's own types and validation instead (its CRDs
+        // keep unknown fields): tekton_objects_pass_tekton_s_own_validation.
+        let api_version = v["apiVersion"].as_str().unwrap();
+        if v["kind"] == "Namespace" || api_version.contains("tekton.dev") {
             continue;
         }
         let (group, version) = match v["apiVersion"].as_str().unwrap().split_once('/') {
@@ -521,11 +571,10 @@ async fn a_real_api_server_accepts_every_object() {
             .find(|(r, _)| r.group == group && r.kind == kind)
             .unwrap_or_else(|| panic!("{kind} not served"));
         let ar = ApiResource { ..resource };
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            client.clone(),
-            v["metadata"]["namespace"].as_str().unwrap(),
-            &ar,
-        );
+        let api: Api<DynamicObject> = match v["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
         let object: DynamicObject = serde_json::from_value(v.clone()).unwrap();
         let answer = api
             .create(&dry, &object)
@@ -544,8 +593,8 @@ async fn a_real_api_server_accepts_every_object() {
         }
         accepted += 1;
     }
-    assert!(accepted >= 15, "{accepted}");
-    for ns in [t.app_namespace(), t.db_namespace()] {
+    assert!(accepted >= 25, "{accepted}");
+    for ns in [t.app_namespace(), t.db_namespace(), t.ci_namespace()] {
         let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
     }
 }
@@ -930,4 +979,250 @@ async fn the_login_is_generated_once_into_both_namespaces_and_kept() {
     for ns in [&app, &db] {
         let _ = namespaces.delete(ns, &DeleteParams::default()).await;
     }
+}
+
+/// The text of the application's files under `ci/`, as written, in the template's order.
+fn ci_text(root: &Path, name: &str) -> String {
+    let dir = root.join("apps").join(name);
+    template(name, "x.lan")
+        .files()
+        .into_iter()
+        .filter(|(file, _)| file.starts_with("ci/"))
+        .map(|(file, _)| std::fs::read_to_string(dir.join(file)).unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[test]
+fn tekton_objects_pass_tekton_s_own_validation() {
+    let (dir, _) = repo("shop");
+    let text = ci_text(dir.path(), "shop");
+    let tekton = objects(dir.path(), "shop")
+        .into_iter()
+        .filter(|(_, v)| v["apiVersion"].as_str().unwrap().contains("tekton.dev"))
+        .count();
+    assert_eq!(
+        tekton, 7,
+        "3 Tasks, a Pipeline, a binding, a template, a listener"
+    );
+    let (ok, report) = homelab_testkit::upstream::tekton_check(&text).unwrap();
+    assert!(ok, "{report}");
+    // Every one was checked, and the PipelineRun the template makes as well.
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("ok ")).count(),
+        tekton + 1,
+        "{report}"
+    );
+    assert!(
+        report.contains("ok TriggerTemplate shop resourcetemplates[0]: PipelineRun shop-"),
+        "{report}"
+    );
+
+    // The check can fail: a misspelt field, a parameter nobody declared, a result of a task
+    // that does not exist.
+    for (from, to, says) in [
+        ("script:", "scripts:", "unknown field"),
+        (
+            "$(params.revision)",
+            "$(params.commit)",
+            "non-existent variable",
+        ),
+        (
+            "$(tasks.build-backend.results.digest)",
+            "$(tasks.build-api.results.digest)",
+            "build-api",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let (ok, report) =
+            homelab_testkit::upstream::tekton_check(&text.replacen(from, to, 1)).unwrap();
+        assert!(!ok && report.contains(says), "{from} -> {to}: {report}");
+    }
+}
+
+#[test]
+fn the_delivery_files_match_their_golden_copy() {
+    let (dir, _) = repo("shop");
+    let text = ci_text(dir.path(), "shop");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/web-postgres-ci.yaml");
+    if std::env::var_os("HOMELAB_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden)
+        .expect("golden file missing: run with HOMELAB_UPDATE_GOLDEN=1 once");
+    assert_eq!(
+        text, want,
+        "the ci/ files changed: review, then HOMELAB_UPDATE_GOLDEN=1"
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A bare repository `remote.git` holding the GitOps repository of `root` on branch main.
+fn bare_remote(root: &Path, work: &Path) -> std::path::PathBuf {
+    let bare = work.join("remote.git");
+    git(work, &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    git(root, &["init", "-q"]);
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-qm", "init"]);
+    git(root, &["push", "-q", bare.to_str().unwrap(), "HEAD:main"]);
+    bare
+}
+
+fn run_script(script: &str, env: &[(&str, String)]) -> std::process::Output {
+    Command::new("sh")
+        .args(["-c", script])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_promotion_commits_the_new_digests_and_takes_a_new_head_when_its_push_is_refused() {
+    let (dir, t) = repo("shop");
+    let work = tempfile::tempdir().unwrap();
+    let bare = bare_remote(dir.path(), work.path());
+    let auth = work.path().join("auth");
+    std::fs::create_dir(&auth).unwrap();
+    std::fs::write(auth.join("username"), "pipeline").unwrap();
+    std::fs::write(auth.join("password"), "token").unwrap();
+    // The remote refuses the first push, as it would one that lost a race.
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nif [ ! -e {0} ]; then touch {0}; echo 'refused once' >&2; exit 1; fi\n",
+            work.path().join("refused").display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&hook).status().unwrap();
+
+    let (frontend, backend) = (
+        format!("sha256:{}", "a".repeat(64)),
+        format!("sha256:{}", "b".repeat(64)),
+    );
+    let env = |f: &str, b: &str| {
+        vec![
+            ("REPOSITORY", format!("file://{}", bare.display())),
+            ("BRANCH", "main".to_owned()),
+            ("DIRECTORY", "apps/shop".to_owned()),
+            ("REVISION", "0123abc".to_owned()),
+            (
+                "FRONTEND_IMAGE",
+                gitops::templates::image_repository(&t.frontend_image).to_owned(),
+            ),
+            ("FRONTEND_DIGEST", f.to_owned()),
+            (
+                "BACKEND_IMAGE",
+                gitops::templates::image_repository(&t.backend_image).to_owned(),
+            ),
+            ("BACKEND_DIGEST", b.to_owned()),
+            ("AUTH", auth.display().to_string()),
+        ]
+    };
+    let script = gitops::templates::promote_script();
+    let out = run_script(&script, &env(&frontend, &backend));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("push refused (try 1)") && said.contains("deployed 0123abc"),
+        "{said}"
+    );
+    let show = |file: &str| git(&bare, &["show", &format!("main:apps/shop/app/{file}.yaml")]);
+    assert!(show("frontend").contains(&format!(
+        "image: harbor.homelab.lan/homelab/shop-frontend@{frontend}"
+    )));
+    assert!(show("backend").contains(&format!(
+        "image: harbor.homelab.lan/homelab/shop-backend@{backend}"
+    )));
+    // Only the image lines changed, in one commit that says what it deployed.
+    let diff = git(&bare, &["diff", "--stat", "main~1", "main"]);
+    assert!(
+        diff.contains("2 files changed, 2 insertions(+), 2 deletions(-)"),
+        "{diff}"
+    );
+    let message = git(&bare, &["log", "-1", "--format=%B", "main"]);
+    assert!(
+        message.starts_with("apps/shop: deploy 0123abc") && message.contains(&backend),
+        "{message}"
+    );
+
+    // The same digests again: nothing to commit.
+    let out = run_script(&script, &env(&frontend, &backend));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already deployed"));
+    assert_eq!(git(&bare, &["rev-list", "--count", "main"]).trim(), "2");
+    // An application whose manifests name another image is not silently left alone.
+    let mut wrong = env(&frontend, &backend);
+    wrong[4].1 = "harbor.homelab.lan/other/shop-frontend".into();
+    let out = run_script(&script, &wrong);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("names no image harbor.homelab.lan/other/shop-frontend")
+    );
+}
+
+#[test]
+fn the_checkout_is_exactly_the_pushed_commit() {
+    let (dir, _) = repo("shop");
+    let work = tempfile::tempdir().unwrap();
+    let bare = bare_remote(dir.path(), work.path());
+    let first = git(&bare, &["rev-parse", "main"]).trim().to_owned();
+    std::fs::write(dir.path().join("later.txt"), "later").unwrap();
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "later"]);
+    git(
+        dir.path(),
+        &["push", "-q", bare.to_str().unwrap(), "HEAD:main"],
+    );
+    // A retried task finds the last attempt's files: they go.
+    let source = work.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    std::fs::write(source.join(".stale"), "x").unwrap();
+    let result = work.path().join("commit");
+    let out = run_script(
+        &gitops::templates::clone_script(),
+        &[
+            ("URL", format!("file://{}", bare.display())),
+            ("REVISION", first.clone()),
+            ("SOURCE", source.display().to_string()),
+            ("RESULT", result.display().to_string()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&result).unwrap(), first);
+    assert!(!source.join(".stale").exists() && !source.join("later.txt").exists());
+    assert!(source.join("apps/shop/app/frontend.yaml").exists());
 }

@@ -581,11 +581,31 @@ pub fn web_postgres(
             kubectl_image: format!("docker.io/alpine/k8s:{}", version.trim_start_matches('v')),
         },
     };
+    // Built and delivered by Tekton when the platform runs it; the pipeline commits to the
+    // GitOps repository over https with a token.
+    let cicd = match (&config.gitops, config.features.cicd) {
+        (Some(gitops), true) => {
+            if !gitops.repo_url.starts_with("https://") && !gitops.repo_url.starts_with("http://") {
+                return Err(Error::Template(format!(
+                    "features.cicd: the pipeline commits new image digests to gitops.repo_url \
+                     over https with a token, and `{}` is not an https URL",
+                    gitops.repo_url
+                )));
+            }
+            Some(gitops::templates::Cicd::new(
+                &gitops.repo_url,
+                &gitops.branch,
+                &registry,
+            ))
+        }
+        _ => None,
+    };
     Ok(gitops::templates::WebPostgres::new(name, &host)
         .images_in(&format!("{registry}/{}", config.harbor.project))
         .with_credentials(credentials)
         // Scraped and on a dashboard when the platform runs the monitoring stack.
-        .with_monitoring(config.features.monitoring))
+        .with_monitoring(config.features.monitoring)
+        .with_cicd(cicd))
 }
 
 #[cfg(test)]
@@ -617,6 +637,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("shop_app.lan"), "{err}");
+        // Delivered by Tekton with features.cicd, into the GitOps repository over https.
+        assert!(t.cicd.is_none());
+        config.features.cicd = true;
+        config.gitops = Some(homelab_config::GitopsConfig {
+            repo_url: "https://git.example/lab/gitops.git".into(),
+            ..homelab_config::GitopsConfig::default()
+        });
+        let cicd = web_postgres(&config, "shop", None).unwrap().cicd.unwrap();
+        assert_eq!(
+            (cicd.gitops_repo.as_str(), cicd.registry.as_str()),
+            ("https://git.example/lab/gitops.git", "harbor.homelab.lan")
+        );
+        config.gitops.as_mut().unwrap().repo_url = "git@git.example:lab/gitops.git".into();
+        let err = web_postgres(&config, "shop", None).unwrap_err().to_string();
+        assert!(
+            err.contains("git@git.example:lab/gitops.git") && err.contains("https"),
+            "{err}"
+        );
+        config.gitops = None;
         config.esc = Some(homelab_config::EscConfig {
             organization: "acme".into(),
             ..homelab_config::EscConfig::default()

@@ -119,3 +119,48 @@ fn major(release: &str) -> Result<&str, FixtureError> {
         .filter(|m| !m.is_empty())
         .ok_or_else(|| FixtureError(format!("{release} is not a vMAJOR.MINOR.PATCH tag")))
 }
+
+/// What Tekton's own Go types make of `yaml` (documents separated by `---` lines): the
+/// `tekton-check` program (`crates/testkit/tekton`, built by `scripts/kube-tools.sh
+/// tekton-check` against Tekton Pipelines v1.15.0 and Triggers v0.37.0) decodes every
+/// Tekton object strictly, defaults it and runs the `Validate` Tekton's admission webhook
+/// runs; a `TriggerTemplate`'s objects too. Whether every object passed, and its report
+/// (`ok KIND NAME` or what is wrong, a line each).
+///
+/// # Errors
+/// `tekton-check` is not built or cannot be run.
+pub fn tekton_check(yaml: &str) -> Result<(bool, String), FixtureError> {
+    use std::io::Write;
+    let binary = crate::control_plane::kube_bin_dir()?.join("tekton-check");
+    if !binary.exists() {
+        return Err(FixtureError(format!(
+            "{} is not built: run scripts/kube-tools.sh tekton-check (make test does)",
+            binary.display()
+        )));
+    }
+    let mut child = Command::new(&binary)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| FixtureError(format!("run {}: {e}", binary.display())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(yaml.as_bytes())
+            .map_err(|e| FixtureError(format!("write to tekton-check: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| FixtureError(format!("wait for tekton-check: {e}")))?;
+    match out.status.code() {
+        Some(0 | 1) => Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )),
+        _ => Err(FixtureError(format!(
+            "tekton-check failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))),
+    }
+}
