@@ -623,10 +623,20 @@ async fn install_crd(
     (module, version, file, sha256): homelab_testkit::upstream::CrdFile,
 ) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::api::{Api, Patch, PatchParams};
     let path = homelab_testkit::upstream::module_file(module, version, file, sha256).unwrap();
-    let crd: CustomResourceDefinition =
-        serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
+        install_crd_object(client, crd).await;
+    }
+}
+
+async fn install_crd_object(
+    client: &kube::Client,
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, Patch, PatchParams};
     let name = crd.metadata.name.clone().unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     api.patch(
@@ -1041,10 +1051,26 @@ fn tekton_objects_pass_tekton_s_own_validation() {
 }
 
 #[test]
-fn the_delivery_files_match_their_golden_copy() {
+fn the_template_s_files_match_their_golden_copy() {
     let (dir, _) = repo("shop");
-    let text = ci_text(dir.path(), "shop");
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/web-postgres-ci.yaml");
+    // Every file as written, each after a comment naming it.
+    let app = dir.path().join("apps/shop");
+    let text = std::iter::once("kustomization.yaml".to_owned())
+        .chain(
+            template("shop", "x.lan")
+                .files()
+                .into_iter()
+                .map(|(file, _)| file),
+        )
+        .fold(String::new(), |mut all, file| {
+            let text = std::fs::read_to_string(app.join(&file)).unwrap();
+            all.push_str("# ---- apps/shop/");
+            all.push_str(&file);
+            all.push('\n');
+            all.push_str(&text);
+            all
+        });
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/web-postgres.yaml");
     if std::env::var_os("HOMELAB_UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
         std::fs::write(&golden, &text).unwrap();
@@ -1225,4 +1251,174 @@ fn the_checkout_is_exactly_the_pushed_commit() {
     assert_eq!(std::fs::read_to_string(&result).unwrap(), first);
     assert!(!source.join(".stale").exists() && !source.join("later.txt").exists());
     assert!(source.join("apps/shop/app/frontend.yaml").exists());
+}
+
+#[tokio::test]
+async fn with_esc_every_login_is_an_external_secret_that_external_secrets_crd_keeps_whole() {
+    use gitops::templates::Credentials;
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::discovery::ApiResource;
+
+    let (client, _plane) = homelab_testkit::control_plane::cluster().await.unwrap();
+    // External Secrets' own CRDs at the platform's version (its bundle holds them all).
+    let eso = *homelab_testkit::upstream::PLATFORM_CRDS
+        .iter()
+        .find(|(module, ..)| module.ends_with("external-secrets"))
+        .unwrap();
+    install_crd(&client, eso).await;
+    let name = format!("esc{}", std::process::id());
+    let t = template(&name, &format!("{name}.homelab.lan")).with_credentials(Credentials::Esc {
+        store: "pulumi-esc".into(),
+        path: format!("apps.{name}.postgres"),
+    });
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in [t.app_namespace(), t.db_namespace(), t.ci_namespace()] {
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }))
+        .unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+    let ar = ApiResource {
+        group: "external-secrets.io".into(),
+        version: "v1".into(),
+        api_version: "external-secrets.io/v1".into(),
+        kind: "ExternalSecret".into(),
+        plural: "externalsecrets".into(),
+    };
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let mut checked = Vec::new();
+    for (file, objects) in t.files() {
+        for v in objects {
+            assert!(v["kind"] != "Secret", "{file}: a Secret in the repository");
+            if v["kind"] != "ExternalSecret" {
+                continue;
+            }
+            let ns = v["metadata"]["namespace"].as_str().unwrap();
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+            let answer = api
+                .create(&dry, &serde_json::from_value(v.clone()).unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("{file}: refused: {e}"));
+            let answer = serde_json::to_value(&answer).unwrap();
+            assert!(
+                kept(&v["spec"], &answer["spec"]),
+                "{file}: lost fields: sent {}, kept {}",
+                v["spec"],
+                answer["spec"]
+            );
+            checked.push(v["metadata"]["name"].as_str().unwrap().to_owned());
+        }
+    }
+    checked.sort();
+    let mut want = vec![
+        t.secret(),
+        t.secret(),
+        t.webhook_secret(),
+        t.push_secret(),
+        t.gitops_secret(),
+    ];
+    want.sort();
+    assert_eq!(checked, want);
+    // The push login is rendered as a registry login for the registry the images go to.
+    let push = t
+        .files()
+        .into_iter()
+        .flat_map(|(_, objects)| objects)
+        .find(|v| v["metadata"]["name"] == t.push_secret().as_str())
+        .unwrap();
+    let template = &push["spec"]["target"]["template"];
+    assert_eq!(template["type"], "kubernetes.io/dockerconfigjson");
+    let auths = template["data"][".dockerconfigjson"].as_str().unwrap();
+    assert!(
+        auths.starts_with("{\"auths\":{\"harbor.homelab.lan\":{\"username\":\"{{ .username }}\""),
+        "{auths}"
+    );
+    for ns in [t.app_namespace(), t.db_namespace(), t.ci_namespace()] {
+        let _ = namespaces
+            .delete(&ns, &kube::api::DeleteParams::default())
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_secret_is_generated_once_and_never_printed() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let (client, plane) = homelab_testkit::control_plane::cluster().await.unwrap();
+    let kubeconfig = plane.as_ref().map_or_else(
+        || std::path::PathBuf::from(std::env::var_os("KUBECONFIG").unwrap()),
+        homelab_testkit::control_plane::ControlPlane::kubeconfig,
+    );
+    let kubectl = homelab_testkit::require_kubectl();
+    let name = format!("hook{}", std::process::id());
+    let t = template(&name, &format!("{name}.homelab.lan"));
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": t.ci_namespace() } }))
+    .unwrap();
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let job: Job = t
+        .files()
+        .into_iter()
+        .find(|(f, _)| f == "ci/credentials.yaml")
+        .unwrap()
+        .1
+        .iter()
+        .find(|v| v["kind"] == "Job")
+        .map(typed)
+        .unwrap();
+    let container = job.spec.unwrap().template.spec.unwrap().containers[0].clone();
+    let script = container.command.as_ref().unwrap()[2].clone();
+    let env = plain_env(&container);
+    let home = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", home.path())
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", kubectl.parent().unwrap().display()),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &t.ci_namespace());
+    let first = run();
+    assert!(first.contains("generated Secret"), "{first}");
+    let secret = secrets.get(&t.webhook_secret()).await.unwrap();
+    let value = String::from_utf8(secret.data.unwrap()["secret"].0.clone()).unwrap();
+    assert_eq!(value.len(), 40);
+    assert!(value.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert!(!first.contains(&value), "the script printed the secret");
+    // Again: kept as it is (the forge already has it).
+    let second = run();
+    assert!(second.contains("(kept)"), "{second}");
+    let again = secrets.get(&t.webhook_secret()).await.unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        secret.metadata.resource_version
+    );
+    let _ = namespaces
+        .delete(&t.ci_namespace(), &DeleteParams::default())
+        .await;
 }
