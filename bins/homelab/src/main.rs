@@ -307,44 +307,17 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 }
 
 async fn destroy(lab: &Lab, yes: bool) -> anyhow::Result<ExitCode> {
-    let name = &lab.config.cluster.name;
-    match lab.config.cluster.provider {
-        homelab_config::ClusterProvider::Libvirt => {}
-        homelab_config::ClusterProvider::Existing => {
-            println!("cluster {name} is not homelab's (provider \"existing\"): nothing to destroy");
-            return Ok(ExitCode::SUCCESS);
-        }
-        homelab_config::ClusterProvider::Kind => {
-            let tools = homelab::kind::Tools::from_env()?;
-            if !tools.clusters().await?.contains(name) {
-                println!("no kind cluster {name}: nothing to destroy");
-                return Ok(ExitCode::SUCCESS);
-            }
-            if !yes && !confirm(&format!("delete kind cluster {name} and everything in it?"))? {
-                eprintln!("nothing destroyed");
-                return Ok(ExitCode::FAILURE);
-            }
-            homelab::kind::destroy(lab).await?;
-            println!("deleted kind cluster {name}");
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
-    let plan = homelab::vms::destroy_plan(lab).await?;
+    let plan = homelab::destroy::plan(lab).await?;
     if plan.is_noop() {
-        println!("nothing of cluster {} to destroy", lab.config.cluster.name);
+        println!("{plan}");
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("{plan}");
-    if !yes
-        && !confirm(&format!(
-            "destroy these objects of cluster {}?",
-            lab.config.cluster.name
-        ))?
-    {
+    if !yes && !confirm(&plan.question())? {
         eprintln!("nothing destroyed");
         return Ok(ExitCode::FAILURE);
     }
-    let done = homelab::vms::destroy(lab, &|e| eprintln!("{e}")).await?;
+    let done = homelab::destroy::apply(lab, &|e| eprintln!("{e}")).await?;
     println!("{done}");
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::{Cmd, HostKeyPolicy, HostKeys, Output, SshError, Stdin, Stream, shell_quote};
 
+/// The ciphers offered, in order: russh's own list with AES-256-GCM ahead of
+/// ChaCha20-Poly1305.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_192_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
 /// A machine to reach over SSH.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
@@ -224,6 +234,14 @@ impl Session {
             inactivity_timeout: Some(Duration::from_secs(3600)),
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_max: 4,
+            // Bulk transfers (snapshots, bundles) are bounded by the cipher and the window:
+            // AES-GCM first (ring's, on the CPU's AES instructions where it has them, constant
+            // time where not), and 8 MiB in flight instead of 2.
+            preferred: russh::Preferred {
+                cipher: std::borrow::Cow::Borrowed(CIPHERS),
+                ..russh::Preferred::default()
+            },
+            window_size: 8 << 20,
             ..client::Config::default()
         });
         let address = format!("{}:{}", target.address, target.port);

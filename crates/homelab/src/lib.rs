@@ -29,6 +29,7 @@
 pub mod backup;
 pub mod bundle;
 pub mod cluster;
+pub mod destroy;
 mod error;
 pub mod inputs;
 pub mod kind;
