@@ -309,12 +309,7 @@ impl Tools {
     /// `kind` fails.
     pub async fn clusters(&self) -> Result<Vec<String>, Error> {
         let out = self.run(&self.kind, &["get", "clusters"], None).await?;
-        Ok(out
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect())
+        Ok(names(&out))
     }
 
     /// Creates the cluster of `config` (`kind create cluster --config -`), its kubeconfig
@@ -363,12 +358,7 @@ impl Tools {
         let out = self
             .run(&self.kind, &["get", "nodes", "--name", name], None)
             .await?;
-        Ok(out
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect())
+        Ok(names(&out))
     }
 
     /// Writes `text` to `path` in node container `node` (through the engine's `exec`).
@@ -521,6 +511,15 @@ impl Phase for KindPhase {
     fn verify<'a>(&'a self, lab: &'a Lab) -> BoxFuture<'a, Vec<Check>> {
         crate::cluster::ExistingCluster.verify(lab)
     }
+}
+
+/// The names `kind get …` prints, one a line.
+fn names(out: &str) -> Vec<String> {
+    out.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Deletes the lab's Kind cluster when homelab made it: it exists and the API server reports
