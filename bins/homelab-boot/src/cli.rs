@@ -545,22 +545,38 @@ async fn fan_out(
     cmd: &Cmd,
 ) -> Vec<Result<kubeadm_boot::ssh::Output, kubeadm_boot::ssh::SshError>> {
     let mut set = tokio::task::JoinSet::new();
+    let mut index = std::collections::HashMap::new();
     for (i, t) in targets.iter().enumerate() {
         let pool = pool.clone();
         let t = t.clone();
         let cmd = cmd.clone();
-        set.spawn(async move {
-            let result = match pool.session(&t).await {
+        let task = set.spawn(async move {
+            match pool.session(&t).await {
                 Ok(s) => s.exec(&cmd, &mut |_, _| {}).await,
                 Err(e) => Err(e),
-            };
-            (i, result)
+            }
         });
+        index.insert(task.id(), i);
     }
     let mut results: Vec<Option<_>> = (0..targets.len()).map(|_| None).collect();
-    while let Some(joined) = set.join_next().await {
-        if let Ok((i, r)) = joined {
-            results[i] = Some(r);
+    while let Some(joined) = set.join_next_with_id().await {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            // The task panicked or was cancelled: that is its command's result.
+            Err(e) => {
+                if let Some(&i) = index.get(&e.id()) {
+                    results[i] = Some(Err(kubeadm_boot::ssh::SshError::Channel {
+                        host: targets[i].name.clone(),
+                        command: cmd.line.clone(),
+                        stage: "the task running it stopped",
+                        source: Box::new(e),
+                    }));
+                }
+                continue;
+            }
+        };
+        if let Some(&i) = index.get(&id) {
+            results[i] = Some(result);
         }
     }
     results
@@ -568,10 +584,9 @@ async fn fan_out(
         .zip(targets)
         .map(|(r, t)| {
             r.unwrap_or_else(|| {
-                Err(kubeadm_boot::ssh::SshError::Channel {
+                Err(kubeadm_boot::ssh::SshError::NoExitStatus {
                     host: t.name.clone(),
                     command: cmd.line.clone(),
-                    message: "the worker stopped".into(),
                 })
             })
         })

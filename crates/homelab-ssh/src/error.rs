@@ -3,27 +3,65 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// An underlying error, kept as the source of an [`SshError`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What went wrong, naming the host and what was being done.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SshError {
     /// The private key could not be read.
-    #[error("cannot load SSH private key {path}: {message}")]
+    #[error("cannot load SSH private key {path}: {source}")]
     Key {
         /// The key file.
         path: PathBuf,
-        /// Why.
-        message: String,
+        /// Why (reading it, or decoding it).
+        #[source]
+        source: Cause,
+    },
+    /// The private key may be read by others: refused, as OpenSSH refuses it.
+    #[error(
+        "SSH private key {path} has permissions {mode:04o}, too open: others could read it (chmod 600 {path})"
+    )]
+    KeyTooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
     },
     /// No connection could be made.
-    #[error("{host}: cannot connect to {address}: {message}")]
+    #[error("{host}: cannot connect to {address}: {source}")]
     Connect {
         /// Host name.
         host: String,
         /// Address and port.
         address: String,
         /// Why.
-        message: String,
+        #[source]
+        source: Cause,
+    },
+    /// The connection and login did not finish in time.
+    #[error("{host}: cannot connect to {address}: no login within {after:?}")]
+    LoginTimeout {
+        /// Host name.
+        host: String,
+        /// Address and port.
+        address: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The `known_hosts` file could not be read or written.
+    #[error("{host}: cannot {action} {known_hosts}: {source}")]
+    KnownHosts {
+        /// Host name.
+        host: String,
+        /// `read`, or `record its host key in`.
+        action: &'static str,
+        /// The file.
+        known_hosts: PathBuf,
+        /// Why.
+        #[source]
+        source: Cause,
     },
     /// The host is not in `known_hosts` and the policy is strict.
     #[error("{host}: host key {fingerprint} is not in {known_hosts} (strict host key checking)")]
@@ -61,14 +99,27 @@ pub enum SshError {
         key: PathBuf,
     },
     /// The session failed while running a command.
-    #[error("{host}: `{command}`: {message}")]
+    #[error("{host}: `{command}`: {stage}: {source}")]
     Channel {
         /// Host name.
         host: String,
         /// The command line.
         command: String,
+        /// What failed (`cannot open a channel`, `cannot start`).
+        stage: &'static str,
         /// Why.
-        message: String,
+        #[source]
+        source: Cause,
+    },
+    /// The connection closed before the command reported its exit status.
+    #[error(
+        "{host}: `{command}`: the connection closed before the command reported its exit status"
+    )]
+    NoExitStatus {
+        /// Host name.
+        host: String,
+        /// The command line.
+        command: String,
     },
     /// A command ran longer than allowed.
     #[error("{host}: `{command}` did not finish within {after:?}")]
@@ -120,6 +171,12 @@ pub enum SshError {
 impl SshError {
     /// Whether a new connection might help (the transport failed, not the command).
     pub fn is_connection_error(&self) -> bool {
-        matches!(self, Self::Connect { .. } | Self::Channel { .. })
+        matches!(
+            self,
+            Self::Connect { .. }
+                | Self::LoginTimeout { .. }
+                | Self::Channel { .. }
+                | Self::NoExitStatus { .. }
+        )
     }
 }

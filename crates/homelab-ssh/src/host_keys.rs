@@ -109,13 +109,11 @@ impl HostKeys {
                     }),
                     HostKeyPolicy::TrustOnFirstUse => {
                         record_known_host(file, address, port, presented).map_err(|e| {
-                            SshError::Connect {
+                            SshError::KnownHosts {
                                 host: host.to_owned(),
-                                address: format!("{address}:{port}"),
-                                message: format!(
-                                    "cannot record its host key in {}: {e}",
-                                    file.display()
-                                ),
+                                action: "record its host key in",
+                                known_hosts: file.clone(),
+                                source: e.into(),
                             }
                         })?;
                         tracing::warn!(
@@ -143,10 +141,11 @@ fn recorded_keys(
 ) -> Result<Vec<(usize, PublicKey)>, SshError> {
     match russh::keys::known_hosts::known_host_keys_path(address, port, file) {
         Ok(keys) => Ok(keys),
-        Err(e) => Err(SshError::Connect {
+        Err(e) => Err(SshError::KnownHosts {
             host: host.to_owned(),
-            address: format!("{address}:{port}"),
-            message: format!("cannot read {}: {e}", file.display()),
+            action: "read",
+            known_hosts: file.to_owned(),
+            source: e.into(),
         }),
     }
 }

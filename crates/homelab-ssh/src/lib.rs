@@ -41,7 +41,7 @@ mod session;
 
 pub use banner::{BannerError, BannerStream, read_banner};
 pub use command::{Cmd, Output, Redacted, Stdin, Stream, shell_quote};
-pub use error::SshError;
+pub use error::{Cause, SshError};
 pub use host_keys::{HostKeyPolicy, HostKeys, LEARNED_TARGET, fingerprint, record_known_host};
 pub use pool::Pool;
 pub use session::{Session, SshOptions, Target, load_key};

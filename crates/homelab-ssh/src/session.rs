@@ -9,6 +9,7 @@ use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 use russh::{ChannelMsg, client};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::error::Cause;
 use crate::{Cmd, HostKeyPolicy, HostKeys, Output, SshError, Stdin, Stream, shell_quote};
 
 /// The ciphers offered, in order: russh's own list with AES-256-GCM ahead of
@@ -128,32 +129,31 @@ impl fmt::Debug for Session {
 /// agent, which is not supported).
 pub fn load_key(path: &Path) -> Result<Arc<PrivateKey>, SshError> {
     use std::io::Read;
-    let fail = |message: String| SshError::Key {
+    let fail = |source: Cause| SshError::Key {
         path: path.to_owned(),
-        message,
+        source,
     };
-    let mut file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let mut file = std::fs::File::open(path).map_err(|e| fail(e.into()))?;
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = file
             .metadata()
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.into()))?
             .permissions()
             .mode()
             & 0o777;
         if mode & 0o077 != 0 {
-            return Err(fail(format!(
-                "permissions {mode:04o} are too open: others could read it (chmod 600 {})",
-                path.display()
-            )));
+            return Err(SshError::KeyTooOpen {
+                path: path.to_owned(),
+                mode,
+            });
         }
     }
     let mut text = String::new();
-    file.read_to_string(&mut text)
-        .map_err(|e| fail(e.to_string()))?;
+    file.read_to_string(&mut text).map_err(|e| fail(e.into()))?;
     russh::keys::decode_secret_key(&text, None)
         .map(Arc::new)
-        .map_err(|e| fail(e.to_string()))
+        .map_err(|e| fail(e.into()))
 }
 
 /// Where a connection comes from.
@@ -245,10 +245,10 @@ impl Session {
             ..client::Config::default()
         });
         let address = format!("{}:{}", target.address, target.port);
-        let connect_err = |message: String| SshError::Connect {
+        let connect_err = |source: russh::Error| SshError::Connect {
             host: target.name.clone(),
             address: address.clone(),
-            message,
+            source: source.into(),
         };
         let login = async {
             let mut handle = match transport {
@@ -262,19 +262,19 @@ impl Session {
                     .lock()
                     .ok()
                     .and_then(|mut r| r.take())
-                    .unwrap_or_else(|| connect_err(e.to_string()))
+                    .unwrap_or_else(|| connect_err(e))
             })?;
             // RSA keys sign with the best hash the server supports (never SHA-1 when it
             // offers more).
             let hash = handle
                 .best_supported_rsa_hash()
                 .await
-                .map_err(|e| connect_err(e.to_string()))?
+                .map_err(connect_err)?
                 .flatten();
             let auth = handle
                 .authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key.clone(), hash))
                 .await
-                .map_err(|e| connect_err(e.to_string()))?;
+                .map_err(connect_err)?;
             if !auth.success() {
                 return Err(SshError::Auth {
                     host: target.name.clone(),
@@ -284,9 +284,14 @@ impl Session {
             }
             Ok(handle)
         };
-        let handle = tokio::time::timeout(timeout, login)
-            .await
-            .map_err(|_| connect_err(format!("no login within {timeout:?}")))??;
+        let handle =
+            tokio::time::timeout(timeout, login)
+                .await
+                .map_err(|_| SshError::LoginTimeout {
+                    host: target.name.clone(),
+                    address: address.clone(),
+                    after: timeout,
+                })??;
         Ok(Self {
             target: target.clone(),
             handle,
@@ -336,21 +341,24 @@ impl Session {
         keep_stdout: bool,
     ) -> Result<Output, SshError> {
         let line = cmd.wire_line();
-        let channel_err = |message: String| SshError::Channel {
-            host: self.target.name.clone(),
-            command: cmd.line.clone(),
-            message,
+        let channel_err = |stage: &'static str| {
+            move |source: russh::Error| SshError::Channel {
+                host: self.target.name.clone(),
+                command: cmd.line.clone(),
+                stage,
+                source: source.into(),
+            }
         };
         let work = async {
             let mut channel = self
                 .handle
                 .channel_open_session()
                 .await
-                .map_err(|e| channel_err(format!("cannot open a channel: {e}")))?;
+                .map_err(channel_err("cannot open a channel"))?;
             channel
                 .exec(true, line.as_str())
                 .await
-                .map_err(|e| channel_err(format!("cannot start: {e}")))?;
+                .map_err(channel_err("cannot start"))?;
             // Standard input is written while the output is read: a command that echoes its
             // input (cat) would otherwise fill the window and wait forever. Shutting the writer
             // down sends end-of-file.
@@ -398,10 +406,9 @@ impl Session {
                 // A command may exit without reading all of its input; that is its business.
                 tracing::debug!(host = %self.target.name, error = %e, "standard input not fully written");
             }
-            out.exit_status = status.ok_or_else(|| {
-                channel_err(
-                    "the connection closed before the command reported its exit status".into(),
-                )
+            out.exit_status = status.ok_or_else(|| SshError::NoExitStatus {
+                host: self.target.name.clone(),
+                command: cmd.line.clone(),
             })?;
             Ok(out)
         };

@@ -344,6 +344,9 @@ async fn a_dropped_connection_is_replaced() {
         matches!(err, SshError::Connect { .. } | SshError::Channel { .. }),
         "{err}"
     );
+    // The cause is kept, typed: what the transport said.
+    let cause = std::error::Error::source(&err).expect("a source");
+    assert!(cause.downcast_ref::<russh::Error>().is_some(), "{cause:?}");
 }
 
 #[test]
@@ -353,9 +356,23 @@ fn a_private_key_others_can_read_is_refused() {
     let path = &sshd.client_key.private_path;
     load_key(path).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = load_key(path).unwrap_err().to_string();
-    assert!(err.contains("permissions 0644 are too open"), "{err}");
+    let err = load_key(path).unwrap_err();
+    assert!(
+        matches!(err, SshError::KeyTooOpen { mode: 0o644, .. }),
+        "{err:?}"
+    );
+    let err = err.to_string();
+    assert!(err.contains("permissions 0644, too open"), "{err}");
     assert!(err.contains("chmod 600"), "{err}");
+    // A missing key keeps the system's answer as its source.
+    let err = load_key(&path.with_extension("missing")).unwrap_err();
+    let cause = std::error::Error::source(&err).expect("a source");
+    assert_eq!(
+        cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind),
+        Some(std::io::ErrorKind::NotFound)
+    );
 }
 
 /// A sink for everything logged on this thread.

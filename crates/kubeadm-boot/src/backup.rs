@@ -412,6 +412,8 @@ async fn stream_to(
         source,
     };
     let mut file = open_private(partial)?;
+    // The disk is written back while the rest arrives, so the last sync has little left.
+    let flusher = Flusher::start(&file);
     let mut written: u64 = 0;
     let mut failed: Option<std::io::Error> = None;
     let mut checker = Checker::default();
@@ -443,10 +445,47 @@ async fn stream_to(
             stderr_tail: out.stderr_tail(3),
         }));
     }
+    drop(flusher);
     file.sync_all().map_err(io(partial))?;
     // etcd's own check, on the bytes as they arrived (no second read of the file).
     checker.finish(partial)?;
     Ok(written)
+}
+
+/// Syncs a file's data to disk every quarter second from a thread of its own while the
+/// file is written, until dropped (which wakes it at once); a failure is left to the final
+/// sync to report.
+struct Flusher {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(file: &std::fs::File) -> Self {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = file.try_clone().ok().map(|file| {
+            std::thread::spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Duration::from_millis(250))
+                {
+                    let _ = file.sync_data();
+                }
+            })
+        });
+        Self {
+            stop: Some(stop),
+            thread,
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A new file only its owner may read or write.
