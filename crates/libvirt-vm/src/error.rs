@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// libvirt could not be reached.
     #[cfg(feature = "libvirt")]
@@ -60,6 +61,20 @@ pub enum Error {
     /// The spec is unusable.
     #[error("invalid VM spec: {0}")]
     Spec(String),
+    /// A worker task of this crate stopped before it answered (it panicked or was
+    /// cancelled).
+    #[cfg(feature = "libvirt")]
+    #[error("the {what} worker stopped: {source}")]
+    Worker {
+        /// Which (`libvirt`, `image build`, `apply`, `seed`).
+        what: &'static str,
+        /// Why.
+        source: tokio::task::JoinError,
+    },
+    /// The SSH private key of the readiness check cannot be used.
+    #[cfg(feature = "ssh")]
+    #[error(transparent)]
+    Ssh(#[from] homelab_ssh::SshError),
 }
 
 /// Result of this crate.

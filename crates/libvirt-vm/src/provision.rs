@@ -70,7 +70,10 @@ pub struct UpReport {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Spec(format!("a libvirt worker failed: {e}")))?
+        .map_err(|source| Error::Worker {
+            what: "libvirt",
+            source,
+        })?
 }
 
 /// Runs the preflight checks (a failed connection is reported as a failed check).
@@ -130,11 +133,10 @@ pub async fn up(
         while let Some(message) = rx.recv().await {
             events(Event::Image { message });
         }
-        image_outcome = Some(
-            build
-                .await
-                .map_err(|e| Error::Image(format!("the build worker failed: {e}")))??,
-        );
+        image_outcome = Some(build.await.map_err(|source| Error::Worker {
+            what: "image build",
+            source,
+        })??);
     }
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Action>();
@@ -151,9 +153,10 @@ pub async fn up(
     while let Some(action) = rx.recv().await {
         events(Event::Action(action));
     }
-    let mut plan = apply
-        .await
-        .map_err(|e| Error::Spec(format!("the apply worker failed: {e}")))??;
+    let mut plan = apply.await.map_err(|source| Error::Worker {
+        what: "apply",
+        source,
+    })??;
 
     let uri = options.uri.clone();
     let owned = spec.clone();
@@ -211,9 +214,10 @@ async fn retire_seeds(
     while let Some(action) = rx.recv().await {
         events(Event::Action(action));
     }
-    retire
-        .await
-        .map_err(|e| Error::Spec(format!("the seed worker failed: {e}")))?
+    retire.await.map_err(|source| Error::Worker {
+        what: "seed",
+        source,
+    })?
 }
 
 /// What [`wait::wait_ready`] needs for each node of `spec`.

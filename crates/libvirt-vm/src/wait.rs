@@ -178,11 +178,7 @@ pub async fn wait_ready(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Seen)>();
     let mut set = JoinSet::new();
     for (index, target) in targets.iter().enumerate() {
-        let key = homelab_ssh::load_key(&target.private_key).map_err(|e| Error::Io {
-            action: "read the SSH private key",
-            path: target.private_key.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let key = homelab_ssh::load_key(&target.private_key)?;
         let target = target.clone();
         let tx = tx.clone();
         set.spawn(async move {
