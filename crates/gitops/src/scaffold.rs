@@ -526,6 +526,7 @@ pub enum FileChange {
 
 /// A scaffold problem.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScaffoldError {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
@@ -538,6 +539,33 @@ pub enum ScaffoldError {
     /// An input is not acceptable.
     #[error("{0}")]
     Invalid(String),
+    /// An object could not be written as YAML or JSON.
+    #[error("cannot write {what}: {source}")]
+    Serialize {
+        /// The object or file.
+        what: String,
+        /// The serializer's error.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A file of the repository does not parse.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_norway::Error,
+    },
+}
+
+/// [`ScaffoldError::Serialize`] of `what`.
+fn serialize_error<E: std::error::Error + Send + Sync + 'static>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> ScaffoldError {
+    let what = what.into();
+    move |e| ScaffoldError::Serialize {
+        what,
+        source: Box::new(e),
+    }
 }
 
 fn meta(name: &str, wave_of: &str) -> ObjectMeta {
@@ -633,7 +661,7 @@ fn yaml<T: Serialize>(objects: &[T]) -> Result<String, ScaffoldError> {
             out.push_str("---\n");
         }
         let mut value =
-            serde_json::to_value(o).map_err(|e| ScaffoldError::Invalid(e.to_string()))?;
+            serde_json::to_value(o).map_err(serialize_error(format!("object {i} of the file")))?;
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
             let labels = meta
                 .entry("labels")
@@ -648,7 +676,8 @@ fn yaml<T: Serialize>(objects: &[T]) -> Result<String, ScaffoldError> {
             }
         }
         out.push_str(
-            &serde_norway::to_string(&value).map_err(|e| ScaffoldError::Invalid(e.to_string()))?,
+            &serde_norway::to_string(&value)
+                .map_err(serialize_error(format!("object {i} of the file")))?,
         );
     }
     Ok(out)
@@ -1229,7 +1258,8 @@ pub fn add_app(
         );
         std::fs::write(
             &app_file,
-            serde_norway::to_string(&app).map_err(|e| ScaffoldError::Invalid(e.to_string()))?,
+            serde_norway::to_string(&app)
+                .map_err(serialize_error(format!("Application {name}")))?,
         )
         .map_err(io(&app_file))?;
         report.push((
@@ -1240,8 +1270,11 @@ pub fn add_app(
     // The list of Applications: a structured edit that keeps every other key.
     let list = root.join("bootstrap/workloads/kustomization.yaml");
     let text = std::fs::read_to_string(&list).unwrap_or_else(|_| "resources: []\n".into());
-    let mut doc: serde_norway::Value = serde_norway::from_str(&text)
-        .map_err(|e| ScaffoldError::Invalid(format!("{}: {e}", list.display())))?;
+    let mut doc: serde_norway::Value =
+        serde_norway::from_str(&text).map_err(|source| ScaffoldError::Parse {
+            path: list.clone(),
+            source,
+        })?;
     let entry = format!("{name}.yaml");
     let map = doc
         .as_mapping_mut()
@@ -1260,7 +1293,7 @@ pub fn add_app(
     } else {
         seq.push(entry.into());
         let new =
-            serde_norway::to_string(&doc).map_err(|e| ScaffoldError::Invalid(e.to_string()))?;
+            serde_norway::to_string(&doc).map_err(serialize_error(list.display().to_string()))?;
         std::fs::write(&list, &new).map_err(io(&list))?;
         report.push((
             PathBuf::from("bootstrap/workloads/kustomization.yaml"),
@@ -1344,7 +1377,7 @@ pub fn add_app_template(
             }
             text.push_str(
                 &serde_norway::to_string(object)
-                    .map_err(|e| ScaffoldError::Invalid(e.to_string()))?,
+                    .map_err(serialize_error(format!("apps/{name}/{file}")))?,
             );
         }
         if let Some(parent) = path.parent() {

@@ -340,6 +340,18 @@ fn add_app_edits_the_lists_and_is_idempotent() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("DNS label"), "{err}");
+    // A list that does not parse is named, with the parser's own error kept as the source.
+    std::fs::write(&list, "resources: [web.yaml\n").unwrap();
+    let err = add_app(dir.path(), &spec(), "shop").unwrap_err();
+    match &err {
+        gitops::scaffold::ScaffoldError::Parse { path, .. } => assert_eq!(path, &list),
+        other => panic!("{other:?}"),
+    }
+    assert!(std::error::Error::source(&err).is_some());
+    assert!(
+        err.to_string().starts_with(&list.display().to_string()),
+        "{err}"
+    );
 }
 
 /// The health Argo CD's Lua check gives an Application object (run in Lua 5.1, as Argo CD's
