@@ -17,6 +17,7 @@ pub const MAX_PAGE_SIZE: usize = 100;
 
 /// A Harbor API call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HarborError {
     /// Harbor answered with an error status.
     #[error("{method} {path}: HTTP {status}{}{}", errors.iter().fold(String::new(), |s, e| s + ": " + &e.code + " " + &e.message), request_id.as_ref().map(|r| format!(" (X-Request-Id {r})")).unwrap_or_default())]
@@ -45,6 +46,42 @@ pub enum HarborError {
     /// The client could not be set up.
     #[error("{0}")]
     Setup(String),
+    /// The Harbor URL does not parse (it is not repeated: it may hold a password).
+    #[error("the Harbor URL does not parse: {source}")]
+    Url {
+        /// The parser's error.
+        source: url::ParseError,
+    },
+    /// An API path does not join the base URL.
+    #[error("{path}: {source}")]
+    Path {
+        /// The path.
+        path: String,
+        /// The parser's error.
+        source: url::ParseError,
+    },
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {source}")]
+    Client {
+        /// The HTTP client's error.
+        source: reqwest::Error,
+    },
+    /// Harbor answered with something that is not what its API describes.
+    #[error("{path}: unexpected answer: {source}")]
+    Answer {
+        /// The path called.
+        path: String,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+    /// A request body could not be encoded.
+    #[error("{path}: cannot encode the request: {source}")]
+    Encode {
+        /// The path to be called.
+        path: String,
+        /// The encoder's error.
+        source: serde_json::Error,
+    },
 }
 
 impl HarborError {
@@ -318,6 +355,12 @@ struct Sec {
     secret: String,
 }
 
+/// [`HarborError::Answer`] for `path`.
+fn answer(path: &str) -> impl FnOnce(serde_json::Error) -> HarborError {
+    let path = path.to_owned();
+    move |source| HarborError::Answer { path, source }
+}
+
 /// The id at the end of the `Location` of a 201 answer (`/api/v2.0/retentions/7` → 7).
 fn created_id(headers: &HeaderMap, path: &str) -> Result<i64> {
     headers
@@ -402,7 +445,7 @@ impl Harbor {
     ) -> Result<Self> {
         let mut base =
             // Not repeated: a URL that does not parse may still hold a password.
-            Url::parse(url).map_err(|e| HarborError::Setup(format!("the Harbor URL does not parse: {e}")))?;
+            Url::parse(url).map_err(|source| HarborError::Url { source })?;
         if base.scheme() == "http" && !options.plain_http {
             return Err(HarborError::Setup(format!(
                 "the Harbor URL is plain HTTP ({}): the password would cross the network in \
@@ -428,7 +471,7 @@ impl Harbor {
             base,
             http: builder
                 .build()
-                .map_err(|e| HarborError::Setup(format!("HTTP client: {e}")))?,
+                .map_err(|source| HarborError::Client { source })?,
             username: username.to_owned(),
             password,
         })
@@ -442,10 +485,10 @@ impl Harbor {
         body: Option<&serde_json::Value>,
         headers: &[(&str, &str)],
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>)> {
-        let mut url = self
-            .base
-            .join(path)
-            .map_err(|e| HarborError::Setup(format!("{path}: {e}")))?;
+        let mut url = self.base.join(path).map_err(|source| HarborError::Path {
+            path: path.to_owned(),
+            source,
+        })?;
         if !query.is_empty() {
             let mut q = url.query_pairs_mut();
             for (k, v) in query {
@@ -494,8 +537,7 @@ impl Harbor {
         query: &[(&str, String)],
     ) -> Result<T> {
         let (_, _, bytes) = self.call(Method::GET, path, query, None, &[]).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| HarborError::Setup(format!("{path}: unexpected answer: {e}")))
+        serde_json::from_slice(&bytes).map_err(answer(path))
     }
 
     /// Every item of a paged list, `page_size` ([`MAX_PAGE_SIZE`] at most) at a time,
@@ -512,8 +554,7 @@ impl Harbor {
             q.push(("page", page.to_string()));
             q.push(("page_size", MAX_PAGE_SIZE.to_string()));
             let (_, headers, bytes) = self.call(Method::GET, path, &q, None, &[]).await?;
-            let batch: Vec<T> = serde_json::from_slice(&bytes)
-                .map_err(|e| HarborError::Setup(format!("{path}: unexpected answer: {e}")))?;
+            let batch: Vec<T> = serde_json::from_slice(&bytes).map_err(answer(path))?;
             let got = batch.len();
             items.extend(batch);
             let total = headers
@@ -559,9 +600,9 @@ impl Harbor {
             )
             .await
         {
-            Ok((_, _, bytes)) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                HarborError::Setup(format!("projects/{name}: unexpected answer: {e}"))
-            }),
+            Ok((_, _, bytes)) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(answer(&format!("projects/{name}"))),
             Err(e)
                 if e.status() == Some(StatusCode::NOT_FOUND)
                     || e.status() == Some(StatusCode::FORBIDDEN) =>
@@ -628,12 +669,14 @@ impl Harbor {
     /// # Errors
     /// The call fails (409 when the name is taken).
     pub async fn create_robot(&self, robot: &RobotCreate) -> Result<RobotCredentials> {
-        let body = serde_json::to_value(robot).map_err(|e| HarborError::Setup(e.to_string()))?;
+        let body = serde_json::to_value(robot).map_err(|source| HarborError::Encode {
+            path: "robots".into(),
+            source,
+        })?;
         let (_, _, bytes) = self
             .call(Method::POST, "robots", &[], Some(&body), &[])
             .await?;
-        let created: Created = serde_json::from_slice(&bytes)
-            .map_err(|e| HarborError::Setup(format!("robots: unexpected answer: {e}")))?;
+        let created: Created = serde_json::from_slice(&bytes).map_err(answer("robots"))?;
         Ok(RobotCredentials {
             id: created.id,
             name: created.name,
@@ -678,8 +721,7 @@ impl Harbor {
                 &[],
             )
             .await?;
-        let sec: Sec = serde_json::from_slice(&bytes)
-            .map_err(|e| HarborError::Setup(format!("robots/{id}: unexpected answer: {e}")))?;
+        let sec: Sec = serde_json::from_slice(&bytes).map_err(answer(&format!("robots/{id}")))?;
         Ok(sec.secret.into())
     }
 

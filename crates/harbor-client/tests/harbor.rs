@@ -308,3 +308,52 @@ fn plain_http_must_be_asked_for() {
     )
     .unwrap();
 }
+
+/// What a proxy in front of a Harbor that is down may answer: 200 and an HTML page.
+#[tokio::test]
+async fn an_answer_that_is_not_harbor_s_is_named_with_the_decoder_s_error_kept() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = vec![0; 4096];
+            let _ = stream.read(&mut request).await;
+            let body = "<html>maintenance</html>";
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let harbor = Harbor::new(
+        &format!("http://{addr}"),
+        "admin",
+        "pw".to_owned().into(),
+        &HarborOptions::default().plain_http(true),
+    )
+    .unwrap();
+    let err = harbor.project("homelab").await.unwrap_err();
+    match &err {
+        harbor_client::harbor::HarborError::Answer { path, source } => {
+            assert_eq!(path, "projects/homelab");
+            assert!(source.is_syntax(), "{source}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("unexpected answer"), "{err}");
+    // A URL that does not parse keeps the parser's error, and is not repeated.
+    let err = Harbor::new(
+        "https://admin:hunter2@[bad",
+        "admin",
+        "pw".to_owned().into(),
+        &HarborOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, harbor_client::harbor::HarborError::Url { .. }),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
