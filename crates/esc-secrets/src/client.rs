@@ -58,6 +58,7 @@ impl fmt::Display for EnvRef {
 
 /// What went wrong talking to ESC. No variant holds the token or a secret value.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EscError {
     /// The client cannot be built from its inputs.
     #[error("{0}")]
@@ -79,7 +80,7 @@ pub enum EscError {
         request_id: Option<String>,
     },
     /// ESC could not be reached.
-    #[error("{method} {path} ({env}): {message}")]
+    #[error("{method} {path} ({env}): {source}")]
     Transport {
         /// HTTP method.
         method: String,
@@ -87,8 +88,30 @@ pub enum EscError {
         path: String,
         /// The environment concerned.
         env: String,
-        /// Why.
-        message: String,
+        /// The HTTP client's error (without the URL).
+        source: reqwest::Error,
+    },
+    /// The answer's body is not what the API defines.
+    #[error("{path} ({env}): unexpected answer: {source}")]
+    Body {
+        /// The API path.
+        path: String,
+        /// The environment concerned.
+        env: String,
+        /// The HTTP client's decoding error (without the URL).
+        source: reqwest::Error,
+    },
+    /// The ESC API URL does not parse.
+    #[error("the ESC API URL does not parse: {source}")]
+    Url {
+        /// The parser's error.
+        source: url::ParseError,
+    },
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {source}")]
+    Client {
+        /// The HTTP client's error.
+        source: reqwest::Error,
     },
     /// The answer is not what the API defines.
     #[error("{path} ({env}): unexpected answer: {message}")]
@@ -267,8 +290,7 @@ impl Esc {
     /// # Errors
     /// The API URL does not parse, is not http(s), or holds credentials.
     pub fn new(token: SecretString, options: EscOptions) -> Result<Self, EscError> {
-        let base = Url::parse(&options.api_url)
-            .map_err(|e| EscError::Setup(format!("the ESC API URL does not parse: {e}")))?;
+        let base = Url::parse(&options.api_url).map_err(|source| EscError::Url { source })?;
         if !matches!(base.scheme(), "https" | "http") {
             return Err(EscError::Setup(format!(
                 "the ESC API URL must be http(s), not {}",
@@ -284,7 +306,7 @@ impl Esc {
             .user_agent(concat!("homelab-esc-secrets/", env!("CARGO_PKG_VERSION")))
             .https_only(base.scheme() == "https")
             .build()
-            .map_err(|e| EscError::Setup(format!("HTTP client: {e}")))?;
+            .map_err(|source| EscError::Client { source })?;
         Ok(Self {
             base,
             http,
@@ -352,7 +374,7 @@ impl Esc {
                 method: method_name.clone(),
                 path: path.clone(),
                 env: call.env.clone(),
-                message: e.without_url().to_string(),
+                source: e.without_url(),
             })?;
             if response.status().is_success() {
                 return Ok(response);
@@ -392,10 +414,10 @@ impl Esc {
         let env = call.env.clone();
         let response = self.send(call).await?;
         let path = response.url().path().to_owned();
-        response.json().await.map_err(|e| EscError::Decode {
+        response.json().await.map_err(|e| EscError::Body {
             path,
             env,
-            message: e.without_url().to_string(),
+            source: e.without_url(),
         })
     }
 

@@ -226,3 +226,33 @@ async fn an_environment_with_errors_is_reported_with_its_diagnostics() {
         "environment acme/homelab/broken has errors:\n  1:1: `values` must be an object"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_esc_is_a_transport_error_that_keeps_its_cause_and_not_the_token() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let esc = Esc::new(
+        "pul-secret-token".to_owned().into(),
+        EscOptions::default()
+            .api_url(format!("http://127.0.0.1:{port}"))
+            .backoff(0, Duration::from_millis(1), Duration::from_millis(1)),
+    )
+    .unwrap();
+    let err = esc.list_environments("acme").await.unwrap_err();
+    match &err {
+        EscError::Transport { source, .. } => assert!(source.is_connect(), "{source:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(std::error::Error::source(&err).is_some());
+    assert!(!format!("{err} {err:?}").contains("pul-secret-token"));
+    let err = Esc::new(
+        "t".to_owned().into(),
+        EscOptions::default().api_url("::nope"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, EscError::Url { .. }), "{err:?}");
+}
