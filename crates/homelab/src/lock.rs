@@ -52,14 +52,23 @@ pub struct LockFile {
 
 /// Why an artifact could not be had.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ArtifactError {
-    /// The download failed.
-    #[error("downloading {url}: {message}")]
+    /// The download failed on the way.
+    #[error("downloading {url}: {source}")]
     Download {
         /// The artifact.
         url: String,
-        /// Why.
-        message: String,
+        /// The HTTP client's error.
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status.
+    #[error("downloading {url}: HTTP {status}")]
+    Status {
+        /// The artifact.
+        url: String,
+        /// The status.
+        status: reqwest::StatusCode,
     },
     /// A local artifact file cannot be read.
     #[error("reading {}: {source}", path.display())]
@@ -84,13 +93,13 @@ pub enum ArtifactError {
         /// What to do.
         hint: String,
     },
-    /// The lock file cannot be read or written.
-    #[error("{}: {message}", path.display())]
+    /// The lock file cannot be read, parsed or written.
+    #[error("{}: {source}", path.display())]
     Lock {
         /// The lock file.
         path: PathBuf,
-        /// Why.
-        message: String,
+        /// Why: the system's error, TOML's, or an unknown version.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 }
 
@@ -109,23 +118,27 @@ impl LockFile {
     /// # Errors
     /// The file exists but cannot be read or is not a lock file.
     pub fn load(path: &Path) -> Result<Self, ArtifactError> {
-        let fail = |message: String| ArtifactError::Lock {
-            path: path.to_owned(),
-            message,
-        };
+        let fail =
+            |source: Box<dyn std::error::Error + Send + Sync + 'static>| ArtifactError::Lock {
+                path: path.to_owned(),
+                source,
+            };
         let artifacts = match std::fs::read_to_string(path) {
             Ok(text) => {
-                let parsed: LockText = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+                let parsed: LockText = toml::from_str(&text).map_err(|e| fail(e.into()))?;
                 if parsed.version != 1 {
-                    return Err(fail(format!(
-                        "lock file version {} is not known to this homelab (1 is)",
-                        parsed.version
-                    )));
+                    return Err(fail(
+                        format!(
+                            "lock file version {} is not known to this homelab (1 is)",
+                            parsed.version
+                        )
+                        .into(),
+                    ));
                 }
                 parsed.artifacts
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(fail(e.to_string())),
+            Err(e) => return Err(fail(e.into())),
         };
         Ok(Self {
             path: path.to_owned(),
@@ -168,18 +181,19 @@ impl LockFile {
     /// # Errors
     /// The file cannot be written.
     pub fn save(&self) -> Result<(), ArtifactError> {
-        let fail = |e: &dyn std::fmt::Display| ArtifactError::Lock {
-            path: self.path.clone(),
-            message: e.to_string(),
-        };
+        let fail =
+            |source: Box<dyn std::error::Error + Send + Sync + 'static>| ArtifactError::Lock {
+                path: self.path.clone(),
+                source,
+            };
         let body = toml::to_string_pretty(&LockText {
             version: 1,
             artifacts: self.artifacts.clone(),
         })
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| fail(e.into()))?;
         let tmp = self.path.with_extension("lock.tmp");
-        std::fs::write(&tmp, format!("{HEADER}\n{body}")).map_err(|e| fail(&e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| fail(&e))
+        std::fs::write(&tmp, format!("{HEADER}\n{body}")).map_err(|e| fail(e.into()))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| fail(e.into()))
     }
 }
 
@@ -206,24 +220,19 @@ async fn download(http: &reqwest::Client, source: &str) -> Result<Vec<u8>, Artif
             source: e,
         });
     }
-    let fail = |message: String| ArtifactError::Download {
+    let fail = |e: reqwest::Error| ArtifactError::Download {
         url: source.to_owned(),
-        message,
+        source: e,
     };
-    let response = http
-        .get(source)
-        .send()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let response = http.get(source).send().await.map_err(fail)?;
     let status = response.status();
     if !status.is_success() {
-        return Err(fail(format!("HTTP {status}")));
+        return Err(ArtifactError::Status {
+            url: source.to_owned(),
+            status,
+        });
     }
-    Ok(response
-        .bytes()
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .to_vec())
+    Ok(response.bytes().await.map_err(fail)?.to_vec())
 }
 
 /// Downloads `source` (an `http(s)://` URL, or a local file for offline installs) and checks

@@ -102,11 +102,23 @@ async fn failures_name_what_failed() {
     let url = server(body).await.replace("manifest.yml", "missing.yml");
     let err = fetch(&reqwest::Client::new(), &url, None, &mut lock, false)
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    assert!(
+        matches!(&err, ArtifactError::Status { status, .. } if status.as_u16() == 404),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(
         err.starts_with(&format!("downloading {url}: HTTP 404")),
         "{err}"
+    );
+    // A lock file that is not TOML keeps TOML's own error as its source.
+    std::fs::write(&path, "version = [\n").unwrap();
+    let err = LockFile::load(&path).unwrap_err();
+    let cause = std::error::Error::source(&err).expect("a source");
+    assert!(
+        cause.downcast_ref::<toml::de::Error>().is_some(),
+        "{cause:?}"
     );
     // A local file serves offline installs, and is locked like a download.
     let file = dir.path().join("kube-flannel.yml");
