@@ -140,11 +140,12 @@ pub async fn apply(
         }
         let types = object.types.clone().unwrap_or_default();
         let name = object.name_any();
-        let gvk = GroupVersionKind::try_from(&types).map_err(|e| ManifestError::ApiVersion {
-            kind: types.kind.clone(),
-            name: label(object.namespace().as_deref(), &name),
-            message: e.to_string(),
-        })?;
+        let gvk =
+            GroupVersionKind::try_from(&types).map_err(|source| ManifestError::ApiVersion {
+                kind: types.kind.clone(),
+                name: label(object.namespace().as_deref(), &name),
+                source,
+            })?;
         if !kinds.contains_key(&gvk) {
             match kube::discovery::pinned_kind(client, &gvk).await {
                 Ok(found) => {

@@ -33,16 +33,27 @@ pub use parse::{check_sha256, parse, sha256_hex};
 
 /// What went wrong with a manifest or its apply.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ManifestError {
-    /// A document of the manifest is not a Kubernetes object.
-    #[error("{source_name}: document {index}: {message}")]
+    /// A document of the manifest is not YAML, or not of an object's shape.
+    #[error("{source_name}: document {index}: {source}")]
     Parse {
         /// Manifest name (URL or file).
         source_name: String,
         /// 1-based document number.
         index: usize,
-        /// Why.
-        message: String,
+        /// The YAML parser's error.
+        source: serde_norway::Error,
+    },
+    /// A document of the manifest has no apiVersion, kind or metadata.name.
+    #[error(
+        "{source_name}: document {index}: not a Kubernetes object (apiVersion, kind and metadata.name are needed)"
+    )]
+    NotAnObject {
+        /// Manifest name (URL or file).
+        source_name: String,
+        /// 1-based document number.
+        index: usize,
     },
     /// The manifest's digest is not the pinned one.
     #[error(
@@ -57,14 +68,14 @@ pub enum ManifestError {
         actual: String,
     },
     /// An object's apiVersion is malformed.
-    #[error("{kind} {name}: {message}")]
+    #[error("{kind} {name}: {source}")]
     ApiVersion {
         /// Kind.
         kind: String,
         /// `namespace/name` or `name`.
         name: String,
-        /// Why.
-        message: String,
+        /// kube's parse of the apiVersion.
+        source: kube::core::gvk::ParseGroupVersionError,
     },
     /// The API server refused an object or could not be reached.
     #[error("applying {kind} {name}: {source}")]

@@ -13,25 +13,25 @@ pub fn parse(source_name: &str, text: &str) -> Result<Vec<DynamicObject>, Manife
     use serde::Deserialize;
     let mut objects = Vec::new();
     for (i, document) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let err = |message: String| ManifestError::Parse {
+        let err = |source| ManifestError::Parse {
             source_name: source_name.to_owned(),
             index: i + 1,
-            message,
+            source,
         };
-        let value = serde_norway::Value::deserialize(document).map_err(|e| err(e.to_string()))?;
+        let value = serde_norway::Value::deserialize(document).map_err(err)?;
         if value.is_null() {
             continue;
         }
-        let object: DynamicObject =
-            serde_norway::from_value(value).map_err(|e| err(e.to_string()))?;
+        let object: DynamicObject = serde_norway::from_value(value).map_err(err)?;
         let typed = object
             .types
             .as_ref()
             .is_some_and(|t| !t.kind.is_empty() && !t.api_version.is_empty());
         if !typed || object.metadata.name.as_deref().is_none_or(str::is_empty) {
-            return Err(err(
-                "not a Kubernetes object (apiVersion, kind and metadata.name are needed)".into(),
-            ));
+            return Err(ManifestError::NotAnObject {
+                source_name: source_name.to_owned(),
+                index: i + 1,
+            });
         }
         objects.push(object);
     }
@@ -96,8 +96,19 @@ mod tests {
             err.to_string(),
             "m.yaml: document 2: not a Kubernetes object (apiVersion, kind and metadata.name are needed)"
         );
+        assert!(
+            matches!(err, ManifestError::NotAnObject { index: 2, .. }),
+            "{err:?}"
+        );
         let err = parse("m.yaml", "a: [1,\n").unwrap_err();
         assert!(err.to_string().starts_with("m.yaml: document 1: "), "{err}");
+        // The YAML parser's own error is kept.
+        assert!(
+            std::error::Error::source(&err)
+                .and_then(|e| e.downcast_ref::<serde_norway::Error>())
+                .is_some(),
+            "{err:?}"
+        );
         let err = parse(
             "m.yaml",
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: \"\"\n",
