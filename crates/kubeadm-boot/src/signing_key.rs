@@ -23,7 +23,8 @@ impl fmt::Debug for SigningKey {
 }
 
 /// Why a key was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The text is not an armored OpenPGP public key.
     #[error("{source_name} is not an ASCII-armored OpenPGP public key: {message}")]
@@ -45,13 +46,20 @@ pub enum KeyError {
         /// The fingerprint of the key received.
         actual: String,
     },
-    /// The key could not be downloaded.
-    #[error("downloading {url}: {message}")]
+    /// The key could not be downloaded: the request failed on the way, or the server
+    /// answered with an error status.
+    #[error("downloading {url}: {}", match (.status, .source) {
+        (Some(status), _) => format!("HTTP {status}"),
+        (None, Some(source)) => source.to_string(),
+        (None, None) => "failed".to_owned(),
+    })]
     Download {
         /// The key's URL.
         url: String,
-        /// Why.
-        message: String,
+        /// The server's error status, when it answered with one.
+        status: Option<u16>,
+        /// The HTTP client's error, when the request failed on the way.
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
 }
 
@@ -215,19 +223,20 @@ pub async fn fetch(
     url: &str,
     pinned: &str,
 ) -> Result<SigningKey, KeyError> {
-    let fail = |message: String| KeyError::Download {
+    let fail = |e: reqwest::Error| KeyError::Download {
         url: url.to_owned(),
-        message,
+        status: None,
+        source: Some(Box::new(e)),
     };
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let response = http.get(url).send().await.map_err(fail)?;
     if !response.status().is_success() {
-        return Err(fail(format!("HTTP {}", response.status())));
+        return Err(KeyError::Download {
+            url: url.to_owned(),
+            status: Some(response.status().as_u16()),
+            source: None,
+        });
     }
-    let text = response.text().await.map_err(|e| fail(e.to_string()))?;
+    let text = response.text().await.map_err(fail)?;
     SigningKey::parse_pinned(url, &text, pinned)
 }
 

@@ -69,14 +69,17 @@ async fn fingerprints_agree_with_gnupg_and_a_changed_key_is_refused() {
     // Another key under the same name: refused, both fingerprints named.
     let (other, other_fingerprint) = gpg_key(home.path(), "impostor");
     let err = SigningKey::parse_pinned("Release.key", &other, &fingerprint).unwrap_err();
-    assert_eq!(
-        err,
+    match &err {
         KeyError::Mismatch {
-            source_name: "Release.key".into(),
-            expected: fingerprint.clone(),
-            actual: other_fingerprint,
-        }
-    );
+            source_name,
+            expected,
+            actual,
+        } => assert_eq!(
+            (source_name.as_str(), expected, actual),
+            ("Release.key", &fingerprint, &other_fingerprint)
+        ),
+        other => panic!("{other:?}"),
+    }
 
     // Fetched over HTTP as the host fetches a channel's Release.key.
     let served = armored.clone();
@@ -113,6 +116,40 @@ async fn fingerprints_agree_with_gnupg_and_a_changed_key_is_refused() {
         .unwrap_err();
     assert!(matches!(err, KeyError::Mismatch { .. }), "{err}");
     assert!(wrong.key.is_none());
+    // A key that is not there: the status, said; a server that is not there: the client's
+    // error, kept as the source.
+    let mut missing = PackageSource::new(format!("http://{addr}/nowhere"), &fingerprint);
+    let err = missing
+        .fetch_key(&reqwest::Client::new(), &version)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KeyError::Download {
+                status: Some(404),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().ends_with("HTTP 404"), "{err}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut unreachable = PackageSource::new(format!("http://{closed}/core"), &fingerprint);
+    let err = unreachable
+        .fetch_key(&reqwest::Client::new(), &version)
+        .await
+        .unwrap_err();
+    let cause = std::error::Error::source(&err).expect("a source");
+    assert!(
+        cause
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_connect),
+        "{cause:?}"
+    );
 }
 
 #[tokio::test]
