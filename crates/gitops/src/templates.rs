@@ -939,73 +939,111 @@ impl WebPostgres {
                 })
                 .collect(),
             Credentials::Generated { kubectl_image } => {
-                let mut out = vec![to_value(&ServiceAccount {
-                    metadata: ObjectMeta {
-                        annotations: Some(wave(-2)),
-                        ..self.meta(CREDENTIALS_JOB, &db, "database")
-                    },
-                    automount_service_account_token: Some(true),
-                    ..ServiceAccount::default()
-                })];
-                for ns in [&db, &app] {
-                    // Creating cannot be limited to one name; reading can.
-                    out.push(to_value(&Role {
-                        metadata: ObjectMeta {
-                            annotations: Some(wave(-2)),
-                            ..self.meta(CREDENTIALS_JOB, ns, "database")
-                        },
-                        rules: Some(vec![
-                            PolicyRule {
-                                api_groups: Some(vec![String::new()]),
-                                resources: Some(vec!["secrets".into()]),
-                                resource_names: Some(vec![self.secret()]),
-                                verbs: vec!["get".into()],
-                                ..PolicyRule::default()
-                            },
-                            PolicyRule {
-                                api_groups: Some(vec![String::new()]),
-                                resources: Some(vec!["secrets".into()]),
-                                verbs: vec!["create".into()],
-                                ..PolicyRule::default()
-                            },
-                        ]),
-                    }));
-                    out.push(to_value(&RoleBinding {
-                        metadata: ObjectMeta {
-                            annotations: Some(wave(-2)),
-                            ..self.meta(CREDENTIALS_JOB, ns, "database")
-                        },
-                        role_ref: RoleRef {
-                            api_group: "rbac.authorization.k8s.io".into(),
-                            kind: "Role".into(),
-                            name: CREDENTIALS_JOB.into(),
-                        },
-                        subjects: Some(vec![Subject {
-                            kind: "ServiceAccount".into(),
-                            name: CREDENTIALS_JOB.into(),
-                            namespace: Some(db.clone()),
-                            ..Subject::default()
-                        }]),
-                    }));
-                }
+                let mut out = self.secret_maker_account(
+                    CREDENTIALS_JOB,
+                    &db,
+                    "database",
+                    &self.secret(),
+                    &[&db, &app],
+                );
                 out.push(to_value(&self.credentials_job(kubectl_image)));
                 out
             }
         }
     }
 
+    /// The account `name` of a Job that makes the Secret `secret`, tier `tier`: the
+    /// ServiceAccount in `home`, and in each of `namespaces` a Role that may read only that
+    /// Secret and create Secrets (creating cannot be limited to one name; reading can),
+    /// bound to the account; all in sync wave -2.
+    fn secret_maker_account(
+        &self,
+        name: &str,
+        home: &str,
+        tier: &str,
+        secret: &str,
+        namespaces: &[&str],
+    ) -> Vec<Value> {
+        let meta = |ns: &str| ObjectMeta {
+            annotations: Some(wave(-2)),
+            ..self.meta(name, ns, tier)
+        };
+        let mut out = vec![to_value(&ServiceAccount {
+            metadata: meta(home),
+            automount_service_account_token: Some(true),
+            ..ServiceAccount::default()
+        })];
+        for ns in namespaces {
+            out.push(to_value(&Role {
+                metadata: meta(ns),
+                rules: Some(vec![
+                    PolicyRule {
+                        api_groups: Some(vec![String::new()]),
+                        resources: Some(vec!["secrets".into()]),
+                        resource_names: Some(vec![secret.to_owned()]),
+                        verbs: vec!["get".into()],
+                        ..PolicyRule::default()
+                    },
+                    PolicyRule {
+                        api_groups: Some(vec![String::new()]),
+                        resources: Some(vec!["secrets".into()]),
+                        verbs: vec!["create".into()],
+                        ..PolicyRule::default()
+                    },
+                ]),
+            }));
+            out.push(to_value(&RoleBinding {
+                metadata: meta(ns),
+                role_ref: RoleRef {
+                    api_group: "rbac.authorization.k8s.io".into(),
+                    kind: "Role".into(),
+                    name: name.to_owned(),
+                },
+                subjects: Some(vec![Subject {
+                    kind: "ServiceAccount".into(),
+                    name: name.to_owned(),
+                    namespace: Some(home.to_owned()),
+                    ..Subject::default()
+                }]),
+            }));
+        }
+        out
+    }
+
     /// The Job that generates the login ([`credentials_script`]).
     fn credentials_job(&self, kubectl_image: &str) -> Job {
         let (db, app) = (self.db_namespace(), self.app_namespace());
-        let env = |name: &str, value: String| EnvVar {
-            name: name.to_owned(),
-            value: Some(value),
-            ..EnvVar::default()
-        };
+        self.secret_maker_job(
+            CREDENTIALS_JOB,
+            &db,
+            "database",
+            kubectl_image,
+            credentials_script(),
+            &[
+                ("APP", self.name.clone()),
+                ("SECRET", self.secret()),
+                ("DB_NS", db.clone()),
+                ("APP_NS", app),
+            ],
+        )
+    }
+
+    /// The Job `name` (sync wave -1, tier `tier`) in `namespace` that runs `script` with
+    /// `kubectl` as the account of the same name ([`WebPostgres::secret_maker_account`]),
+    /// with `env`.
+    fn secret_maker_job(
+        &self,
+        name: &str,
+        namespace: &str,
+        tier: &str,
+        kubectl_image: &str,
+        script: String,
+        env: &[(&str, String)],
+    ) -> Job {
         Job {
             metadata: ObjectMeta {
                 annotations: Some(wave(-1)),
-                ..self.meta(CREDENTIALS_JOB, &db, "database")
+                ..self.meta(name, namespace, tier)
             },
             spec: Some(JobSpec {
                 backoff_limit: Some(4),
@@ -1015,18 +1053,21 @@ impl WebPostgres {
                         ..ObjectMeta::default()
                     }),
                     spec: Some(PodSpec {
-                        service_account_name: Some(CREDENTIALS_JOB.into()),
+                        service_account_name: Some(name.to_owned()),
                         restart_policy: Some("Never".into()),
                         containers: vec![Container {
                             name: "generate".into(),
                             image: Some(kubectl_image.to_owned()),
-                            command: Some(vec!["sh".into(), "-c".into(), credentials_script()]),
-                            env: Some(vec![
-                                env("APP", self.name.clone()),
-                                env("SECRET", self.secret()),
-                                env("DB_NS", db.clone()),
-                                env("APP_NS", app.clone()),
-                            ]),
+                            command: Some(vec!["sh".into(), "-c".into(), script]),
+                            env: Some(
+                                env.iter()
+                                    .map(|(name, value)| EnvVar {
+                                        name: (*name).to_owned(),
+                                        value: Some(value.clone()),
+                                        ..EnvVar::default()
+                                    })
+                                    .collect(),
+                            ),
                             resources: Some(resources(("50m", "64Mi"), ("200m", "128Mi"))),
                             ..Container::default()
                         }],

@@ -789,6 +789,36 @@ async fn app_in_cluster(
     (t, namespaces)
 }
 
+/// A Job's `script` run here as its container runs it: `env` and nothing else, with
+/// `kubectl` talking to the API server of `kubeconfig`. Its output; it must succeed.
+fn with_kubectl(
+    script: &str,
+    env: &[(String, String)],
+    kubeconfig: &Path,
+    kubectl: &Path,
+    home: &Path,
+) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", kubectl.parent().unwrap().display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr)
+}
+
 /// The objects of `db/credentials.yaml`.
 fn credentials_objects(t: &WebPostgres) -> Vec<Value> {
     t.files()
@@ -912,27 +942,7 @@ async fn the_login_is_generated_once_into_both_namespaces_and_kept() {
     let script = container.command.as_ref().unwrap()[2].clone();
     let env = plain_env(container);
     let home = tempfile::tempdir().unwrap();
-    let run = || {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("KUBECONFIG", &kubeconfig)
-            .env("HOME", home.path())
-            .env(
-                "PATH",
-                format!("{}:/usr/bin:/bin", kubectl.parent().unwrap().display()),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr)
-    };
+    let run = || with_kubectl(&script, &env, &kubeconfig, &kubectl, home.path());
     let secrets = |ns: &str| Api::<Secret>::namespaced(client.clone(), ns);
 
     let first = run();
@@ -1381,27 +1391,7 @@ async fn the_webhook_secret_is_generated_once_and_never_printed() {
     let script = container.command.as_ref().unwrap()[2].clone();
     let env = plain_env(&container);
     let home = tempfile::tempdir().unwrap();
-    let run = || {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("KUBECONFIG", &kubeconfig)
-            .env("HOME", home.path())
-            .env(
-                "PATH",
-                format!("{}:/usr/bin:/bin", kubectl.parent().unwrap().display()),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr)
-    };
+    let run = || with_kubectl(&script, &env, &kubeconfig, &kubectl, home.path());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &t.ci_namespace());
     let first = run();
     assert!(first.contains("generated Secret"), "{first}");

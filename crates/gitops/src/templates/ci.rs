@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     AppArmorProfile, Capabilities, Container, EnvVar, KeyToPath, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, SeccompProfile, SecretVolumeSource,
@@ -19,7 +18,7 @@ use k8s_openapi::api::networking::v1::{
     IngressServiceBackend, IngressSpec, NetworkPolicy, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -265,90 +264,18 @@ impl WebPostgres {
             }
             Credentials::Generated { kubectl_image } => {
                 let job = format!("{}-webhook-secret", self.name);
-                let mut meta = self.ci_meta(&job);
-                meta.annotations = Some(wave(-2));
-                vec![
-                    to_value(&ServiceAccount {
-                        metadata: meta.clone(),
-                        automount_service_account_token: Some(true),
-                        ..ServiceAccount::default()
-                    }),
-                    to_value(&Role {
-                        metadata: meta.clone(),
-                        rules: Some(vec![
-                            PolicyRule {
-                                api_groups: Some(vec![String::new()]),
-                                resources: Some(vec!["secrets".into()]),
-                                resource_names: Some(vec![self.webhook_secret()]),
-                                verbs: vec!["get".into()],
-                                ..PolicyRule::default()
-                            },
-                            PolicyRule {
-                                api_groups: Some(vec![String::new()]),
-                                resources: Some(vec!["secrets".into()]),
-                                verbs: vec!["create".into()],
-                                ..PolicyRule::default()
-                            },
-                        ]),
-                    }),
-                    to_value(&RoleBinding {
-                        metadata: meta.clone(),
-                        role_ref: RoleRef {
-                            api_group: "rbac.authorization.k8s.io".into(),
-                            kind: "Role".into(),
-                            name: job.clone(),
-                        },
-                        subjects: Some(vec![Subject {
-                            kind: "ServiceAccount".into(),
-                            name: job.clone(),
-                            namespace: Some(ns.clone()),
-                            ..Subject::default()
-                        }]),
-                    }),
-                    to_value(&self.webhook_job(&job, kubectl_image)),
-                ]
+                let mut out =
+                    self.secret_maker_account(&job, &ns, "ci", &self.webhook_secret(), &[&ns]);
+                out.push(to_value(&self.secret_maker_job(
+                    &job,
+                    &ns,
+                    "ci",
+                    kubectl_image,
+                    webhook_script(),
+                    &[("NS", ns.clone()), ("SECRET", self.webhook_secret())],
+                )));
+                out
             }
-        }
-    }
-
-    fn webhook_job(&self, job: &str, kubectl_image: &str) -> Job {
-        use k8s_openapi::api::batch::v1::JobSpec;
-        let env = |name: &str, value: String| EnvVar {
-            name: name.to_owned(),
-            value: Some(value),
-            ..EnvVar::default()
-        };
-        let mut metadata = self.ci_meta(job);
-        metadata.annotations = Some(wave(-1));
-        Job {
-            metadata,
-            spec: Some(JobSpec {
-                backoff_limit: Some(4),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(self.labels("credentials")),
-                        ..ObjectMeta::default()
-                    }),
-                    spec: Some(PodSpec {
-                        service_account_name: Some(job.to_owned()),
-                        restart_policy: Some("Never".into()),
-                        containers: vec![Container {
-                            name: "generate".into(),
-                            image: Some(kubectl_image.to_owned()),
-                            command: Some(vec!["sh".into(), "-c".into(), webhook_script()]),
-                            env: Some(vec![
-                                env("NS", self.ci_namespace()),
-                                env("SECRET", self.webhook_secret()),
-                            ]),
-                            resources: Some(resources(("50m", "64Mi"), ("200m", "128Mi"))),
-                            ..Container::default()
-                        }],
-                        ..PodSpec::default()
-                    }),
-                },
-                ..JobSpec::default()
-            }),
-            ..Job::default()
         }
     }
 
