@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use homelab_config::expand_home;
-use kubeadm_boot::bootstrap::{self, Plan};
+use kubeadm_boot::bootstrap::{self, BootstrapPlan};
 use kubeadm_boot::cluster::{self as boot, PodNetwork};
 use kubeadm_boot::kubeadm::Version;
 use kubeadm_boot::nodes;
@@ -27,7 +27,7 @@ fn version_of(setup: &Setup) -> Version {
     homelab::inputs::kube_version(&setup.config)
 }
 
-fn bootstrap_plan(setup: &Setup) -> Result<Plan> {
+fn bootstrap_plan(setup: &Setup) -> Result<BootstrapPlan> {
     let selected = homelab::inputs::SelectedNodes {
         targets: setup.targets.clone(),
         control_plane: setup.control_plane.clone(),
@@ -61,7 +61,7 @@ pub(crate) async fn bootstrap(
     Ok(code)
 }
 
-async fn merge_kubeconfig(pool: &Arc<Pool>, plan: &Plan, kubeconfig: &Path) -> Result<()> {
+async fn merge_kubeconfig(pool: &Arc<Pool>, plan: &BootstrapPlan, kubeconfig: &Path) -> Result<()> {
     boot::merge_kubeconfig(&Runner::new(pool.clone()), plan, kubeconfig).await?;
     eprintln!(
         "kubeconfig: context {} in {} (kubectl --context {} get nodes)",
@@ -135,7 +135,7 @@ pub(crate) async fn cni(
     }
     let names: Vec<String> = setup.targets.iter().map(|t| t.name.clone()).collect();
     eprintln!("waiting for {} nodes to be Ready", names.len());
-    nodes::wait_ready(&client, &names, None, timeout, &|missing| {
+    nodes::wait_nodes_ready(&client, &names, None, timeout, &|missing| {
         for (node, why) in missing {
             eprintln!("  {node}: {why}");
         }
@@ -165,12 +165,12 @@ pub(crate) async fn upgrade(
         Some(to) => to.parse().with_context(|| format!("--to {to}"))?,
         None => version_of(setup),
     };
-    let Plan {
+    let BootstrapPlan {
         control_plane,
         workers,
         ..
     } = bootstrap_plan(setup)?;
-    let plan = upgrade::Plan {
+    let plan = upgrade::UpgradePlan {
         target,
         source: {
             let mut source = homelab::inputs::package_source(&setup.config);

@@ -13,9 +13,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use homelab_cli_common::LogArgs;
 use homelab_config::{Config, ConfigSource, expand_home};
-use libvirt_vm::preflight::{Check, Status};
+use libvirt_vm::preflight::Status;
 use libvirt_vm::provision::{self, Event, UpOptions};
-use libvirt_vm::{ClusterSpec, Hypervisor, Plan};
+use libvirt_vm::{Hypervisor, VmClusterSpec, VmPlan};
 
 /// Declarative home-lab VMs on libvirt, from homelab.toml.
 ///
@@ -119,7 +119,7 @@ pub(crate) struct Phase {
     /// The configuration.
     pub(crate) config: Config,
     /// The VM layer's spec.
-    pub(crate) spec: ClusterSpec,
+    pub(crate) spec: VmClusterSpec,
     /// The libvirt URI in use.
     pub(crate) uri: String,
 }
@@ -164,7 +164,7 @@ pub(crate) async fn run(command: Command, global: &Global) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&checks)?);
             } else {
                 for c in &checks {
-                    println!("{}", render_check(c));
+                    println!("{c}");
                 }
             }
             Ok(if failed {
@@ -218,9 +218,7 @@ pub(crate) async fn run(command: Command, global: &Global) -> Result<ExitCode> {
             let recipe = homelab::inputs::image_recipe(&phase.config);
             let started = Instant::now();
             let outcome = tokio::task::spawn_blocking(move || {
-                libvirt_vm::image::build(&recipe, &files, &work_dir, &mut |m| {
-                    eprintln!("image: {m}");
-                })
+                libvirt_vm::image::build(&recipe, &files, &work_dir, &|e| eprintln!("{e}"))
             })
             .await??;
             println!(
@@ -241,7 +239,7 @@ pub(crate) async fn run(command: Command, global: &Global) -> Result<ExitCode> {
 ///
 /// # Errors
 /// libvirt cannot be reached or read.
-pub(crate) async fn plan(phase: &Phase) -> Result<Plan> {
+pub(crate) async fn plan(phase: &Phase) -> Result<VmPlan> {
     let spec = phase.spec.clone();
     let uri = phase.uri.clone();
     Ok(tokio::task::spawn_blocking(move || Hypervisor::connect(&uri)?.plan(&spec)).await??)
@@ -251,25 +249,13 @@ pub(crate) async fn plan(phase: &Phase) -> Result<Plan> {
 ///
 /// # Errors
 /// JSON serialization fails.
-pub(crate) fn print_plan(plan: &Plan, json: bool) -> Result<()> {
+pub(crate) fn print_plan(plan: &VmPlan, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(plan)?);
     } else {
         println!("{plan}");
     }
     Ok(())
-}
-
-fn render_check(c: &Check) -> String {
-    let mark = match c.status {
-        Status::Ok => "ok  ",
-        Status::Warn => "warn",
-        Status::Fail => "FAIL",
-    };
-    match &c.fix {
-        Some(fix) => format!("[{mark}] {}: {}\n       fix: {fix}", c.name, c.detail),
-        None => format!("[{mark}] {}: {}", c.name, c.detail),
-    }
 }
 
 /// Applies the VM phase with live progress on standard error.
@@ -317,13 +303,8 @@ pub(crate) async fn apply(phase: &Phase, args: &ApplyArgs, json: bool) -> Result
 }
 
 fn print_event(event: &Event, started: Instant) {
-    let t = started.elapsed().as_secs();
-    match event {
-        Event::Check(c) if c.status != Status::Ok => eprintln!("[{t:>4}s] {}", render_check(c)),
-        Event::Check(_) => {}
-        Event::Image { message } => eprintln!("[{t:>4}s] image: {message}"),
-        Event::Action(a) => eprintln!("[{t:>4}s] {} {} {}", a.change.label(), a.kind, a.name),
-        Event::Node { node, seen } => eprintln!("[{t:>4}s] {node}: {seen}"),
+    if !event.is_passed_check() {
+        eprintln!("[{:>4}s] {event}", started.elapsed().as_secs());
     }
 }
 
@@ -361,9 +342,7 @@ async fn destroy(phase: &Phase, args: &DestroyArgs, json: bool) -> Result<ExitCo
     let uri = phase.uri.clone();
     let started = Instant::now();
     let done = tokio::task::spawn_blocking(move || {
-        Hypervisor::connect(&uri)?.destroy(&spec, &mut |a| {
-            print_event(&Event::Action(a.clone()), started);
-        })
+        Hypervisor::connect(&uri)?.destroy(&spec, &|e| print_event(&e, started))
     })
     .await??;
     if json {

@@ -261,11 +261,14 @@ fn prepared_nodes(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo) {
              grep -c 'SystemdCgroup = true' /etc/containerd/config.toml; \
              sudo -n ctr version >/dev/null && echo ctr-ok; \
              kubeadm version -o short; apt-mark showhold | sort | tr '\\n' ' '; echo; \
-             sudo -n systemctl is-enabled kubelet; command -v curl gpg || echo no-curl-no-gpg",
+             sudo -n systemctl is-enabled kubelet; sudo -n systemctl show -p ActiveState --value kubelet; \
+             command -v curl gpg || echo no-curl-no-gpg",
         );
+        // The kubelet: enabled, but not started (nor restarting in a loop) before kubeadm
+        // has configured it.
         assert_eq!(
             out,
-            "br_netfilter overlay 1 1 active\n0\n1\nctr-ok\nv1.33.5\nkubeadm kubectl kubelet \nenabled\nno-curl-no-gpg\n",
+            "br_netfilter overlay 1 1 active\n0\n1\nctr-ok\nv1.33.5\nkubeadm kubectl kubelet \nenabled\ninactive\nno-curl-no-gpg\n",
             "node .{last}"
         );
     }
@@ -514,7 +517,7 @@ fn config_with_packages(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo) -
 }
 
 /// The node-preparation steps every fresh node needs.
-const PREPARATION: [&str; 9] = [
+const PREPARATION: [&str; 10] = [
     "containerd-installed",
     "kubernetes-prerequisites",
     "containerd-config",
@@ -523,6 +526,7 @@ const PREPARATION: [&str; 9] = [
     "kubernetes-key",
     "kubernetes-repository",
     "kubernetes-packages",
+    "kubelet-waits-for-kubeadm",
     "kubelet-enabled",
 ];
 

@@ -221,7 +221,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             if output == TextOrJson::Json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print_status(&status);
+                print!("{status}");
             }
             Ok(exit(status.healthy))
         }
@@ -232,7 +232,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCo
             if output == TextOrJson::Json {
                 println!("{}", serde_json::to_string_pretty(&checks)?);
             } else {
-                print_checks(&checks);
+                print!("{}", homelab::CheckTable(&checks));
             }
             Ok(exit(passed))
         }
@@ -349,50 +349,6 @@ async fn up(mut lab: Lab, args: &UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_status(status: &Status) {
-    for phase in &status.phases {
-        println!("== {}", phase.phase);
-        if let Some(error) = &phase.error {
-            println!("  unavailable: {error}");
-        }
-        for item in &phase.items {
-            println!(
-                "  {} {:<20} {:<10} {}",
-                if item.healthy { "ok  " } else { "FAIL" },
-                item.name,
-                item.state,
-                item.detail
-            );
-        }
-    }
-    println!(
-        "{}",
-        if status.healthy {
-            "healthy"
-        } else {
-            "NOT healthy"
-        }
-    );
-}
-
-fn print_checks(checks: &[homelab::Check]) {
-    println!("{:<8} {:<24} {:<6} DETAIL", "PHASE", "CHECK", "RESULT");
-    for c in checks {
-        println!(
-            "{:<8} {:<24} {:<6} {}",
-            c.phase,
-            c.name,
-            if c.passed { "ok" } else { "FAIL" },
-            c.detail
-        );
-        if let Some(fix) = c.fix.as_ref().filter(|_| !c.passed) {
-            println!("{:<8} {:<24} {:<6} fix: {fix}", "", "", "");
-        }
-    }
-    let failed = checks.iter().filter(|c| !c.passed).count();
-    println!("{} checks, {failed} failed", checks.len());
 }
 
 #[cfg(test)]

@@ -586,23 +586,39 @@ impl WebPostgres {
     }
 
     fn ingress(&self) -> Ingress {
+        self.host_ingress(
+            self.meta(&self.name, &self.app_namespace(), "frontend"),
+            "/",
+            format!("{}-frontend", self.name),
+            ServiceBackendPort {
+                name: Some("http".into()),
+                ..ServiceBackendPort::default()
+            },
+        )
+    }
+
+    /// An Ingress of the app's host and class: `path` (a prefix) to `service`'s `port`.
+    fn host_ingress(
+        &self,
+        metadata: ObjectMeta,
+        path: &str,
+        service: String,
+        port: ServiceBackendPort,
+    ) -> Ingress {
         Ingress {
-            metadata: self.meta(&self.name, &self.app_namespace(), "frontend"),
+            metadata,
             spec: Some(IngressSpec {
                 ingress_class_name: Some(self.ingress_class.clone()),
                 rules: Some(vec![IngressRule {
                     host: Some(self.host.clone()),
                     http: Some(HTTPIngressRuleValue {
                         paths: vec![HTTPIngressPath {
-                            path: Some("/".into()),
+                            path: Some(path.into()),
                             path_type: "Prefix".into(),
                             backend: IngressBackend {
                                 service: Some(IngressServiceBackend {
-                                    name: format!("{}-frontend", self.name),
-                                    port: Some(ServiceBackendPort {
-                                        name: Some("http".into()),
-                                        ..ServiceBackendPort::default()
-                                    }),
+                                    name: service,
+                                    port: Some(port),
                                 }),
                                 ..IngressBackend::default()
                             },

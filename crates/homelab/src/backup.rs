@@ -135,7 +135,7 @@ pub async fn restore(
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
     let names: Vec<String> = lab.config.nodes.iter().map(|n| n.name.clone()).collect();
-    kubeadm_boot::nodes::wait_ready(&client, &names, None, timeout, &|_| {})
+    kubeadm_boot::nodes::wait_nodes_ready(&client, &names, None, timeout, &|_| {})
         .await
         .map_err(|e| Error::RestoreNodes(Box::new(e)))?;
     events(crate::Event::Progress {

@@ -56,7 +56,7 @@ pub async fn fetched_packages(
 
 /// The cluster layer's plan of the whole cluster: `cluster.slow_nodes` is also on when the
 /// VMs run under software emulation.
-async fn cluster_plan(lab: &Lab) -> Result<kubeadm_boot::bootstrap::Plan, Error> {
+async fn cluster_plan(lab: &Lab) -> Result<kubeadm_boot::bootstrap::BootstrapPlan, Error> {
     let mut plan = inputs::bootstrap_plan(&lab.config)?;
     if !plan.cluster.slow_nodes
         && lab.config.cluster.provider == homelab_config::ClusterProvider::Libvirt
@@ -326,7 +326,7 @@ pub async fn upgrade(
     events: Events<'_>,
 ) -> Result<Vec<kubeadm_boot::steps::Report>, Error> {
     let plan = inputs::bootstrap_plan(&lab.config)?;
-    let upgrade = kubeadm_boot::upgrade::Plan {
+    let upgrade = kubeadm_boot::upgrade::UpgradePlan {
         target: inputs::kube_version(&lab.config),
         source: fetched_packages(lab, &inputs::kube_version(&lab.config)).await?,
         control_plane: plan.control_plane,

@@ -31,7 +31,7 @@ pub enum DestroyPlan {
         /// The cluster's name.
         cluster: String,
         /// The objects, in the order they go.
-        plan: libvirt_vm::Plan,
+        plan: libvirt_vm::VmPlan,
     },
 }
 
@@ -153,7 +153,7 @@ mod tests {
         );
         let libvirt = DestroyPlan::Libvirt {
             cluster: "lab".into(),
-            plan: libvirt_vm::Plan::default(),
+            plan: libvirt_vm::VmPlan::default(),
         };
         assert!(libvirt.is_noop());
         assert_eq!(libvirt.to_string(), "nothing of cluster lab to destroy");

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use homelab_config::{Config, DomainType, NodeRole, expand_home};
 use homelab_ssh::{HostKeyPolicy, SshOptions, Target};
-use kubeadm_boot::bootstrap::{Node, Plan as BootstrapPlan};
+use kubeadm_boot::bootstrap::{BootstrapPlan, Node};
 use kubeadm_boot::cluster::{API_PORT, CRI_SOCKET};
-use kubeadm_boot::kubeadm::{ClusterSpec as KubeadmCluster, NodeSpec as KubeadmNode, Version};
+use kubeadm_boot::kubeadm::{KubeadmNode, KubeadmSpec, Version};
 use kubeadm_boot::prepare::{PackageSource, RegistryHosts};
 use libvirt_vm::image::{ImageFiles, ImageRecipe};
 use libvirt_vm::{
-    Access, BaseImage, BootMode, ClusterSpec as VmCluster, DiskFormat, DomainTypeChoice, Mac,
-    NetworkSpec, NodeSpec as VmNode, PoolSpec,
+    Access, BaseImage, BootMode, DiskFormat, DomainTypeChoice, Mac, NetworkSpec, PoolSpec,
+    VmClusterSpec, VmSpec,
 };
 
 use crate::error::Error;
@@ -26,7 +26,7 @@ pub const RCLONE_IMAGE: &str = "docker.io/rclone/rclone:1.68.2";
 
 /// The VM layer's spec of `config`; `authorized_keys` are the public keys (the contents of
 /// `ssh.public_key`) installed on the nodes.
-pub fn vm_spec(config: &Config, authorized_keys: Vec<String>) -> VmCluster {
+pub fn vm_spec(config: &Config, authorized_keys: Vec<String>) -> VmClusterSpec {
     let lv = &config.libvirt;
     let boot = match (&lv.kernel, built_image(config)) {
         (Some(kernel), _) => BootMode::Kernel {
@@ -46,7 +46,7 @@ pub fn vm_spec(config: &Config, authorized_keys: Vec<String>) -> VmCluster {
     } else {
         DiskFormat::Raw
     };
-    VmCluster {
+    VmClusterSpec {
         cluster_id: config.cluster.name.clone(),
         network: NetworkSpec {
             name: config.network.name.clone(),
@@ -75,7 +75,7 @@ pub fn vm_spec(config: &Config, authorized_keys: Vec<String>) -> VmCluster {
         nodes: config
             .nodes
             .iter()
-            .map(|n| VmNode {
+            .map(|n| VmSpec {
                 name: n.name.clone(),
                 vcpus: n.vcpus,
                 memory_mib: n.memory.0,
@@ -362,7 +362,7 @@ pub fn bootstrap_plan_for(
     }
     let control_plane = control_plane
         .ok_or_else(|| Error::ControlPlaneNotSelected(selected.control_plane.clone()))?;
-    let cluster = KubeadmCluster {
+    let cluster = KubeadmSpec {
         name: config.cluster.name.clone(),
         version: kube_version(config),
         control_plane_endpoint: format!("{}:{API_PORT}", control_plane.spec.address),

@@ -45,6 +45,7 @@ pub mod vms;
 pub use error::Error;
 pub use lab::{Lab, Options};
 pub use phase::{
-    Change, Check, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem,
+    Change, Check, CheckTable, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus,
+    StatusItem,
 };
 pub use pipeline::{Checks, Pipeline, Selection, Settings, Status, UpError};

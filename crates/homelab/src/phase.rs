@@ -137,6 +137,32 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
+/// The table `homelab verify` prints: one line per check (with how to fix a failed one),
+/// then the count of checks and failures.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckTable<'a>(pub &'a [Check]);
+
+impl fmt::Display for CheckTable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<8} {:<24} {:<6} DETAIL", "PHASE", "CHECK", "RESULT")?;
+        for c in self.0 {
+            writeln!(
+                f,
+                "{:<8} {:<24} {:<6} {}",
+                c.phase,
+                c.name,
+                if c.passed { "ok" } else { "FAIL" },
+                c.detail
+            )?;
+            if let Some(fix) = c.fix.as_ref().filter(|_| !c.passed) {
+                writeln!(f, "{:<8} {:<24} {:<6} fix: {fix}", "", "", "")?;
+            }
+        }
+        let failed = self.0.iter().filter(|c| !c.passed).count();
+        writeln!(f, "{} checks, {failed} failed", self.0.len())
+    }
+}
+
 impl Check {
     /// A passed check.
     pub fn pass(phase: &'static str, name: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -312,5 +338,52 @@ pub trait Phase: Send + Sync {
              unchanged, and `homelab up --from {}` starts here",
             self.name()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Status;
+
+    #[test]
+    fn status_and_checks_print_as_tables_that_name_what_failed() {
+        let status = Status::of(vec![
+            PhaseStatus {
+                phase: "vms",
+                items: vec![StatusItem {
+                    name: "k8s-cp-1".into(),
+                    state: "running".into(),
+                    detail: "192.168.122.10".into(),
+                    healthy: true,
+                }],
+                error: None,
+            },
+            PhaseStatus {
+                phase: "cluster",
+                items: vec![],
+                error: Some("no kubeconfig".into()),
+            },
+        ]);
+        assert_eq!(
+            status.to_string(),
+            "== vms\n  ok   k8s-cp-1             running    192.168.122.10\n\
+             == cluster\n  unavailable: no kubeconfig\nNOT healthy\n"
+        );
+        let checks = [
+            Check::pass("vms", "libvirt", "qemu:///system"),
+            Check::fail("nodes", "ssh k8s-w-1", "refused", "start the VM"),
+        ];
+        let table = CheckTable(&checks).to_string();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(
+            lines[2].starts_with("nodes    ssh k8s-w-1") && lines[2].contains("FAIL   refused")
+        );
+        assert!(
+            lines[3].trim_start().starts_with("fix: start the VM"),
+            "{table}"
+        );
+        assert_eq!(lines[4], "2 checks, 1 failed");
     }
 }

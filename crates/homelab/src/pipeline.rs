@@ -327,6 +327,38 @@ pub struct Status {
     pub healthy: bool,
 }
 
+/// The table `homelab status` prints: each phase, its items with `ok` or `FAIL`, then
+/// `healthy` or `NOT healthy`.
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for phase in &self.phases {
+            writeln!(f, "== {}", phase.phase)?;
+            if let Some(error) = &phase.error {
+                writeln!(f, "  unavailable: {error}")?;
+            }
+            for item in &phase.items {
+                writeln!(
+                    f,
+                    "  {} {:<20} {:<10} {}",
+                    if item.healthy { "ok  " } else { "FAIL" },
+                    item.name,
+                    item.state,
+                    item.detail
+                )?;
+            }
+        }
+        writeln!(
+            f,
+            "{}",
+            if self.healthy {
+                "healthy"
+            } else {
+                "NOT healthy"
+            }
+        )
+    }
+}
+
 impl Status {
     /// Collects the phases' states.
     pub fn of(phases: Vec<PhaseStatus>) -> Self {

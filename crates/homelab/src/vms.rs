@@ -9,7 +9,7 @@ use homelab_config::expand_home;
 use libvirt_vm::preflight::Status as Preflight;
 use libvirt_vm::provision::{self, UpOptions};
 use libvirt_vm::wait::{ReadyTarget, Seen};
-use libvirt_vm::{ClusterSpec, Hypervisor, NodeStatus};
+use libvirt_vm::{Hypervisor, NodeStatus, VmClusterSpec};
 
 use crate::error::Error;
 use crate::inputs;
@@ -37,7 +37,7 @@ pub struct VmsPhase;
 ///
 /// # Errors
 /// The public key cannot be read.
-pub fn spec(lab: &Lab) -> Result<ClusterSpec, Error> {
+pub fn spec(lab: &Lab) -> Result<VmClusterSpec, Error> {
     Ok(inputs::vm_spec(
         &lab.config,
         vec![inputs::authorized_key(&lab.config)?],
@@ -69,13 +69,13 @@ pub async fn emulated(lab: &Lab) -> bool {
 ///
 /// # Errors
 /// The public key cannot be read, or libvirt cannot be reached.
-pub async fn libvirt_plan(lab: &Lab) -> Result<libvirt_vm::Plan, Error> {
+pub async fn libvirt_plan(lab: &Lab) -> Result<libvirt_vm::VmPlan, Error> {
     let spec = spec(lab)?;
     let uri = lab.libvirt_uri().to_owned();
     blocking(move || Hypervisor::connect(&uri)?.plan(&spec)).await
 }
 
-fn changes(plan: &libvirt_vm::Plan) -> (Vec<Change>, usize) {
+fn changes(plan: &libvirt_vm::VmPlan) -> (Vec<Change>, usize) {
     let mut changes = Vec::new();
     let mut unchanged = 0;
     for a in &plan.actions {
@@ -104,7 +104,7 @@ fn changes(plan: &libvirt_vm::Plan) -> (Vec<Change>, usize) {
 /// Logs in to every node (recorded host key, the configured key) and runs `true`, all at
 /// once, each within [`PROBE_TIMEOUT`] ([`PROBE_TIMEOUT_EMULATED`] under software
 /// emulation); what was seen, per node, in `spec` order.
-async fn probe_nodes(lab: &Lab, spec: &ClusterSpec) -> Vec<Result<(), String>> {
+async fn probe_nodes(lab: &Lab, spec: &VmClusterSpec) -> Vec<Result<(), String>> {
     let uri = lab.libvirt_uri().to_owned();
     let owned = spec.clone();
     let known = blocking(move || Hypervisor::connect(&uri)?.known_hosts(&owned))
@@ -167,7 +167,7 @@ pub(crate) async fn domain_states(lab: &Lab) -> Result<Vec<(String, &'static str
         .collect())
 }
 
-async fn read_status(lab: &Lab) -> Result<(ClusterSpec, Vec<NodeStatus>), Error> {
+async fn read_status(lab: &Lab) -> Result<(VmClusterSpec, Vec<NodeStatus>), Error> {
     let spec = spec(lab)?;
     let uri = lab.libvirt_uri().to_owned();
     let owned = spec.clone();
@@ -215,19 +215,12 @@ impl Phase for VmsPhase {
                 known_hosts: Some(expand_home(&config.ssh.known_hosts)),
             };
             let report = provision::up(&spec, &options, &|event| {
-                let message = match event {
-                    provision::Event::Check(c) if c.status == Preflight::Ok => return,
-                    provision::Event::Check(c) => format!("preflight {}: {}", c.name, c.detail),
-                    provision::Event::Image { message } => format!("image: {message}"),
-                    provision::Event::Action(a) => {
-                        format!("{} {} {}", a.change.label(), a.kind, a.name)
-                    }
-                    provision::Event::Node { node, seen } => format!("{node}: {seen}"),
-                };
-                events(Event::Progress {
-                    phase: NAME,
-                    message,
-                });
+                if !event.is_passed_check() {
+                    events(Event::Progress {
+                        phase: NAME,
+                        message: event.to_string(),
+                    });
+                }
             })
             .await?;
             let (changes, unchanged) = changes(&report.plan);
@@ -352,7 +345,7 @@ impl Phase for VmsPhase {
 ///
 /// # Errors
 /// libvirt cannot be reached or read.
-pub async fn destroy_plan(lab: &Lab) -> Result<libvirt_vm::Plan, Error> {
+pub async fn destroy_plan(lab: &Lab) -> Result<libvirt_vm::VmPlan, Error> {
     // Ownership decides what goes, not the nodes' first-boot settings: no key is needed.
     let spec = inputs::vm_spec(&lab.config, Vec::new());
     let uri = lab.libvirt_uri().to_owned();
@@ -363,13 +356,13 @@ pub async fn destroy_plan(lab: &Lab) -> Result<libvirt_vm::Plan, Error> {
 ///
 /// # Errors
 /// A libvirt call fails (what was removed before stays removed; run it again).
-pub async fn destroy(lab: &Lab, events: Events<'_>) -> Result<libvirt_vm::Plan, Error> {
+pub async fn destroy(lab: &Lab, events: Events<'_>) -> Result<libvirt_vm::VmPlan, Error> {
     let spec = inputs::vm_spec(&lab.config, Vec::new());
     let uri = lab.libvirt_uri().to_owned();
     relaying(NAME, events, |tx| {
         blocking(move || {
-            Hypervisor::connect(&uri)?.destroy(&spec, &mut |a| {
-                let _ = tx.send(format!("{} {} {}", a.change.label(), a.kind, a.name));
+            Hypervisor::connect(&uri)?.destroy(&spec, &move |e| {
+                let _ = tx.send(e.to_string());
             })
         })
     })

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::ca::{CaError, ca_cert_hash};
 use crate::kubeadm::{
-    BootstrapToken, ClusterSpec, ConfigError, NodeSpec, init_config, join_config,
+    BootstrapToken, ConfigError, KubeadmNode, KubeadmSpec, init_config, join_config,
 };
 use crate::ssh::{Cmd, Pool, Session, SshError, Target, shell_quote};
 use crate::steps::{Change, Check, Event, Report, RunError, Runner, Step};
@@ -82,14 +82,14 @@ pub struct Node {
     /// SSH target.
     pub target: Target,
     /// Name and address in the cluster.
-    pub spec: NodeSpec,
+    pub spec: KubeadmNode,
 }
 
 /// What to bootstrap.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub struct BootstrapPlan {
     /// The cluster.
-    pub cluster: ClusterSpec,
+    pub cluster: KubeadmSpec,
     /// The node `kubeadm init` runs on.
     pub control_plane: Node,
     /// Nodes that join as workers.
@@ -121,7 +121,7 @@ fn kc(kubernetes_dir: &str) -> String {
 ///
 /// # Errors
 /// The configuration cannot be serialized.
-pub fn init_steps(cluster: &ClusterSpec, node: &NodeSpec) -> Result<Vec<Step>, ConfigError> {
+pub fn init_steps(cluster: &KubeadmSpec, node: &KubeadmNode) -> Result<Vec<Step>, ConfigError> {
     init_steps_in(KUBERNETES_DIR, cluster, node)
 }
 
@@ -131,8 +131,8 @@ pub fn init_steps(cluster: &ClusterSpec, node: &NodeSpec) -> Result<Vec<Step>, C
 /// The configuration cannot be serialized.
 pub fn init_steps_in(
     kubernetes_dir: &str,
-    cluster: &ClusterSpec,
-    node: &NodeSpec,
+    cluster: &KubeadmSpec,
+    node: &KubeadmNode,
 ) -> Result<Vec<Step>, ConfigError> {
     let path = format!("{kubernetes_dir}/homelab/kubeadm-init.yaml");
     let config = init_config(cluster, node, None)?;
@@ -237,8 +237,8 @@ pub fn init_steps_in(
 /// # Errors
 /// The configuration cannot be serialized.
 pub fn join_step(
-    cluster: &ClusterSpec,
-    node: &NodeSpec,
+    cluster: &KubeadmSpec,
+    node: &KubeadmNode,
     token: &BootstrapToken,
     ca_hash: &str,
     member: bool,
@@ -252,8 +252,8 @@ pub fn join_step(
 /// The configuration cannot be serialized.
 pub fn join_step_in(
     kubernetes_dir: &str,
-    cluster: &ClusterSpec,
-    node: &NodeSpec,
+    cluster: &KubeadmSpec,
+    node: &KubeadmNode,
     token: &BootstrapToken,
     ca_hash: &str,
     member: bool,
@@ -453,7 +453,7 @@ pub async fn admin_kubeconfig(session: &Session) -> Result<String, BootstrapErro
 /// could not be had.
 pub async fn bootstrap(
     runner: &Runner,
-    plan: &Plan,
+    plan: &BootstrapPlan,
     events: Arc<dyn Fn(Event<'_>) + Send + Sync>,
 ) -> Result<Vec<Report>, BootstrapError> {
     let cp = &plan.control_plane;
@@ -524,7 +524,7 @@ pub async fn bootstrap(
 /// It cannot be reached.
 pub async fn control_plane_session(
     pool: &Pool,
-    plan: &Plan,
+    plan: &BootstrapPlan,
 ) -> Result<Arc<Session>, BootstrapError> {
     Ok(pool.session(&plan.control_plane.target).await?)
 }
@@ -535,7 +535,7 @@ mod tests {
     #[test]
     fn the_join_step_never_shows_its_token_in_debug() {
         let cluster = crate::testing::cluster_spec(33);
-        let node = NodeSpec {
+        let node = KubeadmNode {
             name: "w1".into(),
             address: "192.168.122.11".parse().unwrap(),
         };
@@ -601,14 +601,14 @@ mod tests {
         assert!(err.contains("invalid type"), "{err}");
     }
 
-    fn cluster() -> ClusterSpec {
+    fn cluster() -> KubeadmSpec {
         crate::testing::cluster_spec(33)
     }
 
     #[test]
     fn join_keeps_the_token_off_command_lines_and_removes_its_file() {
         let token = BootstrapToken::parse("hl0001.aaaaaaaaaaaaaaaa").unwrap();
-        let node = NodeSpec {
+        let node = KubeadmNode {
             name: "w1".into(),
             address: "192.168.122.11".parse().unwrap(),
         };
@@ -651,7 +651,7 @@ mod tests {
 
     #[test]
     fn init_is_done_only_when_its_results_are_in_the_cluster() {
-        let node = NodeSpec {
+        let node = KubeadmNode {
             name: "cp".into(),
             address: "192.168.122.10".parse().unwrap(),
         };

@@ -4,7 +4,7 @@
 //! after a failure continues from what is already done.
 //!
 //! ```no_run
-//! # async fn example(plan: kubeadm_boot::bootstrap::Plan, runner: kubeadm_boot::steps::Runner,
+//! # async fn example(plan: kubeadm_boot::bootstrap::BootstrapPlan, runner: kubeadm_boot::steps::Runner,
 //! #                  manifest: Vec<u8>) -> Result<(), kubeadm_boot::cluster::ClusterError> {
 //! use std::sync::Arc;
 //! use kubeadm_boot::cluster::{self, PodNetwork, UpInput};
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bootstrap::{self, BootstrapError, Plan};
+use crate::bootstrap::{self, BootstrapError, BootstrapPlan};
 use crate::cni::{self, CniError};
 use crate::kubeconfig::KubeconfigError;
 use crate::nodes::{self, NodeState, NodesError};
@@ -69,7 +69,7 @@ impl fmt::Debug for PodNetwork {
 #[non_exhaustive]
 pub struct UpInput {
     /// The cluster, its control plane and workers.
-    pub plan: Plan,
+    pub plan: BootstrapPlan,
     /// Where the Kubernetes packages come from.
     pub packages: PackageSource,
     /// The kubeconfig file the cluster's context is merged into.
@@ -82,7 +82,7 @@ pub struct UpInput {
 
 impl UpInput {
     /// The input with the default package repository and a ten-minute `Ready` wait.
-    pub fn new(plan: Plan, kubeconfig: PathBuf, pod_network: PodNetwork) -> Self {
+    pub fn new(plan: BootstrapPlan, kubeconfig: PathBuf, pod_network: PodNetwork) -> Self {
         Self {
             plan,
             packages: PackageSource::default(),
@@ -271,7 +271,7 @@ fn step_events(events: &Events) -> Arc<dyn Fn(steps::Event<'_>) + Send + Sync> {
 
 /// The node preparation steps of every node of `plan`, control plane first.
 pub fn preparation(
-    plan: &Plan,
+    plan: &BootstrapPlan,
     packages: &PackageSource,
 ) -> Vec<(crate::ssh::Target, Vec<steps::Step>)> {
     let steps = node_steps(&plan.cluster.version, packages);
@@ -287,7 +287,7 @@ pub fn preparation(
 /// A node cannot be reached, or a check cannot run.
 pub async fn plan_preparation(
     runner: &Runner,
-    plan: &Plan,
+    plan: &BootstrapPlan,
     packages: &PackageSource,
 ) -> Result<Vec<Report>, ClusterError> {
     let mut dry = runner.clone();
@@ -301,7 +301,10 @@ pub async fn plan_preparation(
 ///
 /// # Errors
 /// A node cannot be reached, or a check cannot run.
-pub async fn plan_bootstrap(runner: &Runner, plan: &Plan) -> Result<Vec<Report>, ClusterError> {
+pub async fn plan_bootstrap(
+    runner: &Runner,
+    plan: &BootstrapPlan,
+) -> Result<Vec<Report>, ClusterError> {
     let mut dry = runner.clone();
     dry.dry_run = true;
     bootstrap::bootstrap(&dry, plan, Arc::new(|_| {}))
@@ -316,7 +319,7 @@ pub async fn plan_bootstrap(runner: &Runner, plan: &Plan) -> Result<Vec<Report>,
 /// A node cannot be reached, or a check cannot run.
 pub async fn plan(
     runner: &Runner,
-    plan: &Plan,
+    plan: &BootstrapPlan,
     packages: &PackageSource,
 ) -> Result<Vec<Report>, ClusterError> {
     let mut reports = plan_preparation(runner, plan, packages).await?;
@@ -325,7 +328,7 @@ pub async fn plan(
 }
 
 /// The API server URL of the cluster of `plan`.
-pub fn server_url(plan: &Plan) -> String {
+pub fn server_url(plan: &BootstrapPlan) -> String {
     format!("https://{}:{API_PORT}", plan.control_plane.spec.address)
 }
 
@@ -336,7 +339,7 @@ pub fn server_url(plan: &Plan) -> String {
 /// The control plane cannot be reached, has no admin.conf, or the file cannot be written.
 pub async fn merge_kubeconfig(
     runner: &Runner,
-    plan: &Plan,
+    plan: &BootstrapPlan,
     kubeconfig: &Path,
 ) -> Result<(), ClusterError> {
     let wrap = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Kubeconfig {
@@ -382,7 +385,7 @@ pub async fn client(path: &Path, context: &str) -> Result<kube::Client, ClusterE
 /// The manifest does not parse, or the API server refuses an object.
 pub async fn apply_pod_network(
     client: &kube::Client,
-    plan: &Plan,
+    plan: &BootstrapPlan,
     network: &PodNetwork,
 ) -> Result<Vec<String>, ClusterError> {
     let fail = |source: CniError| ClusterError::PodNetwork {
@@ -401,7 +404,7 @@ pub async fn apply_pod_network(
 /// A step failed on some node ([`ClusterError::Prepare`]).
 pub async fn prepare_nodes(
     runner: &Runner,
-    plan: &Plan,
+    plan: &BootstrapPlan,
     packages: &PackageSource,
     events: &Events,
 ) -> Result<Vec<Report>, ClusterError> {
@@ -419,7 +422,7 @@ pub async fn prepare_nodes(
 /// The first stage that fails ([`ClusterError::stage`]); everything before it stays done.
 pub async fn bootstrap_nodes(
     runner: &Runner,
-    plan: &Plan,
+    plan: &BootstrapPlan,
     kubeconfig: &Path,
     events: &Events,
 ) -> Result<(Vec<Report>, kube::Client), ClusterError> {
@@ -441,7 +444,7 @@ pub async fn bootstrap_nodes(
 /// The first stage that fails ([`ClusterError::stage`]); everything before it stays done.
 pub async fn up_nodes(
     runner: &Runner,
-    plan: &Plan,
+    plan: &BootstrapPlan,
     packages: &PackageSource,
     kubeconfig: &Path,
     events: &Events,
@@ -459,7 +462,7 @@ pub async fn up_nodes(
 /// The manifest is refused, or the nodes are not `Ready` within `ready_timeout`.
 pub async fn up_network(
     client: &kube::Client,
-    plan: &Plan,
+    plan: &BootstrapPlan,
     network: &PodNetwork,
     ready_timeout: Duration,
     events: &Events,
@@ -475,7 +478,7 @@ pub async fn up_network(
         .map(|n| n.spec.name.clone())
         .collect();
     let waiting = events.clone();
-    let nodes = nodes::wait_ready(client, &names, None, ready_timeout, &move |missing| {
+    let nodes = nodes::wait_nodes_ready(client, &names, None, ready_timeout, &move |missing| {
         waiting(Event::Waiting(missing.to_vec()));
     })
     .await?;

@@ -1,7 +1,7 @@
 //! The pod network: Flannel's release manifest (fetched and checked against its digest by the
 //! caller, as `homelab`'s lock file does), its pod network set to the cluster's pod CIDR (a
 //! structured edit of its `net-conf.json`), and applied by server-side apply through `kube`. Waiting for the
-//! nodes to become Ready afterwards is [`crate::nodes::wait_ready`].
+//! nodes to become Ready afterwards is [`crate::nodes::wait_nodes_ready`].
 
 use ipnet::Ipv4Net;
 use kube::api::DynamicObject;

@@ -162,7 +162,7 @@ impl PartialEq for BootstrapToken {
 
 /// The one typed description of a kubeadm cluster that all configuration files come from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClusterSpec {
+pub struct KubeadmSpec {
     /// Cluster name (`clusterName`).
     pub name: String,
     /// Kubernetes release.
@@ -223,7 +223,7 @@ pub fn slow_node_patch(container: &str) -> String {
 
 /// One node's identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeSpec {
+pub struct KubeadmNode {
     /// Node name.
     pub name: String,
     /// Its address (the API server advertises it on a control plane; the kubelet's node-ip).
@@ -400,7 +400,7 @@ fn yaml<T: Serialize>(doc: &T) -> Result<String, ConfigError> {
     serde_norway::to_string(doc).map_err(|e| ConfigError::Yaml(e.to_string()))
 }
 
-fn registration(spec: &ClusterSpec, node: &NodeSpec) -> NodeRegistration {
+fn registration(spec: &KubeadmSpec, node: &KubeadmNode) -> NodeRegistration {
     NodeRegistration {
         name: node.name.clone(),
         cri_socket: spec.cri_socket.clone(),
@@ -427,8 +427,8 @@ fn kubelet() -> KubeletConfiguration {
 /// # Errors
 /// YAML serialization fails (not expected).
 pub fn init_config(
-    spec: &ClusterSpec,
-    node: &NodeSpec,
+    spec: &KubeadmSpec,
+    node: &KubeadmNode,
     token: Option<&BootstrapToken>,
 ) -> Result<String, ConfigError> {
     let api = spec.version.api();
@@ -506,8 +506,8 @@ pub fn init_config(
 /// # Errors
 /// YAML serialization fails (not expected).
 pub fn join_config(
-    spec: &ClusterSpec,
-    node: &NodeSpec,
+    spec: &KubeadmSpec,
+    node: &KubeadmNode,
     token: &BootstrapToken,
     ca_cert_hash: &str,
 ) -> Result<String, ConfigError> {
@@ -545,7 +545,7 @@ mod tests {
 
     #[test]
     fn the_join_file_is_the_join_configuration_alone() {
-        let node = NodeSpec {
+        let node = KubeadmNode {
             name: "w1".into(),
             address: Ipv4Addr::new(192, 168, 122, 11),
         };
@@ -645,7 +645,7 @@ mod tests {
         fn rendered_config_parses_back(minor in 25u32..40, third in 0u8..=255, pod_prefix in 8u8..=24) {
             let mut s = spec(minor);
             s.pod_cidr = Ipv4Net::new(Ipv4Addr::new(10, third, 0, 0), pod_prefix).unwrap().trunc();
-            let node = NodeSpec { name: "cp".into(), address: Ipv4Addr::new(192, 168, 122, 10) };
+            let node = KubeadmNode { name: "cp".into(), address: Ipv4Addr::new(192, 168, 122, 10) };
             let text = init_config(&s, &node, Some(&BootstrapToken::generate())).unwrap();
             let docs: Vec<serde_norway::Value> = text.split("---\n").map(|d| serde_norway::from_str(d).unwrap()).collect();
             prop_assert_eq!(docs.len(), 3);

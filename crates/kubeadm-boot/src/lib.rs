@@ -34,9 +34,9 @@
 //! [`kubeadm`], [`ca`], [`kubeconfig`] and the signing-key checks.
 //!
 //! ```
-//! use kubeadm_boot::kubeadm::{ClusterSpec, NodeSpec, init_config};
+//! use kubeadm_boot::kubeadm::{KubeadmSpec, KubeadmNode, init_config};
 //!
-//! let spec = ClusterSpec {
+//! let spec = KubeadmSpec {
 //!     name: "homelab".into(),
 //!     version: "1.33.2".parse()?,
 //!     control_plane_endpoint: "192.168.122.10:6443".into(),
@@ -46,7 +46,7 @@
 //!     cri_socket: "unix:///run/containerd/containerd.sock".into(),
 //!     slow_nodes: false,
 //! };
-//! let node = NodeSpec { name: "cp1".into(), address: "192.168.122.10".parse()? };
+//! let node = KubeadmNode { name: "cp1".into(), address: "192.168.122.10".parse()? };
 //! // The file `kubeadm init --config` reads, for kubeadm's v1beta4 API (Kubernetes 1.31+).
 //! let yaml = init_config(&spec, &node, None)?;
 //! assert!(yaml.contains("kubeadm.k8s.io/v1beta4") && yaml.contains("podSubnet: 10.244.0.0/16"));

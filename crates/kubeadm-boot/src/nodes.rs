@@ -175,7 +175,7 @@ fn missing(
 /// # Errors
 /// The timeout passes ([`NodesError::NotReady`] names each node and its last condition) or
 /// the watch fails.
-pub async fn wait_ready(
+pub async fn wait_nodes_ready(
     client: &Client,
     wanted: &[String],
     version: Option<&str>,
@@ -405,7 +405,7 @@ mod tests {
             vec![node("cp", true, "v1.33.5"), node("w1", true, "v1.33.5")],
             &[],
         );
-        let states = wait_ready(
+        let states = wait_nodes_ready(
             &client,
             &["cp".into(), "w1".into()],
             Some("v1.33.5"),
@@ -433,7 +433,7 @@ mod tests {
         let waiting = tokio::spawn({
             let client = client.clone();
             async move {
-                wait_ready(
+                wait_nodes_ready(
                     &client,
                     &[],
                     None,
@@ -461,7 +461,7 @@ mod tests {
             vec![node("cp", true, "v1.33.5"), node("w1", false, "v1.33.5")],
             &[],
         );
-        let err = wait_ready(
+        let err = wait_nodes_ready(
             &client,
             &["cp".into(), "w1".into(), "w2".into()],
             None,
@@ -488,7 +488,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn version_wait_reports_the_old_kubelet() {
         let (client, _server) = ApiServer::start(vec![node("cp", true, "v1.32.9")], &[]);
-        let err = wait_ready(
+        let err = wait_nodes_ready(
             &client,
             &["cp".into()],
             Some("v1.33.5"),

@@ -361,6 +361,7 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
     .chain(install_steps(version, source))
     .chain([
         sandbox_image_step(version, source),
+        kubelet_waits_step(),
         Step::command(
             "kubelet-enabled",
             "enable the kubelet",
@@ -369,6 +370,55 @@ pub fn node_steps(version: &Version, source: &PackageSource) -> Vec<Step> {
         ),
     ])
     .collect()
+}
+
+/// Where kubeadm writes the kubelet's configuration (in `init`, `join` and upgrades).
+pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
+
+/// A systemd drop-in that keeps the kubelet from starting until kubeadm has written its
+/// configuration ([`KUBELET_CONFIG`]). Without it the packaged kubelet starts at once, fails
+/// for want of that file and is restarted every 10 s until `kubeadm init` or `join`: each
+/// start of the 80 MB program costs a fast machine little, but an emulated node seconds of
+/// CPU, a third of a core spent on a loop that can only fail. kubeadm (re)starts the kubelet
+/// itself once the file is there; the unit stays enabled, as its preflight wants.
+fn kubelet_waits_step() -> Step {
+    let path = "/etc/systemd/system/kubelet.service.d/05-homelab-wait-for-kubeadm.conf";
+    let contents = format!(
+        "# homelab: the kubelet starts once kubeadm has configured it (init, join).\n\
+         [Unit]\nConditionPathExists={KUBELET_CONFIG}\n"
+    );
+    // Done when the drop-in is there, systemd has read it, and an unconfigured kubelet is
+    // not running or waiting to be restarted (a run killed after the upload is finished).
+    let check = format!(
+        "printf '%s' {} | cmp -s - {path} && \
+         [ \"$(systemctl show -p NeedDaemonReload --value kubelet)\" != yes ] && \
+         {{ [ -e {KUBELET_CONFIG} ] || \
+            {{ s=$(systemctl show -p ActiveState --value kubelet); \
+               [ \"$s\" != active ] && [ \"$s\" != activating ] && [ \"$s\" != reloading ]; }}; }}",
+        shell_quote(&contents)
+    );
+    Step {
+        name: "kubelet-waits-for-kubeadm".into(),
+        description: format!(
+            "hold the kubelet until kubeadm has configured it, so that it does not restart in a \
+             loop before init or join ({path})"
+        ),
+        check: Check::Command(Cmd::new(check).sudo()),
+        changes: vec![
+            Change::Upload {
+                path: path.into(),
+                contents: contents.into_bytes(),
+                mode: 0o644,
+                owner: None,
+            },
+            Change::Run(
+                Cmd::new(format!(
+                    "systemctl daemon-reload && {{ [ -e {KUBELET_CONFIG} ] || systemctl stop kubelet; }}"
+                ))
+                .sudo(),
+            ),
+        ],
+    }
 }
 
 /// What kubeadm's preflight needs beside kubeadm (and, for the package repository, what apt
@@ -674,6 +724,10 @@ mod tests {
         let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names.first(), Some(&"swap-off"));
         assert_eq!(names.last(), Some(&"kubelet-enabled"));
+        // After the packages (whose kubelet would start at once), before it is enabled.
+        let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
+        assert!(at("kubernetes-packages") < at("kubelet-waits-for-kubeadm"));
+        assert_eq!(at("kubelet-waits-for-kubeadm") + 1, at("kubelet-enabled"));
         let repo = steps
             .iter()
             .find(|s| s.name == "kubernetes-repository")
@@ -743,6 +797,95 @@ mod tests {
         );
         assert!(run(&on_file(&apply.line)), "idempotent");
         assert_eq!(std::fs::read_to_string(&fstab).unwrap(), text);
+    }
+
+    /// The check and the change of `kubelet-waits-for-kubeadm`, run by `sh` against a
+    /// stand-in `systemctl` whose answers each case sets (the paths moved into a directory).
+    #[test]
+    fn the_kubelet_waits_for_kubeadm_and_a_half_done_change_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let step = kubelet_waits_step();
+        let (Check::Command(check), [Change::Upload { path, contents, .. }, Change::Run(apply)]) =
+            (&step.check, step.changes.as_slice())
+        else {
+            panic!("an upload and a command: {step:?}");
+        };
+        assert!(
+            String::from_utf8_lossy(contents)
+                .contains("ConditionPathExists=/var/lib/kubelet/config.yaml"),
+        );
+        std::fs::create_dir(d.join("bin")).unwrap();
+        // `systemctl show -p P --value kubelet` prints the file named P; `stop` and
+        // `daemon-reload` change them as systemd would; every call is logged.
+        std::fs::write(
+            d.join("bin/systemctl"),
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {0}/calls\n\
+                 case \"$1\" in show) cat {0}/$3;; stop) echo inactive > {0}/ActiveState;; \
+                 daemon-reload) echo no > {0}/NeedDaemonReload;; esac\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            d.join("bin/systemctl"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let file = d.join("drop-in.conf");
+        let config = d.join("config.yaml");
+        let local = |line: &str| {
+            line.replace(path.as_str(), file.to_str().unwrap())
+                .replace(KUBELET_CONFIG, config.to_str().unwrap())
+        };
+        let set = |reload: &str, state: &str| {
+            std::fs::write(d.join("NeedDaemonReload"), format!("{reload}\n")).unwrap();
+            std::fs::write(d.join("ActiveState"), format!("{state}\n")).unwrap();
+        };
+        let run = |line: &str| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(local(line))
+                .env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        d.join("bin").display(),
+                        std::env::var("PATH").unwrap()
+                    ),
+                )
+                .status()
+                .unwrap()
+                .success()
+        };
+        // Freshly installed: no drop-in, the kubelet in its restart loop.
+        set("no", "activating");
+        assert!(!run(&check.line), "no drop-in yet");
+        // Killed after the upload: systemd has not read the drop-in.
+        std::fs::write(&file, local(&String::from_utf8_lossy(contents))).unwrap();
+        set("yes", "activating");
+        assert!(!run(&check.line), "the drop-in is not loaded");
+        // Killed after the reload: the loop still runs.
+        set("no", "activating");
+        assert!(!run(&check.line), "the kubelet still restarts in a loop");
+        assert!(run(&apply.line));
+        assert!(run(&check.line), "held after the change");
+        let calls = std::fs::read_to_string(d.join("calls")).unwrap();
+        assert!(calls.contains("daemon-reload\nstop kubelet\n"), "{calls}");
+        // Configured by kubeadm and running: done, and a change would not stop it.
+        std::fs::write(&config, "kind: KubeletConfiguration\n").unwrap();
+        set("no", "active");
+        assert!(run(&check.line), "a configured kubelet runs");
+        std::fs::remove_file(d.join("calls")).unwrap();
+        assert!(run(&apply.line));
+        assert_eq!(
+            std::fs::read_to_string(d.join("calls")).unwrap(),
+            "daemon-reload\n"
+        );
+        // Another drop-in text (an older homelab's) is not done.
+        std::fs::write(&file, "[Unit]\n").unwrap();
+        assert!(!run(&check.line), "a different drop-in");
     }
 
     #[test]

@@ -5,7 +5,7 @@ pub(crate) use homelab_testkit::kube_api::ApiServer;
 #[cfg(feature = "cluster")]
 use serde_json::{Value, json};
 
-use crate::kubeadm::{ClusterSpec, Version};
+use crate::kubeadm::{KubeadmSpec, Version};
 
 /// A Node as the kubelet reports it: Ready or not (with the message a node without a CNI
 /// shows), and its kubelet version.
@@ -29,8 +29,8 @@ pub(crate) fn node(name: &str, ready: bool, version: &str) -> Value {
 }
 
 /// The cluster most tests use, at Kubernetes 1.<minor>.2.
-pub(crate) fn cluster_spec(minor: u32) -> ClusterSpec {
-    ClusterSpec {
+pub(crate) fn cluster_spec(minor: u32) -> KubeadmSpec {
+    KubeadmSpec {
         name: "homelab".into(),
         version: Version {
             major: 1,

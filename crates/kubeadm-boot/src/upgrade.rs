@@ -44,7 +44,7 @@ pub enum UpgradeError {
 
 /// What to upgrade.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct UpgradePlan {
     /// The release to reach.
     pub target: Version,
     /// Where packages come from.
@@ -218,7 +218,7 @@ fn report(
 async fn upgrade_node(
     runner: &Runner,
     client: &Client,
-    plan: &Plan,
+    plan: &UpgradePlan,
     node: &Node,
     steps: Vec<Step>,
     events: &Arc<dyn Fn(Event<'_>) + Send + Sync>,
@@ -298,7 +298,7 @@ async fn upgrade_node(
     events(Event::Done(&r));
     reports.push(r);
     if !runner.dry_run {
-        nodes::wait_ready(
+        nodes::wait_nodes_ready(
             client,
             &[name.to_owned()],
             Some(&target),
@@ -349,7 +349,7 @@ async fn snapshot(
 pub async fn upgrade(
     runner: &Runner,
     client: &Client,
-    plan: &Plan,
+    plan: &UpgradePlan,
     events: Arc<dyn Fn(Event<'_>) + Send + Sync>,
 ) -> Result<Vec<Report>, UpgradeError> {
     pre_check(&nodes::list(client).await?, &plan.target)?;
@@ -386,7 +386,7 @@ pub async fn upgrade(
     if !runner.dry_run {
         let mut names = vec![plan.control_plane.spec.name.clone()];
         names.extend(plan.workers.iter().map(|w| w.spec.name.clone()));
-        nodes::wait_ready(
+        nodes::wait_nodes_ready(
             client,
             &names,
             Some(&plan.target.to_string()),

@@ -167,9 +167,9 @@ async fn a_node_whose_etcd_refuses_leaves_no_file_here_or_there() {
 async fn no_upgrade_without_a_good_snapshot() {
     use kubeadm_boot::backup::Backups;
     use kubeadm_boot::bootstrap::Node;
-    use kubeadm_boot::kubeadm::NodeSpec;
+    use kubeadm_boot::kubeadm::KubeadmNode;
     use kubeadm_boot::steps::{Outcome, Runner};
-    use kubeadm_boot::upgrade::{Plan, UpgradeError, upgrade};
+    use kubeadm_boot::upgrade::{UpgradeError, UpgradePlan, upgrade};
 
     let (client, plane) = homelab_testkit::control_plane::cluster().await.unwrap();
     if plane.is_some() {
@@ -211,12 +211,12 @@ async fn no_upgrade_without_a_good_snapshot() {
     let (pool, target) = node(&sshd);
     let backups = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let mut plan = Plan {
+    let mut plan = UpgradePlan {
         target: version.trim_start_matches('v').parse().unwrap(),
         source: kubeadm_boot::prepare::PackageSource::default(),
         control_plane: Node {
             target,
-            spec: NodeSpec {
+            spec: KubeadmNode {
                 name: "cp-1".into(),
                 address: std::net::Ipv4Addr::LOCALHOST,
             },

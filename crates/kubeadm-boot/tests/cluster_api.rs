@@ -85,7 +85,7 @@ async fn ready_nodes_are_reported_at_once() {
         .collect();
     assert!(!ready.is_empty(), "no Ready node in the cluster: {all:?}");
     let started = std::time::Instant::now();
-    nodes::wait_ready(&client, &ready, None, Duration::from_secs(30), &|_| {})
+    nodes::wait_nodes_ready(&client, &ready, None, Duration::from_secs(30), &|_| {})
         .await
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -93,7 +93,7 @@ async fn ready_nodes_are_reported_at_once() {
     let not_ready = |node: &'static str| {
         let client = client.clone();
         async move {
-            nodes::wait_ready(
+            nodes::wait_nodes_ready(
                 &client,
                 &[node.into()],
                 None,
@@ -420,7 +420,7 @@ async fn a_wait_resumes_its_watch_across_an_api_server_restart_and_410_gone() {
     let waiting = tokio::spawn({
         let client = client.clone();
         async move {
-            nodes::wait_ready(
+            nodes::wait_nodes_ready(
                 &client,
                 &["late".into()],
                 None,

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use kubeadm_boot::kubeadm::{
-    BootstrapToken, ClusterSpec, NodeSpec, Version, init_config, join_config,
+    BootstrapToken, KubeadmNode, KubeadmSpec, Version, init_config, join_config,
 };
 
 fn check(name: &str, actual: &str) {
@@ -17,8 +17,8 @@ fn check(name: &str, actual: &str) {
     );
 }
 
-fn spec(minor: u32) -> ClusterSpec {
-    ClusterSpec {
+fn spec(minor: u32) -> KubeadmSpec {
+    KubeadmSpec {
         name: "homelab".into(),
         version: Version {
             major: 1,
@@ -37,11 +37,11 @@ fn spec(minor: u32) -> ClusterSpec {
 #[test]
 fn init_and_join_per_api_version() {
     let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
-    let cp = NodeSpec {
+    let cp = KubeadmNode {
         name: "k8s-cp-1".into(),
         address: Ipv4Addr::new(192, 168, 122, 10),
     };
-    let worker = NodeSpec {
+    let worker = KubeadmNode {
         name: "k8s-worker-1".into(),
         address: Ipv4Addr::new(192, 168, 122, 11),
     };
@@ -73,7 +73,7 @@ fn the_real_kubeadm_accepts_the_init_and_join_files() {
     );
     let dir = tempfile::tempdir().unwrap();
     let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
-    let node = NodeSpec {
+    let node = KubeadmNode {
         name: "cp".into(),
         address: Ipv4Addr::new(192, 168, 122, 10),
     };

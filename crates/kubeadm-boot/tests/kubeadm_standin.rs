@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use kubeadm_boot::bootstrap::{init_steps_in, join_step_in};
-use kubeadm_boot::kubeadm::{BootstrapToken, ClusterSpec, NodeSpec};
+use kubeadm_boot::kubeadm::{BootstrapToken, KubeadmNode, KubeadmSpec};
 use kubeadm_boot::steps::{Change, Check, Step};
 
 /// kubeadm as far as the steps use it. `$STATE/die-after` makes `init` stop after that phase.
@@ -190,8 +190,8 @@ impl Node {
     }
 }
 
-fn cluster() -> ClusterSpec {
-    ClusterSpec {
+fn cluster() -> KubeadmSpec {
+    KubeadmSpec {
         name: "lab".into(),
         version: "1.33.5".parse().unwrap(),
         control_plane_endpoint: "192.168.122.10:6443".into(),
@@ -203,8 +203,8 @@ fn cluster() -> ClusterSpec {
     }
 }
 
-fn cp() -> NodeSpec {
-    NodeSpec {
+fn cp() -> KubeadmNode {
+    KubeadmNode {
         name: "cp".into(),
         address: "192.168.122.10".parse().unwrap(),
     }
@@ -293,8 +293,8 @@ fn an_init_that_died_with_the_api_up_runs_only_the_missing_phases() {
     assert!(node.log().is_empty());
 }
 
-fn worker() -> NodeSpec {
-    NodeSpec {
+fn worker() -> KubeadmNode {
+    KubeadmNode {
         name: "w1".into(),
         address: "192.168.122.11".parse().unwrap(),
     }

@@ -11,8 +11,8 @@
 use std::net::Ipv4Addr;
 
 use libvirt_vm::{
-    Access, BaseImage, BootMode, ClusterSpec, DiskFormat, DomainTypeChoice, Hypervisor, Mac,
-    NetworkSpec, NodeSpec, PoolSpec,
+    Access, BaseImage, BootMode, DiskFormat, DomainTypeChoice, Hypervisor, Mac, NetworkSpec,
+    PoolSpec, VmClusterSpec, VmSpec,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The test driver's pretend pool holds 100 GiB: its disks are cut to a fifth.
     let disk = |gib: u64| if uri.is_none() { gib / 5 } else { gib };
     let pool = tempfile::tempdir()?;
-    let node = |name: &str, last: u8, vcpus: u32, gib: u64, disk_gib: u64| NodeSpec {
+    let node = |name: &str, last: u8, vcpus: u32, gib: u64, disk_gib: u64| VmSpec {
         name: name.into(),
         vcpus,
         memory_mib: gib * 1024,
@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mac: Mac::from_ip(Ipv4Addr::new(192, 168, 122, last)),
         ip: Ipv4Addr::new(192, 168, 122, last),
     };
-    let spec = ClusterSpec {
+    let spec = VmClusterSpec {
         cluster_id: "example".into(),
         network: NetworkSpec {
             name: "example-net".into(),
@@ -71,17 +71,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !test_driver {
         return Ok(());
     }
-    hv.apply(&spec, &mut |a| {
-        println!("{:>9} {} {}", a.change.label(), a.kind, a.name);
-    })?;
+    hv.apply(&spec, &|event| println!("{event}"))?;
     let again = hv.plan(&spec)?;
     println!("after apply: {again}");
     assert!(again.is_noop(), "a second plan has nothing to do");
     for known in hv.known_hosts(&spec)? {
         println!("{} will present {}", known.ip, known.host_key);
     }
-    hv.destroy(&spec, &mut |a| {
-        println!("{:>9} {} {}", a.change.label(), a.kind, a.name);
-    })?;
+    hv.destroy(&spec, &|event| println!("{event}"))?;
     Ok(())
 }

@@ -14,12 +14,13 @@ use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
 
 use crate::error::{Error, Result, libvirt};
+use crate::event::{Event, Events};
 use crate::plan::{
     self, Action, Change, Desired, DesiredNode, Live, LiveDomain, LiveNetwork, LivePool,
-    ObjectKind, Plan, desired,
+    ObjectKind, VmPlan, desired,
 };
 use crate::seed::{self, HostKey};
-use crate::spec::{ClusterSpec, DomainType, DomainTypeChoice, NodeSpec, fingerprint};
+use crate::spec::{DomainType, DomainTypeChoice, VmClusterSpec, VmSpec, fingerprint};
 use crate::xml::{self, OwnerMeta};
 
 /// `VIR_NETWORK_XML_INACTIVE`: the persistent definition, which holds the metadata.
@@ -157,7 +158,7 @@ impl Hypervisor {
     ///
     /// # Errors
     /// A libvirt call fails.
-    pub fn live(&self, spec: &ClusterSpec) -> Result<Live> {
+    pub fn live(&self, spec: &VmClusterSpec) -> Result<Live> {
         let mut live = Live::default();
         if let Ok(net) = self.conn.lookup_network_by_name(&spec.network.name) {
             let xml = persistent_network_xml(&net)
@@ -228,7 +229,7 @@ impl Hypervisor {
     ///
     /// # Errors
     /// A libvirt call fails.
-    pub fn plan(&self, spec: &ClusterSpec) -> Result<Plan> {
+    pub fn plan(&self, spec: &VmClusterSpec) -> Result<VmPlan> {
         let kind = self.resolve_domain_type(spec.domain_type)?;
         Ok(plan::plan(&desired(spec, kind), &self.live(spec)?))
     }
@@ -237,18 +238,18 @@ impl Hypervisor {
     ///
     /// # Errors
     /// A libvirt call fails.
-    pub fn destroy_plan(&self, spec: &ClusterSpec) -> Result<Plan> {
+    pub fn destroy_plan(&self, spec: &VmClusterSpec) -> Result<VmPlan> {
         let kind = self.resolve_domain_type(spec.domain_type)?;
         Ok(plan::destroy_plan(&desired(spec, kind), &self.live(spec)?))
     }
 
-    /// Plans and applies: only the difference is changed. `progress` is called before each
-    /// action that does something.
+    /// Plans and applies: only the difference is changed. `events` is told of each action
+    /// that does something before it is done.
     ///
     /// # Errors
     /// The plan has conflicts, or a libvirt call fails (everything done before it stays
     /// done; running apply again continues from there).
-    pub fn apply(&self, spec: &ClusterSpec, progress: &mut dyn FnMut(&Action)) -> Result<Plan> {
+    pub fn apply(&self, spec: &VmClusterSpec, events: Events<'_>) -> Result<VmPlan> {
         let kind = self.resolve_domain_type(spec.domain_type)?;
         let live = self.live(spec)?;
         let want = desired(spec, kind);
@@ -258,18 +259,18 @@ impl Hypervisor {
         if let Some(start) = plan::pool_start(&plan)
             && plan.conflicts().next().is_none()
         {
-            let first = Plan {
+            let first = VmPlan {
                 actions: vec![start.clone()],
             };
-            self.execute(spec, kind, &want, &live, &first, progress)?;
+            self.execute(spec, kind, &want, &live, &first, events)?;
             let live = self.live(spec)?;
             let rest = plan::plan(&want, &live);
-            self.execute(spec, kind, &want, &live, &rest, progress)?;
+            self.execute(spec, kind, &want, &live, &rest, events)?;
             let mut actions = vec![start];
             actions.extend(rest.actions);
-            return Ok(Plan { actions });
+            return Ok(VmPlan { actions });
         }
-        self.execute(spec, kind, &want, &live, &plan, progress)?;
+        self.execute(spec, kind, &want, &live, &plan, events)?;
         Ok(plan)
     }
 
@@ -277,7 +278,7 @@ impl Hypervisor {
     /// the seed `spec` wants: the domain's definition loses the seed disk and records
     /// [`xml::SEED_RETIRED`], the disk is detached from the running domain, and the volume —
     /// which holds the node's SSH host private key — is removed. Returns the volumes removed,
-    /// as delete actions (`progress` is told of each first).
+    /// as delete actions (`events` is told of each first).
     ///
     /// Call it only once every node is ready with cloud-init turned off
     /// ([`crate::wait::CLOUD_INIT_DONE`]): a node that boots without its seed while cloud-init
@@ -287,11 +288,7 @@ impl Hypervisor {
     ///
     /// # Errors
     /// A libvirt call fails (what was done stays done; running it again continues).
-    pub fn retire_seeds(
-        &self,
-        spec: &ClusterSpec,
-        progress: &mut dyn FnMut(&Action),
-    ) -> Result<Vec<Action>> {
+    pub fn retire_seeds(&self, spec: &VmClusterSpec, events: Events<'_>) -> Result<Vec<Action>> {
         let kind = self.resolve_domain_type(spec.domain_type)?;
         let want = desired(spec, kind);
         let live = self.live(spec)?;
@@ -334,7 +331,7 @@ impl Hypervisor {
                 name: volume,
                 change: Change::Delete,
             };
-            progress(&action);
+            events(Event::Action(action.clone()));
             if self.remove_seed_volume(spec, node)? {
                 removed.push(action);
             }
@@ -345,7 +342,7 @@ impl Hypervisor {
     /// Detaches a node's seed disk from its running domain (the persistent definition no
     /// longer has it), then removes the volume. Returns whether the volume is gone; a guest
     /// that does not release the disk in time keeps it until the domain stops.
-    fn remove_seed_volume(&self, spec: &ClusterSpec, node: &NodeSpec) -> Result<bool> {
+    fn remove_seed_volume(&self, spec: &VmClusterSpec, node: &VmSpec) -> Result<bool> {
         let file = xml::volume_path(&spec.pool, &node.seed_volume());
         if let Ok(dom) = self.conn.lookup_domain_by_name(&node.name)
             && dom.is_active().unwrap_or(false)
@@ -407,12 +404,12 @@ impl Hypervisor {
     ///
     /// # Errors
     /// A libvirt call fails.
-    pub fn destroy(&self, spec: &ClusterSpec, progress: &mut dyn FnMut(&Action)) -> Result<Plan> {
+    pub fn destroy(&self, spec: &VmClusterSpec, events: Events<'_>) -> Result<VmPlan> {
         let kind = self.resolve_domain_type(spec.domain_type)?;
         let live = self.live(spec)?;
         let want = desired(spec, kind);
         let plan = plan::destroy_plan(&want, &live);
-        self.execute(spec, kind, &want, &live, &plan, progress)?;
+        self.execute(spec, kind, &want, &live, &plan, events)?;
         Ok(plan)
     }
 
@@ -422,12 +419,12 @@ impl Hypervisor {
     )]
     fn execute(
         &self,
-        spec: &ClusterSpec,
+        spec: &VmClusterSpec,
         kind: DomainType,
         want: &Desired,
         live: &Live,
-        plan: &Plan,
-        progress: &mut dyn FnMut(&Action),
+        plan: &VmPlan,
+        events: Events<'_>,
     ) -> Result<()> {
         let conflicts: Vec<String> = plan
             .conflicts()
@@ -444,7 +441,7 @@ impl Hypervisor {
             if a.kind == ObjectKind::Domain
                 && matches!(a.change, Change::Replace { .. } | Change::Delete)
             {
-                progress(a);
+                events(Event::Action(a.clone()));
                 self.remove_domain(&a.name)?;
             }
         }
@@ -459,7 +456,7 @@ impl Hypervisor {
                 continue;
             }
             if !(a.kind == ObjectKind::Domain && matches!(a.change, Change::Replace { .. })) {
-                progress(a);
+                events(Event::Action(a.clone()));
             }
             match (a.kind, &a.change) {
                 (ObjectKind::Network, Change::Create | Change::Replace { .. }) => {
@@ -568,7 +565,7 @@ impl Hypervisor {
             .map_err(libvirt(format!("find domain {name}")))
     }
 
-    fn recreate_network(&self, spec: &ClusterSpec, record_pool: bool) -> Result<()> {
+    fn recreate_network(&self, spec: &VmClusterSpec, record_pool: bool) -> Result<()> {
         let name = &spec.network.name;
         if self.conn.lookup_network_by_name(name).is_ok() {
             self.remove_network(name)?;
@@ -594,7 +591,7 @@ impl Hypervisor {
 
     /// Adds and removes DHCP host entries of a running network in place (and in its
     /// persistent definition): the nodes keep their connection.
-    fn update_dhcp_hosts(&self, spec: &ClusterSpec, current: &[String]) -> Result<()> {
+    fn update_dhcp_hosts(&self, spec: &VmClusterSpec, current: &[String]) -> Result<()> {
         const ADD_LAST: u32 = 3;
         const DELETE: u32 = 2;
         const SECTION_IP_DHCP_HOST: u32 = 4;
@@ -607,7 +604,7 @@ impl Hypervisor {
         } else {
             AFFECT_CONFIG
         };
-        let wanted: Vec<(String, &crate::spec::NodeSpec)> = spec
+        let wanted: Vec<(String, &crate::spec::VmSpec)> = spec
             .nodes
             .iter()
             .map(|n| {
@@ -660,7 +657,7 @@ impl Hypervisor {
             .map_err(libvirt(format!("undefine network {name}")))
     }
 
-    fn create_pool(&self, spec: &ClusterSpec) -> Result<()> {
+    fn create_pool(&self, spec: &VmClusterSpec) -> Result<()> {
         let name = &spec.pool.name;
         let pool = self
             .conn
@@ -708,7 +705,7 @@ impl Hypervisor {
             .map_err(libvirt(format!("undefine pool {name}")))
     }
 
-    fn create_overlay(&self, spec: &ClusterSpec, node: &NodeSpec) -> Result<()> {
+    fn create_overlay(&self, spec: &VmClusterSpec, node: &VmSpec) -> Result<()> {
         let pool = self.pool(&spec.pool.name)?;
         StorageVol::create_xml(&pool, &xml::overlay_volume_xml(node, spec)?, 0).map_err(
             libvirt(format!(
@@ -720,7 +717,7 @@ impl Hypervisor {
         Ok(())
     }
 
-    fn grow_overlay(&self, spec: &ClusterSpec, volume: &str) -> Result<()> {
+    fn grow_overlay(&self, spec: &VmClusterSpec, volume: &str) -> Result<()> {
         let node = node_of_volume(spec, volume)
             .ok_or_else(|| Error::Spec(format!("no node owns volume {volume}")))?;
         let vol = self.volume(spec, volume)?;
@@ -730,7 +727,7 @@ impl Hypervisor {
         )))
     }
 
-    fn create_seed(&self, spec: &ClusterSpec, node: &NodeSpec, key: &HostKey) -> Result<()> {
+    fn create_seed(&self, spec: &VmClusterSpec, node: &VmSpec, key: &HostKey) -> Result<()> {
         let docs = seed::documents(spec, node, key)?;
         let image = seed::fat_image(&node.name, &docs)?;
         let pool = self.pool(&spec.pool.name)?;
@@ -771,13 +768,13 @@ impl Hypervisor {
         stream.finish()
     }
 
-    fn volume(&self, spec: &ClusterSpec, name: &str) -> Result<StorageVol> {
+    fn volume(&self, spec: &VmClusterSpec, name: &str) -> Result<StorageVol> {
         let pool = self.pool(&spec.pool.name)?;
         pool.lookup_storage_vol_by_name(name)
             .map_err(libvirt(format!("find volume {name}")))
     }
 
-    fn remove_volume(&self, spec: &ClusterSpec, name: &str) -> Result<()> {
+    fn remove_volume(&self, spec: &VmClusterSpec, name: &str) -> Result<()> {
         match self.volume(spec, name) {
             Ok(vol) => vol
                 .delete(0)
@@ -789,9 +786,9 @@ impl Hypervisor {
 
     fn define_domain(
         &self,
-        spec: &ClusterSpec,
+        spec: &VmClusterSpec,
         kind: DomainType,
-        node: &NodeSpec,
+        node: &VmSpec,
         wanted: Option<&DesiredNode>,
         new_host_key: Option<String>,
         previous: Option<OwnerMeta>,
@@ -846,7 +843,7 @@ impl Hypervisor {
     ///
     /// # Errors
     /// A libvirt call fails.
-    pub fn known_hosts(&self, spec: &ClusterSpec) -> Result<Vec<KnownHost>> {
+    pub fn known_hosts(&self, spec: &VmClusterSpec) -> Result<Vec<KnownHost>> {
         let live = self.live(spec)?;
         Ok(spec
             .nodes
@@ -869,7 +866,7 @@ impl Hypervisor {
     ///
     /// # Errors
     /// A libvirt call fails.
-    pub fn status(&self, spec: &ClusterSpec) -> Result<Vec<NodeStatus>> {
+    pub fn status(&self, spec: &VmClusterSpec) -> Result<Vec<NodeStatus>> {
         let live = self.live(spec)?;
         Ok(spec
             .nodes
@@ -910,7 +907,7 @@ fn persistent_network_xml(
         .or_else(|_| net.xml_desc(0))
 }
 
-fn network_records_pool(live: &Live, spec: &ClusterSpec) -> bool {
+fn network_records_pool(live: &Live, spec: &VmClusterSpec) -> bool {
     live.networks
         .get(&spec.network.name)
         .and_then(|n| n.owner.as_ref())
@@ -918,7 +915,7 @@ fn network_records_pool(live: &Live, spec: &ClusterSpec) -> bool {
         .is_some_and(|p| p == &spec.pool.name)
 }
 
-fn node_of_volume<'a>(spec: &'a ClusterSpec, volume: &str) -> Option<&'a NodeSpec> {
+fn node_of_volume<'a>(spec: &'a VmClusterSpec, volume: &str) -> Option<&'a VmSpec> {
     spec.nodes
         .iter()
         .find(|n| n.disk_volume() == volume || n.seed_volume() == volume)

@@ -9,6 +9,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::event::{Event, Events};
 use crate::spec::fingerprint;
 
 /// Bumped whenever the build steps change, so cached images are rebuilt.
@@ -166,8 +167,13 @@ pub fn build(
     recipe: &ImageRecipe,
     files: &ImageFiles,
     work_dir: &Path,
-    progress: &mut dyn FnMut(&str),
+    events: Events<'_>,
 ) -> Result<BuildOutcome> {
+    let progress = |message: &str| {
+        events(Event::Image {
+            message: message.to_owned(),
+        });
+    };
     if is_cached(recipe, files) {
         return Ok(BuildOutcome::Cached);
     }

@@ -1,6 +1,6 @@
 //! Declarative home-lab virtual machines on libvirt.
 //!
-//! A [`ClusterSpec`] describes a NAT network, a directory storage pool, a base image and the
+//! A [`VmClusterSpec`] describes a NAT network, a directory storage pool, a base image and the
 //! nodes. [`Hypervisor::plan`] reads what libvirt has (no state file) and says, per object,
 //! create / change / replace / start / unchanged / delete; [`Hypervisor::apply`] does only
 //! that difference; [`Hypervisor::destroy`] removes only objects that carry this library's
@@ -12,11 +12,11 @@
 //! before it boots, and `wait` verifies it instead of trusting on first use.
 //!
 //! # Entry points
-//! - [`ClusterSpec`]: what should exist. [`provision::up`] runs preflight, the base image,
+//! - [`VmClusterSpec`]: what should exist. [`provision::up`] runs preflight, the base image,
 //!   the plan, apply, the SSH wait and the seed retirement in one call.
 //! - [`Hypervisor`]: one libvirt connection; `plan`, `apply`, `destroy`, `status`.
 //! - [`plan::plan`] and [`desired`]: the planner alone, a pure function from what should exist
-//!   and what does ([`plan::Live`]) to a [`Plan`].
+//!   and what does ([`plan::Live`]) to a [`VmPlan`].
 //! - [`xml`] and [`seed`]: the libvirt XML documents and the cloud-init seed image.
 //!
 //! # Features
@@ -29,10 +29,10 @@
 //! network client.
 //!
 //! ```
-//! use libvirt_vm::{ClusterSpec, DomainType, Plan, desired, plan};
+//! use libvirt_vm::{VmClusterSpec, DomainType, VmPlan, desired, plan};
 //!
 //! /// What applying `spec` to a host that has nothing yet would do.
-//! fn first_run(spec: &ClusterSpec) -> Plan {
+//! fn first_run(spec: &VmClusterSpec) -> VmPlan {
 //!     plan::plan(&desired(spec, DomainType::Kvm), &plan::Live::default())
 //! }
 //! ```
@@ -41,15 +41,16 @@
 //!
 //! ```no_run
 //! # #[cfg(feature = "libvirt")]
-//! fn bring_up(spec: &libvirt_vm::ClusterSpec) -> libvirt_vm::Result<()> {
+//! fn bring_up(spec: &libvirt_vm::VmClusterSpec) -> libvirt_vm::Result<()> {
 //!     let hv = libvirt_vm::Hypervisor::connect("qemu:///system")?;
 //!     println!("{}", hv.plan(spec)?);
-//!     hv.apply(spec, &mut |action| println!("{} {} {}", action.change.label(), action.kind, action.name))?;
+//!     hv.apply(spec, &|event| println!("{event:?}"))?;
 //!     Ok(())
 //! }
 //! ```
 
 mod error;
+pub mod event;
 #[cfg(feature = "libvirt")]
 mod hypervisor;
 pub mod image;
@@ -65,14 +66,15 @@ pub mod wait;
 pub mod xml;
 
 pub use error::{Error, Result};
+pub use event::{Event, Events};
 #[cfg(feature = "libvirt")]
 pub use hypervisor::{
     Hypervisor, KnownHost, NodeStatus, host_cpu_has_virtualization, is_local_uri,
 };
-pub use plan::{Action, Change, ObjectKind, Plan, desired};
+pub use plan::{Action, Change, ObjectKind, VmPlan, desired};
 pub use spec::{
-    Access, BaseImage, BootMode, ClusterSpec, DiskFormat, DomainType, DomainTypeChoice, Mac,
-    NetworkSpec, NodeSpec, PoolSpec,
+    Access, BaseImage, BootMode, DiskFormat, DomainType, DomainTypeChoice, Mac, NetworkSpec,
+    PoolSpec, VmClusterSpec, VmSpec,
 };
 
 #[cfg(test)]

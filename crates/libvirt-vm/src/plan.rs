@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::spec::{ClusterSpec, DomainType, fingerprint};
+use crate::spec::{DomainType, VmClusterSpec, fingerprint};
 use crate::xml::{self, OwnerMeta, SEED_RETIRED};
 
 /// Kind of a libvirt object.
@@ -106,12 +106,12 @@ pub struct Action {
 
 /// The plan: actions in the order apply performs them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Plan {
+pub struct VmPlan {
     /// The actions.
     pub actions: Vec<Action>,
 }
 
-impl Plan {
+impl VmPlan {
     /// Whether applying the plan changes nothing.
     pub fn is_noop(&self) -> bool {
         self.actions.iter().all(|a| a.change.is_noop())
@@ -134,7 +134,7 @@ impl Plan {
     }
 }
 
-impl fmt::Display for Plan {
+impl fmt::Display for VmPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for a in &self.actions {
             write!(f, "{:>9}  {:<7} {}", a.change.label(), a.kind, a.name)?;
@@ -252,7 +252,7 @@ fn foreign(owner: Option<&OwnerMeta>) -> String {
 }
 
 /// The planner's view of `spec`.
-pub fn desired(spec: &ClusterSpec, kind: DomainType) -> Desired {
+pub fn desired(spec: &VmClusterSpec, kind: DomainType) -> Desired {
     Desired {
         cluster: spec.cluster_id.clone(),
         network: (spec.network.name.clone(), fingerprint(&spec.network)),
@@ -294,7 +294,7 @@ pub fn desired(spec: &ClusterSpec, kind: DomainType) -> Desired {
 }
 
 /// The actions that make `live` match `desired`.
-pub fn plan(desired: &Desired, live: &Live) -> Plan {
+pub fn plan(desired: &Desired, live: &Live) -> VmPlan {
     let mut actions = Vec::new();
     let push = |actions: &mut Vec<Action>, kind, name: &str, change| {
         actions.push(Action {
@@ -357,7 +357,7 @@ pub fn plan(desired: &Desired, live: &Live) -> Plan {
             }
         }
     }
-    Plan { actions }
+    VmPlan { actions }
 }
 
 /// The volume and domain actions of one wanted node.
@@ -518,7 +518,7 @@ fn owned_volumes(domain: &LiveDomain, desired: &Desired, live: &Live) -> Vec<Str
 /// The plan's action that starts a stopped pool, if any. A stopped pool cannot list its
 /// volumes, so `Hypervisor::apply` starts it first and plans the nodes again from what it
 /// then holds.
-pub fn pool_start(plan: &Plan) -> Option<Action> {
+pub fn pool_start(plan: &VmPlan) -> Option<Action> {
     plan.actions
         .iter()
         .find(|a| a.kind == ObjectKind::Pool && a.change == Change::Start)
@@ -528,7 +528,7 @@ pub fn pool_start(plan: &Plan) -> Option<Action> {
 /// The actions that remove everything this cluster owns: its domains and their volumes, and
 /// the network (and the pool, when the network records that this tool created it). Objects
 /// with the same names that are not ours are listed as kept.
-pub fn destroy_plan(desired: &Desired, live: &Live) -> Plan {
+pub fn destroy_plan(desired: &Desired, live: &Live) -> VmPlan {
     let mut actions = Vec::new();
     for (name, d) in &live.domains {
         if is_ours(d.owner.as_ref(), &desired.cluster) {
@@ -592,7 +592,7 @@ pub fn destroy_plan(desired: &Desired, live: &Live) -> Plan {
             },
         });
     }
-    Plan { actions }
+    VmPlan { actions }
 }
 
 #[cfg(test)]
@@ -703,7 +703,7 @@ mod tests {
             clippy::too_many_lines,
             reason = "one match over every kind of action, as execute has"
         )]
-        fn apply(&mut self, desired: &Desired, plan: &Plan) {
+        fn apply(&mut self, desired: &Desired, plan: &VmPlan) {
             assert_eq!(plan.conflicts().count(), 0, "{plan}");
             let pool_created = plan
                 .actions
@@ -927,7 +927,7 @@ mod tests {
     }
 
     /// Applies a plan to a fresh model holding `live` (for the example tests below).
-    fn simulate(desired: &Desired, live: &mut Live, plan: &Plan) {
+    fn simulate(desired: &Desired, live: &mut Live, plan: &VmPlan) {
         let mut model = Model {
             networks: live.networks.clone(),
             pools: live
@@ -1223,7 +1223,7 @@ mod tests {
                 let mut p = plan(d, &model.observe());
                 prop_assert_eq!(p.conflicts().count(), 0);
                 if let Some(start) = pool_start(&p) {
-                    model.apply(d, &Plan { actions: vec![start] });
+                    model.apply(d, &VmPlan { actions: vec![start] });
                     p = plan(d, &model.observe());
                 }
                 model.apply(d, &p);

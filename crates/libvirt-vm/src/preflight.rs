@@ -10,7 +10,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use crate::hypervisor::{Hypervisor, host_cpu_has_virtualization, is_local_uri};
-use crate::spec::{BootMode, ClusterSpec, DomainType, DomainTypeChoice};
+use crate::spec::{BootMode, DomainType, DomainTypeChoice, VmClusterSpec};
 use crate::xml;
 
 /// Outcome of one check.
@@ -39,6 +39,22 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
+/// `[ok  ] name: detail`, `[warn] …` or `[FAIL] …`, and the fix on a line of its own.
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mark = match self.status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        write!(f, "[{mark}] {}: {}", self.name, self.detail)?;
+        match &self.fix {
+            Some(fix) => write!(f, "\n       fix: {fix}"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Check {
     fn new(name: &str, status: Status, detail: impl Into<String>, fix: Option<String>) -> Self {
         Self {
@@ -52,7 +68,7 @@ impl Check {
 
 /// Runs every check. `hv` is `None` when the connection itself failed (`connect_error`).
 pub fn preflight(
-    spec: &ClusterSpec,
+    spec: &VmClusterSpec,
     uri: &str,
     hv: Option<&Hypervisor>,
     connect_error: Option<&str>,
@@ -92,7 +108,7 @@ pub fn preflight(
     checks
 }
 
-fn virtualization(spec: &ClusterSpec, hv: &Hypervisor) -> Check {
+fn virtualization(spec: &VmClusterSpec, hv: &Hypervisor) -> Check {
     if hv.uri().starts_with("test:") {
         return Check::new("virtualization", Status::Ok, "libvirt test driver", None);
     }
@@ -176,7 +192,7 @@ fn kvm_device() -> Option<Check> {
     ))
 }
 
-fn pool_directory(spec: &ClusterSpec) -> Check {
+fn pool_directory(spec: &VmClusterSpec) -> Check {
     let path = &spec.pool.path;
     let existing = path
         .ancestors()
@@ -216,7 +232,7 @@ fn pool_directory(spec: &ClusterSpec) -> Check {
 
 /// QEMU runs as an unprivileged user: every directory above the images must be searchable by
 /// others, and AppArmor/SELinux must allow the paths.
-fn image_access(spec: &ClusterSpec) -> Vec<Check> {
+fn image_access(spec: &VmClusterSpec) -> Vec<Check> {
     let mut files = vec![spec.base_image.path.clone()];
     if let BootMode::Kernel { kernel, initrd, .. } = &spec.boot {
         files.push(kernel.clone());
@@ -308,7 +324,7 @@ fn available_bytes(path: &Path) -> Option<u64> {
         .ok()
 }
 
-fn disk_space(spec: &ClusterSpec) -> Check {
+fn disk_space(spec: &VmClusterSpec) -> Check {
     // Overlays are thin: budget the base image (if it is still to be built) and what each
     // node writes at first (packages, images): 4 GiB each.
     let need = (3u64 << 30) + spec.nodes.len() as u64 * (4 << 30);
@@ -348,7 +364,7 @@ fn local_available_memory() -> Option<u64> {
     Some(kib << 10)
 }
 
-fn memory(spec: &ClusterSpec, hv: &Hypervisor) -> Check {
+fn memory(spec: &VmClusterSpec, hv: &Hypervisor) -> Check {
     let need: u64 = spec.nodes.iter().map(|n| n.memory_mib << 20).sum();
     let available = if is_local_uri(hv.uri()) && !hv.uri().starts_with("test:") {
         local_available_memory().ok_or_else(|| "cannot read /proc/meminfo".to_owned())
@@ -413,7 +429,7 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-fn network(spec: &ClusterSpec, hv: &Hypervisor, local: bool) -> Vec<Check> {
+fn network(spec: &VmClusterSpec, hv: &Hypervisor, local: bool) -> Vec<Check> {
     let mut checks = Vec::new();
     let cidr = spec.network.cidr;
     let conn = hv.connection();

@@ -9,10 +9,10 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::hypervisor::{Hypervisor, KnownHost};
 use crate::image::{self, BuildOutcome, ImageFiles, ImageRecipe};
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, VmPlan};
 use crate::preflight::{self, Check, Status};
-use crate::spec::ClusterSpec;
-use crate::wait::{self, ReadyTarget, Seen};
+use crate::spec::VmClusterSpec;
+use crate::wait::{self, ReadyTarget};
 use crate::xml::console_log_path;
 
 /// How [`up`] runs.
@@ -34,27 +34,7 @@ pub struct UpOptions {
     pub known_hosts: Option<PathBuf>,
 }
 
-/// Something [`up`] reports while it works.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub enum Event {
-    /// A preflight check's result.
-    Check(Check),
-    /// Image build progress.
-    Image {
-        /// What is happening.
-        message: String,
-    },
-    /// An action about to be performed.
-    Action(Action),
-    /// A node's readiness changed.
-    Node {
-        /// Node name.
-        node: String,
-        /// What was seen.
-        seen: String,
-    },
-}
+pub use crate::event::{Event, Events};
 
 /// What [`up`] did.
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +42,7 @@ pub struct UpReport {
     /// Whether the base image was built or reused.
     pub image: Option<BuildOutcome>,
     /// The applied plan.
-    pub plan: Plan,
+    pub plan: VmPlan,
     /// The nodes' SSH identities.
     pub known_hosts: Vec<KnownHost>,
 }
@@ -77,7 +57,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// Runs the preflight checks (a failed connection is reported as a failed check).
-pub async fn check(spec: &ClusterSpec, uri: &str) -> Vec<Check> {
+pub async fn check(spec: &VmClusterSpec, uri: &str) -> Vec<Check> {
     let spec = spec.clone();
     let uri = uri.to_owned();
     tokio::task::spawn_blocking(move || match Hypervisor::connect(&uri) {
@@ -93,11 +73,7 @@ pub async fn check(spec: &ClusterSpec, uri: &str) -> Vec<Check> {
 /// # Errors
 /// A preflight check fails (all failures are listed), the image build or a libvirt call
 /// fails, or the nodes are not ready in time.
-pub async fn up(
-    spec: &ClusterSpec,
-    options: &UpOptions,
-    events: &(dyn Fn(Event) + Send + Sync),
-) -> Result<UpReport> {
+pub async fn up(spec: &VmClusterSpec, options: &UpOptions, events: Events<'_>) -> Result<UpReport> {
     let checks = check(spec, &options.uri).await;
     let failures: Vec<String> = checks
         .iter()
@@ -124,39 +100,20 @@ pub async fn up(
     let mut image_outcome = None;
     if let Some((recipe, files)) = options.image.clone() {
         let work_dir = options.work_dir.clone();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let build = tokio::task::spawn_blocking(move || {
-            image::build(&recipe, &files, &work_dir, &mut |m| {
-                let _ = tx.send(m.to_owned());
+        image_outcome = Some(
+            forwarding("image build", events, move |events| {
+                image::build(&recipe, &files, &work_dir, events)
             })
-        });
-        while let Some(message) = rx.recv().await {
-            events(Event::Image { message });
-        }
-        image_outcome = Some(build.await.map_err(|source| Error::Worker {
-            what: "image build",
-            source,
-        })??);
+            .await?,
+        );
     }
 
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Action>();
     let uri = options.uri.clone();
     let owned = spec.clone();
-    let apply = blocking(move || {
-        let hv = Hypervisor::connect(&uri)?;
-        let plan = hv.apply(&owned, &mut |a| {
-            let _ = tx.send(a.clone());
-        })?;
-        Ok(plan)
-    });
-    let apply = tokio::spawn(apply);
-    while let Some(action) = rx.recv().await {
-        events(Event::Action(action));
-    }
-    let mut plan = apply.await.map_err(|source| Error::Worker {
-        what: "apply",
-        source,
-    })??;
+    let mut plan = forwarding("apply", events, move |events| {
+        Hypervisor::connect(&uri)?.apply(&owned, events)
+    })
+    .await?;
 
     let uri = options.uri.clone();
     let owned = spec.clone();
@@ -173,18 +130,7 @@ pub async fn up(
                 |hv| format!("domain {}", hv.domain_state(node)),
             )
         };
-        wait::wait_ready(
-            &targets,
-            options.timeout,
-            &|node: &str, seen: &Seen| {
-                events(Event::Node {
-                    node: node.to_owned(),
-                    seen: seen.to_string(),
-                });
-            },
-            &describe,
-        )
-        .await?;
+        wait::wait_ssh_ready(&targets, options.timeout, events, &describe).await?;
         // Every node has finished cloud-init and turned it off: the seeds, which hold the
         // nodes' host private keys, are no longer needed.
         plan.actions
@@ -198,31 +144,38 @@ pub async fn up(
 }
 
 /// [`Hypervisor::retire_seeds`] off the async runtime, each removal told as an event.
-async fn retire_seeds(
-    spec: &ClusterSpec,
-    uri: &str,
-    events: &(dyn Fn(Event) + Send + Sync),
-) -> Result<Vec<Action>> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Action>();
+async fn retire_seeds(spec: &VmClusterSpec, uri: &str, events: Events<'_>) -> Result<Vec<Action>> {
     let uri = uri.to_owned();
     let owned = spec.clone();
-    let retire = tokio::spawn(blocking(move || {
-        Hypervisor::connect(&uri)?.retire_seeds(&owned, &mut |a| {
-            let _ = tx.send(a.clone());
-        })
-    }));
-    while let Some(action) = rx.recv().await {
-        events(Event::Action(action));
-    }
-    retire.await.map_err(|source| Error::Worker {
-        what: "seed",
-        source,
-    })?
+    forwarding("seed", events, move |events| {
+        Hypervisor::connect(&uri)?.retire_seeds(&owned, events)
+    })
+    .await
 }
 
-/// What [`wait::wait_ready`] needs for each node of `spec`.
+/// Runs `work`, which blocks, off the async runtime, handing each event it reports to
+/// `events` as it comes.
+async fn forwarding<T: Send + 'static>(
+    what: &'static str,
+    events: Events<'_>,
+    work: impl FnOnce(Events<'_>) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let task = tokio::task::spawn_blocking(move || {
+        work(&move |event| {
+            let _ = tx.send(event);
+        })
+    });
+    while let Some(event) = rx.recv().await {
+        events(event);
+    }
+    task.await
+        .map_err(|source| Error::Worker { what, source })?
+}
+
+/// What [`wait::wait_ssh_ready`] needs for each node of `spec`.
 pub fn ready_targets(
-    spec: &ClusterSpec,
+    spec: &VmClusterSpec,
     known: &[KnownHost],
     private_key: &Path,
 ) -> Vec<ReadyTarget> {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use ssh_key::LineEnding;
 use ssh_key::{Algorithm, PrivateKey};
 
-use crate::spec::{ClusterSpec, NodeSpec};
+use crate::spec::{VmClusterSpec, VmSpec};
 
 /// Size of the seed image: small, and large enough for FAT12 with the three files.
 pub const SEED_IMAGE_BYTES: u64 = 1024 * 1024;
@@ -202,8 +202,8 @@ fn yaml<T: Serialize>(node: &str, document: &'static str, value: &T) -> Result<S
 /// # Errors
 /// A document cannot be serialized (not expected).
 pub fn documents(
-    spec: &ClusterSpec,
-    node: &NodeSpec,
+    spec: &VmClusterSpec,
+    node: &VmSpec,
     host_key: &HostKey,
 ) -> Result<SeedDocuments, SeedError> {
     let user_data = UserData {

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 /// The whole desired state of one cluster's virtual machines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterSpec {
+pub struct VmClusterSpec {
     /// Ownership id written into every object this library creates; `destroy` only touches
     /// objects that carry it. Usually the cluster name.
     pub cluster_id: String,
@@ -27,7 +27,7 @@ pub struct ClusterSpec {
     /// Login user and keys cloud-init installs.
     pub access: Access,
     /// The nodes.
-    pub nodes: Vec<NodeSpec>,
+    pub nodes: Vec<VmSpec>,
 }
 
 /// A libvirt NAT network.
@@ -144,7 +144,7 @@ pub struct Access {
 
 /// One virtual machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeSpec {
+pub struct VmSpec {
     /// Domain name and host name.
     pub name: String,
     /// Virtual CPUs.
@@ -183,7 +183,7 @@ impl fmt::Display for Mac {
     }
 }
 
-impl NodeSpec {
+impl VmSpec {
     /// Volume name of the node's overlay disk.
     pub fn disk_volume(&self) -> String {
         format!("{}.qcow2", self.name)

@@ -3,13 +3,13 @@
 use std::net::Ipv4Addr;
 
 use crate::spec::{
-    Access, BaseImage, BootMode, ClusterSpec, DiskFormat, DomainTypeChoice, Mac, NetworkSpec,
-    NodeSpec, PoolSpec,
+    Access, BaseImage, BootMode, DiskFormat, DomainTypeChoice, Mac, NetworkSpec, PoolSpec,
+    VmClusterSpec, VmSpec,
 };
 
 /// A two-node cluster on 192.168.150.0/24.
-pub(crate) fn sample_spec() -> ClusterSpec {
-    let node = |name: &str, last: u8, vcpus, memory_mib| NodeSpec {
+pub(crate) fn sample_spec() -> VmClusterSpec {
+    let node = |name: &str, last: u8, vcpus, memory_mib| VmSpec {
         name: name.into(),
         vcpus,
         memory_mib,
@@ -17,7 +17,7 @@ pub(crate) fn sample_spec() -> ClusterSpec {
         mac: Mac::from_ip(Ipv4Addr::new(192, 168, 150, last)),
         ip: Ipv4Addr::new(192, 168, 150, last),
     };
-    ClusterSpec {
+    VmClusterSpec {
         cluster_id: "lab".into(),
         network: NetworkSpec {
             name: "lab".into(),

@@ -15,6 +15,7 @@ use homelab_ssh::{
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
+use crate::event::{Event, Events};
 
 /// How often a node that is not ready yet is probed again.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -161,17 +162,17 @@ pub async fn probe_within(target: &ReadyTarget, key: &Arc<PrivateKey>, banner: D
     }
 }
 
-/// Waits, concurrently, until every target is ready or `timeout` passes. `progress` is told
-/// each time a node's state changes. `describe` is asked, on timeout, for what the
+/// Waits, concurrently, until every target is ready or `timeout` passes. `events` is told
+/// each time a node's state changes ([`Event::Node`]). `describe` is asked, on timeout, for what the
 /// hypervisor says of a node (e.g. its domain state).
 ///
 /// # Errors
 /// A private key cannot be read, or some nodes are not ready in time: the error names each,
 /// what was last seen, the elapsed time and its console log.
-pub async fn wait_ready(
+pub async fn wait_ssh_ready(
     targets: &[ReadyTarget],
     timeout: Duration,
-    progress: &(dyn Fn(&str, &Seen) + Send + Sync),
+    events: Events<'_>,
     describe: &(dyn Fn(&str) -> String + Send + Sync),
 ) -> Result<()> {
     let started = Instant::now();
@@ -207,7 +208,10 @@ pub async fn wait_ready(
             let Some((index, seen)) = rx.recv().await else {
                 break;
             };
-            progress(&targets[index].name, &seen);
+            events(Event::Node {
+                node: targets[index].name.clone(),
+                seen: seen.to_string(),
+            });
             if seen == Seen::Ready {
                 ready += 1;
             }
@@ -288,10 +292,10 @@ mod tests {
         // ...and the timeout, with a deadline long enough for a loaded machine to finish the
         // first probe: the message then carries what that probe saw.
         let seen = std::sync::Mutex::new(Vec::new());
-        let err = wait_ready(
+        let err = wait_ssh_ready(
             &[target],
             Duration::from_secs(2),
-            &|name, s| seen.lock().unwrap().push(format!("{name}: {s}")),
+            &|e| seen.lock().unwrap().push(e.to_string()),
             &|_| "running".into(),
         )
         .await

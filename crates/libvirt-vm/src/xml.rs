@@ -8,7 +8,7 @@ use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use serde::Serialize;
 
-use crate::spec::{BootMode, ClusterSpec, DomainType, NodeSpec, PoolSpec};
+use crate::spec::{BootMode, DomainType, PoolSpec, VmClusterSpec, VmSpec};
 
 /// XML namespace of this library's `<metadata>` elements.
 pub const METADATA_NS: &str = "http://homelab.invalid/xmlns/libvirt-vm/1";
@@ -212,7 +212,7 @@ pub fn dhcp_host_key(mac: &str, ip: &str, name: &str) -> String {
 ///
 /// # Errors
 /// Only if serialization fails.
-pub fn dhcp_host_xml(node: &NodeSpec) -> Result<String, XmlError> {
+pub fn dhcp_host_xml(node: &VmSpec) -> Result<String, XmlError> {
     let xml = to_xml(
         "host",
         &DhcpHostXml {
@@ -253,7 +253,7 @@ pub fn network_dhcp_hosts(xml: &str) -> Vec<String> {
 ///
 /// # Errors
 /// Only if serialization fails, which the fixed structure rules out in practice.
-pub fn network_xml(spec: &ClusterSpec, owner: &OwnerMeta) -> Result<String, XmlError> {
+pub fn network_xml(spec: &VmClusterSpec, owner: &OwnerMeta) -> Result<String, XmlError> {
     let net = &spec.network;
     to_xml(
         "network",
@@ -359,7 +359,7 @@ struct Backing {
 /// XML of a node's qcow2 overlay on the base image.
 /// # Errors
 /// Only if serialization fails.
-pub fn overlay_volume_xml(node: &NodeSpec, spec: &ClusterSpec) -> Result<String, XmlError> {
+pub fn overlay_volume_xml(node: &VmSpec, spec: &VmClusterSpec) -> Result<String, XmlError> {
     to_xml(
         "volume",
         &VolumeXml {
@@ -385,7 +385,7 @@ pub fn overlay_volume_xml(node: &NodeSpec, spec: &ClusterSpec) -> Result<String,
 /// XML of a node's raw cloud-init seed volume of `size` bytes.
 /// # Errors
 /// Only if serialization fails.
-pub fn seed_volume_xml(node: &NodeSpec, size: u64) -> Result<String, XmlError> {
+pub fn seed_volume_xml(node: &VmSpec, size: u64) -> Result<String, XmlError> {
     to_xml(
         "volume",
         &VolumeXml {
@@ -632,7 +632,7 @@ fn file_disk(file: String, dev: &'static str, format: &'static str, readonly: bo
     }
 }
 
-fn seed_disk(spec: &ClusterSpec, node: &NodeSpec) -> Disk {
+fn seed_disk(spec: &VmClusterSpec, node: &VmSpec) -> Disk {
     file_disk(
         volume_path(&spec.pool, &node.seed_volume()),
         "vdb",
@@ -645,7 +645,7 @@ fn seed_disk(spec: &ClusterSpec, node: &NodeSpec) -> Disk {
 ///
 /// # Errors
 /// Only if serialization fails.
-pub fn seed_disk_xml(spec: &ClusterSpec, node: &NodeSpec) -> Result<String, XmlError> {
+pub fn seed_disk_xml(spec: &VmClusterSpec, node: &VmSpec) -> Result<String, XmlError> {
     to_xml("disk", &seed_disk(spec, node))
 }
 
@@ -659,8 +659,8 @@ pub fn seed_disk_xml(spec: &ClusterSpec, node: &NodeSpec) -> Result<String, XmlE
 /// Only if serialization fails.
 #[allow(clippy::too_many_lines, reason = "one XML document, field by field")]
 pub fn domain_xml(
-    spec: &ClusterSpec,
-    node: &NodeSpec,
+    spec: &VmClusterSpec,
+    node: &VmSpec,
     kind: DomainType,
     owner: &OwnerMeta,
     uuid: Option<&str>,

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 
 use libvirt_vm::xml::{self, OwnerMeta};
 use libvirt_vm::{
-    Access, BaseImage, BootMode, ClusterSpec, DiskFormat, DomainType, DomainTypeChoice, Mac,
-    NetworkSpec, NodeSpec, PoolSpec,
+    Access, BaseImage, BootMode, DiskFormat, DomainType, DomainTypeChoice, Mac, NetworkSpec,
+    PoolSpec, VmClusterSpec, VmSpec,
 };
 
-fn spec() -> ClusterSpec {
-    ClusterSpec {
+fn spec() -> VmClusterSpec {
+    VmClusterSpec {
         cluster_id: "homelab".into(),
         network: NetworkSpec {
             name: "homelab".into(),
@@ -35,7 +35,7 @@ fn spec() -> ClusterSpec {
             user: "homelab".into(),
             authorized_keys: vec![],
         },
-        nodes: vec![NodeSpec {
+        nodes: vec![VmSpec {
             name: "k8s-cp-1".into(),
             vcpus: 4,
             memory_mib: 8192,

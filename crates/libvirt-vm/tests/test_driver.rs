@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use libvirt_vm::{
-    Access, Action, BaseImage, BootMode, Change, ClusterSpec, DiskFormat, DomainTypeChoice, Error,
-    Hypervisor, Mac, NetworkSpec, NodeSpec, ObjectKind, Plan, PoolSpec,
+    Access, BaseImage, BootMode, Change, DiskFormat, DomainTypeChoice, Error, Hypervisor, Mac,
+    NetworkSpec, ObjectKind, PoolSpec, VmClusterSpec, VmPlan, VmSpec,
 };
 use proptest::prelude::*;
 use tempfile::TempDir;
@@ -33,8 +33,8 @@ impl TestHost {
         self.dir.path().join("pool")
     }
 
-    fn spec(&self, nodes: &[(&str, u8, u32)]) -> ClusterSpec {
-        ClusterSpec {
+    fn spec(&self, nodes: &[(&str, u8, u32)]) -> VmClusterSpec {
+        VmClusterSpec {
             cluster_id: "lab".into(),
             network: NetworkSpec {
                 name: "lab-net".into(),
@@ -58,7 +58,7 @@ impl TestHost {
             },
             nodes: nodes
                 .iter()
-                .map(|(name, last, vcpus)| NodeSpec {
+                .map(|(name, last, vcpus)| VmSpec {
                     name: (*name).into(),
                     vcpus: *vcpus,
                     memory_mib: 1024,
@@ -70,19 +70,17 @@ impl TestHost {
         }
     }
 
-    fn apply(&self, spec: &ClusterSpec) -> (Plan, Vec<String>) {
-        let mut seen = Vec::new();
+    fn apply(&self, spec: &VmClusterSpec) -> (VmPlan, Vec<String>) {
+        let seen = std::sync::Mutex::new(Vec::new());
         let plan = self
             .hv
-            .apply(spec, &mut |a: &Action| {
-                seen.push(format!("{} {} {}", a.change.label(), a.kind, a.name));
-            })
+            .apply(spec, &|e| seen.lock().unwrap().push(e.to_string()))
             .unwrap();
-        (plan, seen)
+        (plan, seen.into_inner().unwrap())
     }
 }
 
-fn labels(plan: &Plan) -> Vec<String> {
+fn labels(plan: &VmPlan) -> Vec<String> {
     plan.actions
         .iter()
         .map(|a| format!("{} {} {}", a.change.label(), a.kind, a.name))
@@ -174,7 +172,7 @@ fn foreign_objects_are_refused_by_name_and_kept_by_destroy() {
         .map(|a| format!("{} {}", a.kind, a.name))
         .collect();
     assert_eq!(conflicts, ["network lab-net", "domain cp"]);
-    let err = host.hv.apply(&spec, &mut |_| {}).unwrap_err();
+    let err = host.hv.apply(&spec, &|_| {}).unwrap_err();
     match err {
         Error::Conflicts(c) => assert!(
             c.iter()
@@ -183,7 +181,7 @@ fn foreign_objects_are_refused_by_name_and_kept_by_destroy() {
         ),
         other => panic!("expected conflicts, got {other}"),
     }
-    let destroyed = host.hv.destroy(&spec, &mut |_| {}).unwrap();
+    let destroyed = host.hv.destroy(&spec, &|_| {}).unwrap();
     assert!(
         destroyed
             .actions
@@ -209,7 +207,7 @@ fn destroy_removes_only_what_this_cluster_owns() {
     std::fs::create_dir(&other.pool.path).unwrap();
     host.apply(&other);
 
-    let plan = host.hv.destroy(&spec, &mut |_| {}).unwrap();
+    let plan = host.hv.destroy(&spec, &|_| {}).unwrap();
     let mut deleted: Vec<String> = plan
         .actions
         .iter()
@@ -297,16 +295,20 @@ fn retired_seeds_leave_the_pool_and_the_definitions_and_stay_retired() {
     let spec = host.spec(&[("cp", 10, 2), ("w1", 11, 1)]);
     host.apply(&spec);
     let keys = host.hv.known_hosts(&spec).unwrap();
-    let mut told = Vec::new();
+    let told = std::sync::Mutex::new(Vec::new());
     let removed = host
         .hv
-        .retire_seeds(&spec, &mut |a| told.push(a.name.clone()))
+        .retire_seeds(&spec, &|e| told.lock().unwrap().push(e.to_string()))
         .unwrap();
+    let told = told.into_inner().unwrap();
     assert_eq!(
-        labels(&Plan { actions: removed }),
+        labels(&VmPlan { actions: removed }),
         ["delete volume cp-seed.img", "delete volume w1-seed.img"]
     );
-    assert_eq!(told, ["cp-seed.img", "w1-seed.img"]);
+    assert_eq!(
+        told,
+        ["delete volume cp-seed.img", "delete volume w1-seed.img"]
+    );
     for node in ["cp", "w1"] {
         assert!(!host.pool_dir().join(format!("{node}-seed.img")).exists());
         let xml = persistent_xml(&host, node);
@@ -322,7 +324,7 @@ fn retired_seeds_leave_the_pool_and_the_definitions_and_stay_retired() {
     let plan = host.hv.plan(&spec).unwrap();
     assert!(plan.is_noop(), "{plan}");
     assert!(!labels(&plan).iter().any(|l| l.contains("seed")), "{plan}");
-    assert!(host.hv.retire_seeds(&spec, &mut |_| {}).unwrap().is_empty());
+    assert!(host.hv.retire_seeds(&spec, &|_| {}).unwrap().is_empty());
     assert_eq!(host.hv.known_hosts(&spec).unwrap(), keys);
 
     // A change in place keeps the node retired; a first-boot change makes a new node with
@@ -344,14 +346,14 @@ fn retired_seeds_leave_the_pool_and_the_definitions_and_stay_retired() {
     assert!(disks("w1").iter().any(|d| d.ends_with("w1-seed.img")));
     assert!(host.pool_dir().join("w1-seed.img").exists());
     assert!(host.hv.plan(&changed).unwrap().is_noop());
-    let removed = host.hv.retire_seeds(&changed, &mut |_| {}).unwrap();
+    let removed = host.hv.retire_seeds(&changed, &|_| {}).unwrap();
     assert_eq!(
-        labels(&Plan { actions: removed }),
+        labels(&VmPlan { actions: removed }),
         ["delete volume w1-seed.img"]
     );
 
     // Destroy leaves nothing in the pool directory but what the test put there.
-    host.hv.destroy(&changed, &mut |_| {}).unwrap();
+    host.hv.destroy(&changed, &|_| {}).unwrap();
     let left: Vec<_> = std::fs::read_dir(host.pool_dir())
         .unwrap()
         .flatten()
@@ -531,7 +533,7 @@ proptest! {
             prop_assert!(status.iter().all(|s| s.running && s.owned));
         }
         let last = host.spec(&[]);
-        host.hv.destroy(&last, &mut |_| {}).unwrap();
+        host.hv.destroy(&last, &|_| {}).unwrap();
         prop_assert!(host.hv.destroy_plan(&last).unwrap().actions.is_empty());
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use homelab_testkit::Sshd;
-use libvirt_vm::wait::{ReadyTarget, Seen, probe, wait_ready};
+use libvirt_vm::Event;
+use libvirt_vm::wait::{ReadyTarget, Seen, probe, wait_ssh_ready};
 
 fn target(sshd: &Sshd, ready_command: String) -> ReadyTarget {
     ReadyTarget {
@@ -45,14 +46,17 @@ async fn waits_for_the_ready_marker_then_succeeds() {
             std::fs::write(marker, "").unwrap();
         })
     };
-    wait_ready(
+    wait_ssh_ready(
         &[t],
         Duration::from_secs(30),
-        &|_, s| {
-            if s.to_string().contains("cloud-init not finished") {
+        &|e| {
+            let Event::Node { seen: s, .. } = e else {
+                panic!("not a node's state: {e:?}");
+            };
+            if s.contains("cloud-init not finished") {
                 unfinished.notify_one();
             }
-            seen.lock().unwrap().push(s.to_string());
+            seen.lock().unwrap().push(s);
         },
         &|_| "running".into(),
     )
@@ -78,11 +82,9 @@ async fn a_different_host_key_is_refused() {
         Seen::Ssh { error, .. } => assert!(error.contains("host key mismatch"), "{error}"),
         other => panic!("expected a refused host key, saw {other}"),
     }
-    let err = wait_ready(&[t], Duration::from_secs(3), &|_, _| {}, &|_| {
-        "running".into()
-    })
-    .await
-    .unwrap_err();
+    let err = wait_ssh_ready(&[t], Duration::from_secs(3), &|_| {}, &|_| "running".into())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("host key mismatch"), "{err}");
 }
 
@@ -103,7 +105,7 @@ async fn several_nodes_are_waited_for_together() {
         })
         .collect();
     let started = std::time::Instant::now();
-    wait_ready(&targets, Duration::from_secs(60), &|_, _| {}, &|_| {
+    wait_ssh_ready(&targets, Duration::from_secs(60), &|_| {}, &|_| {
         String::new()
     })
     .await

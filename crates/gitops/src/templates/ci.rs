@@ -14,8 +14,7 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, ServiceAccount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, NetworkPolicy, NetworkPolicySpec, ServiceBackendPort,
+    Ingress, NetworkPolicy, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
@@ -765,33 +764,15 @@ impl WebPostgres {
 
     /// `/hooks` on the application's host, to the listener's Service (`el-<name>`).
     fn hook_ingress(&self) -> Ingress {
-        Ingress {
-            metadata: self.ci_meta(&format!("{}-hooks", self.name)),
-            spec: Some(IngressSpec {
-                ingress_class_name: Some(self.ingress_class.clone()),
-                rules: Some(vec![IngressRule {
-                    host: Some(self.host.clone()),
-                    http: Some(HTTPIngressRuleValue {
-                        paths: vec![HTTPIngressPath {
-                            path: Some(HOOK_PATH.into()),
-                            path_type: "Prefix".into(),
-                            backend: IngressBackend {
-                                service: Some(IngressServiceBackend {
-                                    name: format!("el-{}", self.name),
-                                    port: Some(ServiceBackendPort {
-                                        number: Some(LISTENER_PORT),
-                                        ..ServiceBackendPort::default()
-                                    }),
-                                }),
-                                ..IngressBackend::default()
-                            },
-                        }],
-                    }),
-                }]),
-                ..IngressSpec::default()
-            }),
-            ..Ingress::default()
-        }
+        self.host_ingress(
+            self.ci_meta(&format!("{}-hooks", self.name)),
+            HOOK_PATH,
+            format!("el-{}", self.name),
+            ServiceBackendPort {
+                number: Some(LISTENER_PORT),
+                ..ServiceBackendPort::default()
+            },
+        )
     }
 
     /// The delivery namespace's policies: nothing in, then the ingress controller to the
