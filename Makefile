@@ -1,5 +1,5 @@
 # The two entry points README.md promises. Both install missing system packages first.
-.PHONY: run test test-cluster api-check deps
+.PHONY: run test test-cluster test-vms api-check deps
 
 # The main job: `homelab up` on ./homelab.toml (else the embedded default), then
 # `homelab status`. Creates the SSH key it needs and starts libvirt when nothing runs it.
@@ -10,10 +10,13 @@ run: deps
 test: deps
 	scripts/test.sh
 
-# The real-VM suite with its cluster step (every node Ready): a KVM host; too slow under
-# software emulation on two cores, so `make test` leaves it out.
+# The real-VM suite alone, with its cluster step (every node Ready), as `make test` runs it.
 test-cluster: deps
 	cargo nextest run -p homelab-vm --locked --run-ignored all -E 'test(=real_vms_cluster_ready)'
+
+# The real-VM suite without the cluster step: quicker, for work on the VM and node layers.
+test-vms: deps
+	cargo nextest run -p homelab-vm --locked --run-ignored all -E 'test(=real_vms_apply_reapply_interrupt_destroy)'
 
 # Each library crate's public API against the last release (.api-baseline): fails when a
 # change needs a bigger version bump than it got (cargo-semver-checks, built on first use).

@@ -15,9 +15,10 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use homelab_cli_common::LogArgs;
 use homelab_config::ConfigSource;
+use kubeadm_boot::Event;
 use kubeadm_boot::prepare::{FACTS_COMMAND, node_steps, parse_facts};
 use kubeadm_boot::ssh::{Cmd, Pool, SshOptions, Target};
-use kubeadm_boot::steps::{Event, Outcome, Runner};
+use kubeadm_boot::steps::{Outcome, Runner};
 
 use crate::cluster;
 
@@ -432,24 +433,17 @@ async fn prepare(
         .iter()
         .map(|t| (t.clone(), steps.clone()))
         .collect();
-    let result = runner.run(work, progress(json)).await;
+    let result = runner.run(work, &|e| progress(json, &e)).await;
     print_reports(json, result)
 }
 
 /// Prints each finished step on standard error (people) as it happens.
-pub(crate) fn progress(json: bool) -> Arc<dyn Fn(Event<'_>) + Send + Sync> {
-    Arc::new(move |e| {
-        if let Event::Done(r) = e
-            && !json
-        {
-            let label = match r.outcome {
-                Outcome::Unchanged => "unchanged",
-                Outcome::Changed => "changed",
-                Outcome::WouldChange => "would change",
-            };
-            eprintln!("[{}] {:<22} {label:<12} {}", r.host, r.step, r.description);
-        }
-    })
+pub(crate) fn progress(json: bool, event: &Event) {
+    if let Event::Step(_) = event
+        && !json
+    {
+        eprintln!("{event}");
+    }
 }
 
 /// The reports as JSON (with -o json) and the exit code; failures keep what was done.

@@ -49,7 +49,7 @@ pub(crate) async fn bootstrap(
     let plan = bootstrap_plan(setup)?;
     let mut runner = global.runner(pool.clone());
     runner.dry_run = dry_run;
-    let result = match bootstrap::bootstrap(&runner, &plan, progress(json)).await {
+    let result = match bootstrap::bootstrap(&runner, &plan, &|e| progress(json, &e)).await {
         Ok(reports) => Ok(reports),
         Err(bootstrap::BootstrapError::Steps(e)) => Err(e),
         Err(other) => return Err(other.into()),
@@ -135,9 +135,11 @@ pub(crate) async fn cni(
     }
     let names: Vec<String> = setup.targets.iter().map(|t| t.name.clone()).collect();
     eprintln!("waiting for {} nodes to be Ready", names.len());
-    nodes::wait_nodes_ready(&client, &names, None, timeout, &|missing| {
-        for (node, why) in missing {
-            eprintln!("  {node}: {why}");
+    nodes::wait_nodes_ready(&client, &names, None, timeout, &|event| {
+        if let kubeadm_boot::Event::Waiting(missing) = event {
+            for (node, why) in missing {
+                eprintln!("  {node}: {why}");
+            }
         }
     })
     .await?;
@@ -195,7 +197,7 @@ pub(crate) async fn upgrade(
     let client = client(setup, kubeconfig).await?;
     let mut runner = global.runner(pool);
     runner.dry_run = args.dry_run;
-    let result = match upgrade::upgrade(&runner, &client, &plan, progress(json)).await {
+    let result = match upgrade::upgrade(&runner, &client, &plan, &|e| progress(json, &e)).await {
         Ok(reports) => Ok(reports),
         Err(upgrade::UpgradeError::Steps(e)) => Err(e),
         Err(other) => return Err(other.into()),

@@ -226,9 +226,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let client = client(&target.cluster).await?;
             let ns = &target.cluster.namespace;
             let tree = if wait {
-                gitops::status::wait(&client, ns, &target.root, timeout, &|problems| {
-                    for p in problems {
-                        eprintln!("waiting: {p}");
+                gitops::status::wait(&client, ns, &target.root, timeout, &|event| {
+                    if let gitops::Event::Waiting(problems) = event {
+                        for p in problems {
+                            eprintln!("waiting: {p}");
+                        }
                     }
                 })
                 .await?

@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use homelab_cli_common::{LogArgs, TextOrJson};
+use platform::Event;
 use platform::components::{Component, components};
-use platform::wait::{ComponentStatus, Progress, WaitOptions};
+use platform::wait::{ComponentStatus, WaitOptions};
 
 /// The platform on the cluster (MetalLB, ingress-nginx, cert-manager and its issuers,
 /// local-path storage, External Secrets, Argo CD, Harbor, the Actions Runner Controller):
@@ -155,13 +156,8 @@ async fn bootstrap(
         ..WaitOptions::default()
     };
     let applied = platform::argocd::bootstrap(&client, &spec, dry_run, &options, &|p| {
-        if let Progress::Waiting {
-            component,
-            check,
-            detail,
-        } = p
-        {
-            eprintln!("  {component}: waiting for {check}: {detail}");
+        if let Event::Waiting { .. } = p {
+            eprintln!("  {p}");
         }
     })
     .await?;
@@ -312,18 +308,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ..WaitOptions::default()
             };
             let statuses =
-                platform::wait::wait(&client, &http, &components, &options, &|p| match p {
-                    Progress::Wave { wave, components } => {
-                        eprintln!("wave {wave}: {}", components.join(", "));
-                    }
-                    Progress::Waiting {
-                        component,
-                        check,
-                        detail,
-                    } => eprintln!("  {component}: waiting for {check}: {detail}"),
-                    Progress::Ready { component, elapsed } => {
-                        eprintln!("  {component}: ready ({}s)", elapsed.as_secs());
-                    }
+                platform::wait::wait(&client, &http, &components, &options, &|e| match e {
+                    Event::Wave { .. } => eprintln!("{e}"),
+                    _ => eprintln!("  {e}"),
                 })
                 .await?;
             print_statuses(json, &statuses)?;

@@ -23,9 +23,12 @@
 //! assert!(files.contains(&"db/postgres.yaml".to_owned()) && files.contains(&"app/monitoring.yaml".to_owned()));
 //! ```
 
+pub mod event;
 pub mod scaffold;
 pub mod status;
 pub mod tekton;
 pub mod templates;
 pub mod types;
 pub mod validate;
+
+pub use event::{Event, Events};

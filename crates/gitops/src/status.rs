@@ -14,6 +14,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
+use crate::event::{Event, Events};
 use crate::types::Application;
 
 /// The annotation that asks Argo CD to refresh an Application.
@@ -207,8 +208,8 @@ pub async fn tree(client: &Client, namespace: &str, root: &str) -> Result<AppNod
 }
 
 /// Waits until the whole tree under `root` is Synced and Healthy: the first list answers at
-/// once when it already is; afterwards every change is watched. `progress` hears the
-/// problems whenever they change.
+/// once when it already is; afterwards every change is watched. `events` hears the
+/// problems whenever they change ([`Event::Waiting`]).
 ///
 /// # Errors
 /// The timeout passes ([`StatusError::Timeout`] lists each Application that is not ready,
@@ -218,7 +219,7 @@ pub async fn wait(
     namespace: &str,
     root: &str,
     timeout: Duration,
-    progress: &(dyn Fn(&[String]) + Send + Sync),
+    events: Events<'_>,
 ) -> Result<AppNode, StatusError> {
     let started = Instant::now();
     let api: Api<Application> = Api::namespaced(client.clone(), namespace);
@@ -231,13 +232,13 @@ pub async fn wait(
     let mut failure: Option<watcher::Error> = None;
     let mut listed = false;
     let work = async {
-        let mut events = reflector(
+        let mut changes = reflector(
             writer,
             watcher(api, watcher::Config::default()).default_backoff(),
         )
         .boxed();
         let mut listing = false;
-        while let Some(event) = events.next().await {
+        while let Some(event) = changes.next().await {
             match event {
                 Err(e) => {
                     tracing::debug!("watching Applications: {e}; retrying");
@@ -265,7 +266,7 @@ pub async fn wait(
                 None => vec![format!("{root}: the root Application does not exist yet")],
             };
             if last.as_ref() != Some(&problems) {
-                progress(&problems);
+                events(Event::Waiting(problems.clone()));
                 last = Some(problems);
             }
         }

@@ -68,8 +68,10 @@ async fn waits_until_a_child_becomes_healthy() {
                 "argocd",
                 "root",
                 Duration::from_secs(30),
-                &move |p: &[String]| {
-                    heard.lock().unwrap().push(p.to_vec());
+                &move |e| {
+                    if let gitops::Event::Waiting(p) = e {
+                        heard.lock().unwrap().push(p);
+                    }
                 },
             )
             .await

@@ -109,7 +109,7 @@ pub async fn restore(
     })?;
     let work = vec![(node, steps(&spec, &manifest, &sha256)?)];
     let reports = runner
-        .run(work, std::sync::Arc::new(|_| {}))
+        .run(work, &|_| {})
         .await
         .map_err(|e| Error::RestoreSteps(Box::new(e)))?;
     for r in &reports {

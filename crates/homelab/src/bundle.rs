@@ -233,7 +233,8 @@ pub async fn mirrored_images(
 }
 
 /// Builds each image the mirrors lack from the bundle and pushes it there (same repository
-/// path and tag as the cluster names it); `progress` hears of each. The images are built in a
+/// path and tag as the cluster names it); `events` hears of each, as progress of the `nodes`
+/// phase (which publishes them before it prepares the nodes). The images are built in a
 /// temporary layout, removed afterwards. Returns how many were pushed.
 ///
 /// # Errors
@@ -241,7 +242,7 @@ pub async fn mirrored_images(
 pub async fn publish(
     images: &[MirroredImage],
     bundle: &NodeBundle,
-    progress: &(dyn Fn(String) + Send + Sync),
+    events: crate::Events<'_>,
 ) -> Result<usize, Error> {
     if images.iter().all(|i| i.present) {
         return Ok(0);
@@ -270,13 +271,16 @@ pub async fn publish(
         };
         let transfer =
             harbor_client::image::push(&registry, &layout, Some(&name), &target, 4).await?;
-        progress(format!(
-            "pushed {} to {} ({} MiB, {})",
-            image.reference,
-            image.mirror,
-            transfer.bytes.div_ceil(1 << 20),
-            transfer.digest
-        ));
+        events(crate::Event::Progress {
+            phase: crate::nodes::NAME,
+            message: format!(
+                "pushed {} to {} ({} MiB, {})",
+                image.reference,
+                image.mirror,
+                transfer.bytes.div_ceil(1 << 20),
+                transfer.digest
+            ),
+        });
         pushed += 1;
     }
     Ok(pushed)

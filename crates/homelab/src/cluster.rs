@@ -2,8 +2,6 @@
 //! admin kubeconfig, the pod network and every node `Ready` (`kubeadm-boot`). With `cluster.provider = "existing"`
 //! the phase of the same name only reads the cluster the kubeconfig names.
 
-use std::sync::Arc;
-
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use kubeadm_boot::cluster::{self as boot, PodNetwork};
@@ -338,17 +336,13 @@ pub async fn upgrade(
     let client = lab.kube_client().await?;
     let mut runner = runner(lab)?;
     runner.dry_run = dry_run;
-    let reports = relaying(NAME, events, |tx| {
-        kubeadm_boot::upgrade::upgrade(
-            &runner,
-            &client,
-            &upgrade,
-            Arc::new(move |e| {
-                if let kubeadm_boot::steps::Event::Done(r) = e {
-                    let _ = tx.send(boot::Event::Step(r.clone()).to_string());
-                }
-            }),
-        )
+    let reports = kubeadm_boot::upgrade::upgrade(&runner, &client, &upgrade, &|e| {
+        if let boot::Event::Step(_) = e {
+            events(Event::Progress {
+                phase: NAME,
+                message: e.to_string(),
+            });
+        }
     })
     .await?;
     Ok(reports)
@@ -425,9 +419,11 @@ impl Phase for ClusterPhase {
             let runner = runner(lab)?;
             let kubeconfig = inputs::kubeconfig_path(&lab.config);
             let steps = relaying(NAME, events, |tx| {
-                let boot_events: boot::Events = Arc::new(move |event| {
-                    let _ = tx.send(event.to_string());
-                });
+                let boot_events = move |event: boot::Event| {
+                    if !matches!(event, boot::Event::Checking { .. }) {
+                        let _ = tx.send(event.to_string());
+                    }
+                };
                 async move {
                     let (steps, client) =
                         boot::bootstrap_nodes(&runner, &plan, &kubeconfig, &boot_events).await?;

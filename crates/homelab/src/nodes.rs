@@ -3,7 +3,6 @@
 //! [`kubeadm_boot::prepare`]. Its own phase so that `homelab up --until nodes` prepares
 //! machines without making a cluster, and a failed preparation is resumed on its own.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -264,17 +263,21 @@ impl Phase for NodesPhase {
             let runner = runner(lab)?;
             let (steps, pushed) = relaying(NAME, events, |tx| {
                 let messages = tx.clone();
-                let boot_events: boot::Events = Arc::new(move |event| {
-                    let _ = tx.send(event.to_string());
-                });
+                let boot_events = move |event: boot::Event| {
+                    if !matches!(event, boot::Event::Checking { .. }) {
+                        let _ = tx.send(event.to_string());
+                    }
+                };
                 async move {
                     let packages = fetched_packages(lab, &plan.cluster.version).await?;
                     // The cluster's images on the mirrors before any node pulls them.
                     let mut pushed = 0;
                     if let Some(bundle) = &packages.bundle {
                         let images = crate::bundle::mirrored_images(&lab.config, bundle).await?;
-                        pushed = crate::bundle::publish(&images, bundle, &move |m| {
-                            let _ = messages.send(m);
+                        pushed = crate::bundle::publish(&images, bundle, &move |e| {
+                            if let crate::Event::Progress { message, .. } = e {
+                                let _ = messages.send(message);
+                            }
                         })
                         .await?;
                     }

@@ -514,23 +514,10 @@ impl Phase for PlatformPhase {
             let client = lab.kube_client().await?;
             let (source, bytes) = argocd_manifest(lab, events).await?;
             let spec = bootstrap_spec(lab, &source, &bytes)?;
-            let report = |p: &platform::wait::Progress| {
-                let message = match p {
-                    platform::wait::Progress::Wave { wave, components } => {
-                        format!("wave {wave}: {}", components.join(", "))
-                    }
-                    platform::wait::Progress::Waiting {
-                        component,
-                        check,
-                        detail,
-                    } => format!("{component}: waiting for {check}: {detail}"),
-                    platform::wait::Progress::Ready { component, elapsed } => {
-                        format!("{component}: ready after {}s", elapsed.as_secs())
-                    }
-                };
+            let report = |e: platform::Event| {
                 events(Event::Progress {
                     phase: NAME,
-                    message,
+                    message: e.to_string(),
                 });
             };
             let options = wait_options(lab);

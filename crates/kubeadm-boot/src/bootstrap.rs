@@ -12,11 +12,12 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use crate::ca::{CaError, ca_cert_hash};
+use crate::event::{Event, Events};
 use crate::kubeadm::{
     BootstrapToken, ConfigError, KubeadmNode, KubeadmSpec, init_config, join_config,
 };
 use crate::ssh::{Cmd, Pool, Session, SshError, Target, shell_quote};
-use crate::steps::{Change, Check, Event, Report, RunError, Runner, Step};
+use crate::steps::{Change, Check, Report, RunError, Runner, Step};
 
 /// Where homelab keeps kubeadm's configuration files on a node.
 pub const CONFIG_DIR: &str = "/etc/kubernetes/homelab";
@@ -307,21 +308,35 @@ pub fn join_step_in(
 }
 
 /// The names of the nodes the cluster has registered, read with kubectl on the control plane
-/// (none when there is no admin.conf yet, or the API server does not answer).
+/// (none when there is no admin.conf yet: no cluster). An API server that does not answer is
+/// asked again ([`registered_nodes_script`]) and then an error: a busy control plane is not a
+/// cluster without nodes, and taking it for one would plan a reset and a new join of every
+/// worker that is in fact a member (seen on emulated nodes, where a 10 s limit was passed).
 ///
 /// # Errors
-/// The connection fails.
+/// The connection fails, or the API server does not list the nodes.
 pub async fn registered_nodes(session: &Session) -> Result<Vec<String>, BootstrapError> {
-    let cmd = Cmd::new(format!(
-        "kubectl --kubeconfig {ADMIN_CONF} --request-timeout=10s get nodes -o name 2>/dev/null || true"
-    ))
-    .sudo();
+    let cmd = Cmd::new(registered_nodes_script(ADMIN_CONF)).sudo();
     let out = session.run(&cmd).await?;
     Ok(out
         .stdout_text()
         .lines()
         .filter_map(|l| l.trim().strip_prefix("node/").map(str::to_owned))
         .collect())
+}
+
+/// The shell behind [`registered_nodes`], with the admin kubeconfig at `admin_conf`: nothing
+/// (and success) without that file; otherwise `kubectl get nodes -o name`, tried 5 times
+/// (30 s each, 2 s apart) before it fails, naming why.
+pub fn registered_nodes_script(admin_conf: &str) -> String {
+    let a = shell_quote(admin_conf);
+    format!(
+        "[ -f {a} ] || exit 0; n=0; \
+         until out=$(kubectl --kubeconfig {a} --request-timeout=30s get nodes -o name); do \
+         n=$((n+1)); if [ $n -ge 5 ]; then \
+         echo 'the API server did not list the nodes (5 tries): which workers are members cannot be told' >&2; \
+         exit 1; fi; sleep 2; done; printf '%s\\n' \"$out\""
+    )
 }
 
 /// One token as `kubeadm token list -o json` prints it (no `Debug`: it holds the secret).
@@ -454,13 +469,13 @@ pub async fn admin_kubeconfig(session: &Session) -> Result<String, BootstrapErro
 pub async fn bootstrap(
     runner: &Runner,
     plan: &BootstrapPlan,
-    events: Arc<dyn Fn(Event<'_>) + Send + Sync>,
+    events: Events<'_>,
 ) -> Result<Vec<Report>, BootstrapError> {
     let cp = &plan.control_plane;
     let mut reports = runner
         .run(
             vec![(cp.target.clone(), init_steps(&plan.cluster, &cp.spec)?)],
-            events.clone(),
+            events,
         )
         .await?;
     if plan.workers.is_empty() {
@@ -485,9 +500,8 @@ pub async fn bootstrap(
     };
     let mut checker = runner.clone();
     checker.dry_run = true;
-    let quiet: Arc<dyn Fn(Event<'_>) + Send + Sync> = Arc::new(|_| {});
     let checked = checker
-        .run(join_steps(&placeholder, "sha256:")?, quiet)
+        .run(join_steps(&placeholder, "sha256:")?, &|_| {})
         .await?;
     let pending: Vec<String> = checked
         .iter()
@@ -496,7 +510,7 @@ pub async fn bootstrap(
         .collect();
     if pending.is_empty() || runner.dry_run {
         for r in &checked {
-            events(Event::Done(r));
+            events(Event::Step(r.clone()));
         }
         reports.extend(checked);
         return Ok(reports);
@@ -508,9 +522,9 @@ pub async fn bootstrap(
         .into_iter()
         .filter(|(t, _)| pending.contains(&t.name))
         .collect();
-    let joined = runner.run(work, events.clone()).await?;
+    let joined = runner.run(work, events).await?;
     for r in checked.into_iter().filter(|r| !pending.contains(&r.host)) {
-        events(Event::Done(&r));
+        events(Event::Step(r.clone()));
         reports.push(r);
     }
     reports.extend(joined);
@@ -531,6 +545,7 @@ pub async fn control_plane_session(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn the_join_step_never_shows_its_token_in_debug() {
@@ -552,7 +567,66 @@ mod tests {
         assert!(!shown.contains(secret), "{shown}");
     }
 
-    use super::*;
+    /// The node listing against a stand-in kubectl that fails a given number of times (and a
+    /// `sleep` that does not wait).
+    #[test]
+    fn a_busy_api_server_is_asked_again_and_never_taken_for_no_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("bin")).unwrap();
+        let script = |name: &str, body: &str| {
+            let path = d.join("bin").join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        };
+        script(
+            "kubectl",
+            &format!(
+                "n=$(cat {0}/calls 2>/dev/null || echo 0); echo $((n+1)) > {0}/calls; \
+                 [ $n -ge $(cat {0}/failures) ] || {{ echo 'context deadline exceeded' >&2; exit 1; }}; \
+                 printf 'node/cp\\nnode/w1\\n'",
+                d.display()
+            ),
+        );
+        script("sleep", "exit 0");
+        let admin = d.join("admin.conf");
+        let run = |failures: u32| {
+            std::fs::write(d.join("failures"), failures.to_string()).unwrap();
+            let _ = std::fs::remove_file(d.join("calls"));
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(registered_nodes_script(admin.to_str().unwrap()))
+                .env("PATH", format!("{}:/usr/bin:/bin", d.join("bin").display()))
+                .output()
+                .unwrap();
+            let calls = std::fs::read_to_string(d.join("calls")).unwrap_or_default();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+                calls.trim().parse::<u32>().unwrap_or(0),
+            )
+        };
+        // No admin.conf: no cluster yet, so no nodes, and kubectl is not asked.
+        assert_eq!(run(0), (true, String::new(), String::new(), 0));
+        std::fs::write(&admin, "apiVersion: v1\n").unwrap();
+        let (ok, out, _, calls) = run(0);
+        assert!(
+            ok && calls == 1 && out == "node/cp\nnode/w1\n",
+            "{out:?} {calls}"
+        );
+        // Busy four times, then the answer.
+        let (ok, out, _, calls) = run(4);
+        assert!(
+            ok && calls == 5 && out.contains("node/w1"),
+            "{out:?} {calls}"
+        );
+        // Never an answer: a failure that says so, not an empty list.
+        let (ok, out, err, calls) = run(99);
+        assert!(!ok && out.is_empty() && calls == 5, "{out:?} {calls}");
+        assert!(err.contains("did not list the nodes (5 tries)"), "{err}");
+    }
 
     fn at(rfc3339: &str) -> SystemTime {
         humantime::parse_rfc3339(rfc3339).unwrap()

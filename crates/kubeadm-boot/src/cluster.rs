@@ -6,20 +6,18 @@
 //! ```no_run
 //! # async fn example(plan: kubeadm_boot::bootstrap::BootstrapPlan, runner: kubeadm_boot::steps::Runner,
 //! #                  manifest: Vec<u8>) -> Result<(), kubeadm_boot::cluster::ClusterError> {
-//! use std::sync::Arc;
 //! use kubeadm_boot::cluster::{self, PodNetwork, UpInput};
 //! use kubeadm_boot::prepare::PackageSource;
 //!
 //! let input = UpInput::new(plan, "/root/.kube/config".into(), PodNetwork::new("kube-flannel.yml", manifest))
 //!     .with_packages(PackageSource::default());
-//! let report = cluster::up(&runner, &input, Arc::new(|event| eprintln!("{event}"))).await?;
+//! let report = cluster::up(&runner, &input, &|event| eprintln!("{event}")).await?;
 //! println!("{} steps changed", report.changed());
 //! # Ok(()) }
 //! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bootstrap::{self, BootstrapError, BootstrapPlan};
@@ -107,71 +105,7 @@ impl UpInput {
     }
 }
 
-/// The parts of [`up`], in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Swap, modules, sysctls, containerd, the Kubernetes packages.
-    Prepare,
-    /// `kubeadm init` and the joins.
-    Bootstrap,
-    /// The admin kubeconfig merged into the user's file.
-    Kubeconfig,
-    /// The pod network applied.
-    PodNetwork,
-    /// Waiting for every node to be `Ready`.
-    Ready,
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Prepare => "prepare the nodes",
-            Self::Bootstrap => "kubeadm init and join",
-            Self::Kubeconfig => "admin kubeconfig",
-            Self::PodNetwork => "pod network",
-            Self::Ready => "nodes Ready",
-        })
-    }
-}
-
-/// What [`up`] reports while it works.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// A stage begins.
-    Stage(Stage),
-    /// A step finished on a host.
-    Step(Report),
-    /// An object of the pod network was applied.
-    Applied(String),
-    /// Nodes not yet `Ready`, with why.
-    Waiting(Vec<(String, String)>),
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Stage(stage) => write!(f, "== {stage}"),
-            Self::Step(r) => {
-                let label = match r.outcome {
-                    Outcome::Unchanged => "unchanged",
-                    Outcome::Changed => "changed",
-                    Outcome::WouldChange => "would change",
-                };
-                write!(
-                    f,
-                    "[{}] {:<22} {label:<12} {}",
-                    r.host, r.step, r.description
-                )
-            }
-            Self::Applied(object) => write!(f, "applied {object}"),
-            Self::Waiting(nodes) => {
-                let list: Vec<String> =
-                    nodes.iter().map(|(n, why)| format!("{n}: {why}")).collect();
-                write!(f, "waiting: {}", list.join("; "))
-            }
-        }
-    }
-}
+pub use crate::event::{Event, Events, Stage};
 
 /// What [`up`] did.
 #[derive(Debug, Clone)]
@@ -257,18 +191,6 @@ impl ClusterError {
     }
 }
 
-/// The events callback of [`up`].
-pub type Events = Arc<dyn Fn(Event) + Send + Sync>;
-
-fn step_events(events: &Events) -> Arc<dyn Fn(steps::Event<'_>) + Send + Sync> {
-    let events = events.clone();
-    Arc::new(move |e| {
-        if let steps::Event::Done(r) = e {
-            events(Event::Step(r.clone()));
-        }
-    })
-}
-
 /// The node preparation steps of every node of `plan`, control plane first.
 pub fn preparation(
     plan: &BootstrapPlan,
@@ -292,7 +214,7 @@ pub async fn plan_preparation(
 ) -> Result<Vec<Report>, ClusterError> {
     let mut dry = runner.clone();
     dry.dry_run = true;
-    dry.run(preparation(plan, packages), Arc::new(|_| {}))
+    dry.run(preparation(plan, packages), &|_| {})
         .await
         .map_err(ClusterError::Prepare)
 }
@@ -307,7 +229,7 @@ pub async fn plan_bootstrap(
 ) -> Result<Vec<Report>, ClusterError> {
     let mut dry = runner.clone();
     dry.dry_run = true;
-    bootstrap::bootstrap(&dry, plan, Arc::new(|_| {}))
+    bootstrap::bootstrap(&dry, plan, &|_| {})
         .await
         .map_err(ClusterError::Bootstrap)
 }
@@ -406,11 +328,11 @@ pub async fn prepare_nodes(
     runner: &Runner,
     plan: &BootstrapPlan,
     packages: &PackageSource,
-    events: &Events,
+    events: Events<'_>,
 ) -> Result<Vec<Report>, ClusterError> {
     events(Event::Stage(Stage::Prepare));
     runner
-        .run(preparation(plan, packages), step_events(events))
+        .run(preparation(plan, packages), events)
         .await
         .map_err(ClusterError::Prepare)
 }
@@ -424,10 +346,10 @@ pub async fn bootstrap_nodes(
     runner: &Runner,
     plan: &BootstrapPlan,
     kubeconfig: &Path,
-    events: &Events,
+    events: Events<'_>,
 ) -> Result<(Vec<Report>, kube::Client), ClusterError> {
     events(Event::Stage(Stage::Bootstrap));
-    let steps = bootstrap::bootstrap(runner, plan, step_events(events))
+    let steps = bootstrap::bootstrap(runner, plan, events)
         .await
         .map_err(ClusterError::Bootstrap)?;
     events(Event::Stage(Stage::Kubeconfig));
@@ -447,7 +369,7 @@ pub async fn up_nodes(
     plan: &BootstrapPlan,
     packages: &PackageSource,
     kubeconfig: &Path,
-    events: &Events,
+    events: Events<'_>,
 ) -> Result<(Vec<Report>, kube::Client), ClusterError> {
     let mut steps = prepare_nodes(runner, plan, packages, events).await?;
     let (more, client) = bootstrap_nodes(runner, plan, kubeconfig, events).await?;
@@ -465,7 +387,7 @@ pub async fn up_network(
     plan: &BootstrapPlan,
     network: &PodNetwork,
     ready_timeout: Duration,
-    events: &Events,
+    events: Events<'_>,
 ) -> Result<(Vec<String>, Vec<NodeState>), ClusterError> {
     events(Event::Stage(Stage::PodNetwork));
     let applied = apply_pod_network(client, plan, network).await?;
@@ -477,11 +399,7 @@ pub async fn up_network(
         .chain(&plan.workers)
         .map(|n| n.spec.name.clone())
         .collect();
-    let waiting = events.clone();
-    let nodes = nodes::wait_nodes_ready(client, &names, None, ready_timeout, &move |missing| {
-        waiting(Event::Waiting(missing.to_vec()));
-    })
-    .await?;
+    let nodes = nodes::wait_nodes_ready(client, &names, None, ready_timeout, events).await?;
     Ok((applied, nodes))
 }
 
@@ -493,17 +411,17 @@ pub async fn up_network(
 pub async fn up(
     runner: &Runner,
     input: &UpInput,
-    events: Events,
+    events: Events<'_>,
 ) -> Result<UpReport, ClusterError> {
     let plan = &input.plan;
     let (steps, client) =
-        up_nodes(runner, plan, &input.packages, &input.kubeconfig, &events).await?;
+        up_nodes(runner, plan, &input.packages, &input.kubeconfig, events).await?;
     let (applied, nodes) = up_network(
         &client,
         plan,
         &input.pod_network,
         input.ready_timeout,
-        &events,
+        events,
     )
     .await?;
     Ok(UpReport {

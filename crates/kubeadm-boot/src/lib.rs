@@ -64,6 +64,8 @@ pub mod ca;
 pub mod cluster;
 #[cfg(feature = "cluster")]
 pub mod cni;
+#[cfg(feature = "cluster")]
+pub mod event;
 pub mod kubeadm;
 pub mod kubeconfig;
 #[cfg(feature = "cluster")]
@@ -78,6 +80,8 @@ pub mod steps;
 #[cfg(feature = "cluster")]
 pub mod upgrade;
 
+#[cfg(feature = "cluster")]
+pub use event::{Event, Events};
 #[cfg(feature = "cluster")]
 pub use homelab_ssh as ssh;
 

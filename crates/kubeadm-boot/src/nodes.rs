@@ -12,8 +12,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
-/// Hears, whenever it changes, which nodes are still missing and why.
-pub type Progress<'a> = &'a (dyn Fn(&[(String, String)]) + Send + Sync);
+use crate::event::{Event, Events};
 
 /// What a node looks like now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,8 +168,8 @@ fn missing(
 
 /// Waits until every node in `wanted` (all nodes, when empty) is Ready — and, with
 /// `version`, runs that kubelet version. Reads the current state first, so nodes that are
-/// already Ready return at once; then watches. `progress` hears what is still missing
-/// whenever that changes.
+/// already Ready return at once; then watches. `events` hears what is still missing
+/// ([`Event::Waiting`]: each node and why) whenever that changes.
 ///
 /// # Errors
 /// The timeout passes ([`NodesError::NotReady`] names each node and its last condition) or
@@ -180,7 +179,7 @@ pub async fn wait_nodes_ready(
     wanted: &[String],
     version: Option<&str>,
     timeout: Duration,
-    progress: Progress<'_>,
+    events: Events<'_>,
 ) -> Result<Vec<NodeState>, NodesError> {
     let started = Instant::now();
     let api: Api<Node> = Api::all(client.clone());
@@ -203,13 +202,13 @@ pub async fn wait_nodes_ready(
     let mut failure: Option<watcher::Error> = None;
     let mut listed = false;
     let watch = async {
-        let mut events = reflector(
+        let mut changes = reflector(
             writer,
             watcher(api, watcher::Config::default()).default_backoff(),
         )
         .boxed();
         let mut listing = false;
-        while let Some(event) = events.next().await {
+        while let Some(event) = changes.next().await {
             match event {
                 Err(e) => {
                     tracing::debug!("watching nodes: {e}; retrying");
@@ -231,7 +230,7 @@ pub async fn wait_nodes_ready(
                 return Ok::<_, NodesError>(());
             }
             if last_report.as_ref() != Some(&now_missing) {
-                progress(&now_missing);
+                events(Event::Waiting(now_missing.clone()));
                 last_report = Some(now_missing);
             }
         }
@@ -433,13 +432,11 @@ mod tests {
         let waiting = tokio::spawn({
             let client = client.clone();
             async move {
-                wait_nodes_ready(
-                    &client,
-                    &[],
-                    None,
-                    Duration::from_secs(30),
-                    &move |m: &[(String, String)]| seen2.lock().unwrap().push(m.to_vec()),
-                )
+                wait_nodes_ready(&client, &[], None, Duration::from_secs(30), &move |e| {
+                    if let Event::Waiting(m) = e {
+                        seen2.lock().unwrap().push(m);
+                    }
+                })
                 .await
             }
         });

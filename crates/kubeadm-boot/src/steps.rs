@@ -9,11 +9,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
+use crate::event::{Event, Events};
 use crate::ssh::{Cmd, Pool, Redacted, Session, SshError, Target, shell_quote};
 
 /// Default number of hosts worked on at once.
@@ -255,20 +255,6 @@ pub struct RunError {
     pub reports: Vec<Report>,
 }
 
-/// Something the runner reports while it works.
-#[derive(Debug, Clone)]
-pub enum Event<'a> {
-    /// A step is being checked on a host.
-    Checking {
-        /// Host.
-        host: &'a str,
-        /// Step.
-        step: &'a str,
-    },
-    /// A step finished on a host.
-    Done(&'a Report),
-}
-
 /// Runs steps on hosts.
 #[derive(Debug, Clone)]
 pub struct Runner {
@@ -305,29 +291,17 @@ impl Runner {
     pub async fn run(
         &self,
         work: Vec<(Target, Vec<Step>)>,
-        events: Arc<dyn Fn(Event<'_>) + Send + Sync>,
+        events: Events<'_>,
     ) -> Result<Vec<Report>, RunError> {
-        let limit = Arc::new(Semaphore::new(self.parallelism.max(1)));
-        let mut set = JoinSet::new();
-        for (index, (target, steps)) in work.into_iter().enumerate() {
-            let runner = self.clone();
-            let limit = limit.clone();
-            let events = events.clone();
-            set.spawn(async move {
-                let _permit = limit.acquire_owned().await;
+        let mut results: Vec<_> = futures::stream::iter(work.into_iter().enumerate())
+            .map(|(index, (target, steps))| async move {
                 let mut reports = Vec::new();
-                let result = runner
-                    .run_host(&target, &steps, &mut reports, &*events)
-                    .await;
+                let result = self.run_host(&target, &steps, &mut reports, events).await;
                 (index, reports, result)
-            });
-        }
-        let mut results = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            if let Ok(r) = joined {
-                results.push(r);
-            }
-        }
+            })
+            .buffer_unordered(self.parallelism.max(1))
+            .collect()
+            .await;
         results.sort_by_key(|(index, ..)| *index);
         let mut reports = Vec::new();
         let mut failures = Vec::new();
@@ -349,7 +323,7 @@ impl Runner {
         target: &Target,
         steps: &[Step],
         reports: &mut Vec<Report>,
-        events: &(dyn Fn(Event<'_>) + Send + Sync),
+        events: Events<'_>,
     ) -> Result<(), StepFailure> {
         let host = target.name.as_str();
         let session = self
@@ -371,8 +345,8 @@ impl Runner {
             let unchanged_prefix = settled.iter().take_while(|done| **done).count();
             for (index, step) in steps.iter().enumerate() {
                 events(Event::Checking {
-                    host,
-                    step: &step.name,
+                    host: host.to_owned(),
+                    step: step.name.clone(),
                 });
                 let started = Instant::now();
                 let outcome = if index < unchanged_prefix {
@@ -392,7 +366,7 @@ impl Runner {
                     description: step.description.clone(),
                     millis,
                 };
-                events(Event::Done(&report));
+                events(Event::Step(report.clone()));
                 reports.push(report);
             }
             Ok(())

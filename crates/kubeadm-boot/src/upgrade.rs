@@ -10,17 +10,17 @@
 //! upgrade. Afterwards, the post-check waits until every node is Ready at the target
 //! version. Re-running a finished upgrade changes nothing.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::Client;
 
 use crate::bootstrap::Node;
+use crate::event::{Event, Events};
 use crate::kubeadm::Version;
 use crate::nodes::{self, NodeState, NodesError};
 use crate::prepare::{PackageSource, held_install, package_version, repository_steps};
 use crate::ssh::Cmd;
-use crate::steps::{Change, Check, Event, Outcome, Report, RunError, Runner, Step};
+use crate::steps::{Change, Check, Outcome, Report, RunError, Runner, Step};
 
 /// The upgrade cannot start or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -221,13 +221,13 @@ async fn upgrade_node(
     plan: &UpgradePlan,
     node: &Node,
     steps: Vec<Step>,
-    events: &Arc<dyn Fn(Event<'_>) + Send + Sync>,
+    events: Events<'_>,
 ) -> Result<Vec<Report>, UpgradeError> {
     let name = node.spec.name.as_str();
     let host = node.target.name.as_str();
     let target = plan.target.to_string();
     let mut reports = runner
-        .run(vec![(node.target.clone(), steps)], events.clone())
+        .run(vec![(node.target.clone(), steps)], events)
         .await?;
     let state = nodes::list(client)
         .await?
@@ -235,7 +235,7 @@ async fn upgrade_node(
         .find(|n| n.name == name)
         .ok_or_else(|| UpgradeError::PreCheck(format!("node {name} is not registered")))?;
     let mut emit = |r: Report| {
-        events(Event::Done(&r));
+        events(Event::Step(r.clone()));
         reports.push(r);
     };
     if state.kubelet_version != target {
@@ -264,7 +264,7 @@ async fn upgrade_node(
         let kubelet = runner
             .run(
                 vec![(node.target.clone(), kubelet_steps(&plan.target))],
-                events.clone(),
+                events,
             )
             .await?;
         reports.extend(kubelet);
@@ -278,7 +278,7 @@ async fn upgrade_node(
     if cordoned {
         if runner.dry_run {
             let r = report(host, "uncordon", Outcome::WouldChange, what, started);
-            events(Event::Done(&r));
+            events(Event::Step(r.clone()));
             reports.push(r);
             return Ok(reports);
         }
@@ -295,7 +295,7 @@ async fn upgrade_node(
         what,
         started,
     );
-    events(Event::Done(&r));
+    events(Event::Step(r.clone()));
     reports.push(r);
     if !runner.dry_run {
         nodes::wait_nodes_ready(
@@ -350,13 +350,13 @@ pub async fn upgrade(
     runner: &Runner,
     client: &Client,
     plan: &UpgradePlan,
-    events: Arc<dyn Fn(Event<'_>) + Send + Sync>,
+    events: Events<'_>,
 ) -> Result<Vec<Report>, UpgradeError> {
     pre_check(&nodes::list(client).await?, &plan.target)?;
     let mut reports = Vec::new();
     if let Some(backups) = &plan.backup {
         let r = snapshot(runner, &plan.control_plane, backups).await?;
-        events(Event::Done(&r));
+        events(Event::Step(r.clone()));
         reports.push(r);
     }
     reports.extend(
@@ -366,7 +366,7 @@ pub async fn upgrade(
             plan,
             &plan.control_plane,
             control_plane_steps(&plan.target, &plan.source),
-            &events,
+            events,
         )
         .await?,
     );
@@ -378,7 +378,7 @@ pub async fn upgrade(
                 plan,
                 worker,
                 node_steps(&plan.target, &plan.source),
-                &events,
+                events,
             )
             .await?,
         );

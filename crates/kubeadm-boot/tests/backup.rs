@@ -241,17 +241,13 @@ async fn no_upgrade_without_a_good_snapshot() {
     let mut runner = Runner::new(pool.clone());
     runner.lock_dir = format!("{}/locks", sshd.dir().display());
     runner.dry_run = true;
-    let reports = upgrade(&runner, &client, &plan, Arc::new(|_| {}))
-        .await
-        .unwrap();
+    let reports = upgrade(&runner, &client, &plan, &|_| {}).await.unwrap();
     assert_eq!(reports[0].step, "etcd-snapshot");
     assert_eq!(reports[0].outcome, Outcome::WouldChange);
 
     runner.dry_run = false;
     let before = sshd.commands().len();
-    let err = upgrade(&runner, &client, &plan, Arc::new(|_| {}))
-        .await
-        .unwrap_err();
+    let err = upgrade(&runner, &client, &plan, &|_| {}).await.unwrap_err();
     assert!(matches!(err, UpgradeError::Backup(_)), "{err}");
     let text = err.to_string();
     assert!(
@@ -269,9 +265,7 @@ async fn no_upgrade_without_a_good_snapshot() {
     // left to do or a step the loopback node cannot run; never the snapshot).
     plan.backup = None;
     runner.dry_run = true;
-    let reports = upgrade(&runner, &client, &plan, Arc::new(|_| {}))
-        .await
-        .unwrap();
+    let reports = upgrade(&runner, &client, &plan, &|_| {}).await.unwrap();
     assert!(reports.iter().all(|r| r.step != "etcd-snapshot"));
     if plane.is_some() {
         let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
@@ -343,7 +337,7 @@ async fn a_restore_is_planned_done_once_and_the_data_serves_the_keys() {
         let work = vec![(target.clone(), plan.clone())];
         async move {
             runner
-                .run(work, Arc::new(|_| {}))
+                .run(work, &|_| {})
                 .await
                 .unwrap()
                 .into_iter()

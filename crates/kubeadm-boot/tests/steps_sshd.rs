@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use homelab_testkit::Sshd;
+use kubeadm_boot::Event;
 use kubeadm_boot::ssh::{Cmd, HostKeyPolicy, Pool, SshOptions, Target};
-use kubeadm_boot::steps::{Check, Event, Outcome, Runner, Step};
+use kubeadm_boot::steps::{Check, Outcome, Runner, Step};
 
 fn target(sshd: &Sshd, name: &str) -> Target {
     Target {
@@ -77,16 +78,15 @@ async fn steps_apply_once_then_report_unchanged_and_dry_run_changes_nothing() {
     runner.lock_dir = format!("{}/{{host}}", locks.display());
 
     runner.dry_run = true;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let events: Arc<dyn Fn(Event<'_>) + Send + Sync> = Arc::new(move |e| {
-        if let Event::Done(r) = e {
-            sink.lock()
+    let seen = Mutex::new(Vec::new());
+    let events = |e| {
+        if let Event::Step(r) = e {
+            seen.lock()
                 .unwrap()
                 .push(format!("{} {} {:?}", r.host, r.step, r.outcome));
         }
-    });
-    let dry = runner.run(work(&servers), events.clone()).await.unwrap();
+    };
+    let dry = runner.run(work(&servers), &events).await.unwrap();
     assert!(
         dry.iter().all(|r| r.outcome == Outcome::WouldChange),
         "{dry:?}"
@@ -97,7 +97,7 @@ async fn steps_apply_once_then_report_unchanged_and_dry_run_changes_nothing() {
     );
 
     runner.dry_run = false;
-    let first = runner.run(work(&servers), events.clone()).await.unwrap();
+    let first = runner.run(work(&servers), &events).await.unwrap();
     assert_eq!(first.len(), 6);
     assert!(first.iter().all(|r| r.outcome == Outcome::Changed));
     let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -107,7 +107,7 @@ async fn steps_apply_once_then_report_unchanged_and_dry_run_changes_nothing() {
     );
     assert_eq!(mode & 0o777, 0o640);
     let before = servers[2].commands().len();
-    let second = runner.run(work(&servers), events).await.unwrap();
+    let second = runner.run(work(&servers), &events).await.unwrap();
     assert!(
         second.iter().all(|r| r.outcome == Outcome::Unchanged),
         "{second:?}"
@@ -118,10 +118,7 @@ async fn steps_apply_once_then_report_unchanged_and_dry_run_changes_nothing() {
     // A host where a later step drifted: the earlier one is settled by the batch, the drifted
     // one is checked and changed on its own.
     std::fs::remove_file(servers[1].dir().join("marker")).unwrap();
-    let third = runner
-        .run(work(&servers[1..2]), Arc::new(|_| {}))
-        .await
-        .unwrap();
+    let third = runner.run(work(&servers[1..2]), &|_| {}).await.unwrap();
     let outcomes: Vec<(String, Outcome)> = third.into_iter().map(|r| (r.step, r.outcome)).collect();
     assert_eq!(
         outcomes,
@@ -162,7 +159,7 @@ async fn failures_name_host_step_command_and_stderr() {
         changes: vec![],
     };
     let err = runner
-        .run(vec![(target(&sshd, "n1"), vec![bad])], Arc::new(|_| {}))
+        .run(vec![(target(&sshd, "n1"), vec![bad])], &|_| {})
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -175,7 +172,7 @@ async fn failures_name_host_step_command_and_stderr() {
         "the lock is released after a failure"
     );
     let err = runner
-        .run(vec![(target(&sshd, "n1"), vec![never])], Arc::new(|_| {}))
+        .run(vec![(target(&sshd, "n1"), vec![never])], &|_| {})
         .await
         .unwrap_err();
     assert!(
@@ -214,7 +211,7 @@ async fn a_second_run_is_refused_while_the_first_holds_the_lock() {
     let t = target(&sshd, "n1");
     let first = tokio::spawn({
         let t = t.clone();
-        async move { slow.run(vec![(t, vec![slow_step])], Arc::new(|_| {})).await }
+        async move { slow.run(vec![(t, vec![slow_step])], &|_| {}).await }
     });
     while !started.exists() {
         assert!(
@@ -228,7 +225,7 @@ async fn a_second_run_is_refused_while_the_first_holds_the_lock() {
         "the first run holds the lock while its step runs"
     );
     let err = fast
-        .run(vec![(t, steps(sshd.dir()))], Arc::new(|_| {}))
+        .run(vec![(t, steps(sshd.dir()))], &|_| {})
         .await
         .unwrap_err();
     assert!(err.to_string().contains("another run holds"), "{err}");
@@ -244,22 +241,16 @@ async fn a_second_run_is_refused_while_the_first_holds_the_lock() {
         format!("{} 4294967 2026-01-01T00:00:00Z\n", hostname.trim()),
     )
     .unwrap();
-    fast.run(
-        vec![(target(&sshd, "n1"), steps(sshd.dir()))],
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
+    fast.run(vec![(target(&sshd, "n1"), steps(sshd.dir()))], &|_| {})
+        .await
+        .unwrap();
     // So is a lock without an owner: an earlier version's run killed between making the
     // directory and writing its owner (found by the real-VM suite's kills). Taking a lock
     // now leaves no such window, nor any temporary directory beside it.
     std::fs::create_dir_all(&lock).unwrap();
-    fast.run(
-        vec![(target(&sshd, "n1"), steps(sshd.dir()))],
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
+    fast.run(vec![(target(&sshd, "n1"), steps(sshd.dir()))], &|_| {})
+        .await
+        .unwrap();
     assert!(!lock.exists());
     let beside: Vec<_> = std::fs::read_dir(lock.parent().unwrap())
         .unwrap()
@@ -329,7 +320,7 @@ async fn bundle_files_are_installed_by_digest_and_a_changed_binary_is_refused() 
     let run = |steps: Vec<Step>| {
         let runner = runner.clone();
         let target = target(&sshd, "n1");
-        async move { runner.run(vec![(target, steps)], Arc::new(|_| {})).await }
+        async move { runner.run(vec![(target, steps)], &|_| {}).await }
     };
     let first = run(files()).await.unwrap();
     assert_eq!(

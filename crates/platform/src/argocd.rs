@@ -15,7 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::PlatformError;
 use crate::checks::{Check, Workload};
 use crate::components::Component;
-use crate::wait::{Progress, WaitOptions};
+use crate::event::Events;
+use crate::wait::WaitOptions;
 
 /// Where Argo CD publishes the install manifest of a release (`v3.1.9`, say).
 pub fn install_manifest_url(release: &str) -> String {
@@ -165,7 +166,7 @@ pub async fn bootstrap(
     spec: &Bootstrap,
     dry_run: bool,
     wait: &WaitOptions,
-    progress: &(dyn Fn(&Progress) + Send + Sync),
+    events: Events<'_>,
 ) -> Result<Vec<Applied>, PlatformError> {
     let mut objects = spec.manifest.clone();
     with_application_health(&mut objects)?;
@@ -190,7 +191,7 @@ pub async fn bootstrap(
             &http,
             &[rollouts(&spec.namespace, &objects)],
             wait,
-            progress,
+            events,
         )
         .await?;
     }

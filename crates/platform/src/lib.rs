@@ -36,11 +36,14 @@
 pub mod argocd;
 pub mod checks;
 pub mod components;
+pub mod event;
 pub mod node_pull;
 pub mod open;
 pub mod registry;
 pub mod verify;
 pub mod wait;
+
+pub use event::{Event, Events};
 
 /// The field manager of everything this crate applies.
 pub const FIELD_MANAGER: &str = "homelab-platform";

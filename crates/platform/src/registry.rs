@@ -479,7 +479,7 @@ pub async fn wire(
     let steps = node_steps(wiring, ca.as_deref());
     let work = targets.iter().map(|t| (t.clone(), steps.clone())).collect();
     let nodes = runner
-        .run(work, std::sync::Arc::new(|_| {}))
+        .run(work, &|_| {})
         .await
         .map_err(PlatformError::Nodes)?;
     Ok(Wired { access, nodes })

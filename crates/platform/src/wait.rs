@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::PlatformError;
 use crate::checks::{Check, Outcome, Workload};
 use crate::components::Component;
+use crate::event::{Event, Events};
 
 /// One check of a component and what it saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,34 +51,6 @@ impl ComponentStatus {
             _ => None,
         })
     }
-}
-
-/// What [`wait`] reports as it goes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
-    /// A wave is being waited on.
-    Wave {
-        /// Its number.
-        wave: i64,
-        /// Its components.
-        components: Vec<String>,
-    },
-    /// A component's first failing check changed (it is still waited on).
-    Waiting {
-        /// Component.
-        component: String,
-        /// The check.
-        check: String,
-        /// What it saw.
-        detail: String,
-    },
-    /// A component became ready.
-    Ready {
-        /// Component.
-        component: String,
-        /// Since the wait began.
-        elapsed: Duration,
-    },
 }
 
 /// How [`wait`] waits.
@@ -333,7 +306,7 @@ pub async fn wait(
     http: &reqwest::Client,
     components: &[Component],
     options: &WaitOptions,
-    progress: &(dyn Fn(&Progress) + Send + Sync),
+    events: Events<'_>,
 ) -> Result<Vec<ComponentStatus>, PlatformError> {
     let started = Instant::now();
     let deadline = started + options.timeout;
@@ -344,7 +317,7 @@ pub async fn wait(
     for wave in waves {
         let wave_components: Vec<&Component> =
             components.iter().filter(|c| c.wave == wave).collect();
-        progress(&Progress::Wave {
+        events(Event::Wave {
             wave,
             components: wave_components.iter().map(|c| c.name.clone()).collect(),
         });
@@ -373,7 +346,7 @@ pub async fn wait(
                     continue;
                 };
                 if status.ready {
-                    progress(&Progress::Ready {
+                    events(Event::Ready {
                         component: status.name.clone(),
                         elapsed: started.elapsed(),
                     });
@@ -383,7 +356,7 @@ pub async fn wait(
                 let failing = status.failing().unwrap_or_default();
                 let was = previous.as_ref().and_then(ComponentStatus::failing);
                 if was != Some(failing) {
-                    progress(&Progress::Waiting {
+                    events(Event::Waiting {
                         component: status.name.clone(),
                         check: failing.0.to_owned(),
                         detail: failing.1.to_owned(),

@@ -12,10 +12,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use platform::Event;
 use platform::argocd::{Bootstrap, Repository, bootstrap};
 use platform::checks::{Check, Workload};
 use platform::components::Component;
-use platform::wait::{Progress, WaitOptions, wait};
+use platform::wait::{WaitOptions, wait};
 use serde_json::json;
 
 fn deployment(namespace: &str, name: &str) -> serde_json::Value {
@@ -380,14 +381,12 @@ async fn waves_are_followed_in_order_and_a_stuck_component_is_named_with_its_las
                     timeout: Duration::from_secs(60),
                     ..WaitOptions::default()
                 },
-                &move |p| {
-                    if !matches!(p, Progress::Waiting { .. }) {
-                        seen.lock().unwrap().push(match p {
-                            Progress::Wave { wave, .. } => format!("wave {wave}"),
-                            Progress::Ready { component, .. } => format!("{component} ready"),
-                            Progress::Waiting { .. } => unreachable!(),
-                        });
+                &move |e| match e {
+                    Event::Wave { wave, .. } => seen.lock().unwrap().push(format!("wave {wave}")),
+                    Event::Ready { component, .. } => {
+                        seen.lock().unwrap().push(format!("{component} ready"));
                     }
+                    _ => {}
                 },
             )
             .await

@@ -105,7 +105,7 @@ async fn a_node_pulls_through_containerd_only_once_wired_and_with_the_right_logi
     runner
         .run(
             vec![(target.clone(), node_steps(&wiring, Some(&ca)))],
-            Arc::new(|_| {}),
+            &|_| {},
         )
         .await
         .unwrap();
