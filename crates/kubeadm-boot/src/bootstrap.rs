@@ -105,10 +105,11 @@ pub const KUBERNETES_DIR: &str = "/etc/kubernetes";
 const INIT_RESULTS: &str = "kc -n kube-public get configmap/cluster-info && \
      kc -n kube-system get configmap/kubeadm-config configmap/kubelet-config deployment/coredns daemonset/kube-proxy";
 
-/// A shell function `kc` running kubectl with the node's admin kubeconfig, quietly.
+/// A shell function `kc` running kubectl with the node's admin kubeconfig, quietly (30 s per
+/// request: an emulated control plane right after init was seen to need more than 10).
 fn kc(kubernetes_dir: &str) -> String {
     format!(
-        "kc() {{ kubectl --kubeconfig {} --request-timeout=10s \"$@\" >/dev/null 2>&1; }}",
+        "kc() {{ kubectl --kubeconfig {} --request-timeout=30s \"$@\" >/dev/null 2>&1; }}",
         shell_quote(&format!("{kubernetes_dir}/admin.conf"))
     )
 }
@@ -213,8 +214,17 @@ pub fn init_steps_in(
                 "run `kubeadm init` for cluster {} (Kubernetes {}, API at {}), or finish one that stopped",
                 cluster.name, cluster.version, cluster.control_plane_endpoint
             ),
+            // Without admin.conf, not done at once. With it, asked three times before it
+            // counts as not done: a busy API server is not a cluster without its ConfigMaps
+            // (seen: a re-run on emulated nodes planned `kubeadm-init` on a finished cluster).
             check: Check::Command(
-                Cmd::new(format!("{}; {INIT_RESULTS}", kc(kubernetes_dir))).sudo(),
+                Cmd::new(format!(
+                    "{}; [ -f {}/admin.conf ] || exit 1; n=0; until {INIT_RESULTS}; do \
+                     n=$((n+1)); [ $n -ge 3 ] && exit 1; sleep 2; done",
+                    kc(kubernetes_dir),
+                    shell_quote(kubernetes_dir)
+                ))
+                .sudo(),
             ),
             changes: vec![Change::Run(
                 Cmd::new(run)
