@@ -43,16 +43,15 @@ async fn cluster() -> (Client, Option<ControlPlane>) {
     crds.create(&PostParams::default(), &application_crd())
         .await
         .unwrap();
-    // Usable once the server reports the CRD Established, watched for, not slept on.
-    let established = kube::runtime::wait::await_condition(
-        crds,
-        "applications.argoproj.io",
-        kube::runtime::wait::conditions::is_crd_established(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), established)
-        .await
-        .unwrap()
-        .unwrap();
+    // Usable once the server reports the CRD Established and serves its path, watched for,
+    // not slept on.
+    kube_manifest::crds_established(
+        &client,
+        &["applications.argoproj.io".to_owned()],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces
         .create(

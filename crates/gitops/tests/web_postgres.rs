@@ -646,14 +646,8 @@ async fn install_crd_object(
     )
     .await
     .unwrap();
-    let established = kube::runtime::wait::await_condition(
-        api,
-        &name,
-        kube::runtime::wait::conditions::is_crd_established(),
-    );
-    tokio::time::timeout(std::time::Duration::from_secs(60), established)
+    kube_manifest::crds_established(client, &[name], std::time::Duration::from_secs(60))
         .await
-        .unwrap_or_else(|_| panic!("{name} not Established in 60 s"))
         .unwrap();
 }
 

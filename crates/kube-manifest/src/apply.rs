@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, ResourceExt};
@@ -187,9 +187,12 @@ pub async fn apply(
             Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
             None => Api::all_with(client.clone(), resource),
         };
-        let before = api.get_opt(&name).await.map_err(failed)?;
-        let after = api
-            .patch(&name, &params, &Patch::Apply(object))
+        let until = tokio::time::Instant::now() + options.crd_timeout;
+        let before = once_served(until, || api.get_opt(&name))
+            .await
+            .map_err(failed)?;
+        let patch = Patch::Apply(object);
+        let after = once_served(until, || api.patch(&name, &params, &patch))
             .await
             .map_err(|source| {
                 refused(
@@ -220,6 +223,35 @@ pub async fn apply(
         crds_established(client, &crds, options.crd_timeout).await?;
     }
     Ok(applied)
+}
+
+/// Whether the server answered a request as a path it does not serve: a plain `404 page not
+/// found` from its mux, not a `Status` saying which object is missing. Discovery has just
+/// listed the kind, so this is the moment after a CustomResourceDefinition is `Established`
+/// in which the API server has not yet put the handler for its path in place (met on a real
+/// kube-apiserver v1.33.5 on two cores), and asking again is right.
+fn not_served_yet(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404 && status.reason != "NotFound")
+}
+
+/// Runs `call` until its answer is other than [`not_served_yet`], asking again after a pause
+/// that grows from 100 ms to 2 s, up to `until` (after which the last answer is returned).
+async fn once_served<T, F, Fut>(until: tokio::time::Instant, mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(error) if not_served_yet(&error) && tokio::time::Instant::now() + pause < until => {
+                tracing::debug!(%error, "the API server does not serve this kind's path yet; asking again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            answer => return answer,
+        }
+    }
 }
 
 /// The error for an apply the server refused: a conflict of field managers and an unknown
@@ -271,23 +303,34 @@ fn unknown_field(message: &str) -> Option<String> {
     field.starts_with('.').then(|| field.to_owned())
 }
 
-/// Waits, by watching, until every named CustomResourceDefinition is `Established`.
+/// Waits, by watching, until every named CustomResourceDefinition is `Established`, and
+/// then until the API server serves its custom resources' path (which, on a busy server,
+/// can follow `Established` by a moment, answering `404 page not found` meanwhile).
 ///
 /// # Errors
 /// [`ManifestError::NotEstablished`] naming the first CRD that was not, with its last
-/// conditions.
+/// conditions, or that was but whose path was still not served.
 pub async fn crds_established(
     client: &Client,
     names: &[String],
     timeout: Duration,
 ) -> Result<(), ManifestError> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let until = tokio::time::Instant::now() + timeout;
     let waits = names.iter().map(|name| {
         let api = api.clone();
         async move {
             let established = await_condition(api.clone(), name, conditions::is_crd_established());
-            match tokio::time::timeout(timeout, established).await {
-                Ok(Ok(_)) => Ok(()),
+            match tokio::time::timeout_at(until, established).await {
+                Ok(Ok(Some(crd))) => match served(client, &crd, until).await {
+                    Err(e) => Err(ManifestError::NotEstablished {
+                        name: name.clone(),
+                        waited_secs: timeout.as_secs(),
+                        last: format!("Established, but its path is not served yet: {e}"),
+                    }),
+                    Ok(()) => Ok(()),
+                },
+                Ok(Ok(None)) => Ok(()),
                 outcome => {
                     let last = match outcome {
                         Ok(Err(e)) => format!("watch failed: {e}"),
@@ -307,6 +350,30 @@ pub async fn crds_established(
         }
     });
     futures::future::try_join_all(waits).await.map(|_| ())
+}
+
+/// Waits, up to `until`, while the API server answers a list of the CRD's custom resources
+/// (its first served version) as a path it does not serve. Any other answer, a refusal
+/// included, says the path is served.
+async fn served(
+    client: &Client,
+    crd: &CustomResourceDefinition,
+    until: tokio::time::Instant,
+) -> Result<(), kube::Error> {
+    let spec = &crd.spec;
+    let Some(version) = spec.versions.iter().find(|v| v.served) else {
+        return Ok(());
+    };
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(&spec.group, &version.name, &spec.names.kind),
+        &spec.names.plural,
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let one = ListParams::default().limit(1);
+    match once_served(until, || api.list(&one)).await {
+        Err(e) if not_served_yet(&e) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// A CRD's conditions as `Type=Status (reason: message)`, or that it has none.
@@ -339,7 +406,131 @@ fn conditions_text(crd: &CustomResourceDefinition) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::unknown_field;
+    use std::time::Duration;
+
+    use homelab_testkit::kube_api::{ApiServer, Kind};
+    use kube::api::DynamicObject;
+    use serde_json::json;
+
+    use super::{ApplyOptions, apply, unknown_field};
+    use crate::ManifestError;
+
+    const GADGET: Kind = Kind {
+        api_version: "test.homelab.dev/v1",
+        plural: "gadgets",
+        kind: "Gadget",
+        namespaced: true,
+    };
+
+    fn gadget() -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "test.homelab.dev/v1", "kind": "Gadget",
+            "metadata": { "name": "g", "namespace": "default" }, "spec": { "size": 3 },
+        }))
+        .unwrap()
+    }
+
+    fn established_crd() -> serde_json::Value {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": { "name": "gadgets.test.homelab.dev" },
+            "spec": {
+                "group": "test.homelab.dev", "scope": "Namespaced",
+                "names": { "plural": "gadgets", "kind": "Gadget" },
+                "versions": [{ "name": "v1", "served": true, "storage": true }],
+            },
+            "status": { "conditions": [{ "type": "Established", "status": "True" }] },
+        })
+    }
+
+    /// Established is not enough: the wait lasts until the custom resources' path is served,
+    /// and names the CRD when it never is.
+    #[tokio::test(start_paused = true)]
+    async fn a_crd_is_waited_on_until_its_path_is_served() {
+        let names = ["gadgets.test.homelab.dev".to_owned()];
+        let (client, server) = ApiServer::start(vec![established_crd()], &[GADGET]);
+        server.not_served_yet("gadgets", 2);
+        super::crds_established(&client, &names, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let lists = server
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /apis/test.homelab.dev/v1/gadgets?"))
+            .count();
+        assert_eq!(lists, 3);
+
+        let (client, server) = ApiServer::start(vec![established_crd()], &[GADGET]);
+        server.not_served_yet("gadgets", u32::MAX);
+        let err = super::crds_established(&client, &names, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ManifestError::NotEstablished { name, last, .. }
+                if name == "gadgets.test.homelab.dev" && last.contains("not served yet")),
+            "{err:?}"
+        );
+    }
+
+    /// The moment after a CRD is Established in which the server does not serve its path
+    /// yet is waited out; a path that stays unserved is an error naming the object once the
+    /// CRD timeout has passed.
+    #[tokio::test(start_paused = true)]
+    async fn a_kind_whose_path_is_not_served_yet_is_asked_again_until_the_crd_timeout() {
+        let (client, server) = ApiServer::start(vec![], &[GADGET]);
+        server.not_served_yet("gadgets", 3);
+        let applied = apply(&client, &[gadget()], &ApplyOptions::new("homelab"))
+            .await
+            .unwrap();
+        assert_eq!(applied.len(), 1);
+        assert!(applied[0].changed);
+        assert!(
+            server
+                .get("test.homelab.dev/v1", "gadgets", Some("default"), "g")
+                .is_some()
+        );
+
+        let (client, server) = ApiServer::start(vec![], &[GADGET]);
+        server.not_served_yet("gadgets", u32::MAX);
+        let options = ApplyOptions {
+            crd_timeout: Duration::from_secs(5),
+            ..ApplyOptions::new("homelab")
+        };
+        let started = tokio::time::Instant::now();
+        let err = apply(&client, &[gadget()], &options).await.unwrap_err();
+        assert!(
+            matches!(&err, ManifestError::Apply { kind, name, source: kube::Error::Api(s) }
+                if kind == "Gadget" && name == "default/g" && s.code == 404),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() <= Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // A Status that names a missing object is an answer, not a path not served.
+        let (client, _server) = ApiServer::start(vec![], &[GADGET]);
+        let started = tokio::time::Instant::now();
+        let missing = kube::Api::<DynamicObject>::namespaced_with(
+            client,
+            "default",
+            &kube::discovery::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk("test.homelab.dev", "v1", "Gadget"),
+                "gadgets",
+            ),
+        );
+        let until = started + Duration::from_secs(5);
+        let err = super::once_served(until, || missing.get("absent"))
+            .await
+            .unwrap_err();
+        assert!(!super::not_served_yet(&err), "{err:?}");
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
 
     #[test]
     fn the_unknown_field_is_read_from_the_servers_message() {
