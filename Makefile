@@ -11,11 +11,12 @@ test: deps
 	scripts/test.sh
 
 # The real-VM suite alone, with its cluster step (every node Ready; about 28 minutes under
-# software emulation on two cores; not yet in `make test`).
+# software emulation on two cores), as `make test` runs it.
 test-cluster: deps
 	cargo nextest run -p homelab-vm --locked --run-ignored all -E 'test(=real_vms_cluster_ready)'
 
-# The real-VM suite without the cluster step, as `make test` runs it.
+# The real-VM suite without the cluster step: a quicker loop (about 14 minutes here) for
+# changes below the cluster layer.
 test-vms: deps
 	cargo nextest run -p homelab-vm --locked --run-ignored all -E 'test(=real_vms_apply_reapply_interrupt_destroy)'
 

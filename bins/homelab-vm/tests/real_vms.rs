@@ -10,8 +10,8 @@
 //! `Ready`; the package upgrade step; and `destroy`, checking nothing is left.
 //!
 //! Needs root, libvirt, qemu and debootstrap (scripts/deps.sh installs them) and takes
-//! minutes, so it is `#[ignore]`d in quick runs; `make test` (and CI) run it without the
-//! cluster step, `make test-cluster` with it ([`real_vms_cluster_ready`]).
+//! minutes, so it is `#[ignore]`d in quick runs; `make test` (and CI) and `make test-cluster`
+//! run it with the cluster step ([`real_vms_cluster_ready`]), `make test-vms` without it.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -915,25 +915,26 @@ fn ready_cluster(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo, bundle_d
     drop(registry);
 }
 
-/// Every layer but the cluster (steps 1 to 4, 6 and 7): what `make test` (and CI) run, and
-/// `make test-vms` alone.
+/// Every layer but the cluster (steps 1 to 4, 6 and 7): `make test-vms`, a quicker loop for
+/// changes below the cluster layer (`make test` runs [`real_vms_cluster_ready`], which checks
+/// all of this too).
 #[test]
-#[ignore = "boots real VMs under qemu:///system (root, several minutes); `make test` runs it"]
+#[ignore = "boots real VMs under qemu:///system (root, several minutes): `make test-vms`"]
 fn real_vms_apply_reapply_interrupt_destroy() {
     through_the_layers(false);
 }
 
 /// The same, with the cluster brought to every node `Ready` on the prepared nodes (step 5):
-/// `make test-cluster`. Under software emulation on two cores the cluster takes about 13
-/// minutes more (measured at stop 33: `homelab up` to Ready in 745 s and 724 s, kubeadm init
-/// in about 7 minutes). It did not get there before stop 33, while each node's kubelet,
-/// started by its package before kubeadm had configured it, restarted every 10 s and took a
-/// third of a host core (node preparation now holds it until kubeadm configures it). Not yet
-/// in `make test`: both runs then found the re-run's plan not empty (a busy API server taken
-/// for missing nodes, then for an unfinished init; both fixed), and it has to pass whole in
-/// CI first.
+/// what `make test` (and CI) run, and `make test-cluster` alone. Under software emulation on
+/// two cores the cluster takes about 13 minutes more (measured at stop 33: `homelab up` to
+/// Ready in 745 s and 724 s, kubeadm init in about 7 minutes). It did not get there before
+/// stop 33, while each node's kubelet, started by its package before kubeadm had configured
+/// it, restarted every 10 s and took a third of a host core (node preparation now holds it
+/// until kubeadm configures it); the first runs that got there found the re-run's plan not
+/// empty (a busy API server taken for missing nodes, then for an unfinished init; both
+/// fixed).
 #[test]
-#[ignore = "a Kubernetes cluster on real VMs (root, about 28 minutes under emulation): `make test-cluster`"]
+#[ignore = "a Kubernetes cluster on real VMs (root, about 28 minutes under emulation): `make test` runs it"]
 fn real_vms_cluster_ready() {
     through_the_layers(true);
 }
