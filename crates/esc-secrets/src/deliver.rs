@@ -72,8 +72,13 @@ pub enum DeliverError {
     #[error(transparent)]
     Apply(#[from] kube_manifest::ManifestError),
     /// An object could not be built.
-    #[error("{0}")]
-    Build(String),
+    #[error("{what}: {source}")]
+    Build {
+        /// The object (`Secret ns/name`, a kind).
+        what: String,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
 }
 
 /// One declared secret's delivery.
@@ -168,7 +173,10 @@ fn dynamic(mut value: serde_json::Value, kind: &str) -> Result<DynamicObject, De
         value["apiVersion"] = "v1".into();
         value["kind"] = kind.into();
     }
-    serde_json::from_value(value).map_err(|e| DeliverError::Build(format!("{kind}: {e}")))
+    serde_json::from_value(value).map_err(|source| DeliverError::Build {
+        what: kind.to_owned(),
+        source,
+    })
 }
 
 fn namespace_object(name: &str) -> Result<DynamicObject, DeliverError> {
@@ -256,8 +264,10 @@ pub async fn sync(
                 .is_none();
         if !namespace_missing {
             let secret = direct_secret(d, &fields, env);
-            let value = serde_json::to_value(&secret)
-                .map_err(|e| DeliverError::Build(format!("Secret {target}: {e}")))?;
+            let value = serde_json::to_value(&secret).map_err(|source| DeliverError::Build {
+                what: format!("Secret {target}"),
+                source,
+            })?;
             objects.push(dynamic(value, "Secret")?);
         }
         out.push(Delivered {

@@ -326,11 +326,12 @@ fn manifest_descriptor(
     size: u64,
     path: &Path,
 ) -> Result<Descriptor, RegistryError> {
-    let digest =
-        oci_spec::image::Digest::from_str(digest.as_str()).map_err(|e| RegistryError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+    let digest = oci_spec::image::Digest::from_str(digest.as_str()).map_err(|source| {
+        RegistryError::Oci {
+            what: format!("{}: digest {digest}", path.display()),
+            source,
+        }
+    })?;
     Ok(Descriptor::new(MediaType::ImageManifest, size, digest))
 }
 

@@ -46,6 +46,9 @@ pub enum HarborError {
     /// The client could not be set up.
     #[error("{0}")]
     Setup(String),
+    /// A CA certificate given to trust cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The Harbor URL does not parse (it is not repeated: it may hold a password).
     #[error("the Harbor URL does not parse: {source}")]
     Url {
@@ -465,8 +468,7 @@ impl Harbor {
             builder,
             options.ca_file.as_deref(),
             options.ca_pem.as_deref(),
-        )
-        .map_err(HarborError::Setup)?;
+        )?;
         Ok(Self {
             base,
             http: builder

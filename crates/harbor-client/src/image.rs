@@ -37,12 +37,21 @@ fn layout_error(path: &Path, message: impl Into<String>) -> RegistryError {
     }
 }
 
+fn oci_error(path: &Path) -> impl FnOnce(oci_spec::OciSpecError) -> RegistryError {
+    let what = path.display().to_string();
+    move |source| RegistryError::Oci { what, source }
+}
+
 fn digest_of(descriptor: &Descriptor, path: &Path) -> Result<Digest, RegistryError> {
     descriptor
         .digest()
         .to_string()
         .parse()
-        .map_err(|e: crate::reference::ReferenceError| layout_error(path, e.to_string()))
+        .map_err(|source| RegistryError::BadDigest {
+            url: path.display().to_string(),
+            what: "a descriptor's digest".into(),
+            source,
+        })
 }
 
 /// An OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/…`).
@@ -87,7 +96,7 @@ impl Layout {
 
     fn index(&self) -> Result<ImageIndex, RegistryError> {
         let path = self.dir.join("index.json");
-        ImageIndex::from_file(&path).map_err(|e| layout_error(&path, e.to_string()))
+        ImageIndex::from_file(&path).map_err(oci_error(&path))
     }
 
     /// The descriptor of the manifest named `tag` (or the only one, when `tag` is `None`).
@@ -139,19 +148,15 @@ impl Layout {
         descriptor.set_annotations(Some(annotations));
         manifests.push(descriptor);
         index.set_manifests(manifests);
-        let text = index
-            .to_string_pretty()
-            .map_err(|e| layout_error(&path, e.to_string()))?;
+        let text = index.to_string_pretty().map_err(oci_error(&path))?;
         std::fs::write(&path, text).map_err(|source| RegistryError::Io { path, source })
     }
 }
 
 fn parse_manifest(bytes: &[u8], what: &str) -> Result<ImageManifest, RegistryError> {
-    ImageManifest::from_reader(bytes).map_err(|e| RegistryError::Protocol {
-        url: what.to_owned(),
-        message: format!(
-            "not a single-platform image manifest ({e}); for a multi-platform index, name one platform's manifest by digest"
-        ),
+    ImageManifest::from_reader(bytes).map_err(|source| RegistryError::NotImageManifest {
+        what: what.to_owned(),
+        source,
     })
 }
 
@@ -188,10 +193,14 @@ pub async fn push(
     let what = format!("{}@{}", layout.dir.display(), top.digest);
     let mut total = Transfer::default();
     for child in index_children(&top, &what)? {
-        let digest: Digest = child.digest.parse().map_err(|e| RegistryError::Protocol {
-            url: what.clone(),
-            message: format!("a manifest of the index: {e}"),
-        })?;
+        let digest: Digest = child
+            .digest
+            .parse()
+            .map_err(|source| RegistryError::BadDigest {
+                url: what.clone(),
+                what: "a manifest of the index".into(),
+                source,
+            })?;
         let path = layout.blob(&digest);
         if !path.exists() {
             return Err(RegistryError::Protocol {
@@ -452,10 +461,10 @@ fn write_manifest(
     Ok(Descriptor::new(
         oci_spec::image::MediaType::from(media_type.as_str()),
         manifest.bytes.len() as u64,
-        oci_spec::image::Digest::try_from(manifest.digest.as_str()).map_err(|e| {
-            RegistryError::Protocol {
-                url: what.to_owned(),
-                message: e.to_string(),
+        oci_spec::image::Digest::try_from(manifest.digest.as_str()).map_err(|source| {
+            RegistryError::Oci {
+                what: format!("{what}: digest {}", manifest.digest),
+                source,
             }
         })?,
     ))
@@ -472,9 +481,10 @@ struct Child {
 /// The manifests `index` names, in its order.
 fn index_children(index: &Manifest, what: &str) -> Result<Vec<Child>, RegistryError> {
     let parsed: serde_json::Value =
-        serde_json::from_slice(&index.bytes).map_err(|e| RegistryError::Protocol {
+        serde_json::from_slice(&index.bytes).map_err(|source| RegistryError::Json {
             url: what.to_owned(),
-            message: format!("the index does not parse: {e}"),
+            what: "the index".into(),
+            source,
         })?;
     Ok(parsed["manifests"]
         .as_array()

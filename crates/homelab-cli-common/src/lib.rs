@@ -103,7 +103,7 @@ pub enum LoggingError {
     },
     /// A global subscriber was already installed.
     #[error("logging was already initialized: {0}")]
-    AlreadySet(String),
+    AlreadySet(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl LogArgs {
@@ -145,7 +145,7 @@ impl LogArgs {
                 .try_init(),
             LogFormat::Json => builder.json().with_current_span(false).try_init(),
         };
-        result.map_err(|e| LoggingError::AlreadySet(e.to_string()))
+        result.map_err(LoggingError::AlreadySet)
     }
 }
 

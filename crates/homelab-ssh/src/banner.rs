@@ -9,14 +9,18 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Why no SSH server was found at an address.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BannerError {
-    /// Nothing answered on the port (refused, unreachable, timed out).
+    /// Nothing answered on the port (refused, unreachable, or timed out: `TimedOut`).
     #[error("no answer on the SSH port ({0})")]
-    NoAnswer(String),
-    /// Something answered but sent no SSH identification line.
+    NoAnswer(#[source] std::io::Error),
+    /// Something answered but sent no line (the read failed, or timed out: `TimedOut`).
     #[error("the SSH port answered without a banner ({0})")]
-    NoBanner(String),
+    NoBanner(#[source] std::io::Error),
+    /// Something answered with a line that is not an SSH identification line.
+    #[error("the SSH port answered without a banner (got {0:?})")]
+    NotSsh(String),
 }
 
 /// A connection whose first bytes (the server's identification line, and whatever was read
@@ -78,8 +82,13 @@ pub async fn read_banner(
 ) -> Result<(String, BannerStream), BannerError> {
     let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| BannerError::NoAnswer("connect timed out".into()))?
-        .map_err(|e| BannerError::NoAnswer(e.to_string()))?;
+        .map_err(|_| {
+            BannerError::NoAnswer(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect timed out after {connect_timeout:?}"),
+            ))
+        })?
+        .map_err(BannerError::NoAnswer)?;
     let mut reader = tokio::io::BufReader::new(stream);
     let mut line = String::new();
     match tokio::time::timeout(banner_timeout, reader.read_line(&mut line)).await {
@@ -95,10 +104,11 @@ pub async fn read_banner(
                 },
             ))
         }
-        Ok(Ok(_)) => Err(BannerError::NoBanner(format!("got {:?}", line.trim_end()))),
-        Ok(Err(e)) => Err(BannerError::NoBanner(e.to_string())),
-        Err(_) => Err(BannerError::NoBanner(format!(
-            "no banner within {banner_timeout:?}"
+        Ok(Ok(_)) => Err(BannerError::NotSsh(line.trim_end().to_owned())),
+        Ok(Err(e)) => Err(BannerError::NoBanner(e)),
+        Err(_) => Err(BannerError::NoBanner(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no banner within {banner_timeout:?}"),
         ))),
     }
 }
@@ -118,7 +128,7 @@ mod tests {
             }
         });
         match read_banner(addr, Duration::from_secs(3), Duration::from_secs(5)).await {
-            Err(BannerError::NoBanner(e)) => assert!(e.contains("HTTP/1.1"), "{e}"),
+            Err(BannerError::NotSsh(line)) => assert!(line.starts_with("HTTP/1.1"), "{line}"),
             Err(other) => panic!("unexpected {other:?}"),
             Ok((b, _)) => panic!("unexpected banner {b}"),
         }
@@ -136,7 +146,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, BannerError::NoAnswer(e) if e.contains("refused")),
+            matches!(&err, BannerError::NoAnswer(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
             "{err:?}"
         );
     }

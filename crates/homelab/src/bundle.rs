@@ -178,8 +178,11 @@ pub struct MirroredImage {
 }
 
 fn mirror_client(url: &str) -> Result<(Registry, String), Error> {
-    let parsed =
-        url::Url::parse(url).map_err(|e| Error::Selection(format!("mirror {url}: {e}")))?;
+    let parsed = url::Url::parse(url).map_err(|source| Error::Url {
+        what: "mirror",
+        url: url.to_owned(),
+        source,
+    })?;
     let host = match (parsed.host_str(), parsed.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => h.to_owned(),

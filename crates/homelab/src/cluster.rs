@@ -496,7 +496,7 @@ impl Phase for ExistingCluster {
                     .map_err(|e| boot::ClusterError::Client {
                         path: inputs::kubeconfig_path(&lab.config),
                         context: lab.config.cluster.context_name().to_owned(),
-                        message: e.to_string(),
+                        source: e.into(),
                     })?;
             events(Event::Progress {
                 phase: NAME,

@@ -149,7 +149,17 @@ pub enum Error {
     },
     /// A worker thread stopped (a libvirt call panicked).
     #[error("a worker stopped: {0}")]
-    Worker(String),
+    Worker(#[source] tokio::task::JoinError),
+    /// A URL given in the configuration does not parse.
+    #[error("{what} {url}: {source}")]
+    Url {
+        /// What the URL is for (`mirror`).
+        what: &'static str,
+        /// The URL.
+        url: String,
+        /// The parser's error.
+        source: url::ParseError,
+    },
 }
 
 pub(crate) fn humanize(d: Duration) -> String {

@@ -53,9 +53,12 @@ pub enum KindError {
     /// The Kind configuration could not be written as YAML.
     #[error("the Kind configuration: {0}")]
     Config(#[source] serde_norway::Error),
-    /// Kind's kubeconfig could not be used.
-    #[error("kind's kubeconfig: {0}")]
-    Kubeconfig(String),
+    /// Kind's kubeconfig names no API server.
+    #[error("kind's kubeconfig names no server")]
+    NoServer,
+    /// Kind's kubeconfig is not YAML.
+    #[error("kind's kubeconfig does not parse: {0}")]
+    Kubeconfig(#[source] serde_norway::Error),
     /// Merging it into the user's kubeconfig failed.
     #[error("merging the kubeconfig into {path}: {source}")]
     Merge {
@@ -397,12 +400,12 @@ impl Tools {
 
 /// The API server's address in a kubeconfig's first cluster.
 fn server_of(kubeconfig: &str) -> Result<String, Error> {
-    let doc: serde_norway::Value = serde_norway::from_str(kubeconfig)
-        .map_err(|e| KindError::Kubeconfig(format!("does not parse: {e}")))?;
+    let doc: serde_norway::Value =
+        serde_norway::from_str(kubeconfig).map_err(KindError::Kubeconfig)?;
     doc["clusters"][0]["cluster"]["server"]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| KindError::Kubeconfig("names no server".into()).into())
+        .ok_or_else(|| KindError::NoServer.into())
 }
 
 const NAME: &str = "cluster";

@@ -84,8 +84,7 @@ pub fn bootstrap_spec(
             "set [gitops] repo_url in homelab.toml: Argo CD deploys the platform from it".into(),
         )
     })?;
-    let files = gitops::scaffold::files(&spec)
-        .map_err(|e| platform::PlatformError::Manifest(e.to_string()))?;
+    let files = gitops::scaffold::files(&spec).map_err(platform::PlatformError::from)?;
     let root_text = files
         .iter()
         .find(|(path, _)| path.ends_with("bootstrap/root.yaml"))
@@ -115,7 +114,13 @@ fn root_application(text: &str) -> Result<gitops::types::Application, Error> {
         .ok_or_else(|| platform::PlatformError::Manifest("bootstrap/root.yaml is empty".into()))?;
     serde_json::to_value(object)
         .and_then(serde_json::from_value)
-        .map_err(|e| platform::PlatformError::Manifest(format!("bootstrap/root.yaml: {e}")).into())
+        .map_err(|source| {
+            platform::PlatformError::Json {
+                what: "bootstrap/root.yaml".into(),
+                source,
+            }
+            .into()
+        })
 }
 
 /// Harbor's project and pull robot, the pull Secrets, and containerd on the nodes (the nodes
@@ -324,8 +329,12 @@ pub fn harbor_admin_secret(lab: &Lab) -> Result<Option<kube::api::DynamicObject>
             secrecy::ExposeSecret::expose_secret(&password),
         ) },
     });
-    serde_json::from_value(value).map(Some).map_err(|e| {
-        platform::PlatformError::Manifest(format!("the Harbor admin Secret: {e}")).into()
+    serde_json::from_value(value).map(Some).map_err(|source| {
+        platform::PlatformError::Json {
+            what: "the Harbor admin Secret".into(),
+            source,
+        }
+        .into()
     })
 }
 
@@ -526,7 +535,10 @@ impl Phase for PlatformPhase {
                     "apiVersion": "v1", "kind": "Namespace",
                     "metadata": { "name": "harbor", "labels": { "app.kubernetes.io/managed-by": "homelab" } },
                 }))
-                .map_err(|e| platform::PlatformError::Manifest(e.to_string()))?;
+                .map_err(|source| platform::PlatformError::Json {
+                    what: "Namespace harbor".into(),
+                    source,
+                })?;
                 kube_manifest::apply(
                     &client,
                     &[namespace, secret],

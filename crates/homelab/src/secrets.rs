@@ -127,8 +127,12 @@ fn token_object(lab: &Lab) -> Result<Vec<kube::api::DynamicObject>, Error> {
         source,
     })?;
     let store = store(lab)?;
-    let mut value = serde_json::to_value(token_secret(&store, &token))
-        .map_err(|e| esc_secrets::deliver::DeliverError::Build(e.to_string()))?;
+    let mut value = serde_json::to_value(token_secret(&store, &token)).map_err(|source| {
+        esc_secrets::deliver::DeliverError::Build {
+            what: "the ESC token Secret".into(),
+            source,
+        }
+    })?;
     value["apiVersion"] = "v1".into();
     value["kind"] = "Secret".into();
     let namespace = serde_json::json!({ "apiVersion": "v1", "kind": "Namespace",
@@ -137,8 +141,12 @@ fn token_object(lab: &Lab) -> Result<Vec<kube::api::DynamicObject>, Error> {
     [namespace, value]
         .into_iter()
         .map(|v| {
-            serde_json::from_value(v)
-                .map_err(|e| Error::from(esc_secrets::deliver::DeliverError::Build(e.to_string())))
+            serde_json::from_value(v).map_err(|source| {
+                Error::from(esc_secrets::deliver::DeliverError::Build {
+                    what: "the ESC token Secret".into(),
+                    source,
+                })
+            })
         })
         .collect()
 }

@@ -49,7 +49,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Worker(e.to_string()))?
+        .map_err(Error::Worker)?
         .map_err(Error::from)
 }
 

@@ -108,14 +108,14 @@ pub enum BackupError {
         source: SshError,
     },
     /// `etcdctl snapshot status` answered something else than its JSON.
-    #[error("etcd snapshot on {node}: `snapshot status` answered {answer:?}: {message}")]
+    #[error("etcd snapshot on {node}: `snapshot status` answered {answer:?}: {source}")]
     Status {
         /// The node.
         node: String,
         /// What it printed (no secret: hash, revision, counts).
         answer: String,
         /// Why it does not parse.
-        message: String,
+        source: serde_json::Error,
     },
     /// A local file could not be read or written.
     #[error("{path}: {source}")]
@@ -347,10 +347,10 @@ pub async fn take(
     let written = streamed.map_err(cleanup)?;
     let answer = described.map_err(on_node).map_err(cleanup)?.stdout_text();
     let status: Status = serde_json::from_str(answer.trim())
-        .map_err(|e| BackupError::Status {
+        .map_err(|source| BackupError::Status {
             node: node.name.clone(),
             answer: answer.trim().chars().take(200).collect(),
-            message: e.to_string(),
+            source,
         })
         .map_err(cleanup)?;
     // What arrived is what etcd described (its database and the sha256 it appends); etcd's

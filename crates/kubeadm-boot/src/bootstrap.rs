@@ -66,15 +66,30 @@ pub enum BootstrapError {
         path: &'static str,
     },
     /// kubeadm printed something this crate does not understand.
-    #[error("{host}: cannot read the output of `{command}`: {message}")]
+    #[error("{host}: cannot read the output of `{command}`: {source}")]
     Output {
         /// Host.
         host: String,
         /// The command.
         command: String,
-        /// What was wrong.
-        message: String,
+        /// What was wrong with it.
+        source: OutputError,
     },
+}
+
+/// What was wrong with what a command on a node printed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutputError {
+    /// It is not the JSON expected.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// It is not a bootstrap token.
+    #[error(transparent)]
+    Token(#[from] ConfigError),
+    /// It is not UTF-8 text.
+    #[error(transparent)]
+    Utf8(#[from] std::string::FromUtf8Error),
 }
 
 /// A node: how to reach it and who it is in the cluster.
@@ -369,10 +384,10 @@ struct ListedToken {
 pub fn reusable_token(
     list_output: &str,
     now: SystemTime,
-) -> Result<Option<BootstrapToken>, String> {
+) -> Result<Option<BootstrapToken>, serde_json::Error> {
     let mut best = None;
     for item in serde_json::Deserializer::from_str(list_output).into_iter::<ListedToken>() {
-        let item = item.map_err(|e| e.to_string())?;
+        let item = item?;
         if item.description != TOKEN_DESCRIPTION
             || !item.usages.iter().any(|u| u == "authentication")
         {
@@ -407,11 +422,11 @@ pub async fn ensure_token(session: &Session) -> Result<BootstrapToken, Bootstrap
     let host = session.target().name.clone();
     let list = Cmd::new("kubeadm token list -o json").sudo();
     let out = session.run(&list).await?;
-    let existing = reusable_token(&out.stdout_text(), SystemTime::now()).map_err(|message| {
+    let existing = reusable_token(&out.stdout_text(), SystemTime::now()).map_err(|e| {
         BootstrapError::Output {
             host: host.clone(),
             command: list.line.clone(),
-            message,
+            source: e.into(),
         }
     })?;
     if let Some(token) = existing {
@@ -427,7 +442,7 @@ pub async fn ensure_token(session: &Session) -> Result<BootstrapToken, Bootstrap
         BootstrapToken::parse(out.stdout_text().trim()).map_err(|e| BootstrapError::Output {
             host: host.clone(),
             command: create.line.clone(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
     tracing::info!(host = %host, token_id = token.id(), "created a bootstrap token");
     Ok(token)
@@ -465,7 +480,7 @@ pub async fn admin_kubeconfig(session: &Session) -> Result<String, BootstrapErro
     String::from_utf8(bytes).map_err(|e| BootstrapError::Output {
         host,
         command: format!("cat {ADMIN_CONF}"),
-        message: e.to_string(),
+        source: e.into(),
     })
 }
 
@@ -682,7 +697,7 @@ mod tests {
         );
         assert!(reusable_token("", SystemTime::now()).unwrap().is_none());
         let err = reusable_token("{\"token\": 5}", SystemTime::now()).unwrap_err();
-        assert!(err.contains("invalid type"), "{err}");
+        assert!(err.to_string().contains("invalid type"), "{err}");
     }
 
     fn cluster() -> KubeadmSpec {

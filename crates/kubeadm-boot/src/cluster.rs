@@ -147,14 +147,14 @@ pub enum ClusterError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The cluster's context cannot be used.
-    #[error("context {context} in {path}: {message}")]
+    #[error("context {context} in {path}: {source}")]
     Client {
         /// The kubeconfig file.
         path: PathBuf,
         /// The context.
         context: String,
         /// Why.
-        message: String,
+        source: ClientError,
     },
     /// The pod network could not be applied.
     #[error("the pod network from {source_name}: {source}")]
@@ -278,17 +278,29 @@ pub async fn merge_kubeconfig(
         .map_err(|e: KubeconfigError| wrap(Box::new(e)))
 }
 
+/// Why a client could not be made from a kubeconfig.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The file cannot be read, or has no such context, or its credentials do not load.
+    #[error(transparent)]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// The client could not be built from it.
+    #[error(transparent)]
+    Client(#[from] kube::Error),
+}
+
 /// A client for `context` in the kubeconfig file `path`.
 ///
 /// # Errors
 /// The file cannot be read or has no such context.
 pub async fn client(path: &Path, context: &str) -> Result<kube::Client, ClusterError> {
-    let fail = |message: String| ClusterError::Client {
+    let fail = |source: ClientError| ClusterError::Client {
         path: path.to_owned(),
         context: context.to_owned(),
-        message,
+        source,
     };
-    let file = kube::config::Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
+    let file = kube::config::Kubeconfig::read_from(path).map_err(|e| fail(e.into()))?;
     let config = kube::Config::from_custom_kubeconfig(
         file,
         &kube::config::KubeConfigOptions {
@@ -297,8 +309,8 @@ pub async fn client(path: &Path, context: &str) -> Result<kube::Client, ClusterE
         },
     )
     .await
-    .map_err(|e| fail(e.to_string()))?;
-    kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
+    .map_err(|e| fail(e.into()))?;
+    kube::Client::try_from(config).map_err(|e| fail(e.into()))
 }
 
 /// Applies the pod network (its pod CIDR set to the cluster's) by server-side apply.

@@ -21,13 +21,19 @@ pub enum CniError {
         "no ConfigMap with a net-conf.json in the manifest: is this Flannel's kube-flannel.yml?"
     )]
     NoNetConf,
-    /// The network configuration is not JSON.
-    #[error("ConfigMap {name}: net-conf.json: {message}")]
+    /// The network configuration is not JSON (or could not be written back).
+    #[error("ConfigMap {name}: net-conf.json: {source}")]
     NetConf {
         /// ConfigMap.
         name: String,
-        /// Why.
-        message: String,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// The network configuration is JSON, but not an object.
+    #[error("ConfigMap {name}: net-conf.json is not a JSON object")]
+    NetConfNotObject {
+        /// ConfigMap.
+        name: String,
     },
 }
 
@@ -64,20 +70,17 @@ pub fn set_pod_network(objects: &mut [DynamicObject], pod_cidr: Ipv4Net) -> Resu
             continue;
         };
         let mut conf: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| CniError::NetConf {
+            serde_json::from_str(text).map_err(|source| CniError::NetConf {
                 name: name.clone(),
-                message: e.to_string(),
+                source,
             })?;
         let Some(map) = conf.as_object_mut() else {
-            return Err(CniError::NetConf {
-                name,
-                message: "not a JSON object".into(),
-            });
+            return Err(CniError::NetConfNotObject { name });
         };
         map.insert("Network".into(), pod_cidr.to_string().into());
-        let text = serde_json::to_string_pretty(&conf).map_err(|e| CniError::NetConf {
+        let text = serde_json::to_string_pretty(&conf).map_err(|source| CniError::NetConf {
             name: name.clone(),
-            message: e.to_string(),
+            source,
         })?;
         object.data["data"]["net-conf.json"] = serde_json::Value::String(text + "\n");
         found = true;

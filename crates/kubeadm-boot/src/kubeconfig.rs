@@ -15,6 +15,14 @@ pub enum KubeconfigError {
         /// Why.
         message: String,
     },
+    /// A file is not YAML, or the merged one could not be written.
+    #[error("{what}: {source}")]
+    Yaml {
+        /// Which file.
+        what: String,
+        /// The YAML error.
+        source: serde_norway::Error,
+    },
     /// The file could not be read or written.
     #[error("cannot {action} {path}: {source}")]
     Io {
@@ -25,6 +33,13 @@ pub enum KubeconfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+fn yaml(what: &str, source: serde_norway::Error) -> KubeconfigError {
+    KubeconfigError::Yaml {
+        what: what.to_owned(),
+        source,
+    }
 }
 
 fn invalid(what: &str, message: impl Into<String>) -> KubeconfigError {
@@ -69,8 +84,7 @@ pub fn merge(
     cluster: &str,
     server: &str,
 ) -> Result<String, KubeconfigError> {
-    let admin: Value =
-        serde_norway::from_str(admin).map_err(|e| invalid("admin.conf", e.to_string()))?;
+    let admin: Value = serde_norway::from_str(admin).map_err(|e| yaml("admin.conf", e))?;
     let mut cluster_data = first_named(&admin, "clusters", "admin.conf")?
         .get("cluster")
         .cloned()
@@ -87,8 +101,7 @@ pub fn merge(
     let mut doc: Value = if existing.trim().is_empty() {
         Value::Mapping(Mapping::new())
     } else {
-        serde_norway::from_str(existing)
-            .map_err(|e| invalid("the existing kubeconfig", e.to_string()))?
+        serde_norway::from_str(existing).map_err(|e| yaml("the existing kubeconfig", e))?
     };
     let Value::Mapping(map) = &mut doc else {
         return Err(invalid("the existing kubeconfig", "not a mapping"));
@@ -123,7 +136,7 @@ pub fn merge(
     map.insert("users".into(), users);
     map.insert("contexts".into(), contexts);
     map.insert("current-context".into(), cluster.into());
-    serde_norway::to_string(&doc).map_err(|e| invalid("the merged kubeconfig", e.to_string()))
+    serde_norway::to_string(&doc).map_err(|e| yaml("the merged kubeconfig", e))
 }
 
 /// Merges into the file at `path` (created if missing), written atomically with mode 0600.

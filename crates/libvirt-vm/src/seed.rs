@@ -16,14 +16,14 @@ pub const SEED_IMAGE_BYTES: u64 = 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
     /// A document could not be serialized.
-    #[error("cannot write cloud-init {document} for node {node}: {message}")]
+    #[error("cannot write cloud-init {document} for node {node}: {source}")]
     Document {
         /// The node.
         node: String,
         /// `user-data`, `meta-data` or `network-config`.
         document: &'static str,
-        /// What went wrong.
-        message: String,
+        /// The YAML writer's error.
+        source: serde_norway::Error,
     },
     /// The FAT image could not be written.
     #[error("cannot build the seed image for node {node}: {source}")]
@@ -34,12 +34,12 @@ pub enum SeedError {
         source: std::io::Error,
     },
     /// A host key could not be generated.
-    #[error("cannot generate an SSH host key for node {node}: {message}")]
+    #[error("cannot generate an SSH host key for node {node}: {source}")]
     HostKey {
         /// The node.
         node: String,
-        /// What went wrong.
-        message: String,
+        /// The key library's error.
+        source: ssh_key::Error,
     },
 }
 
@@ -67,18 +67,15 @@ impl HostKey {
     /// # Errors
     /// The key cannot be encoded (not expected).
     pub fn generate(node: &str) -> Result<Self, SeedError> {
-        let err = |e: &dyn std::fmt::Display| SeedError::HostKey {
+        let err = |source| SeedError::HostKey {
             node: node.to_owned(),
-            message: e.to_string(),
+            source,
         };
-        let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| err(&e))?;
-        let private_openssh = key
-            .to_openssh(LineEnding::LF)
-            .map_err(|e| err(&e))?
-            .to_string();
+        let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(err)?;
+        let private_openssh = key.to_openssh(LineEnding::LF).map_err(err)?.to_string();
         let mut public = key.public_key().clone();
         public.set_comment(format!("{node} host key"));
-        let public_openssh = public.to_openssh().map_err(|e| err(&e))?;
+        let public_openssh = public.to_openssh().map_err(err)?;
         Ok(Self {
             private_openssh,
             public_openssh,
@@ -190,10 +187,10 @@ impl std::fmt::Debug for SeedDocuments {
 }
 
 fn yaml<T: Serialize>(node: &str, document: &'static str, value: &T) -> Result<String, SeedError> {
-    serde_norway::to_string(value).map_err(|e| SeedError::Document {
+    serde_norway::to_string(value).map_err(|source| SeedError::Document {
         node: node.to_owned(),
         document,
-        message: e.to_string(),
+        source,
     })
 }
 

@@ -105,8 +105,11 @@ pub async fn probe_within(target: &ReadyTarget, key: &Arc<PrivateKey>, banner: D
     let addr = SocketAddr::new(target.ip, target.port);
     let (banner, stream) = match read_banner(addr, Duration::from_secs(3), banner).await {
         Ok(b) => b,
-        Err(BannerError::NoAnswer(e)) => return Seen::NoAnswer(e),
-        Err(BannerError::NoBanner(e)) => return Seen::NoBanner(e),
+        Err(BannerError::NoAnswer(e)) => return Seen::NoAnswer(e.to_string()),
+        Err(BannerError::NoBanner(e)) => return Seen::NoBanner(e.to_string()),
+        Err(BannerError::NotSsh(line)) => return Seen::NoBanner(format!("got {line:?}")),
+        // A kind of answer this crate does not know yet: no SSH server there.
+        Err(e) => return Seen::NoBanner(e.to_string()),
     };
     let ssh_err = |error: String| Seen::Ssh {
         banner: banner.clone(),

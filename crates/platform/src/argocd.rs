@@ -150,7 +150,10 @@ fn repository_secret(namespace: &str, repository: &Repository) -> Secret {
 fn to_object<T: serde::Serialize>(value: &T, what: &str) -> Result<DynamicObject, PlatformError> {
     serde_json::to_value(value)
         .and_then(serde_json::from_value)
-        .map_err(|e| PlatformError::Manifest(format!("{what}: {e}")))
+        .map_err(|source| PlatformError::Json {
+            what: what.to_owned(),
+            source,
+        })
 }
 
 /// Installs Argo CD: the namespace, the manifest (health check merged into `argocd-cm`;
@@ -178,7 +181,10 @@ pub async fn bootstrap(
         "metadata": { "name": spec.namespace,
                       "labels": { "app.kubernetes.io/managed-by": crate::FIELD_MANAGER } },
     }))
-    .map_err(|e| PlatformError::Manifest(e.to_string()))?;
+    .map_err(|source| PlatformError::Json {
+        what: format!("Namespace {}", spec.namespace),
+        source,
+    })?;
     objects.insert(0, namespace);
     let mut options = ApplyOptions::new(crate::FIELD_MANAGER);
     options.dry_run = dry_run;

@@ -601,7 +601,8 @@ async fn http_client(
             .map_err(|e| e.to_string())?
             .unwrap_or_default();
         for cert in
-            harbor_client::tls::certificates(pem.as_bytes(), &format!("Secret {namespace}/{name}"))?
+            harbor_client::tls::certificates(pem.as_bytes(), &format!("Secret {namespace}/{name}"))
+                .map_err(|e| e.to_string())?
         {
             builder = builder.add_root_certificate(cert);
         }

@@ -54,6 +54,23 @@ pub enum PlatformError {
     /// A manifest is not what it should be.
     #[error("{0}")]
     Manifest(String),
+    /// An object could not be built from JSON.
+    #[error("{what}: {source}")]
+    Json {
+        /// The object.
+        what: String,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// The Harbor URL does not parse (it is not repeated: it may hold a password).
+    #[error("the Harbor URL does not parse: {source}")]
+    HarborUrl {
+        /// The parser's error.
+        source: url::ParseError,
+    },
+    /// The GitOps repository's files could not be made.
+    #[error(transparent)]
+    Scaffold(#[from] gitops::scaffold::ScaffoldError),
     /// Applying failed.
     #[error(transparent)]
     Apply(#[from] kube_manifest::ManifestError),

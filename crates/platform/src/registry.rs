@@ -112,10 +112,8 @@ impl RegistryWiring {
 /// # Errors
 /// The URL does not parse or has no host.
 pub fn registry_of(url: &str) -> Result<String, PlatformError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| {
-        // Not repeated: a URL that does not parse may hold a password.
-        PlatformError::Manifest(format!("the Harbor URL does not parse: {e}"))
-    })?;
+    // Not repeated: a URL that does not parse may hold a password.
+    let parsed = reqwest::Url::parse(url).map_err(|source| PlatformError::HarborUrl { source })?;
     let host = parsed
         .host_str()
         .ok_or_else(|| PlatformError::Manifest("the Harbor URL has no host".into()))?;

@@ -292,7 +292,9 @@ async fn fetch(
         .timeout(Duration::from_secs(10));
     if let Some(pem) = ca {
         builder = builder.tls_built_in_root_certs(false);
-        for cert in harbor_client::tls::certificates(pem.as_bytes(), "the homelab CA")? {
+        for cert in harbor_client::tls::certificates(pem.as_bytes(), "the homelab CA")
+            .map_err(|e| e.to_string())?
+        {
             builder = builder.add_root_certificate(cert);
         }
     }
@@ -426,7 +428,9 @@ pub async fn ingress_and_tls(
 pub async fn harbor_health(url: &str, ca: Option<&str>) -> Result<String, String> {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
     if let Some(pem) = ca {
-        for cert in harbor_client::tls::certificates(pem.as_bytes(), "the homelab CA")? {
+        for cert in harbor_client::tls::certificates(pem.as_bytes(), "the homelab CA")
+            .map_err(|e| e.to_string())?
+        {
             builder = builder.add_root_certificate(cert);
         }
     }

@@ -35,9 +35,10 @@ impl Registry {
 
     pub(super) async fn fetch_token(&self, challenge: &Challenge, scope: &str) -> Result<()> {
         let realm = challenge.params.get("realm").cloned().unwrap_or_default();
-        let mut url = Url::parse(&realm).map_err(|e| RegistryError::Protocol {
+        let mut url = Url::parse(&realm).map_err(|source| RegistryError::BadUrl {
             url: realm.clone(),
-            message: format!("bad token realm: {e}"),
+            what: "token realm".into(),
+            source,
         })?;
         {
             let mut q = url.query_pairs_mut();

@@ -45,9 +45,10 @@ impl Registry {
                 url: url.to_string(),
                 message: "the upload response has no Location".into(),
             })?;
-        url.join(location).map_err(|e| RegistryError::Protocol {
+        url.join(location).map_err(|source| RegistryError::BadUrl {
             url: url.to_string(),
-            message: format!("bad Location {location:?}: {e}"),
+            what: format!("Location {location:?}"),
+            source,
         })
     }
 
@@ -340,12 +341,7 @@ impl Registry {
         }
         file.flush().await.map_err(io(&tmp))?;
         drop(file);
-        let actual = Digest::from_sha256_hex(&hex::encode(hasher.finalize())).map_err(|e| {
-            RegistryError::Protocol {
-                url: url.to_string(),
-                message: e.to_string(),
-            }
-        })?;
+        let actual = Digest::from_sha256(hasher.finalize().into());
         if &actual != digest {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(RegistryError::DigestMismatch {

@@ -82,12 +82,11 @@ impl Registry {
         digest
             .parse()
             .map(Some)
-            .map_err(
-                |e: crate::reference::ReferenceError| RegistryError::Protocol {
-                    url: url.to_string(),
-                    message: e.to_string(),
-                },
-            )
+            .map_err(|source| RegistryError::BadDigest {
+                url: url.to_string(),
+                what: "Docker-Content-Digest".into(),
+                source,
+            })
     }
 
     /// Stores a manifest under a tag (or its digest). Returns its digest.

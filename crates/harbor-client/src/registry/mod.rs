@@ -143,6 +143,60 @@ pub enum RegistryError {
     /// The client could not be set up.
     #[error("{0}")]
     Setup(String),
+    /// A digest the server sent, or a layout or index names, does not parse.
+    #[error("{url}: {what}: {source}")]
+    BadDigest {
+        /// Request URL, or the layout and document.
+        url: String,
+        /// Which digest (`Docker-Content-Digest`, `a manifest of the index`).
+        what: String,
+        /// The parser's error.
+        source: crate::reference::ReferenceError,
+    },
+    /// A URL the server sent (a `Location`, a token realm) or was given does not parse.
+    #[error("{url}: {what}: {source}")]
+    BadUrl {
+        /// Request URL, or the URL given.
+        url: String,
+        /// Which URL.
+        what: String,
+        /// The parser's error.
+        source: url::ParseError,
+    },
+    /// A document is not the JSON expected.
+    #[error("{url}: {what}: {source}")]
+    Json {
+        /// Request URL, or the layout and document.
+        url: String,
+        /// Which document.
+        what: String,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// An OCI document (image index, manifest) or digest that `oci-spec` refuses.
+    #[error("{what}: {source}")]
+    Oci {
+        /// Which document, and where.
+        what: String,
+        /// oci-spec's error.
+        source: oci_spec::OciSpecError,
+    },
+    /// A manifest is not a single-platform image manifest (an index, or not OCI at all).
+    #[error(
+        "{what}: not a single-platform image manifest ({source}); for a multi-platform index, name one platform's manifest by digest"
+    )]
+    NotImageManifest {
+        /// Which manifest.
+        what: String,
+        /// oci-spec's error.
+        source: oci_spec::OciSpecError,
+    },
+    /// A CA certificate given to trust cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 impl RegistryError {
@@ -382,9 +436,10 @@ fn returned_digest(response: &Response, sent: &Digest, what: &str) -> Result<()>
             expected: sent.clone(),
             actual: d,
         }),
-        Err(e) => Err(RegistryError::Protocol {
+        Err(source) => Err(RegistryError::BadDigest {
             url: response.url().to_string(),
-            message: format!("Docker-Content-Digest `{returned}`: {e}"),
+            what: "Docker-Content-Digest".into(),
+            source,
         }),
     }
 }
@@ -413,8 +468,12 @@ impl Registry {
     /// The CA file is unreadable or not PEM, or the HTTP client cannot be built.
     pub fn new(host: &str, credentials: Credentials, options: Options) -> Result<Self> {
         let scheme = if options.plain_http { "http" } else { "https" };
-        let base = Url::parse(&format!("{scheme}://{host}/"))
-            .map_err(|e| RegistryError::Setup(format!("registry {host:?}: {e}")))?;
+        let base =
+            Url::parse(&format!("{scheme}://{host}/")).map_err(|source| RegistryError::BadUrl {
+                url: host.to_owned(),
+                what: "registry host".into(),
+                source,
+            })?;
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("homelab-harbor-client/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
@@ -425,16 +484,13 @@ impl Registry {
             builder,
             options.ca_file.as_deref(),
             options.ca_pem.as_deref(),
-        )
-        .map_err(RegistryError::Setup)?;
+        )?;
         if let Some(address) = options.resolve
             && let Some(name) = base.host_str()
         {
             builder = builder.resolve(name, address);
         }
-        let http = builder
-            .build()
-            .map_err(|e| RegistryError::Setup(format!("HTTP client: {e}")))?;
+        let http = builder.build().map_err(RegistryError::HttpClient)?;
         Ok(Self {
             host: host.to_owned(),
             base,
