@@ -43,6 +43,7 @@ pub const FORCE_SYNC_ANNOTATION: &str = "force-sync";
 
 /// Why delivering failed. Values never appear, only paths and names.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DeliverError {
     /// Required values are missing from the environment.
     #[error("environment {env} lacks {}: add them (homelab-secrets check prints the commands)", paths.join(", "))]

@@ -91,6 +91,7 @@ impl AppNode {
 
 /// Reading or waiting failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StatusError {
     /// The API call failed.
     #[error("{action}: {source}")]

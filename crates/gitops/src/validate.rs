@@ -1110,6 +1110,7 @@ fn is_pinned(image: &str) -> bool {
 
 /// Why a repository could not be validated at all.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ValidateError {
     /// The path does not exist or cannot be reached.
     #[error("{path}: {source}")]

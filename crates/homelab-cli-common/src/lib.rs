@@ -92,6 +92,7 @@ pub struct LogArgs {
 
 /// Logging could not be set up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoggingError {
     /// `RUST_LOG` holds a filter that does not parse.
     #[error("RUST_LOG={value:?} is not a valid filter: {source}")]

@@ -7,6 +7,7 @@ use crate::{KeyPath, Report, Segment};
 
 /// Why a value could not be set.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EditError {
     /// The file is not TOML.
     #[error("the file is not valid TOML: {0}")]

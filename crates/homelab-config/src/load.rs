@@ -85,6 +85,7 @@ impl ConfigSource {
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The file could not be read.
     #[error("cannot read configuration file {path}: {source}")]

@@ -24,6 +24,7 @@ pub enum SecretRef {
 
 /// Why a secret could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SecretError {
     /// The environment variable is not set (or empty).
     #[error("environment variable {var} is not set (the configuration reads this secret from it)")]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// What went wrong, named by the input that failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The configuration could not be loaded.
     #[error(transparent)]

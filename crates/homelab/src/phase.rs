@@ -195,6 +195,7 @@ impl Check {
 /// What the pipeline and its phases report while they work.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Event {
     /// A phase begins (`attempt` of `attempts`).
     Started {

@@ -97,6 +97,7 @@ impl EtcdClient {
 
 /// What went wrong with a snapshot.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackupError {
     /// The node could not be reached or its command failed.
     #[error("etcd snapshot on {node}: {source}")]

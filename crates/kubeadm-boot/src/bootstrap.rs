@@ -39,6 +39,7 @@ pub const TOKEN_TTL: &str = "1h";
 
 /// The bootstrap could not finish.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BootstrapError {
     /// Steps failed on some hosts.
     #[error(transparent)]

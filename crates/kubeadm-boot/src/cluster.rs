@@ -130,6 +130,7 @@ impl UpReport {
 
 /// Why [`up`] stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClusterError {
     /// Node preparation failed on some hosts.
     #[error("preparing the nodes: {0}")]

@@ -12,6 +12,7 @@ pub const FIELD_MANAGER: &str = "homelab";
 
 /// The pod network could not be set up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CniError {
     /// The manifest does not parse, or its apply failed.
     #[error(transparent)]

@@ -86,6 +86,7 @@ impl KubeadmApi {
 
 /// A kubeadm configuration problem.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// Not MAJOR.MINOR.PATCH.
     #[error("`{0}` is not a Kubernetes version (MAJOR.MINOR.PATCH)")]

@@ -6,6 +6,7 @@ use serde_norway::{Mapping, Value};
 
 /// The kubeconfig could not be merged.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KubeconfigError {
     /// A file is not a kubeconfig.
     #[error("{what} is not a valid kubeconfig: {message}")]

@@ -79,6 +79,7 @@ impl NodeState {
 
 /// A Kubernetes API call or wait failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodesError {
     /// The API refused or could not be reached.
     #[error("{action}: {source}")]

@@ -24,6 +24,7 @@ use crate::steps::{Change, Check, Outcome, Report, RunError, Runner, Step};
 
 /// The upgrade cannot start or did not finish.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UpgradeError {
     /// The cluster is not in a state to upgrade from.
     #[error("pre-check failed: {0}")]

@@ -14,6 +14,7 @@ pub const SEED_IMAGE_BYTES: u64 = 1024 * 1024;
 
 /// The seed could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SeedError {
     /// A document could not be serialized.
     #[error("cannot write cloud-init {document} for node {node}: {source}")]

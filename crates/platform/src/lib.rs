@@ -50,6 +50,7 @@ pub const FIELD_MANAGER: &str = "homelab-platform";
 
 /// What went wrong bringing the platform up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlatformError {
     /// A manifest is not what it should be.
     #[error("{0}")]

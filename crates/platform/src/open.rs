@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// What went wrong opening an interface.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// A call to the API server failed.
     #[error("{action}: {source}")]

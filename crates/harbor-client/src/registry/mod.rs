@@ -91,6 +91,7 @@ struct ErrorBody {
 
 /// What went wrong, naming the request or file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// The server answered with an error status.
     #[error("{method} {url}: HTTP {status}{}", describe(errors))]
