@@ -45,10 +45,7 @@ impl Rig {
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         for (name, text) in [("kind", KIND), ("docker", DOCKER)] {
-            let path = bin.join(name);
-            std::fs::write(&path, text).unwrap();
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
+            homelab_testkit::stand_in(&bin, name, text);
         }
         std::fs::copy(plane.kubeconfig(), dir.path().join("admin.kubeconfig")).unwrap();
         std::fs::write(

@@ -36,9 +36,7 @@ fn bundle(dir: &Path) -> NodeBundle {
     std::fs::create_dir_all(&src).unwrap();
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     let mut add = |name: &str, body: &str| {
-        let p = src.join(name.replace('/', "-"));
-        std::fs::write(&p, body).unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let p = homelab_testkit::stand_in(&src, &name.replace('/', "-"), body);
         files.push((name.to_owned(), p));
     };
     add(

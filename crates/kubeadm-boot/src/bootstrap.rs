@@ -599,12 +599,8 @@ mod tests {
     fn a_busy_api_server_is_asked_again_and_never_taken_for_no_nodes() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::create_dir(d.join("bin")).unwrap();
         let script = |name: &str, body: &str| {
-            let path = d.join("bin").join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
+            homelab_testkit::stand_in(&d.join("bin"), name, &format!("{body}\n"));
         };
         script(
             "kubectl",

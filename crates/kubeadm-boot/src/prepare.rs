@@ -818,21 +818,16 @@ mod tests {
         std::fs::create_dir(d.join("bin")).unwrap();
         // `systemctl show -p P --value kubelet` prints the file named P; `stop` and
         // `daemon-reload` change them as systemd would; every call is logged.
-        std::fs::write(
-            d.join("bin/systemctl"),
-            format!(
-                "#!/bin/sh\necho \"$*\" >> {0}/calls\n\
+        homelab_testkit::stand_in(
+            &d.join("bin"),
+            "systemctl",
+            &format!(
+                "echo \"$*\" >> {0}/calls\n\
                  case \"$1\" in show) cat {0}/$3;; stop) echo inactive > {0}/ActiveState;; \
                  daemon-reload) echo no > {0}/NeedDaemonReload;; esac\n",
                 d.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            d.join("bin/systemctl"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        );
         let file = d.join("drop-in.conf");
         let config = d.join("config.yaml");
         let local = |line: &str| {

@@ -4,7 +4,6 @@
 //! first, and the packages must be held again whatever happened.
 #![allow(clippy::unwrap_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -96,9 +95,7 @@ impl Apt {
             ("dpkg", DPKG),
             ("kubeadm", KUBEADM),
         ] {
-            let path = bin.join(name);
-            std::fs::write(&path, script).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            homelab_testkit::stand_in(&bin, name, script);
         }
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
@@ -300,17 +297,14 @@ fn the_sandbox_image_check_compares_containerd_with_kubeadm() {
         .replace("/etc/containerd/config.toml", &toml.display().to_string());
     let run = |pause: &str| {
         let bin = dir.path().join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        let kubeadm = bin.join("kubeadm");
-        std::fs::write(
-            &kubeadm,
-            format!(
-                "#!/bin/sh\n[ \"$1 $2 $3 $4 $5\" = 'config images list --kubernetes-version v1.33.5' ] || exit 2\n\
+        homelab_testkit::stand_in(
+            &bin,
+            "kubeadm",
+            &format!(
+                "[ \"$1 $2 $3 $4 $5\" = 'config images list --kubernetes-version v1.33.5' ] || exit 2\n\
                  echo registry.k8s.io/kube-apiserver:v1.33.5\necho {pause}\necho registry.k8s.io/etcd:3.5.21-0\n"
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&kubeadm, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         Command::new("sh")
             .arg("-c")
             .arg(&line)

@@ -5,7 +5,6 @@
 //! leaves files kubeadm's join preflight refuses, so the next join must reset first.
 #![allow(clippy::unwrap_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -96,9 +95,7 @@ impl Node {
             // The steps' retries wait 2 s between tries: not here.
             ("sleep", "#!/bin/sh\nexit 0\n"),
         ] {
-            let path = dir.path().join("bin").join(name);
-            std::fs::write(&path, script).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            homelab_testkit::stand_in(&dir.path().join("bin"), name, script);
         }
         std::fs::write(dir.path().join("state/log"), "").unwrap();
         Self { dir }

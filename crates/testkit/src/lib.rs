@@ -566,18 +566,35 @@ fn compare_or_write(dir: &Path, name: &str, actual: &str, write: bool) {
 /// The file cannot be written (a test fixture).
 pub fn date_shim(bin: &Path, format: &str) {
     let counter = bin.join(".date-calls");
-    let script = bin.join("date");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nn=$(cat '{c}' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '{c}'\n\
+    stand_in(
+        bin,
+        "date",
+        &format!(
+            "n=$(cat '{c}' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '{c}'\n\
              printf '{format}\\n' \"$n\"\n",
             c = counter.display()
         ),
-    )
-    .unwrap_or_else(|e| panic!("write {}: {e}", script.display()));
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap_or_else(|e| panic!("chmod {}: {e}", script.display()));
+    );
+}
+
+/// Writes `script` as the executable `bin/name`, a stand-in for a program that tests put
+/// first on `PATH` (creating `bin` when missing); a script without a `#!` line runs under
+/// `/bin/sh`. Returns its path.
+///
+/// # Panics
+/// The file cannot be written (a test fixture).
+pub fn stand_in(bin: &Path, name: &str, script: &str) -> PathBuf {
+    std::fs::create_dir_all(bin).unwrap_or_else(|e| panic!("create {}: {e}", bin.display()));
+    let path = bin.join(name);
+    let text = if script.starts_with("#!") {
+        script.to_owned()
+    } else {
+        format!("#!/bin/sh\n{script}")
+    };
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    path
 }
 
 /// The names of the entries of `dir`, sorted.
