@@ -83,6 +83,20 @@ ip = "{NET}.11"
     )
 }
 
+/// Destroys the suite's VMs when the scenario fails part-way (a panic unwinding through it),
+/// unless `HOMELAB_TEST_KEEP` asks to keep them for a look: the running VMs of a failed run
+/// took more than a host core from whatever ran after it.
+struct DestroyOnFailure<'a>(&'a Path);
+
+impl Drop for DestroyOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("HOMELAB_TEST_KEEP").is_none() {
+            eprintln!("the scenario failed: destroying its VMs (HOMELAB_TEST_KEEP=1 keeps them)");
+            let _ = homelab_vm(self.0).args(["destroy", "--yes"]).output();
+        }
+    }
+}
+
 fn homelab_vm(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("homelab-vm").unwrap();
     cmd.arg("--config")
@@ -942,7 +956,8 @@ fn real_vms_cluster_ready() {
 #[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn through_the_layers(with_cluster: bool) {
     homelab_testkit::ensure_libvirtd().unwrap();
-    // HOMELAB_TEST_KEEP=1 keeps the keys and known_hosts, to log in after a failure.
+    // HOMELAB_TEST_KEEP=1 keeps the keys, known_hosts and (after a failure) the VMs, to log
+    // in and look.
     let dir = tempfile::Builder::new()
         .prefix("hlit-")
         .disable_cleanup(std::env::var_os("HOMELAB_TEST_KEEP").is_some())
@@ -959,6 +974,7 @@ fn through_the_layers(with_cluster: bool) {
     std::fs::write(d.join("homelab.toml"), config(d)).unwrap();
     // Leftovers of an earlier, aborted run of this suite.
     let _ = homelab_vm(d).args(["destroy", "--yes"]).output();
+    let _cleanup = DestroyOnFailure(d);
 
     homelab_vm(d).arg("preflight").assert().success();
 
