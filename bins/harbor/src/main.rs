@@ -4,121 +4,28 @@
     reason = "doc comments here are --help text, read in a terminal"
 )]
 
-use std::collections::HashMap;
-use std::io::{IsTerminal as _, Read as _};
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal as _;
+use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use harbor_client::harbor::{GcSchedule, Harbor, HarborOptions, RobotCreate, repository_access};
+use harbor_client::harbor::{GcSchedule, RobotCreate, repository_access};
 use harbor_client::image::{self, Layout};
 use harbor_client::reference::Reference;
-use harbor_client::registry::{Credentials, Options, Progress, ProgressSink, Registry};
-use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
+use harbor_client::registry::{Credentials, Options};
+use secrecy::ExposeSecret;
 
 mod cli;
+mod ctx;
+mod progress;
 
-use cli::{ArtifactCmd, Cli, Command, GcCmd, Global, Output, ProjectCmd, RobotCmd};
-
-/// Reads the password from the places allowed for it.
-fn password(global: &Global) -> Result<Option<SecretString>> {
-    if let Some(path) = &global.password_file {
-        let meta = std::fs::metadata(path)
-            .with_context(|| format!("--password-file {}", path.display()))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            bail!(
-                "--password-file {}: mode {mode:04o} lets others read it; run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            );
-        }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--password-file {}", path.display()))?;
-        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned().into()));
-    }
-    if global.password_stdin {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading the password from standard input")?;
-        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned().into()));
-    }
-    Ok(std::env::var("HARBOR_PASSWORD")
-        .ok()
-        .map(SecretString::from))
-}
-
-struct Ctx {
-    credentials: Credentials,
-    options: Options,
-    json: bool,
-    parallel: usize,
-    global_url: Option<String>,
-    ca_file: Option<PathBuf>,
-}
-
-impl Ctx {
-    fn registry(&self, host: &str) -> Result<Registry> {
-        Ok(Registry::new(
-            host,
-            self.credentials.clone(),
-            self.options.clone(),
-        )?)
-    }
-
-    /// A Harbor client whose credentials Harbor accepted (a wrong password would otherwise
-    /// make every call anonymous).
-    async fn harbor(&self) -> Result<Harbor> {
-        let url = self
-            .global_url
-            .as_deref()
-            .context("this command talks to Harbor's API: give --url or $HARBOR_URL")?;
-        let Credentials::Basic { username, password } = &self.credentials else {
-            bail!(
-                "this command needs a user: give --username (or $HARBOR_USERNAME) and a password"
-            );
-        };
-        let harbor = Harbor::new(
-            url,
-            username,
-            password.clone(),
-            &HarborOptions::default()
-                .ca_file(self.ca_file.clone())
-                .plain_http(self.options.plain_http),
-        )?;
-        harbor.check_login().await?;
-        Ok(harbor)
-    }
-
-    fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) -> Result<()> {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(value)?);
-        } else {
-            text(value);
-        }
-        Ok(())
-    }
-}
+use cli::{ArtifactCmd, Cli, Command, GcCmd, Output, ProjectCmd, RobotCmd};
+use ctx::{Ctx, password};
+use progress::{progress_bars, transfer_line};
 
 fn parse_ref(text: &str) -> Result<Reference> {
     Ok(text.parse()?)
-}
-
-/// `DIR` or `DIR:TAG`.
-fn transfer_line(what: &str, t: &image::Transfer) {
-    println!(
-        "{what} {}: {} blobs sent, {} mounted, {} already there ({} KiB)",
-        t.digest,
-        t.transferred,
-        t.mounted,
-        t.skipped,
-        t.bytes.div_ceil(1024)
-    );
 }
 
 #[allow(clippy::too_many_lines, reason = "one dispatch over the commands")]
@@ -416,40 +323,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One progress bar per blob on standard error.
-fn progress_bars() -> ProgressSink {
-    let bars = indicatif::MultiProgress::new();
-    let style = indicatif::ProgressStyle::with_template(
-        "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    let active: Mutex<HashMap<String, indicatif::ProgressBar>> = Mutex::new(HashMap::new());
-    ProgressSink(Arc::new(move |event| {
-        let mut active = active
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match event {
-            Progress::Start { digest, size } => {
-                let bar = bars.add(indicatif::ProgressBar::new(size));
-                bar.set_style(style.clone());
-                bar.set_prefix(digest.hex().chars().take(12).collect::<String>());
-                active.insert(digest.to_string(), bar);
-            }
-            Progress::Bytes { digest, n } => {
-                if let Some(bar) = active.get(digest.as_str()) {
-                    bar.inc(n);
-                }
-            }
-            Progress::Done { digest } => {
-                if let Some(bar) = active.remove(digest.as_str()) {
-                    bar.finish();
-                }
-            }
-        }
-    }))
 }
 
 fn read_list(path: &Path) -> Result<Vec<Reference>> {
