@@ -14,7 +14,7 @@ use crate::inputs;
 use crate::lab::Lab;
 use crate::lock::{self, LockFile};
 use crate::phase::{
-    Change, Check, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem, relaying,
+    Change, Check, Event, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem,
 };
 
 /// The phase's name.
@@ -418,23 +418,20 @@ impl Phase for ClusterPhase {
             let plan = cluster_plan(lab).await?;
             let runner = runner(lab)?;
             let kubeconfig = inputs::kubeconfig_path(&lab.config);
-            let steps = relaying(NAME, events, |tx| {
-                let boot_events = move |event: boot::Event| {
-                    if !matches!(event, boot::Event::Checking { .. }) {
-                        let _ = tx.send(event.to_string());
-                    }
-                };
-                async move {
-                    let (steps, client) =
-                        boot::bootstrap_nodes(&runner, &plan, &kubeconfig, &boot_events).await?;
-                    // Fetched only now: the nodes are prepared and joined whatever the download.
-                    let network = pod_network(lab, events).await?;
-                    let ready_timeout = lab.config.phases.cluster.timeout.0;
-                    boot::up_network(&client, &plan, &network, ready_timeout, &boot_events).await?;
-                    Ok::<_, Error>(steps)
+            let boot_events = |event: boot::Event| {
+                if !matches!(event, boot::Event::Checking { .. }) {
+                    events(Event::Progress {
+                        phase: NAME,
+                        message: event.to_string(),
+                    });
                 }
-            })
-            .await?;
+            };
+            let (steps, client) =
+                boot::bootstrap_nodes(&runner, &plan, &kubeconfig, &boot_events).await?;
+            // Fetched only now: the nodes are prepared and joined whatever the download.
+            let network = pod_network(lab, events).await?;
+            let ready_timeout = lab.config.phases.cluster.timeout.0;
+            boot::up_network(&client, &plan, &network, ready_timeout, &boot_events).await?;
             Ok(steps_report(NAME, &steps))
         }
         .boxed()

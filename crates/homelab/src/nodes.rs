@@ -14,9 +14,7 @@ use crate::cluster::{fetched_packages, runner, steps_plan, steps_report, vms_mis
 use crate::error::Error;
 use crate::inputs;
 use crate::lab::Lab;
-use crate::phase::{
-    Check, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem, relaying,
-};
+use crate::phase::{Check, Events, Phase, PhasePlan, PhaseReport, PhaseStatus, StatusItem};
 
 /// The phase's name.
 pub const NAME: &str = "nodes";
@@ -261,32 +259,22 @@ impl Phase for NodesPhase {
         async move {
             let plan = inputs::bootstrap_plan(&lab.config)?;
             let runner = runner(lab)?;
-            let (steps, pushed) = relaying(NAME, events, |tx| {
-                let messages = tx.clone();
-                let boot_events = move |event: boot::Event| {
-                    if !matches!(event, boot::Event::Checking { .. }) {
-                        let _ = tx.send(event.to_string());
-                    }
-                };
-                async move {
-                    let packages = fetched_packages(lab, &plan.cluster.version).await?;
-                    // The cluster's images on the mirrors before any node pulls them.
-                    let mut pushed = 0;
-                    if let Some(bundle) = &packages.bundle {
-                        let images = crate::bundle::mirrored_images(&lab.config, bundle).await?;
-                        pushed = crate::bundle::publish(&images, bundle, &move |e| {
-                            if let crate::Event::Progress { message, .. } = e {
-                                let _ = messages.send(message);
-                            }
-                        })
-                        .await?;
-                    }
-                    let steps =
-                        boot::prepare_nodes(&runner, &plan, &packages, &boot_events).await?;
-                    Ok::<_, Error>((steps, pushed))
+            let boot_events = |event: boot::Event| {
+                if !matches!(event, boot::Event::Checking { .. }) {
+                    events(crate::phase::Event::Progress {
+                        phase: NAME,
+                        message: event.to_string(),
+                    });
                 }
-            })
-            .await?;
+            };
+            let packages = fetched_packages(lab, &plan.cluster.version).await?;
+            // The cluster's images on the mirrors before any node pulls them.
+            let mut pushed = 0;
+            if let Some(bundle) = &packages.bundle {
+                let images = crate::bundle::mirrored_images(&lab.config, bundle).await?;
+                pushed = crate::bundle::publish(&images, bundle, events).await?;
+            }
+            let steps = boot::prepare_nodes(&runner, &plan, &packages, &boot_events).await?;
             // The connections of the preparation are still open: reused.
             let limit = status_limit(lab).await;
             for item in status_with(lab, &*lab.ssh_pool()?, limit).await.items {

@@ -283,8 +283,9 @@ impl fmt::Display for Event {
 /// Where events go.
 pub type Events<'a> = &'a (dyn Fn(Event) + Send + Sync);
 
-/// Runs `work`, which reports progress as messages on a channel (the layers' callbacks must
-/// be `'static`), passing each message on as a [`Event::Progress`] of `phase` as it comes.
+/// Runs `work`, which reports progress as messages on a channel (for work on a blocking
+/// thread, whose callback must be `'static`: libvirt's), passing each message on as an
+/// [`Event::Progress`] of `phase` as it comes.
 pub(crate) async fn relaying<T, E, F>(
     phase: &'static str,
     events: Events<'_>,
