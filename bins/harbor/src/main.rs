@@ -44,13 +44,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let json = global.output == Output::Json;
     let ctx = Ctx {
         credentials,
-        options: Options {
-            plain_http: global.plain_http,
-            ca_file: global.ca_file.clone(),
-            progress: (!json && std::io::stderr().is_terminal() && !cli.log.quiet)
-                .then(progress_bars),
-            ..Options::default()
-        },
+        options: Options::default()
+            .plain_http(global.plain_http)
+            .ca_file(global.ca_file.clone())
+            .progress(
+                (!json && std::io::stderr().is_terminal() && !cli.log.quiet).then(progress_bars),
+            ),
         json,
         parallel: global.parallel,
         global_url: global.url.clone(),

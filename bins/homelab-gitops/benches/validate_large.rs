@@ -58,10 +58,9 @@ fn main() {
     let started = Instant::now();
     let report = validate(
         root,
-        &Options {
-            repo_url: Some(REPO.into()),
-            kustomize_build: false,
-        },
+        &Options::default()
+            .repo_url(Some(REPO.into()))
+            .kustomize_build(false),
     )
     .expect("the repository was just written");
     let elapsed = started.elapsed();

@@ -289,10 +289,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let repo_url = git_url(repo_url)?.or(configured);
             let report = match validate(
                 &path,
-                &Options {
-                    repo_url,
-                    kustomize_build: !no_build,
-                },
+                &Options::default()
+                    .repo_url(repo_url)
+                    .kustomize_build(!no_build),
             ) {
                 Ok(report) => report,
                 // Nothing to validate is not a pass: exit 2, as for a usage error.

@@ -151,10 +151,7 @@ async fn bootstrap(
     })
     .await?;
     let spec = homelab::platform::bootstrap_spec(&lab, &source, &bytes)?;
-    let options = WaitOptions {
-        timeout: lab.config.phases.platform.timeout.0,
-        ..WaitOptions::default()
-    };
+    let options = WaitOptions::default().timeout(lab.config.phases.platform.timeout.0);
     let applied = platform::argocd::bootstrap(&client, &spec, dry_run, &options, &|p| {
         if let Event::Waiting { .. } = p {
             eprintln!("  {p}");
@@ -303,10 +300,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Registry { context, dry_run } => registry(config, context, dry_run, json).await,
         Command::Wait { context, timeout } => {
             let client = client(context).await?;
-            let options = WaitOptions {
-                timeout,
-                ..WaitOptions::default()
-            };
+            let options = WaitOptions::default().timeout(timeout);
             let statuses =
                 platform::wait::wait(&client, &http, &components, &options, &|e| match e {
                     Event::Wave { .. } => eprintln!("{e}"),

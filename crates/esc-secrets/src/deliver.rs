@@ -279,10 +279,7 @@ pub async fn sync(
             skipped: None,
         });
     }
-    let options = ApplyOptions {
-        dry_run,
-        ..ApplyOptions::new(FIELD_MANAGER)
-    };
+    let options = ApplyOptions::new(FIELD_MANAGER).dry_run(dry_run);
     let applied: Vec<Applied> = kube_manifest::apply(client, &objects, &options).await?;
     for d in &mut out {
         if let Some(a) = applied

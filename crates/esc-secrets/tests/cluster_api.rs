@@ -195,10 +195,7 @@ async fn the_store_and_every_external_secret_pass_a_dry_run_against_external_sec
     for d in &list {
         generated.push(serde_json::from_value(external_secret(d, &store)).unwrap());
     }
-    let options = kube_manifest::ApplyOptions {
-        dry_run: true,
-        ..kube_manifest::ApplyOptions::new("homelab-secrets")
-    };
+    let options = kube_manifest::ApplyOptions::new("homelab-secrets").dry_run(true);
     let accepted = kube_manifest::apply(&client, &generated, &options)
         .await
         .unwrap();

@@ -13,12 +13,11 @@ use gitops::validate::{Options, render, validate};
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let root = PathBuf::from(args.next().unwrap_or_else(|| ".".into()));
-    let options = Options {
+    let options = Options::default()
         // Without one, the validator infers it from the Applications (and says so).
-        repo_url: args.next(),
+        .repo_url(args.next())
         // Build each kustomization with kubectl when it is on the PATH.
-        kustomize_build: true,
-    };
+        .kustomize_build(true);
     match validate(&root, &options) {
         Ok(report) => {
             print!("{}", render(&report));

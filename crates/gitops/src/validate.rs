@@ -74,8 +74,17 @@ impl Report {
     }
 }
 
-/// How to validate.
+/// How to validate: `Options::default()` (nothing known of the repository's URL, no
+/// kustomize builds), changed by its setters.
+///
+/// ```
+/// let options = gitops::validate::Options::default()
+///     .repo_url(Some("https://git.example.org/lab/gitops.git".into()))
+///     .kustomize_build(true);
+/// assert!(options.kustomize_build);
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Options {
     /// This repository's URL as Applications name it (`repoURL`), to check their paths.
     /// Without it, an Application's source counts as this repository when its path exists
@@ -83,6 +92,22 @@ pub struct Options {
     pub repo_url: Option<String>,
     /// Build kustomizations with `kubectl kustomize` when kubectl is on the PATH.
     pub kustomize_build: bool,
+}
+
+impl Options {
+    /// With this repository's URL as Applications name it.
+    #[must_use]
+    pub fn repo_url(mut self, repo_url: Option<String>) -> Self {
+        self.repo_url = repo_url;
+        self
+    }
+
+    /// Building kustomizations with `kubectl kustomize` (when kubectl is on the PATH) or not.
+    #[must_use]
+    pub fn kustomize_build(mut self, kustomize_build: bool) -> Self {
+        self.kustomize_build = kustomize_build;
+        self
+    }
 }
 
 /// Helm charts known to install CRDs, with the API groups of those CRDs: the charts of the

@@ -228,10 +228,9 @@ fn cicd_installs_tekton_from_its_release_files_and_only_that_is_left_unchecked()
     homelab_testkit::require_kubectl();
     let report = gitops::validate::validate(
         dir.path(),
-        &gitops::validate::Options {
-            repo_url: Some(common::REPO.into()),
-            kustomize_build: true,
-        },
+        &gitops::validate::Options::default()
+            .repo_url(Some(common::REPO.into()))
+            .kustomize_build(true),
     )
     .unwrap();
     let findings: Vec<(String, String)> = report

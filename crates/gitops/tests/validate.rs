@@ -98,10 +98,9 @@ fn check(files: &[(String, String)]) -> Report {
     let dir = write(files);
     validate(
         dir.path(),
-        &Options {
-            repo_url: Some(REPO.into()),
-            kustomize_build: true,
-        },
+        &Options::default()
+            .repo_url(Some(REPO.into()))
+            .kustomize_build(true),
     )
     .unwrap()
 }
@@ -432,10 +431,7 @@ fn without_a_repository_url_the_applications_name_it_and_it_is_said() {
     let dir = write(&files);
     let report = validate(
         dir.path(),
-        &Options {
-            repo_url: None,
-            kustomize_build: false,
-        },
+        &Options::default().repo_url(None).kustomize_build(false),
     )
     .unwrap();
     let note = report
@@ -558,10 +554,9 @@ fn links_to_directories_and_out_of_the_tree_are_not_followed() {
     let started = std::time::Instant::now();
     let report = validate(
         root,
-        &Options {
-            repo_url: Some(REPO.into()),
-            kustomize_build: false,
-        },
+        &Options::default()
+            .repo_url(Some(REPO.into()))
+            .kustomize_build(false),
     )
     .unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
@@ -616,7 +611,7 @@ proptest! {
             };
             std::os::unix::fs::symlink(&to, &at).unwrap();
         }
-        let report = validate(root.path(), &Options { repo_url: Some(REPO.into()), kustomize_build: false }).unwrap();
+        let report = validate(root.path(), &Options::default().repo_url(Some(REPO.into())).kustomize_build(false)).unwrap();
         prop_assert_eq!(report.files, real.len());
         prop_assert_eq!(report.objects, real.len());
     }

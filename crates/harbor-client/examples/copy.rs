@@ -19,10 +19,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let source: Reference = source.parse()?;
     let target: Reference = target.parse()?;
-    let options = || Options {
-        plain_http: std::env::var("PLAIN_HTTP").is_ok_and(|v| v == "1"),
-        ..Options::default()
-    };
+    let options =
+        || Options::default().plain_http(std::env::var("PLAIN_HTTP").is_ok_and(|v| v == "1"));
     let from = Registry::new(&source.registry, Credentials::Anonymous, options())?;
     let to = Registry::new(&target.registry, Credentials::Anonymous, options())?;
     let work = tempfile::tempdir()?;

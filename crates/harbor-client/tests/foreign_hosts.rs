@@ -106,10 +106,7 @@ async fn upload_elsewhere(chunked: bool) {
             username: "robot$lab".into(),
             password: SecretString::from("s3cret"),
         },
-        Options {
-            plain_http: true,
-            ..Options::default()
-        },
+        Options::default().plain_http(true),
     )
     .unwrap();
     if chunked {
@@ -161,10 +158,7 @@ async fn an_https_registry_whose_token_realm_is_plain_http_gets_no_password() {
     .unwrap();
     let client = robot(
         &server.host(),
-        Options {
-            ca_file: server.ca_file.clone(),
-            ..Options::default()
-        },
+        Options::default().ca_file(server.ca_file.clone()),
     );
     let err = client.ping().await.unwrap_err();
     assert!(err.to_string().contains(&tokens.realm), "{err}");
@@ -192,13 +186,7 @@ async fn a_token_realm_on_another_host_gets_no_credentials() {
         },
     )
     .unwrap();
-    let client = robot(
-        &server.host(),
-        Options {
-            plain_http: true,
-            ..Options::default()
-        },
-    );
+    let client = robot(&server.host(), Options::default().plain_http(true));
     assert!(
         client.ping().await.is_err(),
         "an anonymous token is refused"
@@ -218,13 +206,7 @@ async fn a_token_realm_on_another_host_gets_no_credentials() {
         },
     )
     .unwrap();
-    let client = robot(
-        &server.host(),
-        Options {
-            plain_http: true,
-            ..Options::default()
-        },
-    );
+    let client = robot(&server.host(), Options::default().plain_http(true));
     client.ping().await.unwrap();
     assert_eq!(
         tokens
@@ -267,10 +249,7 @@ async fn a_copy_between_two_registries_sends_each_its_own_credentials_only() {
         tokens_b.realm.replace("127.0.0.1", "localhost"),
         tokens_b.cert_pem.clone(),
     );
-    let plain = || Options {
-        plain_http: true,
-        ..Options::default()
-    };
+    let plain = || Options::default().plain_http(true);
     let login = |host: String, user: &str, password: &str| {
         Registry::new(
             &host,

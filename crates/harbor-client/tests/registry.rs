@@ -16,10 +16,7 @@ use homelab_testkit::token_server::TokenServer;
 use rand::RngExt;
 
 fn plain() -> Options {
-    Options {
-        plain_http: true,
-        ..Options::default()
-    }
+    Options::default().plain_http(true)
 }
 
 /// A tar archive holding one file of `size` random bytes.
@@ -203,10 +200,7 @@ async fn progress_reports_add_up_to_every_blob() {
     let client = Registry::new(
         &server.host(),
         Credentials::Anonymous,
-        Options {
-            progress: Some(sink),
-            ..plain()
-        },
+        plain().progress(Some(sink)),
     )
     .unwrap();
     let src = tempfile::tempdir().unwrap();
@@ -485,17 +479,15 @@ async fn a_token_that_expires_mid_upload_is_renewed_and_the_chunk_sent_again() {
             username: "robot$ci".into(),
             password: "t0ken-pass".to_owned().into(),
         },
-        Options {
-            chunk_size: 64 << 10,
+        plain()
+            .chunk_size(64 << 10)
             // The upload outlives the token: each chunk is followed by a pause.
-            progress: Some(ProgressSink(Arc::new(move |p| {
+            .progress(Some(ProgressSink(Arc::new(move |p| {
                 if matches!(p, Progress::Bytes { .. }) {
                     seen.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
-            }))),
-            ..plain()
-        },
+            })))),
     )
     .unwrap();
     let bytes = layer(640 << 10);
@@ -618,20 +610,14 @@ async fn a_ca_given_as_pem_bytes_is_trusted_and_a_name_resolves_to_the_address_g
     let trusted = Registry::new(
         &server.host(),
         Credentials::Anonymous,
-        Options {
-            ca_pem: Some(pem),
-            ..Options::default()
-        },
+        Options::default().ca_pem(Some(pem)),
     )
     .unwrap();
     trusted.ping().await.unwrap();
     let err = Registry::new(
         &server.host(),
         Credentials::Anonymous,
-        Options {
-            ca_pem: Some(b"not a certificate".to_vec()),
-            ..Options::default()
-        },
+        Options::default().ca_pem(Some(b"not a certificate".to_vec())),
     )
     .map(|_| ())
     .unwrap_err();
@@ -640,11 +626,7 @@ async fn a_ca_given_as_pem_bytes_is_trusted_and_a_name_resolves_to_the_address_g
     // A name only the lab knows: reached at the address given, not through DNS.
     let plain = TestRegistry::start().unwrap();
     let host = format!("registry.homelab.invalid:{}", plain.addr.port());
-    let options = |resolve| Options {
-        plain_http: true,
-        resolve,
-        ..Options::default()
-    };
+    let options = |resolve| Options::default().plain_http(true).resolve(resolve);
     Registry::new(&host, Credentials::Anonymous, options(Some(plain.addr)))
         .unwrap()
         .ping()
@@ -668,10 +650,7 @@ async fn tls_needs_the_ca_and_plain_http_must_be_asked_for() {
     let trusted = Registry::new(
         &server.host(),
         Credentials::Anonymous,
-        Options {
-            ca_file: server.ca_file.clone(),
-            ..Options::default()
-        },
+        Options::default().ca_file(server.ca_file.clone()),
     )
     .unwrap();
     trusted.ping().await.unwrap();
@@ -682,10 +661,7 @@ async fn tls_needs_the_ca_and_plain_http_must_be_asked_for() {
     let err = Registry::new(
         &server.host(),
         Credentials::Anonymous,
-        Options {
-            ca_file: Some("/nonexistent/ca.pem".into()),
-            ..Options::default()
-        },
+        Options::default().ca_file(Some("/nonexistent/ca.pem".into())),
     )
     .unwrap_err();
     assert!(
@@ -796,11 +772,9 @@ async fn push_through_and_verify(
     let client = Registry::new(
         &proxy.to_string(),
         Credentials::Anonymous,
-        Options {
-            plain_http: true,
-            backoff: std::time::Duration::from_millis(20),
-            ..Options::default()
-        },
+        Options::default()
+            .plain_http(true)
+            .backoff(std::time::Duration::from_millis(20)),
     )
     .unwrap();
     let src = tempfile::tempdir().unwrap();

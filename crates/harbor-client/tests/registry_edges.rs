@@ -16,10 +16,7 @@ async fn registry(app: axum::Router) -> Registry {
     Registry::new(
         &format!("127.0.0.1:{port}"),
         Credentials::Anonymous,
-        Options {
-            plain_http: true,
-            ..Options::default()
-        },
+        Options::default().plain_http(true),
     )
     .unwrap()
 }
@@ -127,11 +124,7 @@ async fn chunks_are_at_least_what_the_registry_asks() {
     let client = Registry::new(
         &format!("127.0.0.1:{port}"),
         Credentials::Anonymous,
-        Options {
-            plain_http: true,
-            chunk_size: 4,
-            ..Options::default()
-        },
+        Options::default().plain_http(true).chunk_size(4),
     )
     .unwrap();
     let data = b"twenty bytes of blob";

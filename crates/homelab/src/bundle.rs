@@ -188,10 +188,7 @@ fn mirror_client(url: &str) -> Result<(Registry, String), Error> {
         (Some(h), None) => h.to_owned(),
         (None, _) => return Err(Error::Selection(format!("mirror {url}: no host"))),
     };
-    let options = Options {
-        plain_http: parsed.scheme() == "http",
-        ..Options::default()
-    };
+    let options = Options::default().plain_http(parsed.scheme() == "http");
     Ok((Registry::new(&host, Credentials::Anonymous, options)?, host))
 }
 

@@ -257,12 +257,10 @@ pub async fn node_pull_check(lab: &Lab, client: &kube::Client) -> Option<Result<
                 username: HARBOR_ADMIN.into(),
                 password: access.password,
             },
-            harbor_client::registry::Options {
-                ca_pem: access.ca.map(String::into_bytes),
-                resolve: Some(access.address),
-                plain_http: access.plain_http,
-                ..harbor_client::registry::Options::default()
-            },
+            harbor_client::registry::Options::default()
+                .ca_pem(access.ca.map(String::into_bytes))
+                .resolve(Some(access.address))
+                .plain_http(access.plain_http),
         )
         .map_err(|e| e.to_string())?;
         let mut check =
@@ -409,10 +407,7 @@ fn components(lab: &Lab) -> Vec<platform::components::Component> {
 }
 
 fn wait_options(lab: &Lab) -> platform::wait::WaitOptions {
-    platform::wait::WaitOptions {
-        timeout: lab.config.phases.platform.timeout.0,
-        ..platform::wait::WaitOptions::default()
-    }
+    platform::wait::WaitOptions::default().timeout(lab.config.phases.platform.timeout.0)
 }
 
 impl Phase for PlatformPhase {

@@ -156,10 +156,8 @@ async fn deliver(lab: &Lab, dry_run: bool) -> Result<(Vec<Change>, usize), Error
     let values = client(lab)?.read(&env).await?;
     let kube = lab.kube_client().await?;
     let delivered = sync(&kube, &values, &env, &list(lab), dry_run).await?;
-    let options = kube_manifest::ApplyOptions {
-        dry_run,
-        ..kube_manifest::ApplyOptions::new(esc_secrets::deliver::FIELD_MANAGER)
-    };
+    let options =
+        kube_manifest::ApplyOptions::new(esc_secrets::deliver::FIELD_MANAGER).dry_run(dry_run);
     let mut token_objects = token_object(lab)?;
     // A dry run cannot apply into a namespace it did not make: the Secret would be new.
     let mut token_new = false;

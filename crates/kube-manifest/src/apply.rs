@@ -12,8 +12,18 @@ use kube::{Client, ResourceExt};
 
 use crate::ManifestError;
 
-/// How [`apply`] applies.
+/// How [`apply`] applies: [`ApplyOptions::new`], changed by its setters.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let options = kube_manifest::ApplyOptions::new("my-tool")
+///     .dry_run(true)
+///     .crd_timeout(Duration::from_secs(120));
+/// assert!(options.force && options.dry_run);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ApplyOptions {
     /// The field manager every object is applied with (one per tool, so that its fields
     /// are its own and a re-run is a no-op).
@@ -40,6 +50,34 @@ impl ApplyOptions {
             crd_timeout: Duration::from_secs(60),
             namespace: None,
         }
+    }
+
+    /// Taking fields other managers own (`true`), or reporting the conflict.
+    #[must_use]
+    pub fn force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+
+    /// Asking the server what would change, changing nothing.
+    #[must_use]
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Giving CustomResourceDefinitions this long to become `Established`.
+    #[must_use]
+    pub fn crd_timeout(mut self, crd_timeout: Duration) -> Self {
+        self.crd_timeout = crd_timeout;
+        self
+    }
+
+    /// Putting namespaced objects without a namespace there.
+    #[must_use]
+    pub fn namespace(mut self, namespace: Option<String>) -> Self {
+        self.namespace = namespace;
+        self
     }
 }
 

@@ -62,10 +62,7 @@ async fn conflicts(client: &Client, ns: &str, managed_fields: bool) {
     .await
     .unwrap();
 
-    let gentle = ApplyOptions {
-        force: false,
-        ..ApplyOptions::new("homelab")
-    };
+    let gentle = ApplyOptions::new("homelab").force(false);
     // The same value is no conflict: the field becomes shared.
     let shared = apply(client, &[config_map(ns, "them")], &gentle)
         .await

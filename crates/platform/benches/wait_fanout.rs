@@ -60,10 +60,7 @@ async fn run(watching: bool, step: Duration) -> (Duration, usize, Duration) {
     let started = Instant::now();
     let flips = tokio::spawn(script(server.clone(), step));
     if watching {
-        let options = WaitOptions {
-            timeout: Duration::from_secs(60),
-            ..WaitOptions::default()
-        };
+        let options = WaitOptions::default().timeout(Duration::from_secs(60));
         wait(&client, &http, &all, &options, &|_| {}).await.unwrap();
     } else {
         // kubectl wait-style: ask everything, sleep 2 s, again.

@@ -421,10 +421,7 @@ pub async fn ensure_pull_access(
             objects.push(to_dynamic(&s)?);
         }
     }
-    let options = ApplyOptions {
-        dry_run,
-        ..ApplyOptions::new(FIELD_MANAGER)
-    };
+    let options = ApplyOptions::new(FIELD_MANAGER).dry_run(dry_run);
     let applied = kube_manifest::apply(client, &objects, &options).await?;
     Ok(PullAccess {
         project_created,

@@ -53,8 +53,10 @@ impl ComponentStatus {
     }
 }
 
-/// How [`wait`] waits.
+/// How [`wait`] waits: `WaitOptions::default()` (30 minutes, checks asked again every
+/// second), changed by its setters.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WaitOptions {
     /// The whole wait's limit.
     pub timeout: Duration,
@@ -69,6 +71,22 @@ impl Default for WaitOptions {
             timeout: Duration::from_secs(1800),
             poll: Duration::from_secs(1),
         }
+    }
+}
+
+impl WaitOptions {
+    /// With this limit for the whole wait.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Asking the checks nothing announces again this often.
+    #[must_use]
+    pub fn poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
     }
 }
 

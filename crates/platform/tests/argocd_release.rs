@@ -149,10 +149,7 @@ async fn the_pinned_argo_cd_release_bootstraps_and_the_scaffold_fits_its_crds() 
         repository: None,
         root,
     };
-    let options = WaitOptions {
-        timeout: Duration::from_secs(120),
-        ..WaitOptions::default()
-    };
+    let options = WaitOptions::default().timeout(Duration::from_secs(120));
     let started = std::time::Instant::now();
     let first = bootstrap(&client, &spec, false, &options, &|_| {})
         .await
@@ -196,11 +193,9 @@ async fn the_pinned_argo_cd_release_bootstraps_and_the_scaffold_fits_its_crds() 
     let dry = kube_manifest::apply(
         &client,
         &argo_objects,
-        &kube_manifest::ApplyOptions {
-            dry_run: true,
-            namespace: Some(NAMESPACE.into()),
-            ..kube_manifest::ApplyOptions::new("homelab-test")
-        },
+        &kube_manifest::ApplyOptions::new("homelab-test")
+            .dry_run(true)
+            .namespace(Some(NAMESPACE.into())),
     )
     .await
     .unwrap();
@@ -332,10 +327,7 @@ async fn the_scaffold_and_the_readiness_probes_fit_the_pinned_component_crds() {
     let dry = kube_manifest::apply(
         &client,
         &objects,
-        &kube_manifest::ApplyOptions {
-            dry_run: true,
-            ..kube_manifest::ApplyOptions::new("homelab-test")
-        },
+        &kube_manifest::ApplyOptions::new("homelab-test").dry_run(true),
     )
     .await
     .unwrap_or_else(|e| panic!("a generated object does not fit its CRD: {e}"));
@@ -354,10 +346,7 @@ async fn the_scaffold_and_the_readiness_probes_fit_the_pinned_component_crds() {
         let refused = kube_manifest::apply(
             &client,
             &[bad],
-            &kube_manifest::ApplyOptions {
-                dry_run: true,
-                ..kube_manifest::ApplyOptions::new("homelab-test")
-            },
+            &kube_manifest::ApplyOptions::new("homelab-test").dry_run(true),
         )
         .await;
         let err = refused.unwrap_err().to_string();

@@ -126,10 +126,7 @@ async fn argo_cd_is_bootstrapped_crds_first_rolled_out_and_a_rerun_changes_nothi
         ns.clone(),
         "argocd-server".into(),
     ));
-    let options = WaitOptions {
-        timeout: Duration::from_secs(60),
-        ..WaitOptions::default()
-    };
+    let options = WaitOptions::default().timeout(Duration::from_secs(60));
     let first = bootstrap(&client, &spec, false, &options, &|_| {})
         .await
         .unwrap();
@@ -200,11 +197,9 @@ async fn a_dry_run_bootstrap_on_an_empty_cluster_changes_nothing_and_reports_eve
     let applied = kube_manifest::apply(
         &client,
         &manifest,
-        &kube_manifest::ApplyOptions {
-            dry_run: true,
-            namespace: Some(ns.clone()),
-            ..kube_manifest::ApplyOptions::new("homelab-test")
-        },
+        &kube_manifest::ApplyOptions::new("homelab-test")
+            .dry_run(true)
+            .namespace(Some(ns.clone())),
     )
     .await
     .unwrap();
@@ -351,10 +346,7 @@ async fn waves_are_followed_in_order_and_a_stuck_component_is_named_with_its_las
         &client,
         &reqwest::Client::new(),
         &sorted,
-        &WaitOptions {
-            timeout: Duration::from_secs(2),
-            ..WaitOptions::default()
-        },
+        &WaitOptions::default().timeout(Duration::from_secs(2)),
         &|_| {},
     )
     .await
@@ -377,10 +369,7 @@ async fn waves_are_followed_in_order_and_a_stuck_component_is_named_with_its_las
                 &client,
                 &reqwest::Client::new(),
                 &sorted,
-                &WaitOptions {
-                    timeout: Duration::from_secs(60),
-                    ..WaitOptions::default()
-                },
+                &WaitOptions::default().timeout(Duration::from_secs(60)),
                 &move |e| match e {
                     Event::Wave { wave, .. } => seen.lock().unwrap().push(format!("wave {wave}")),
                     Event::Ready { component, .. } => {

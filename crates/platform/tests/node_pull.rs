@@ -40,10 +40,7 @@ fn check(registry: &Registry, login: Option<&str>, certs_dir: &str, socket: &str
             username: ROBOT.into(),
             password: SECRET.to_owned().into(),
         },
-        Options {
-            ca_file: registry.ca_file.clone(),
-            ..Options::default()
-        },
+        Options::default().ca_file(registry.ca_file.clone()),
     )
     .unwrap();
     let mut check = NodePull::new(

@@ -83,10 +83,9 @@ pub(crate) fn check(root: &Path) {
     homelab_testkit::require_kubectl();
     let report = validate(
         root,
-        &Options {
-            repo_url: Some(REPO.into()),
-            kustomize_build: true,
-        },
+        &Options::default()
+            .repo_url(Some(REPO.into()))
+            .kustomize_build(true),
     )
     .unwrap();
     let real: Vec<_> = report

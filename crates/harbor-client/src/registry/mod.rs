@@ -270,8 +270,17 @@ impl std::fmt::Debug for ProgressSink {
     }
 }
 
-/// Connection settings.
+/// Connection settings: `Options::default()` (https, the system's CAs, 4 attempts), changed
+/// by its setters.
+///
+/// ```
+/// let options = harbor_client::registry::Options::default()
+///     .plain_http(true)
+///     .attempts(2);
+/// assert!(options.plain_http);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// Use `http://` instead of `https://` (only when asked for explicitly).
     pub plain_http: bool,
@@ -304,6 +313,64 @@ impl Default for Options {
             backoff: Duration::from_millis(200),
             progress: None,
         }
+    }
+}
+
+impl Options {
+    /// Using `http://` (only when asked for explicitly) or not.
+    #[must_use]
+    pub fn plain_http(mut self, plain_http: bool) -> Self {
+        self.plain_http = plain_http;
+        self
+    }
+
+    /// Trusting this CA certificate file (PEM) too.
+    #[must_use]
+    pub fn ca_file(mut self, ca_file: Option<PathBuf>) -> Self {
+        self.ca_file = ca_file;
+        self
+    }
+
+    /// Trusting this CA certificate (PEM bytes) too.
+    #[must_use]
+    pub fn ca_pem(mut self, ca_pem: Option<Vec<u8>>) -> Self {
+        self.ca_pem = ca_pem;
+        self
+    }
+
+    /// Reaching the registry's host at this address, not through DNS.
+    #[must_use]
+    pub fn resolve(mut self, resolve: Option<std::net::SocketAddr>) -> Self {
+        self.resolve = resolve;
+        self
+    }
+
+    /// Uploading in chunks of this size (at most [`MAX_CHUNK`]).
+    #[must_use]
+    pub fn chunk_size(mut self, chunk_size: usize) -> Self {
+        self.chunk_size = chunk_size;
+        self
+    }
+
+    /// Making this many attempts at a request that fails with 5xx or a dropped connection.
+    #[must_use]
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// Waiting this long before the second attempt (doubled each time).
+    #[must_use]
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Telling transfer progress to this sink.
+    #[must_use]
+    pub fn progress(mut self, progress: Option<ProgressSink>) -> Self {
+        self.progress = progress;
+        self
     }
 }
 
