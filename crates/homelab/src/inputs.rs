@@ -46,45 +46,31 @@ pub fn vm_spec(config: &Config, authorized_keys: Vec<String>) -> VmClusterSpec {
     } else {
         DiskFormat::Raw
     };
-    VmClusterSpec {
-        cluster_id: config.cluster.name.clone(),
-        network: NetworkSpec {
-            name: config.network.name.clone(),
-            bridge: config.network.bridge.clone(),
-            cidr: config.network.nat_cidr,
-            gateway: config.network.gateway,
-        },
-        pool: PoolSpec {
-            name: lv.pool_name.clone(),
-            path: lv.pool_path.clone(),
-        },
-        base_image: BaseImage {
-            path: lv.base_image.clone(),
-            format,
-        },
-        domain_type: match lv.domain_type {
-            DomainType::Auto => DomainTypeChoice::Auto,
-            DomainType::Kvm => DomainTypeChoice::Kvm,
-            DomainType::Qemu => DomainTypeChoice::Qemu,
-        },
-        boot,
-        access: Access {
-            user: config.ssh.user.clone(),
-            authorized_keys,
-        },
-        nodes: config
-            .nodes
-            .iter()
-            .map(|n| VmSpec {
-                name: n.name.clone(),
-                vcpus: n.vcpus,
-                memory_mib: n.memory.0,
-                disk_bytes: n.disk.bytes(),
-                mac: n.mac.map_or_else(|| Mac::from_ip(n.ip), |m| Mac(m.0)),
-                ip: n.ip,
-            })
-            .collect(),
-    }
+    VmClusterSpec::new(
+        &config.cluster.name,
+        NetworkSpec::new(
+            &config.network.name,
+            &config.network.bridge,
+            config.network.nat_cidr,
+            config.network.gateway,
+        ),
+        PoolSpec::new(&lv.pool_name, &lv.pool_path),
+        BaseImage::new(&lv.base_image, format),
+        Access::new(&config.ssh.user, authorized_keys),
+    )
+    .domain_type(match lv.domain_type {
+        DomainType::Auto => DomainTypeChoice::Auto,
+        DomainType::Kvm => DomainTypeChoice::Kvm,
+        DomainType::Qemu => DomainTypeChoice::Qemu,
+    })
+    .boot(boot)
+    .nodes(config.nodes.iter().map(|n| {
+        VmSpec::new(&n.name, n.ip)
+            .vcpus(n.vcpus)
+            .memory_mib(n.memory.0)
+            .disk_bytes(n.disk.bytes())
+            .mac(n.mac.map_or_else(|| Mac::from_ip(n.ip), |m| Mac(m.0)))
+    }))
 }
 
 /// The base image homelab builds (when `libvirt.build_base_image` is on).
@@ -349,10 +335,7 @@ pub fn bootstrap_plan_for(
         })?;
         let node = Node {
             target: target.clone(),
-            spec: KubeadmNode {
-                name: target.name.clone(),
-                address,
-            },
+            spec: KubeadmNode::new(&target.name, address),
         };
         if control_plane.is_none() && target.name == selected.control_plane {
             control_plane = Some(node);
@@ -362,16 +345,15 @@ pub fn bootstrap_plan_for(
     }
     let control_plane = control_plane
         .ok_or_else(|| Error::ControlPlaneNotSelected(selected.control_plane.clone()))?;
-    let cluster = KubeadmSpec {
-        name: config.cluster.name.clone(),
-        version: kube_version(config),
-        control_plane_endpoint: format!("{}:{API_PORT}", control_plane.spec.address),
-        pod_cidr: config.network.pod_cidr,
-        service_cidr: config.network.service_cidr,
-        image_repository: None,
-        cri_socket: CRI_SOCKET.into(),
-        slow_nodes: config.cluster.slow_nodes,
-    };
+    let cluster = KubeadmSpec::new(
+        &config.cluster.name,
+        kube_version(config),
+        format!("{}:{API_PORT}", control_plane.spec.address),
+    )
+    .pod_cidr(config.network.pod_cidr)
+    .service_cidr(config.network.service_cidr)
+    .cri_socket(CRI_SOCKET)
+    .slow_nodes(config.cluster.slow_nodes);
     Ok(BootstrapPlan {
         cluster,
         control_plane,

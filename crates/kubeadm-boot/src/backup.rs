@@ -1,11 +1,11 @@
 //! etcd snapshots of a kubeadm cluster: taken over SSH on a control-plane node with the
 //! etcd client and the cluster's own etcd client certificate (which never leaves the node),
-//! checked there (`snapshot status`), streamed to this host over the SSH channel (memory
-//! bounded by one message whatever the size) into a file of mode 0600 named after the
-//! cluster, the node, the revision and the time, and checked again here with etcd's own
-//! integrity trailer (the sha256 of the database that the snapshot stream ends with, which
-//! `etcdutl snapshot restore` checks too). Retention keeps the newest snapshots within an
-//! age.
+//! streamed to this host over the SSH channel while etcd writes it (memory bounded by one
+//! message whatever the size) and described there (`snapshot status`), into a file of mode
+//! 0600 named after the cluster, the node, the revision and the time, and checked here with
+//! etcd's own integrity trailer (the sha256 of the database that the snapshot stream ends
+//! with, which `etcdutl snapshot restore` checks too). Retention keeps the newest snapshots
+//! within an age.
 //!
 //! ```no_run
 //! # async fn example(pool: &homelab_ssh::Pool, node: &homelab_ssh::Target) -> Result<(), kubeadm_boot::backup::BackupError> {
@@ -296,10 +296,6 @@ pub async fn take(
     cluster: &str,
     dir: &Path,
 ) -> Result<Taken, BackupError> {
-    let on_node = |source| BackupError::Node {
-        node: node.name.clone(),
-        source,
-    };
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -309,44 +305,18 @@ pub async fn take(
         "{}/snapshot-{nanos}.db",
         client.work_dir.trim_end_matches('/')
     ));
-    let node_cmd = |line: String| {
-        let mut cmd = Cmd::new(line).timeout(client.timeout);
-        cmd.sudo = client.sudo;
-        cmd
-    };
-    // Taken on the node; a snapshot left by an interrupted run goes first.
-    let save = format!(
-        "set -e; umask 077; {prelude}; mkdir -p {work}; rm -f {work}/snapshot-*.db; \
-         etcd_ctl snapshot save {remote} >&2 || {{ rc=$?; rm -f {remote}; rmdir {work} 2>/dev/null; exit $rc; }}",
-        prelude = client.prelude(),
-    );
-    pool.run(node, &node_cmd(save)).await.map_err(on_node)?;
-
-    // Described on the node and streamed here at once (two channels of one connection):
-    // `snapshot status` reads the whole file too. Then the node's copy goes, whatever
-    // happened (a connection lost meanwhile leaves it, root's only, until the next snapshot).
+    // Taken on the node and streamed here while etcd writes it, described by etcd meanwhile
+    // (see `stream_to`); the node's copies go at the end, whatever happened (a connection lost
+    // meanwhile leaves them, root's only, until the next snapshot).
     mkdir_private(dir)?;
     let partial = dir.join(format!(".snapshot-{nanos}.partial"));
-    let status_cmd = node_cmd(format!(
-        "{}; etcd_ctl -w json snapshot status {remote}",
-        client.prelude()
-    ));
-    let (described, streamed) = tokio::join!(
-        pool.run(node, &status_cmd),
-        stream_to(pool, node, client, &remote, &partial)
-    );
-    let _ = pool
-        .run(
-            node,
-            &node_cmd(format!("rm -f {remote}; rmdir {work} 2>/dev/null; true")),
-        )
-        .await;
     let cleanup = |e: BackupError| {
         let _ = std::fs::remove_file(&partial);
         e
     };
-    let written = streamed.map_err(cleanup)?;
-    let answer = described.map_err(on_node).map_err(cleanup)?.stdout_text();
+    let (written, answer) = stream_to(pool, node, client, &work, &remote, &partial)
+        .await
+        .map_err(cleanup)?;
     let status: Status = serde_json::from_str(answer.trim())
         .map_err(|source| BackupError::Status {
             node: node.name.clone(),
@@ -399,26 +369,56 @@ fn mkdir_private(dir: &Path) -> Result<(), BackupError> {
         .map_err(io(dir))
 }
 
-/// Streams `remote` into the new file `partial`, checking it as etcd would on the way;
-/// returns the bytes written, synced to disk.
+/// Has etcd write its snapshot to `remote` on the node and streams it into the new file
+/// `partial` while it is written, checking it as etcd would on the way; returns the bytes
+/// written, synced to disk. When etcd is done, `snapshot status` describes the file into
+/// `remote.status` while the rest arrives.
+///
+/// The node follows etcdctl's `.part` file (through a hard link, which outlives the rename at
+/// the end) with `tail --pid`, which reads until etcdctl has exited; a snapshot written faster
+/// than the link could be made is sent whole once written. Either way the bytes are checked
+/// here against etcd's own sha256 and size, so a short stream is refused, never kept.
 async fn stream_to(
     pool: &Pool,
     node: &Target,
     client: &EtcdClient,
+    work: &str,
     remote: &str,
     partial: &Path,
-) -> Result<u64, BackupError> {
+) -> Result<(u64, String), BackupError> {
     let on_node = |source| BackupError::Node {
         node: node.name.clone(),
         source,
     };
+    // `set -e` holds in the subshell too: its status is kept by `&&`/`||`, and `.done` tells
+    // the wait below that it ended (a zombie still answers `kill -0`).
+    let script = format!(
+        "set -e; umask 077; {prelude}; mkdir -p {work}; rm -f {work}/snapshot-*; \
+         ( etcd_ctl snapshot save {remote} >&2 && rc=0 || rc=$?; : > {remote}.done; exit $rc ) & saving=$!; \
+         while [ ! -e {remote}.part ] && [ ! -e {remote}.done ]; do sleep 0.02; done; \
+         following=; \
+         if ln {remote}.part {remote}.follow 2>/dev/null; then \
+           tail -c +1 -s 0.1 --pid=$saving -f {remote}.follow & following=$!; \
+         fi; \
+         rc=0; wait $saving || rc=$?; \
+         if [ $rc -ne 0 ]; then \
+           if [ -n \"$following\" ]; then kill $following 2>/dev/null || true; fi; \
+           rm -f {work}/snapshot-*; rmdir {work} 2>/dev/null || true; exit $rc; \
+         fi; \
+         etcd_ctl -w json snapshot status {remote} > {remote}.status & describing=$!; \
+         if [ -n \"$following\" ]; then wait $following; else cat {remote}; fi; \
+         wait $describing; \
+         printf '\\n{STATUS_MARK}%s\\n' \"$(cat {remote}.status)\" >&2; \
+         rm -f {work}/snapshot-*; rmdir {work} 2>/dev/null || true",
+        prelude = client.prelude(),
+    );
     let mut file = open_private(partial)?;
     // The disk is written back while the rest arrives, so the last sync has little left.
     let flusher = Flusher::start(&file);
     let mut written: u64 = 0;
     let mut failed: Option<std::io::Error> = None;
     let mut checker = Checker::default();
-    let mut stream = Cmd::new(format!("cat {remote}")).timeout(client.timeout);
+    let mut stream = Cmd::new(script).timeout(client.timeout);
     stream.sudo = client.sudo;
     let session = pool.session(node).await.map_err(on_node)?;
     let out = session
@@ -441,17 +441,29 @@ async fn stream_to(
     if out.exit_status != 0 {
         return Err(on_node(SshError::Failed {
             host: node.name.clone(),
-            command: stream.line.clone(),
+            command: format!("etcdctl snapshot save {remote}, streamed"),
             exit_status: out.exit_status,
             stderr_tail: out.stderr_tail(3),
         }));
     }
     drop(flusher);
     file.sync_all().map_err(io(partial))?;
+
     // etcd's own check, on the bytes as they arrived (no second read of the file).
     checker.finish(partial)?;
-    Ok(written)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let described = stderr
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix(STATUS_MARK))
+        .unwrap_or_default()
+        .to_owned();
+    Ok((written, described))
 }
+
+/// Marks the line of the streaming command's standard error that holds etcd's
+/// `snapshot status` of what was streamed.
+const STATUS_MARK: &str = "homelab-snapshot-status: ";
 
 /// Syncs a file's data to disk every quarter second from a thread of its own while the
 /// file is written, until dropped (which wakes it at once); a failure is left to the final

@@ -576,10 +576,7 @@ mod tests {
     #[test]
     fn the_join_step_never_shows_its_token_in_debug() {
         let cluster = crate::testing::cluster_spec(33);
-        let node = KubeadmNode {
-            name: "w1".into(),
-            address: "192.168.122.11".parse().unwrap(),
-        };
+        let node = KubeadmNode::new("w1", "192.168.122.11".parse().unwrap());
         let token = BootstrapToken::generate();
         let step = join_step(&cluster, &node, &token, "sha256:00", false).unwrap();
         let on_stdin = step.changes.iter().any(|c| {
@@ -704,10 +701,7 @@ mod tests {
     #[test]
     fn join_keeps_the_token_off_command_lines_and_removes_its_file() {
         let token = BootstrapToken::parse("hl0001.aaaaaaaaaaaaaaaa").unwrap();
-        let node = KubeadmNode {
-            name: "w1".into(),
-            address: "192.168.122.11".parse().unwrap(),
-        };
+        let node = KubeadmNode::new("w1", "192.168.122.11".parse().unwrap());
         let step = join_step(&cluster(), &node, &token, "sha256:00", true).unwrap();
         // One command: the configuration on standard input, written 0600 (umask), removed by
         // a trap on every way out.
@@ -747,10 +741,7 @@ mod tests {
 
     #[test]
     fn init_is_done_only_when_its_results_are_in_the_cluster() {
-        let node = KubeadmNode {
-            name: "cp".into(),
-            address: "192.168.122.10".parse().unwrap(),
-        };
+        let node = KubeadmNode::new("cp", "192.168.122.10".parse().unwrap());
         let steps = init_steps(&cluster(), &node).unwrap();
         assert_eq!(steps[0].name, "kubeadm-init-config");
         let Check::File { contents, mode, .. } = &steps[0].check else {

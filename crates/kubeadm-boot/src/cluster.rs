@@ -30,8 +30,7 @@ use crate::steps::{self, Outcome, Report, RunError, Runner};
 /// The port every kubeadm control plane serves the API on.
 pub const API_PORT: u16 = 6443;
 
-/// The containerd socket kubeadm talks to on every node.
-pub const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
+pub use crate::kubeadm::CRI_SOCKET;
 
 /// The pod network's manifest, already fetched and checked by the caller (the digest pin and
 /// where the bytes come from are the caller's business).

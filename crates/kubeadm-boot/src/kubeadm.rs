@@ -161,8 +161,20 @@ impl PartialEq for BootstrapToken {
     }
 }
 
+/// The containerd socket kubeadm talks to on every node.
+pub const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
+
+/// The pod network [`KubeadmSpec::new`] gives (Flannel's default).
+pub const DEFAULT_POD_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 16);
+
+/// The service network [`KubeadmSpec::new`] gives (kubeadm's default).
+pub const DEFAULT_SERVICE_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 96, 0, 0), 12);
+
 /// The one typed description of a kubeadm cluster that all configuration files come from.
+///
+/// Built with [`KubeadmSpec::new`] and its setters; the fields stay readable and writable.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct KubeadmSpec {
     /// Cluster name (`clusterName`).
     pub name: String,
@@ -183,6 +195,64 @@ pub struct KubeadmSpec {
     /// plane's probes are relaxed ([`SLOW_NODE_PATCHES`]) so that a loaded node is not taken
     /// for a dead one and restarted in a loop.
     pub slow_nodes: bool,
+}
+
+impl KubeadmSpec {
+    /// The cluster `name` at Kubernetes `version`, its API server reached at
+    /// `control_plane_endpoint` (`host:port`); with the project's defaults: pods on
+    /// [`DEFAULT_POD_CIDR`], services on [`DEFAULT_SERVICE_CIDR`], kubeadm's image registry,
+    /// containerd ([`CRI_SOCKET`]), nodes not slow.
+    pub fn new(
+        name: impl Into<String>,
+        version: Version,
+        control_plane_endpoint: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            version,
+            control_plane_endpoint: control_plane_endpoint.into(),
+            pod_cidr: DEFAULT_POD_CIDR,
+            service_cidr: DEFAULT_SERVICE_CIDR,
+            image_repository: None,
+            cri_socket: CRI_SOCKET.into(),
+            slow_nodes: false,
+        }
+    }
+
+    /// Sets the pod network.
+    #[must_use]
+    pub fn pod_cidr(mut self, pod_cidr: Ipv4Net) -> Self {
+        self.pod_cidr = pod_cidr;
+        self
+    }
+
+    /// Sets the service network.
+    #[must_use]
+    pub fn service_cidr(mut self, service_cidr: Ipv4Net) -> Self {
+        self.service_cidr = service_cidr;
+        self
+    }
+
+    /// Sets the registry the control-plane images come from (`None`: kubeadm's default).
+    #[must_use]
+    pub fn image_repository(mut self, image_repository: Option<String>) -> Self {
+        self.image_repository = image_repository;
+        self
+    }
+
+    /// Sets the container runtime socket.
+    #[must_use]
+    pub fn cri_socket(mut self, cri_socket: impl Into<String>) -> Self {
+        self.cri_socket = cri_socket.into();
+        self
+    }
+
+    /// Sets whether the nodes are slow (see the field).
+    #[must_use]
+    pub fn slow_nodes(mut self, slow_nodes: bool) -> Self {
+        self.slow_nodes = slow_nodes;
+        self
+    }
 }
 
 /// Where the kubeadm patches for slow nodes are written (`patches.directory`).
@@ -224,11 +294,22 @@ pub fn slow_node_patch(container: &str) -> String {
 
 /// One node's identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KubeadmNode {
     /// Node name.
     pub name: String,
     /// Its address (the API server advertises it on a control plane; the kubelet's node-ip).
     pub address: Ipv4Addr,
+}
+
+impl KubeadmNode {
+    /// The node `name` at `address`.
+    pub fn new(name: impl Into<String>, address: Ipv4Addr) -> Self {
+        Self {
+            name: name.into(),
+            address,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -546,10 +627,7 @@ mod tests {
 
     #[test]
     fn the_join_file_is_the_join_configuration_alone() {
-        let node = KubeadmNode {
-            name: "w1".into(),
-            address: Ipv4Addr::new(192, 168, 122, 11),
-        };
+        let node = KubeadmNode::new("w1", Ipv4Addr::new(192, 168, 122, 11));
         for minor in [30, 33] {
             let text = join_config(
                 &spec(minor),

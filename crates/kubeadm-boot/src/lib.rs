@@ -36,17 +36,9 @@
 //! ```
 //! use kubeadm_boot::kubeadm::{KubeadmSpec, KubeadmNode, init_config};
 //!
-//! let spec = KubeadmSpec {
-//!     name: "homelab".into(),
-//!     version: "1.33.2".parse()?,
-//!     control_plane_endpoint: "192.168.122.10:6443".into(),
-//!     pod_cidr: "10.244.0.0/16".parse()?,
-//!     service_cidr: "10.96.0.0/12".parse()?,
-//!     image_repository: None,
-//!     cri_socket: "unix:///run/containerd/containerd.sock".into(),
-//!     slow_nodes: false,
-//! };
-//! let node = KubeadmNode { name: "cp1".into(), address: "192.168.122.10".parse()? };
+//! // Pods on 10.244.0.0/16 and services on 10.96.0.0/12 unless set otherwise.
+//! let spec = KubeadmSpec::new("homelab", "1.33.2".parse()?, "192.168.122.10:6443");
+//! let node = KubeadmNode::new("cp1", "192.168.122.10".parse()?);
 //! // The file `kubeadm init --config` reads, for kubeadm's v1beta4 API (Kubernetes 1.31+).
 //! let yaml = init_config(&spec, &node, None)?;
 //! assert!(yaml.contains("kubeadm.k8s.io/v1beta4") && yaml.contains("podSubnet: 10.244.0.0/16"));

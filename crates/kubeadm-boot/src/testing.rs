@@ -30,18 +30,13 @@ pub(crate) fn node(name: &str, ready: bool, version: &str) -> Value {
 
 /// The cluster most tests use, at Kubernetes 1.<minor>.2.
 pub(crate) fn cluster_spec(minor: u32) -> KubeadmSpec {
-    KubeadmSpec {
-        name: "homelab".into(),
-        version: Version {
+    KubeadmSpec::new(
+        "homelab",
+        Version {
             major: 1,
             minor,
             patch: 2,
         },
-        control_plane_endpoint: "192.168.122.10:6443".into(),
-        pod_cidr: "10.244.0.0/16".parse().unwrap(),
-        service_cidr: "10.96.0.0/12".parse().unwrap(),
-        image_repository: None,
-        cri_socket: "unix:///run/containerd/containerd.sock".into(),
-        slow_nodes: false,
-    }
+        "192.168.122.10:6443",
+    )
 }

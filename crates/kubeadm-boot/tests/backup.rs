@@ -83,12 +83,16 @@ async fn a_snapshot_is_streamed_checked_and_restores_the_keys() {
     );
     assert_eq!(list(&dir).unwrap(), std::slice::from_ref(&taken.snapshot));
     verify(&taken.snapshot.path).unwrap();
-    // The certificates never crossed: only the etcd client on the node read them.
+    // The certificates never crossed: only the etcd client on the node read them (no
+    // command sends a file named `*.key` or `*.crt` back).
     for command in sshd.commands() {
-        assert!(
-            !command.contains("cat ") || !command.contains(".key"),
-            "{command}"
-        );
+        for sent in command.split("cat ").skip(1) {
+            let file = sent.split([' ', ';']).next().unwrap_or_default();
+            assert!(
+                !file.contains(".key") && !file.contains(".crt"),
+                "{command}"
+            );
+        }
     }
 
     // A copy with one byte changed fails etcd's own check, here and in etcdctl's restore.
@@ -156,6 +160,120 @@ async fn a_node_whose_etcd_refuses_leaves_no_file_here_or_there() {
     );
 }
 
+/// An etcd client on the node that writes its snapshot as `<path>.part` in `pieces` pauses
+/// (then renames it, as etcdctl does), or fails after `fail_after` of them; the bytes are the
+/// real etcdctl's. It notes in `links` how many names the `.part` file had once written:
+/// 2 when the snapshot was followed while it was written.
+fn slow_etcdctl(bin: &std::path::Path, name: &str, fail_after: Option<u32>) -> String {
+    let links = bin.join(format!("{name}.links"));
+    let fail = fail_after.map_or_else(String::new, |n| {
+        format!("[ $k -lt {n} ] || {{ echo 'etcdctl stand-in: connection lost' >&2; exit 1; }};")
+    });
+    let script = format!(
+        r#"case " $* " in *" snapshot save "*) ;; *) exec etcdctl "$@" ;; esac
+for last; do :; done
+i=0; n=$#
+for a; do i=$((i+1)); [ $i -gt 1 ] || set --; [ $i -ge $n ] || set -- "$@" "$a"; done
+etcdctl "$@" "$last.whole" >&2 || exit $?
+size=$(stat -c %s "$last.whole"); chunk=$(( (size + 7) / 8 ))
+: > "$last.part"
+for k in 0 1 2 3 4 5 6 7; do
+  {fail}
+  dd if="$last.whole" of="$last.part" bs=$chunk skip=$k seek=$k count=1 conv=notrunc status=none
+  sleep 0.2
+done
+stat -c %h "$last.part" > {links}
+mv "$last.part" "$last"; rm -f "$last.whole"
+"#,
+        links = links.display(),
+    );
+    homelab_testkit::stand_in(bin, name, &script)
+        .display()
+        .to_string()
+}
+
+/// The snapshot is streamed while etcd writes it: the node follows the `.part` file and the
+/// bytes that arrive are etcd's, whole. One written faster than it can be followed (no
+/// `.part` seen) is sent once written; one whose writer fails part-way leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_followed_while_etcd_writes_it() {
+    let etcd = Etcd::start().unwrap();
+    for i in 0..200 {
+        let out = etcd
+            .etcdctl(&["put", &format!("/registry/f{i:03}"), &"x".repeat(2000)])
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let sshd = Sshd::start().unwrap();
+    let (pool, target) = node(&sshd);
+    let work = tempfile::tempdir().unwrap();
+    let bin = work.path().join("bin");
+    let backups = tempfile::tempdir().unwrap();
+
+    // Written in pieces: followed (the `.part` file had a second name), and whole.
+    let client = EtcdClient {
+        etcdctl: slow_etcdctl(&bin, "etcdctl-slow", None),
+        ..client_for(&etcd, work.path())
+    };
+    let taken = take(&pool, &target, &client, "lab", &backups.path().join("slow"))
+        .await
+        .unwrap();
+    let links = std::fs::read_to_string(bin.join("etcdctl-slow.links")).unwrap();
+    assert_eq!(links.trim(), "2", "the .part file was not followed");
+    assert!(taken.status.total_keys >= 200, "{:?}", taken.status);
+    assert_eq!(taken.snapshot.size, taken.status.total_size + 32);
+    verify(&taken.snapshot.path).unwrap();
+    assert!(
+        !work.path().join("backup").exists(),
+        "the node kept its copy"
+    );
+
+    // No `.part` file at all (written under another name, then renamed): sent once written.
+    let client = EtcdClient {
+        etcdctl: homelab_testkit::stand_in(
+            &bin,
+            "etcdctl-rename",
+            r#"case " $* " in *" snapshot save "*) ;; *) exec etcdctl "$@" ;; esac
+for last; do :; done
+i=0; n=$#
+for a; do i=$((i+1)); [ $i -gt 1 ] || set --; [ $i -ge $n ] || set -- "$@" "$a"; done
+etcdctl "$@" "$last.whole" >&2 && mv "$last.whole" "$last"
+"#,
+        )
+        .display()
+        .to_string(),
+        ..client_for(&etcd, work.path())
+    };
+    let whole = take(
+        &pool,
+        &target,
+        &client,
+        "lab",
+        &backups.path().join("whole"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(whole.snapshot.size, whole.status.total_size + 32);
+    verify(&whole.snapshot.path).unwrap();
+
+    // The writer fails after three pieces: an error naming it, nothing kept anywhere.
+    let client = EtcdClient {
+        etcdctl: slow_etcdctl(&bin, "etcdctl-fails", Some(3)),
+        ..client_for(&etcd, work.path())
+    };
+    let dir = backups.path().join("failed");
+    let err = take(&pool, &target, &client, "lab", &dir)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("etcdctl stand-in: connection lost"), "{err}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    assert!(
+        !work.path().join("backup").exists(),
+        "the node kept its copy"
+    );
+}
+
 /// `upgrade` against a real API server (or the cluster `KUBECONFIG` names) and a loopback
 /// node: a snapshot that fails stops it before any node step runs; a dry run says it would
 /// take one first.
@@ -216,10 +334,7 @@ async fn no_upgrade_without_a_good_snapshot() {
         source: kubeadm_boot::prepare::PackageSource::default(),
         control_plane: Node {
             target,
-            spec: KubeadmNode {
-                name: "cp-1".into(),
-                address: std::net::Ipv4Addr::LOCALHOST,
-            },
+            spec: KubeadmNode::new("cp-1", std::net::Ipv4Addr::LOCALHOST),
         },
         workers: Vec::new(),
         drain_timeout: Duration::from_secs(10),

@@ -18,33 +18,23 @@ fn check(name: &str, actual: &str) {
 }
 
 fn spec(minor: u32) -> KubeadmSpec {
-    KubeadmSpec {
-        name: "homelab".into(),
-        version: Version {
+    KubeadmSpec::new(
+        "homelab",
+        Version {
             major: 1,
             minor,
             patch: 4,
         },
-        control_plane_endpoint: "192.168.122.10:6443".into(),
-        pod_cidr: "10.244.0.0/16".parse().unwrap(),
-        service_cidr: "10.96.0.0/12".parse().unwrap(),
-        image_repository: Some("harbor.homelab.lan/k8s".into()),
-        cri_socket: "unix:///run/containerd/containerd.sock".into(),
-        slow_nodes: false,
-    }
+        "192.168.122.10:6443",
+    )
+    .image_repository(Some("harbor.homelab.lan/k8s".into()))
 }
 
 #[test]
 fn init_and_join_per_api_version() {
     let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
-    let cp = KubeadmNode {
-        name: "k8s-cp-1".into(),
-        address: Ipv4Addr::new(192, 168, 122, 10),
-    };
-    let worker = KubeadmNode {
-        name: "k8s-worker-1".into(),
-        address: Ipv4Addr::new(192, 168, 122, 11),
-    };
+    let cp = KubeadmNode::new("k8s-cp-1", Ipv4Addr::new(192, 168, 122, 10));
+    let worker = KubeadmNode::new("k8s-worker-1", Ipv4Addr::new(192, 168, 122, 11));
     let hash = "sha256:9f0c4e0c1d7f2a8a0b7a0e8b5f8b6b7f9e3d2c1b0a9f8e7d6c5b4a3928170615";
     for (minor, api) in [(30, "v1beta3"), (33, "v1beta4")] {
         check(
@@ -73,10 +63,7 @@ fn the_real_kubeadm_accepts_the_init_and_join_files() {
     );
     let dir = tempfile::tempdir().unwrap();
     let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
-    let node = KubeadmNode {
-        name: "cp".into(),
-        address: Ipv4Addr::new(192, 168, 122, 10),
-    };
+    let node = KubeadmNode::new("cp", Ipv4Addr::new(192, 168, 122, 10));
     for slow in [false, true] {
         let mut spec = spec(33);
         spec.version.patch = 5;

@@ -192,23 +192,11 @@ impl Node {
 }
 
 fn cluster() -> KubeadmSpec {
-    KubeadmSpec {
-        name: "lab".into(),
-        version: "1.33.5".parse().unwrap(),
-        control_plane_endpoint: "192.168.122.10:6443".into(),
-        pod_cidr: "10.244.0.0/16".parse().unwrap(),
-        service_cidr: "10.96.0.0/12".parse().unwrap(),
-        image_repository: None,
-        cri_socket: "unix:///run/containerd/containerd.sock".into(),
-        slow_nodes: false,
-    }
+    KubeadmSpec::new("lab", "1.33.5".parse().unwrap(), "192.168.122.10:6443")
 }
 
 fn cp() -> KubeadmNode {
-    KubeadmNode {
-        name: "cp".into(),
-        address: "192.168.122.10".parse().unwrap(),
-    }
+    KubeadmNode::new("cp", "192.168.122.10".parse().unwrap())
 }
 
 fn init(node: &Node) -> Step {
@@ -304,10 +292,7 @@ fn an_init_that_died_with_the_api_up_runs_only_the_missing_phases() {
 }
 
 fn worker() -> KubeadmNode {
-    KubeadmNode {
-        name: "w1".into(),
-        address: "192.168.122.11".parse().unwrap(),
-    }
+    KubeadmNode::new("w1", "192.168.122.11".parse().unwrap())
 }
 
 fn join(node: &Node, member: bool) -> Step {

@@ -11,8 +11,7 @@
 use std::net::Ipv4Addr;
 
 use libvirt_vm::{
-    Access, BaseImage, BootMode, DiskFormat, DomainTypeChoice, Hypervisor, Mac, NetworkSpec,
-    PoolSpec, VmClusterSpec, VmSpec,
+    Access, BaseImage, DiskFormat, Hypervisor, NetworkSpec, PoolSpec, VmClusterSpec, VmSpec,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,44 +19,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The test driver's pretend pool holds 100 GiB: its disks are cut to a fifth.
     let disk = |gib: u64| if uri.is_none() { gib / 5 } else { gib };
     let pool = tempfile::tempdir()?;
-    let node = |name: &str, last: u8, vcpus: u32, gib: u64, disk_gib: u64| VmSpec {
-        name: name.into(),
-        vcpus,
-        memory_mib: gib * 1024,
-        disk_bytes: disk_gib << 30,
-        mac: Mac::from_ip(Ipv4Addr::new(192, 168, 122, last)),
-        ip: Ipv4Addr::new(192, 168, 122, last),
+    let node = |name: &str, last: u8, vcpus: u32, gib: u64, disk_gib: u64| {
+        VmSpec::new(name, Ipv4Addr::new(192, 168, 122, last))
+            .vcpus(vcpus)
+            .memory_mib(gib * 1024)
+            .disk_bytes(disk_gib << 30)
     };
-    let spec = VmClusterSpec {
-        cluster_id: "example".into(),
-        network: NetworkSpec {
-            name: "example-net".into(),
-            bridge: "virbr-example".into(),
-            cidr: "192.168.122.0/24".parse()?,
-            gateway: Ipv4Addr::new(192, 168, 122, 1),
-        },
-        pool: PoolSpec {
-            name: "example-pool".into(),
-            path: pool.path().to_owned(),
-        },
-        base_image: BaseImage {
-            path: pool.path().join("base.qcow2"),
-            format: DiskFormat::Qcow2,
-        },
-        domain_type: DomainTypeChoice::Auto,
-        boot: BootMode::Disk,
-        access: Access {
-            user: "ops".into(),
-            authorized_keys: vec![
-                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPKwqvs4Ks4WnEvVfVRhbVRqVNtiZl8kgEP/ECvgo2AS example".into(),
-            ],
-        },
-        nodes: vec![
-            node("cp", 10, 4, 8, disk(50)),
-            node("worker-1", 11, 2, 4, disk(30)),
-            node("worker-2", 12, 2, 4, disk(30)),
-        ],
-    };
+    let spec = VmClusterSpec::new(
+        "example",
+        NetworkSpec::new(
+            "example-net",
+            "virbr-example",
+            "192.168.122.0/24".parse()?,
+            Ipv4Addr::new(192, 168, 122, 1),
+        ),
+        PoolSpec::new("example-pool", pool.path()),
+        BaseImage::new(pool.path().join("base.qcow2"), DiskFormat::Qcow2),
+        Access::new(
+            "ops",
+            vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPKwqvs4Ks4WnEvVfVRhbVRqVNtiZl8kgEP/ECvgo2AS example".into()],
+        ),
+    )
+    .nodes([
+        node("cp", 10, 4, 8, disk(50)),
+        node("worker-1", 11, 2, 4, disk(30)),
+        node("worker-2", 12, 2, 4, disk(30)),
+    ]);
 
     // A private test-driver hypervisor (an empty node description), unless a URI was given.
     let test_driver = uri.is_none();

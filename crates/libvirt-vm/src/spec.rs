@@ -9,7 +9,27 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The whole desired state of one cluster's virtual machines.
+///
+/// Built with [`VmClusterSpec::new`] and its setters (or read from its serialized form); the
+/// fields stay readable and writable.
+///
+/// ```
+/// use libvirt_vm::{Access, BaseImage, DiskFormat, NetworkSpec, PoolSpec, VmClusterSpec, VmSpec};
+///
+/// let spec = VmClusterSpec::new(
+///     "lab",
+///     NetworkSpec::new("lab", "virbr-lab", "192.168.122.0/24".parse()?, "192.168.122.1".parse()?),
+///     PoolSpec::new("lab", "/var/lib/libvirt/images/lab"),
+///     BaseImage::new("/var/lib/libvirt/images/debian-12.qcow2", DiskFormat::Qcow2),
+///     Access::new("debian", vec!["ssh-ed25519 AAAAC3Nz... me@laptop".into()]),
+/// )
+/// .node(VmSpec::new("cp-1", "192.168.122.10".parse()?).vcpus(4).memory_mib(8192))
+/// .node(VmSpec::new("worker-1", "192.168.122.11".parse()?));
+/// assert_eq!(spec.nodes[1].vcpus, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct VmClusterSpec {
     /// Ownership id written into every object this library creates; `destroy` only touches
     /// objects that carry it. Usually the cluster name.
@@ -32,6 +52,7 @@ pub struct VmClusterSpec {
 
 /// A libvirt NAT network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NetworkSpec {
     /// Network name.
     pub name: String,
@@ -45,6 +66,7 @@ pub struct NetworkSpec {
 
 /// A directory storage pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PoolSpec {
     /// Pool name.
     pub name: String,
@@ -74,6 +96,7 @@ impl DiskFormat {
 
 /// The base image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BaseImage {
     /// Path of the image on the hypervisor host.
     pub path: PathBuf,
@@ -135,6 +158,7 @@ pub enum BootMode {
 
 /// The login cloud-init sets up on every node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Access {
     /// User name (created with passwordless sudo).
     pub user: String,
@@ -142,8 +166,11 @@ pub struct Access {
     pub authorized_keys: Vec<String>,
 }
 
-/// One virtual machine.
+/// One virtual machine: [`VmSpec::new`] gives a worker of the default topology (2 vCPUs,
+/// 4 GiB of memory, a 30 GiB disk, the MAC address derived from its address); the setters
+/// change each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct VmSpec {
     /// Domain name and host name.
     pub name: String,
@@ -183,7 +210,148 @@ impl fmt::Display for Mac {
     }
 }
 
+impl VmClusterSpec {
+    /// The cluster `cluster_id` on `network` and `pool`, its nodes' overlays made on
+    /// `base_image`, with `access` on every node; no nodes yet ([`VmClusterSpec::node`] adds
+    /// them), [`DomainTypeChoice::Auto`] and [`BootMode::Disk`].
+    pub fn new(
+        cluster_id: impl Into<String>,
+        network: NetworkSpec,
+        pool: PoolSpec,
+        base_image: BaseImage,
+        access: Access,
+    ) -> Self {
+        Self {
+            cluster_id: cluster_id.into(),
+            network,
+            pool,
+            base_image,
+            domain_type: DomainTypeChoice::Auto,
+            boot: BootMode::Disk,
+            access,
+            nodes: Vec::new(),
+        }
+    }
+
+    /// Adds a node.
+    #[must_use]
+    pub fn node(mut self, node: VmSpec) -> Self {
+        self.nodes.push(node);
+        self
+    }
+
+    /// Adds nodes.
+    #[must_use]
+    pub fn nodes(mut self, nodes: impl IntoIterator<Item = VmSpec>) -> Self {
+        self.nodes.extend(nodes);
+        self
+    }
+
+    /// Sets the virtualization type.
+    #[must_use]
+    pub fn domain_type(mut self, domain_type: DomainTypeChoice) -> Self {
+        self.domain_type = domain_type;
+        self
+    }
+
+    /// Sets how the nodes boot.
+    #[must_use]
+    pub fn boot(mut self, boot: BootMode) -> Self {
+        self.boot = boot;
+        self
+    }
+}
+
+impl NetworkSpec {
+    /// The NAT network `name` on the Linux bridge `bridge` (at most 15 characters), over
+    /// `cidr`, with the host at `gateway`.
+    pub fn new(
+        name: impl Into<String>,
+        bridge: impl Into<String>,
+        cidr: Ipv4Net,
+        gateway: Ipv4Addr,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            bridge: bridge.into(),
+            cidr,
+            gateway,
+        }
+    }
+}
+
+impl PoolSpec {
+    /// The directory pool `name` at `path` on the hypervisor host.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+        }
+    }
+}
+
+impl BaseImage {
+    /// The image at `path` on the hypervisor host, in `format`.
+    pub fn new(path: impl Into<PathBuf>, format: DiskFormat) -> Self {
+        Self {
+            path: path.into(),
+            format,
+        }
+    }
+}
+
+impl Access {
+    /// The login `user` (passwordless sudo), reached with `authorized_keys` (OpenSSH format).
+    pub fn new(user: impl Into<String>, authorized_keys: Vec<String>) -> Self {
+        Self {
+            user: user.into(),
+            authorized_keys,
+        }
+    }
+}
+
 impl VmSpec {
+    /// The node `name` at `ip`, sized as a worker of the default topology: 2 vCPUs, 4 GiB of
+    /// memory, a 30 GiB disk, and [`Mac::from_ip`] as its MAC address.
+    pub fn new(name: impl Into<String>, ip: Ipv4Addr) -> Self {
+        Self {
+            name: name.into(),
+            vcpus: 2,
+            memory_mib: 4096,
+            disk_bytes: 30 << 30,
+            mac: Mac::from_ip(ip),
+            ip,
+        }
+    }
+
+    /// Sets the virtual CPUs.
+    #[must_use]
+    pub fn vcpus(mut self, vcpus: u32) -> Self {
+        self.vcpus = vcpus;
+        self
+    }
+
+    /// Sets the memory, in MiB.
+    #[must_use]
+    pub fn memory_mib(mut self, memory_mib: u64) -> Self {
+        self.memory_mib = memory_mib;
+        self
+    }
+
+    /// Sets the disk's size, in bytes.
+    #[must_use]
+    pub fn disk_bytes(mut self, disk_bytes: u64) -> Self {
+        self.disk_bytes = disk_bytes;
+        self
+    }
+
+    /// Sets the MAC address (instead of the one derived from the address).
+    #[must_use]
+    pub fn mac(mut self, mac: Mac) -> Self {
+        self.mac = mac;
+        self
+    }
+
     /// Volume name of the node's overlay disk.
     pub fn disk_volume(&self) -> String {
         format!("{}.qcow2", self.name)

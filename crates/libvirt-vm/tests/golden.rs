@@ -8,42 +8,32 @@ use std::path::PathBuf;
 
 use libvirt_vm::xml::{self, OwnerMeta};
 use libvirt_vm::{
-    Access, BaseImage, BootMode, DiskFormat, DomainType, DomainTypeChoice, Mac, NetworkSpec,
-    PoolSpec, VmClusterSpec, VmSpec,
+    Access, BaseImage, BootMode, DiskFormat, DomainType, NetworkSpec, PoolSpec, VmClusterSpec,
+    VmSpec,
 };
 
 fn spec() -> VmClusterSpec {
-    VmClusterSpec {
-        cluster_id: "homelab".into(),
-        network: NetworkSpec {
-            name: "homelab".into(),
-            bridge: "virbr-homelab".into(),
-            cidr: "192.168.122.0/24".parse().unwrap(),
-            gateway: Ipv4Addr::new(192, 168, 122, 1),
-        },
-        pool: PoolSpec {
-            name: "homelab".into(),
-            path: "/var/lib/libvirt/images/homelab".into(),
-        },
-        base_image: BaseImage {
-            path: "/var/lib/libvirt/images/homelab/debian-12-base.qcow2".into(),
-            format: DiskFormat::Qcow2,
-        },
-        domain_type: DomainTypeChoice::Auto,
-        boot: BootMode::Disk,
-        access: Access {
-            user: "homelab".into(),
-            authorized_keys: vec![],
-        },
-        nodes: vec![VmSpec {
-            name: "k8s-cp-1".into(),
-            vcpus: 4,
-            memory_mib: 8192,
-            disk_bytes: 50 << 30,
-            mac: Mac::from_ip(Ipv4Addr::new(192, 168, 122, 10)),
-            ip: Ipv4Addr::new(192, 168, 122, 10),
-        }],
-    }
+    VmClusterSpec::new(
+        "homelab",
+        NetworkSpec::new(
+            "homelab",
+            "virbr-homelab",
+            "192.168.122.0/24".parse().unwrap(),
+            Ipv4Addr::new(192, 168, 122, 1),
+        ),
+        PoolSpec::new("homelab", "/var/lib/libvirt/images/homelab"),
+        BaseImage::new(
+            "/var/lib/libvirt/images/homelab/debian-12-base.qcow2",
+            DiskFormat::Qcow2,
+        ),
+        Access::new("homelab", vec![]),
+    )
+    .node(
+        VmSpec::new("k8s-cp-1", Ipv4Addr::new(192, 168, 122, 10))
+            .vcpus(4)
+            .memory_mib(8192)
+            .disk_bytes(50 << 30),
+    )
 }
 
 fn owner() -> OwnerMeta {

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use libvirt_vm::{
-    Access, BaseImage, BootMode, Change, DiskFormat, DomainTypeChoice, Error, Hypervisor, Mac,
-    NetworkSpec, ObjectKind, PoolSpec, VmClusterSpec, VmPlan, VmSpec,
+    Access, BaseImage, Change, DiskFormat, Error, Hypervisor, NetworkSpec, ObjectKind, PoolSpec,
+    VmClusterSpec, VmPlan, VmSpec,
 };
 use proptest::prelude::*;
 use tempfile::TempDir;
@@ -34,40 +34,27 @@ impl TestHost {
     }
 
     fn spec(&self, nodes: &[(&str, u8, u32)]) -> VmClusterSpec {
-        VmClusterSpec {
-            cluster_id: "lab".into(),
-            network: NetworkSpec {
-                name: "lab-net".into(),
-                bridge: "virbr-lab".into(),
-                cidr: "192.168.150.0/24".parse().unwrap(),
-                gateway: Ipv4Addr::new(192, 168, 150, 1),
-            },
-            pool: PoolSpec {
-                name: "lab-pool".into(),
-                path: self.pool_dir(),
-            },
-            base_image: BaseImage {
-                path: self.pool_dir().join("base.qcow2"),
-                format: DiskFormat::Qcow2,
-            },
-            domain_type: DomainTypeChoice::Auto,
-            boot: BootMode::Disk,
-            access: Access {
-                user: "ops".into(),
-                authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPKwqvs4Ks4WnEvVfVRhbVRqVNtiZl8kgEP/ECvgo2AS t".into()],
-            },
-            nodes: nodes
-                .iter()
-                .map(|(name, last, vcpus)| VmSpec {
-                    name: (*name).into(),
-                    vcpus: *vcpus,
-                    memory_mib: 1024,
-                    disk_bytes: 10 << 30,
-                    mac: Mac::from_ip(Ipv4Addr::new(192, 168, 150, *last)),
-                    ip: Ipv4Addr::new(192, 168, 150, *last),
-                })
-                .collect(),
-        }
+        VmClusterSpec::new(
+            "lab",
+            NetworkSpec::new(
+                "lab-net",
+                "virbr-lab",
+                "192.168.150.0/24".parse().unwrap(),
+                Ipv4Addr::new(192, 168, 150, 1),
+            ),
+            PoolSpec::new("lab-pool", self.pool_dir()),
+            BaseImage::new(self.pool_dir().join("base.qcow2"), DiskFormat::Qcow2),
+            Access::new(
+                "ops",
+                vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPKwqvs4Ks4WnEvVfVRhbVRqVNtiZl8kgEP/ECvgo2AS t".into()],
+            ),
+        )
+        .nodes(nodes.iter().map(|(name, last, vcpus)| {
+            VmSpec::new(*name, Ipv4Addr::new(192, 168, 150, *last))
+                .vcpus(*vcpus)
+                .memory_mib(1024)
+                .disk_bytes(10 << 30)
+        }))
     }
 
     fn apply(&self, spec: &VmClusterSpec) -> (VmPlan, Vec<String>) {

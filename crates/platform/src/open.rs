@@ -18,12 +18,15 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::event::{Event, Events};
 
 /// What went wrong opening an interface.
 #[derive(Debug, thiserror::Error)]
@@ -199,52 +202,6 @@ impl Ui {
     }
 }
 
-/// What happens while serving, one event per forwarded connection.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ForwardEvent {
-    /// A connection is forwarded to `endpoint`.
-    Opened {
-        /// Where it goes.
-        endpoint: Endpoint,
-    },
-    /// A connection ended, after so many bytes each way.
-    Closed {
-        /// Where it went.
-        endpoint: Endpoint,
-        /// Bytes from the local side to the pod.
-        sent: u64,
-        /// Bytes from the pod to the local side.
-        received: u64,
-    },
-    /// A connection could not be forwarded (it was closed); the listener goes on.
-    Failed(OpenError),
-}
-
-impl fmt::Display for ForwardEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Opened { endpoint } => {
-                write!(
-                    f,
-                    "forwarding to pod {} port {}",
-                    endpoint.pod, endpoint.port
-                )
-            }
-            Self::Closed {
-                endpoint,
-                sent,
-                received,
-            } => write!(
-                f,
-                "closed: pod {} port {} ({sent} bytes sent, {received} received)",
-                endpoint.pod, endpoint.port
-            ),
-            Self::Failed(e) => write!(f, "connection not forwarded: {e}"),
-        }
-    }
-}
-
 fn kube_err(action: String) -> impl FnOnce(kube::Error) -> OpenError {
     move |source| OpenError::Kube { action, source }
 }
@@ -332,9 +289,9 @@ pub async fn serve(
     client: Client,
     target: &ServicePort,
     listener: TcpListener,
-    events: &(dyn Fn(ForwardEvent) + Sync),
+    events: Events<'_>,
 ) -> Result<(), OpenError> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ForwardEvent>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -342,7 +299,7 @@ pub async fn serve(
                 let (client, target, tx) = (client.clone(), target.clone(), tx.clone());
                 tokio::spawn(async move {
                     if let Err(e) = forward_one(&client, &target, socket, &tx).await {
-                        let _ = tx.send(ForwardEvent::Failed(e));
+                        let _ = tx.send(Event::NotForwarded(Arc::new(e)));
                     }
                 });
             }
@@ -355,7 +312,7 @@ async fn forward_one(
     client: &Client,
     target: &ServicePort,
     mut socket: TcpStream,
-    events: &tokio::sync::mpsc::UnboundedSender<ForwardEvent>,
+    events: &tokio::sync::mpsc::UnboundedSender<Event>,
 ) -> Result<(), OpenError> {
     let endpoint = resolve(client, target).await?;
     let pods = Api::<Pod>::namespaced(client.clone(), &target.namespace);
@@ -376,14 +333,14 @@ async fn forward_one(
             service: target.service.clone(),
             detail: format!("{}: the forward has no stream", action()),
         })?;
-    let _ = events.send(ForwardEvent::Opened {
+    let _ = events.send(Event::Forwarding {
         endpoint: endpoint.clone(),
     });
     let copied = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
     drop(upstream);
     forwarder.abort();
     let (sent, received) = copied.unwrap_or_default();
-    let _ = events.send(ForwardEvent::Closed {
+    let _ = events.send(Event::Forwarded {
         endpoint,
         sent,
         received,

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use platform::open::{ForwardEvent, OpenError, ServicePort, resolve, serve};
+use platform::Event;
+use platform::open::{OpenError, ServicePort, resolve, serve};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -189,7 +190,7 @@ async fn a_local_port_reaches_the_ready_pod_of_the_service_through_the_api() {
     let events: Arc<Mutex<Vec<String>>> = Arc::default();
     let log = events.clone();
     let server = tokio::spawn(async move {
-        serve(client, &grafana(), listener, &move |e: ForwardEvent| {
+        serve(client, &grafana(), listener, &move |e: Event| {
             log.lock().unwrap().push(e.to_string());
         })
         .await
@@ -268,7 +269,7 @@ async fn without_a_ready_pod_the_connection_is_refused_with_the_reason_and_servi
     let events: Arc<Mutex<Vec<String>>> = Arc::default();
     let log = events.clone();
     let server = tokio::spawn(async move {
-        serve(client, &grafana(), listener, &move |e: ForwardEvent| {
+        serve(client, &grafana(), listener, &move |e: Event| {
             log.lock().unwrap().push(e.to_string());
         })
         .await
