@@ -7,7 +7,8 @@
 //! `verify` with a node down; node preparation from a stand-in package repository killed at
 //! two points (its 1.33.5 packages carry the real programs); then a Kubernetes cluster on
 //! those nodes, its images from the node bundle through a registry mirror, every node
-//! `Ready`; the package upgrade step; and `destroy`, checking nothing is left.
+//! `Ready`, and an etcd snapshot of it streamed here; the package upgrade step; and
+//! `destroy`, checking nothing is left.
 //!
 //! Needs root, libvirt, qemu and debootstrap (scripts/deps.sh installs them) and takes
 //! minutes, so it is `#[ignore]`d in quick runs; `make test` (and CI) and `make test-cluster`
@@ -910,6 +911,51 @@ fn ready_cluster(dir: &Path, repo: &homelab_testkit::apt_repo::AptRepo, bundle_d
         .collect();
     assert!(failed.is_empty(), "{failed:#?}");
     assert!(checks.iter().any(|c| c.phase == "cluster"), "{checks:#?}");
+
+    // An etcd snapshot of the running cluster (`homelab backup create`): kubeadm's etcd and
+    // client certificate on the control plane, streamed over SSH while etcd writes it, checked
+    // here. kubeadm's own etcd image carries an etcdctl (used through `crictl exec`); the
+    // suite's images, built from the Go modules, do not, so the node gets this machine's
+    // (Debian's etcd-client) first.
+    let etcdctl = std::fs::File::open("/usr/bin/etcdctl").unwrap();
+    let installed = ssh_command(
+        dir,
+        &format!("{NET}.{}", NODES[0].1),
+        "sudo -n sh -c 'cat > /usr/local/bin/etcdctl && chmod 0755 /usr/local/bin/etcdctl'",
+        10,
+    )
+    .stdin(etcdctl)
+    .status()
+    .unwrap();
+    assert!(installed.success(), "etcdctl onto the control plane");
+    let started = Instant::now();
+    let (taken, _) = runtime
+        .block_on(homelab::backup::create(&lab))
+        .unwrap_or_else(|e| panic!("homelab backup create: {e}"));
+    eprintln!(
+        "etcd snapshot of the cluster: {} bytes, revision {}, {} keys, in {:.1?}",
+        taken.snapshot.size,
+        taken.status.revision,
+        taken.status.total_keys,
+        started.elapsed()
+    );
+    assert!(taken.status.total_keys > 50, "{:?}", taken.status);
+    assert_eq!(taken.snapshot.size, taken.status.total_size + 32);
+    kubeadm_boot::backup::verify(&taken.snapshot.path).unwrap();
+    assert!(
+        homelab::backup::list(&lab)
+            .unwrap()
+            .contains(&taken.snapshot)
+    );
+    let left = ssh(
+        dir,
+        &format!("{NET}.{}", NODES[0].1),
+        "sudo -n ls -A /var/lib/etcd",
+    );
+    assert!(
+        !left.contains("homelab-backup"),
+        "the node kept its copy: {left}"
+    );
 
     // A re-run changes nothing: no image pushed again, no step run, no object applied.
     let started = Instant::now();
