@@ -47,7 +47,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         options: Options::default()
             .plain_http(global.plain_http)
             .ca_file(global.ca_file.clone())
-            .progress(
+            .events(
                 (!json && std::io::stderr().is_terminal() && !cli.log.quiet).then(progress_bars),
             ),
         json,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use harbor_client::image;
-use harbor_client::registry::{Progress, ProgressSink};
+use harbor_client::{Event, Events};
 
 /// `DIR` or `DIR:TAG`.
 pub(crate) fn transfer_line(what: &str, t: &image::Transfer) {
@@ -19,7 +19,7 @@ pub(crate) fn transfer_line(what: &str, t: &image::Transfer) {
 }
 
 /// One progress bar per blob on standard error.
-pub(crate) fn progress_bars() -> ProgressSink {
+pub(crate) fn progress_bars() -> Events {
     let bars = indicatif::MultiProgress::new();
     let style = indicatif::ProgressStyle::with_template(
         "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
@@ -27,27 +27,28 @@ pub(crate) fn progress_bars() -> ProgressSink {
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
     .progress_chars("=> ");
     let active: Mutex<HashMap<String, indicatif::ProgressBar>> = Mutex::new(HashMap::new());
-    ProgressSink(Arc::new(move |event| {
+    Arc::new(move |event| {
         let mut active = active
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match event {
-            Progress::Start { digest, size } => {
+            Event::Start { digest, size } => {
                 let bar = bars.add(indicatif::ProgressBar::new(size));
                 bar.set_style(style.clone());
                 bar.set_prefix(digest.hex().chars().take(12).collect::<String>());
                 active.insert(digest.to_string(), bar);
             }
-            Progress::Bytes { digest, n } => {
+            Event::Bytes { digest, n } => {
                 if let Some(bar) = active.get(digest.as_str()) {
                     bar.inc(n);
                 }
             }
-            Progress::Done { digest } => {
+            Event::Done { digest } => {
                 if let Some(bar) = active.remove(digest.as_str()) {
                     bar.finish();
                 }
             }
+            _ => {}
         }
-    }))
+    })
 }

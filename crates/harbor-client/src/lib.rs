@@ -10,6 +10,7 @@
 //! - [`build`]: images built from files into an OCI image layout (deterministic digests).
 //! - [`node`]: pull Secrets from robot credentials, containerd `hosts.toml` for mirrors.
 //! - [`tls`]: extra CA certificates, refused when they hold no certificate.
+//! - [`event`]: what a transfer reports while it works ([`Event`], for progress bars).
 //!
 //! ```
 //! use harbor_client::reference::Reference;
@@ -25,9 +26,12 @@
 //! ```
 
 pub mod build;
+pub mod event;
 pub mod harbor;
 pub mod image;
 pub mod node;
 pub mod reference;
 pub mod registry;
 pub mod tls;
+
+pub use event::{Event, Events};

@@ -6,11 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use harbor_client::Event;
 use harbor_client::image::{self, Layout};
 use harbor_client::reference::{Digest, Reference};
-use harbor_client::registry::{
-    Credentials, Options, Progress, ProgressSink, Registry, RegistryError,
-};
+use harbor_client::registry::{Credentials, Options, Registry, RegistryError};
 use homelab_testkit::registry::{Registry as TestRegistry, RegistryConfig};
 use homelab_testkit::token_server::TokenServer;
 use rand::RngExt;
@@ -186,21 +185,23 @@ async fn progress_reports_add_up_to_every_blob() {
     let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
     let sink = {
         let seen = seen.clone();
-        ProgressSink(Arc::new(move |event| {
+        let events: harbor_client::Events = Arc::new(move |event| {
             let mut seen = seen.lock().unwrap();
             match event {
-                Progress::Start { digest, size } => {
+                Event::Start { digest, size } => {
                     seen.insert(digest.to_string(), (size, 0, false));
                 }
-                Progress::Bytes { digest, n } => seen.get_mut(digest.as_str()).unwrap().1 += n,
-                Progress::Done { digest } => seen.get_mut(digest.as_str()).unwrap().2 = true,
+                Event::Bytes { digest, n } => seen.get_mut(digest.as_str()).unwrap().1 += n,
+                Event::Done { digest } => seen.get_mut(digest.as_str()).unwrap().2 = true,
+                other => panic!("an event this test does not know: {other}"),
             }
-        }))
+        });
+        events
     };
     let client = Registry::new(
         &server.host(),
         Credentials::Anonymous,
-        plain().progress(Some(sink)),
+        plain().events(Some(sink)),
     )
     .unwrap();
     let src = tempfile::tempdir().unwrap();
@@ -482,12 +483,12 @@ async fn a_token_that_expires_mid_upload_is_renewed_and_the_chunk_sent_again() {
         plain()
             .chunk_size(64 << 10)
             // The upload outlives the token: each chunk is followed by a pause.
-            .progress(Some(ProgressSink(Arc::new(move |p| {
-                if matches!(p, Progress::Bytes { .. }) {
+            .events(Some(Arc::new(move |p| {
+                if matches!(p, Event::Bytes { .. }) {
                     seen.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
-            })))),
+            }))),
     )
     .unwrap();
     let bytes = layer(640 << 10);

@@ -123,7 +123,7 @@ impl Registry {
             });
         }
         let chunk_size = self.options.chunk_size.max(min_chunk);
-        self.report(Progress::Start { digest, size });
+        self.report(Event::Start { digest, size });
         let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
         let mut offset: u64 = 0;
         let mut buffer = vec![0u8; chunk_size];
@@ -180,7 +180,7 @@ impl Registry {
                     offset = end + 1;
                     failures = 0;
                     renewed = false;
-                    self.report(Progress::Bytes {
+                    self.report(Event::Bytes {
                         digest,
                         n: want as u64,
                     });
@@ -203,7 +203,7 @@ impl Registry {
             })
             .await?;
         returned_digest(&closed, digest, &format!("blob {repository}@{digest}"))?;
-        self.report(Progress::Done { digest });
+        self.report(Event::Done { digest });
         Ok(true)
     }
 
@@ -324,7 +324,7 @@ impl Registry {
         let mut file = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
         let mut hasher = sha2::Sha256::new();
         let mut size = 0u64;
-        self.report(Progress::Start {
+        self.report(Event::Start {
             digest,
             size: response.content_length().unwrap_or(0),
         });
@@ -333,7 +333,7 @@ impl Registry {
             let chunk = chunk.map_err(transport(Method::GET, &url))?;
             hasher.update(&chunk);
             size += chunk.len() as u64;
-            self.report(Progress::Bytes {
+            self.report(Event::Bytes {
                 digest,
                 n: chunk.len() as u64,
             });
@@ -351,7 +351,7 @@ impl Registry {
             });
         }
         tokio::fs::rename(&tmp, path).await.map_err(io(path))?;
-        self.report(Progress::Done { digest });
+        self.report(Event::Done { digest });
         Ok(size)
     }
 }

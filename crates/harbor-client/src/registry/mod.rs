@@ -25,6 +25,7 @@ use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use url::Url;
 
+use crate::event::{Event, Events};
 use crate::reference::Digest;
 
 mod auth;
@@ -236,40 +237,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     }
 }
 
-/// What a transfer reports as it goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress<'a> {
-    /// A blob starts moving.
-    Start {
-        /// Its digest.
-        digest: &'a Digest,
-        /// Its size.
-        size: u64,
-    },
-    /// Bytes of a blob moved (since the last report).
-    Bytes {
-        /// Its digest.
-        digest: &'a Digest,
-        /// How many.
-        n: u64,
-    },
-    /// A blob is complete (verified, for downloads).
-    Done {
-        /// Its digest.
-        digest: &'a Digest,
-    },
-}
-
-/// Hears transfer progress (for progress bars).
-#[derive(Clone)]
-pub struct ProgressSink(pub std::sync::Arc<dyn Fn(Progress<'_>) + Send + Sync>);
-
-impl std::fmt::Debug for ProgressSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ProgressSink")
-    }
-}
-
 /// Connection settings: `Options::default()` (https, the system's CAs, 4 attempts), changed
 /// by its setters.
 ///
@@ -279,7 +246,7 @@ impl std::fmt::Debug for ProgressSink {
 ///     .attempts(2);
 /// assert!(options.plain_http);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Options {
     /// Use `http://` instead of `https://` (only when asked for explicitly).
@@ -297,8 +264,23 @@ pub struct Options {
     pub attempts: u32,
     /// First delay between attempts (doubled each time).
     pub backoff: Duration,
-    /// Where transfer progress goes, if anywhere.
-    pub progress: Option<ProgressSink>,
+    /// Where transfers' events (progress) go, if anywhere.
+    pub events: Option<Events>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("plain_http", &self.plain_http)
+            .field("ca_file", &self.ca_file)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("resolve", &self.resolve)
+            .field("chunk_size", &self.chunk_size)
+            .field("attempts", &self.attempts)
+            .field("backoff", &self.backoff)
+            .field("events", &self.events.as_ref().map(|_| "<callback>"))
+            .finish()
+    }
 }
 
 impl Default for Options {
@@ -311,7 +293,7 @@ impl Default for Options {
             chunk_size: MAX_CHUNK,
             attempts: 4,
             backoff: Duration::from_millis(200),
-            progress: None,
+            events: None,
         }
     }
 }
@@ -366,10 +348,10 @@ impl Options {
         self
     }
 
-    /// Telling transfer progress to this sink.
+    /// Telling transfers' events (progress) to this callback.
     #[must_use]
-    pub fn progress(mut self, progress: Option<ProgressSink>) -> Self {
-        self.progress = progress;
+    pub fn events(mut self, events: Option<Events>) -> Self {
+        self.events = events;
         self
     }
 }
@@ -573,9 +555,9 @@ impl Registry {
         })
     }
 
-    fn report(&self, event: Progress<'_>) {
-        if let Some(sink) = &self.options.progress {
-            (sink.0)(event);
+    fn report(&self, event: Event<'_>) {
+        if let Some(events) = &self.options.events {
+            events(event);
         }
     }
 
