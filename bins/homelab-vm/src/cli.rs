@@ -362,10 +362,10 @@ fn console_log(phase: &Phase, node: &str, tail: Option<usize>) -> Result<ExitCod
         bail!(
             "the console log of {node} is on the libvirt host ({}); read it there: {}",
             phase.uri,
-            libvirt_vm::xml::console_log_path(node)
+            libvirt_vm::console_log_path(node)
         );
     }
-    let path = libvirt_vm::xml::console_log_path(node);
+    let path = libvirt_vm::console_log_path(node);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {path} (has {node} been started?)"))?;
     let lines: Vec<&str> = text.lines().collect();

@@ -276,7 +276,7 @@ impl Hypervisor {
 
     /// Retires the cloud-init seed of every node of `spec` whose domain this cluster made from
     /// the seed `spec` wants: the domain's definition loses the seed disk and records
-    /// [`xml::SEED_RETIRED`], the disk is detached from the running domain, and the volume —
+    /// [`plan::SEED_RETIRED`](crate::plan::SEED_RETIRED), the disk is detached from the running domain, and the volume —
     /// which holds the node's SSH host private key — is removed. Returns the volumes removed,
     /// as delete actions (`events` is told of each first).
     ///

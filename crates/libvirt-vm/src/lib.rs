@@ -16,8 +16,13 @@
 //!   the plan, apply, the SSH wait and the seed retirement in one call.
 //! - [`Hypervisor`]: one libvirt connection; `plan`, `apply`, `destroy`, `status`.
 //! - [`plan::plan`] and [`desired`]: the planner alone, a pure function from what should exist
-//!   and what does ([`plan::Live`]) to a [`VmPlan`].
-//! - [`xml`] and [`seed`]: the libvirt XML documents and the cloud-init seed image.
+//!   and what does ([`plan::Live`], whose ownership metadata [`plan::read_owner_meta`] reads
+//!   from libvirt's XML) to a [`VmPlan`].
+//!
+//! The libvirt XML documents and the cloud-init seed image are made by the modules `xml` and
+//! `seed`, which are not part of the API (hidden from these docs, public only for this
+//! workspace's tests and tools; their shapes change with libvirt's needs). What the API needs
+//! of them is here: [`XmlError`], [`SeedError`], [`console_log_path`].
 //!
 //! # Features
 //! - `libvirt` (default): [`Hypervisor`], `preflight` and `provision`; links libvirt's C
@@ -59,10 +64,12 @@ pub mod plan;
 pub mod preflight;
 #[cfg(feature = "libvirt")]
 pub mod provision;
+#[doc(hidden)]
 pub mod seed;
 mod spec;
 #[cfg(feature = "ssh")]
 pub mod wait;
+#[doc(hidden)]
 pub mod xml;
 
 pub use error::{Error, Result};
@@ -72,10 +79,12 @@ pub use hypervisor::{
     Hypervisor, KnownHost, NodeStatus, host_cpu_has_virtualization, is_local_uri,
 };
 pub use plan::{Action, Change, ObjectKind, VmPlan, desired};
+pub use seed::SeedError;
 pub use spec::{
     Access, BaseImage, BootMode, DiskFormat, DomainType, DomainTypeChoice, Mac, NetworkSpec,
     PoolSpec, VmClusterSpec, VmSpec,
 };
+pub use xml::{XmlError, console_log_path};
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::spec::{DomainType, VmClusterSpec, fingerprint};
-use crate::xml::{self, OwnerMeta, SEED_RETIRED};
+use crate::xml;
+pub use crate::xml::{OwnerMeta, SEED_RETIRED, read_owner_meta};
 
 /// Kind of a libvirt object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
