@@ -37,6 +37,9 @@ use sha2::{Digest, Sha256};
 pub struct EtcdClient {
     /// The etcd client on the node.
     pub etcdctl: String,
+    /// The container runtime's client on the node, through which the etcd container's own
+    /// `etcdctl` is used when the node has none.
+    pub crictl: String,
     /// etcd's client URL as seen from the node.
     pub endpoint: String,
     /// The etcd CA (`/etc/kubernetes/pki/etcd/ca.crt`).
@@ -60,6 +63,7 @@ impl Default for EtcdClient {
     fn default() -> Self {
         Self {
             etcdctl: "etcdctl".into(),
+            crictl: "crictl".into(),
             endpoint: "https://127.0.0.1:2379".into(),
             cacert: "/etc/kubernetes/pki/etcd/ca.crt".into(),
             cert: "/etc/kubernetes/pki/etcd/healthcheck-client.crt".into(),
@@ -76,6 +80,7 @@ impl EtcdClient {
     /// the endpoint and the client certificate, API v3.
     fn prelude(&self) -> String {
         let etcdctl = shell_quote(&self.etcdctl);
+        let crictl = shell_quote(&self.crictl);
         let flags = format!(
             "--endpoints={} --cacert={} --cert={} --key={}",
             shell_quote(&self.endpoint),
@@ -87,9 +92,9 @@ impl EtcdClient {
             "if command -v {etcdctl} >/dev/null 2>&1; then \
                etcd_ctl() {{ ETCDCTL_API=3 {etcdctl} {flags} \"$@\"; }}; \
              else \
-               c=$(crictl ps -q --name '^etcd$' --state Running 2>/dev/null | head -n 1); \
+               c=$({crictl} ps -q --name '^etcd$' --state Running 2>/dev/null | head -n 1); \
                if [ -z \"$c\" ]; then echo 'no etcdctl on this node (install etcd-client) and no running etcd container to use' >&2; exit 127; fi; \
-               etcd_ctl() {{ crictl exec \"$c\" etcdctl {flags} \"$@\"; }}; \
+               etcd_ctl() {{ {crictl} exec \"$c\" etcdctl {flags} \"$@\"; }}; \
              fi"
         )
     }

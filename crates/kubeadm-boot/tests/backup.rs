@@ -274,6 +274,71 @@ etcdctl "$@" "$last.whole" >&2 && mv "$last.whole" "$last"
     );
 }
 
+/// A node without an etcd client (a kubeadm node): the running etcd container's own
+/// `etcdctl` is used through `crictl exec`, here a stand-in `crictl` whose one container runs
+/// the real `etcdctl`; the snapshot streams and checks out the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_etcd_client_the_etcd_containers_own_is_used() {
+    let etcd = Etcd::start().unwrap();
+    for i in 0..20 {
+        let out = etcd
+            .etcdctl(&["put", &format!("/registry/c{i:02}"), "in the container"])
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let sshd = Sshd::start().unwrap();
+    let (pool, target) = node(&sshd);
+    let work = tempfile::tempdir().unwrap();
+    let bin = work.path().join("bin");
+    let log = work.path().join("crictl.log");
+    let crictl = homelab_testkit::stand_in(
+        &bin,
+        "crictl",
+        &format!(
+            r#"echo "$*" >> {log}
+case "$1" in
+  ps) echo c0ffee ;;
+  exec) [ "$2" = c0ffee ] || {{ echo "no container $2" >&2; exit 1; }}; shift 2; exec "$@" ;;
+  *) exit 1 ;;
+esac
+"#,
+            log = log.display()
+        ),
+    );
+    let client = EtcdClient {
+        etcdctl: "etcdctl-not-installed".into(),
+        crictl: crictl.display().to_string(),
+        ..client_for(&etcd, work.path())
+    };
+    let backups = tempfile::tempdir().unwrap();
+    let taken = take(&pool, &target, &client, "lab", backups.path())
+        .await
+        .unwrap();
+    assert!(taken.status.total_keys >= 20, "{:?}", taken.status);
+    verify(&taken.snapshot.path).unwrap();
+    assert!(
+        !work.path().join("backup").exists(),
+        "the node kept its copy"
+    );
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        calls.lines().any(|l| l.starts_with("ps -q --name ^etcd$")),
+        "{calls}"
+    );
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.starts_with("exec c0ffee etcdctl") && l.contains(" snapshot save ")),
+        "{calls}"
+    );
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.starts_with("exec c0ffee etcdctl") && l.contains(" snapshot status ")),
+        "{calls}"
+    );
+}
+
 /// `upgrade` against a real API server (or the cluster `KUBECONFIG` names) and a loopback
 /// node: a snapshot that fails stops it before any node step runs; a dry run says it would
 /// take one first.
