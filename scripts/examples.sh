@@ -40,6 +40,9 @@ echo "== libvirt-vm plan_three_vms (libvirt's test driver)"
 expect 0 'create +domain' -- run -p libvirt-vm --example plan_three_vms
 echo "== homelab-config check (the embedded default)"
 expect 0 '.' -- run -p homelab-config --example check
+echo "== homelab-cli-common tool (the flags every binary shares, an error with its cause)"
+expect 0 'kubeadm_boot=debug' -- run -p homelab-cli-common --example tool -- -v
+expect 1 'cannot read the configuration .*nope: No such file' -- run -p homelab-cli-common --example tool -- --config "$work/nope"
 echo "== platform waves"
 expect 0 'metallb' -- run -p platform --example waves
 
