@@ -140,6 +140,14 @@ pub enum BackupError {
         /// What is wrong with it.
         problem: String,
     },
+    /// etcd's static pod manifest (`etcd.yaml`) is not YAML, or cannot be written back.
+    #[error("etcd's static pod manifest {what}: {source}")]
+    ManifestYaml {
+        /// What was being done: `is not YAML`, `cannot be written`.
+        what: &'static str,
+        /// The YAML error.
+        source: serde_norway::Error,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {

@@ -97,8 +97,11 @@ fn manifest_error(what: &str) -> BackupError {
 /// # Errors
 /// The manifest is not YAML or lacks one of them.
 pub fn member(manifest: &str) -> Result<Member, BackupError> {
-    let pod: Value = serde_norway::from_str(manifest)
-        .map_err(|e| manifest_error(&format!("is not YAML: {e}")))?;
+    let pod: Value =
+        serde_norway::from_str(manifest).map_err(|source| BackupError::ManifestYaml {
+            what: "is not YAML",
+            source,
+        })?;
     let command: Vec<&str> = pod["spec"]["containers"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["name"] == "etcd"))
@@ -130,14 +133,20 @@ pub fn member(manifest: &str) -> Result<Member, BackupError> {
 /// # Errors
 /// The manifest is not YAML or has no such volume.
 pub fn pointed_at(manifest: &str, data_dir: &str) -> Result<String, BackupError> {
-    let mut pod: Value = serde_norway::from_str(manifest)
-        .map_err(|e| manifest_error(&format!("is not YAML: {e}")))?;
+    let mut pod: Value =
+        serde_norway::from_str(manifest).map_err(|source| BackupError::ManifestYaml {
+            what: "is not YAML",
+            source,
+        })?;
     let volume = pod["spec"]["volumes"]
         .as_array_mut()
         .and_then(|v| v.iter_mut().find(|v| v["name"] == "etcd-data"))
         .ok_or_else(|| manifest_error("has no etcd-data hostPath volume"))?;
     volume["hostPath"]["path"] = Value::String(data_dir.to_owned());
-    serde_norway::to_string(&pod).map_err(|e| manifest_error(&format!("cannot be written: {e}")))
+    serde_norway::to_string(&pod).map_err(|source| BackupError::ManifestYaml {
+        what: "cannot be written",
+        source,
+    })
 }
 
 /// The steps, given etcd's manifest as it is now on the node (in [`Restore::manifests`] or,

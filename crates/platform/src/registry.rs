@@ -448,12 +448,14 @@ fn namespaces(wiring: &RegistryWiring) -> Vec<DynamicObject> {
 }
 
 fn to_dynamic(secret: &Secret) -> Result<DynamicObject, PlatformError> {
-    let mut value = serde_json::to_value(secret)
-        .map_err(|e| PlatformError::Manifest(format!("the pull Secret: {e}")))?;
+    let json = |source| PlatformError::Json {
+        what: "the pull Secret".into(),
+        source,
+    };
+    let mut value = serde_json::to_value(secret).map_err(json)?;
     value["apiVersion"] = "v1".into();
     value["kind"] = "Secret".into();
-    serde_json::from_value(value)
-        .map_err(|e| PlatformError::Manifest(format!("the pull Secret: {e}")))
+    serde_json::from_value(value).map_err(json)
 }
 
 /// Everything: Harbor's project and pull robot, the pull Secrets, then containerd on every
