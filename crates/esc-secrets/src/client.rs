@@ -225,6 +225,19 @@ pub struct Session {
 }
 
 /// A client of the ESC API.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use esc_secrets::{EnvRef, Esc, EscOptions, PropertyPath};
+///
+/// let token = std::env::var("PULUMI_ACCESS_TOKEN")?.into();
+/// let esc = Esc::new(token, EscOptions::default())?;
+/// // One open session, every value read at once; secrets stay `SecretString`s.
+/// let values = esc.read(&EnvRef::new("my-org", "homelab", "dev")).await?;
+/// let password = values.get(&"harbor.adminPassword".parse::<PropertyPath>()?);
+/// assert!(password.is_some_and(|v| v.is_secret()));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Esc {
     base: Url,

@@ -15,6 +15,22 @@ pub enum Segment {
 }
 
 /// A path to a value inside an environment.
+///
+/// ```
+/// use esc_secrets::PropertyPath;
+/// use esc_secrets::path::Segment;
+///
+/// let path: PropertyPath = r#"harbor["admin.password"]"#.parse()?;
+/// assert_eq!(path.segments()[1], Segment::Key("admin.password".into()));
+/// // Built or parsed, it prints the way ESC takes it, and parses back the same.
+/// let built = PropertyPath::root("harbor").key("admin.password");
+/// assert_eq!(built, path);
+/// assert_eq!(built.to_string().parse::<PropertyPath>()?, built);
+/// // A path that does not parse says where.
+/// let err = "harbor..password".parse::<PropertyPath>().unwrap_err();
+/// assert_eq!(err.position, 7);
+/// # Ok::<(), esc_secrets::path::PathError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PropertyPath(Vec<Segment>);
 

@@ -9,6 +9,23 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::path::{PropertyPath, Segment};
 
 /// A value of an environment.
+///
+/// ```
+/// use esc_secrets::{PropertyPath, Value};
+///
+/// // ESC's answer for `{"db": {"password": fn::secret(...)}, "replicas": 2}`.
+/// let json = serde_json::json!({"value": {
+///     "db": {"value": {"password": {"value": "hunter2", "secret": true}}},
+///     "replicas": {"value": 2},
+/// }});
+/// let values = Value::from_esc(&json);
+/// let password = values.get(&"db.password".parse::<PropertyPath>()?).unwrap();
+/// assert!(password.is_secret());
+/// assert!(!format!("{password:?}").contains("hunter2")); // never printed
+/// let leaves: Vec<String> = values.leaves().iter().map(|(p, _)| p.to_string()).collect();
+/// assert_eq!(leaves, ["db.password", "replicas"]);
+/// # Ok::<(), esc_secrets::path::PathError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub enum Value {
     /// `null`, or nothing.

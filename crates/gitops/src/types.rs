@@ -17,6 +17,34 @@ pub type Extra = BTreeMap<String, Value>;
 pub const SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
 
 /// An Application's desired state.
+///
+/// ```
+/// use gitops::types::{Application, AppProjectSpec, Destination};
+///
+/// // Read from a repository (or a cluster); fields this crate does not type are kept.
+/// let app: Application = serde_norway::from_str(r#"
+/// apiVersion: argoproj.io/v1alpha1
+/// kind: Application
+/// metadata: { name: shop, namespace: argocd }
+/// spec:
+///   project: apps
+///   source: { repoURL: "https://git.homelab.lan/lab/manifests.git", path: apps/shop }
+///   destination: { server: "https://kubernetes.default.svc", namespace: shop }
+///   revisionHistoryLimit: 3
+/// "#)?;
+/// assert_eq!(app.spec.extra["revisionHistoryLimit"], 3);
+/// // Whether its project lets it deploy there.
+/// let project = AppProjectSpec {
+///     destinations: vec![Destination {
+///         server: Some("https://kubernetes.default.svc".into()),
+///         namespace: Some("shop*".into()),
+///         ..Destination::default()
+///     }],
+///     ..AppProjectSpec::default()
+/// };
+/// assert!(project.allows(&app.spec.destination));
+/// # Ok::<(), serde_norway::Error>(())
+/// ```
 #[derive(CustomResource, Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[kube(
     group = "argoproj.io",

@@ -379,6 +379,22 @@ fn created_id(headers: &HeaderMap, path: &str) -> Result<i64> {
 }
 
 /// A Harbor instance.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), harbor_client::harbor::HarborError> {
+/// use harbor_client::harbor::{Harbor, HarborOptions};
+///
+/// let options = HarborOptions::default().ca_file(Some("/etc/homelab/ca.crt".into()));
+/// let harbor = Harbor::new("https://harbor.homelab.lan", "admin", "Harbor12345".into(), &options)?;
+/// // A wrong password is not refused by Harbor: the call runs anonymously. Check first.
+/// harbor.check_login().await?;
+/// let (project, created) = harbor.ensure_project("homelab", false).await?;
+/// println!("{} (id {}, new: {created})", project.name, project.project_id);
+/// for repository in harbor.repositories("homelab").await? {
+///     println!("{} ({} artifacts)", repository.name, repository.artifact_count);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Harbor {
     base: Url,

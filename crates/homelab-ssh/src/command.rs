@@ -16,6 +16,21 @@ impl fmt::Debug for Stdin {
 }
 
 /// A command to run on a host.
+///
+/// ```
+/// use std::time::Duration;
+/// use homelab_ssh::{Cmd, shell_quote};
+///
+/// let path = "/etc/kubernetes/admin conf";
+/// let cmd = Cmd::new(format!("cat {}", shell_quote(path)))
+///     .sudo()
+///     .timeout(Duration::from_secs(10));
+/// // Under sudo the line runs in `sh -c`, quoted once more; sudo never prompts.
+/// assert_eq!(cmd.wire_line(), r#"sudo -n -- sh -c 'cat '\''/etc/kubernetes/admin conf'\'''"#);
+/// // Standard input never shows in Debug output: it may be a key or a token.
+/// let cmd = Cmd::new("sudo tee /root/token").stdin("s3cret");
+/// assert!(!format!("{cmd:?}").contains("s3cret"));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Cmd {
     /// The command line (run by the login shell, or `sh -c` under sudo).

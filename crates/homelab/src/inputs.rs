@@ -394,25 +394,24 @@ pub fn kubeconfig_path(config: &Config) -> PathBuf {
 /// The platform layer's input: the fixed addresses, Harbor's URL and which optional
 /// components the features deploy.
 pub fn platform_spec(config: &Config) -> platform::components::PlatformSpec {
-    platform::components::PlatformSpec {
-        ingress_ip: config.network.load_balancer_ips.ingress,
-        argocd_ip: config.network.load_balancer_ips.argocd,
-        harbor_url: config.harbor.url.clone(),
-        harbor_address: Some(std::net::SocketAddr::new(
-            std::net::IpAddr::V4(config.network.load_balancer_ips.harbor),
+    let ips = &config.network.load_balancer_ips;
+    platform::components::PlatformSpec::new(ips.ingress, ips.argocd, config.harbor.url.clone())
+        .harbor_address(Some(std::net::SocketAddr::new(
+            std::net::IpAddr::V4(ips.harbor),
             url::Url::parse(&config.harbor.url)
                 .ok()
                 .and_then(|u| u.port_or_known_default())
                 .unwrap_or(443),
-        )),
-        external_secrets: config.features.external_secrets,
-        secret_objects: crate::secrets::external_objects(config),
-        runners: config.features.runners
-            && config
-                .github
-                .as_ref()
-                .is_some_and(|g| !g.runners.is_empty()),
-    }
+        )))
+        .external_secrets(config.features.external_secrets)
+        .secret_objects(crate::secrets::external_objects(config))
+        .runners(
+            config.features.runners
+                && config
+                    .github
+                    .as_ref()
+                    .is_some_and(|g| !g.runners.is_empty()),
+        )
 }
 
 /// The registry wiring of `[harbor]`: its project, a pull-only robot and the pull Secret

@@ -14,15 +14,12 @@ use platform::components::{PlatformSpec, components};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let spec = PlatformSpec {
-        ingress_ip: Ipv4Addr::new(192, 168, 122, 100),
-        argocd_ip: Ipv4Addr::new(192, 168, 122, 102),
-        harbor_url: "https://harbor.homelab.lan".into(),
-        harbor_address: None,
-        external_secrets: true,
-        secret_objects: Vec::new(),
-        runners: false,
-    };
+    let spec = PlatformSpec::new(
+        Ipv4Addr::new(192, 168, 122, 100),
+        Ipv4Addr::new(192, 168, 122, 102),
+        "https://harbor.homelab.lan",
+    )
+    .external_secrets(true);
     let status = std::env::args().any(|a| a == "--status");
     let client = if status {
         let _ = rustls::crypto::ring::default_provider().install_default();

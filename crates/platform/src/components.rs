@@ -20,7 +20,26 @@ pub struct Component {
 }
 
 /// What the readiness table depends on.
+///
+/// ```
+/// use platform::components::{PlatformSpec, components};
+///
+/// let spec = PlatformSpec::new(
+///     "192.168.122.100".parse()?,
+///     "192.168.122.102".parse()?,
+///     "https://harbor.homelab.lan",
+/// )
+/// .external_secrets(true);
+/// let all = components(&spec);
+/// // In wave order: storage and load balancing first, what needs them after.
+/// assert_eq!(all[0].name, "local-path");
+/// assert!(all.windows(2).all(|w| w[0].wave <= w[1].wave));
+/// assert!(all.iter().any(|c| c.name == "external-secrets"));
+/// assert!(all.iter().all(|c| c.name != "runners")); // not asked for
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PlatformSpec {
     /// The ingress controller's fixed address.
     pub ingress_ip: Ipv4Addr,
@@ -37,6 +56,50 @@ pub struct PlatformSpec {
     pub secret_objects: Vec<serde_json::Value>,
     /// Whether runner scale sets are deployed (their listeners must run).
     pub runners: bool,
+}
+
+impl PlatformSpec {
+    /// The table for a lab with these addresses and Harbor URL; no External Secrets, no
+    /// runners, Harbor's host reached through DNS.
+    pub fn new(ingress_ip: Ipv4Addr, argocd_ip: Ipv4Addr, harbor_url: impl Into<String>) -> Self {
+        Self {
+            ingress_ip,
+            argocd_ip,
+            harbor_url: harbor_url.into(),
+            harbor_address: None,
+            external_secrets: false,
+            secret_objects: Vec::new(),
+            runners: false,
+        }
+    }
+
+    /// Harbor's host reached at `address` (its load-balancer address and port).
+    #[must_use]
+    pub fn harbor_address(mut self, address: Option<std::net::SocketAddr>) -> Self {
+        self.harbor_address = address;
+        self
+    }
+
+    /// With External Secrets or without.
+    #[must_use]
+    pub fn external_secrets(mut self, deployed: bool) -> Self {
+        self.external_secrets = deployed;
+        self
+    }
+
+    /// External Secrets' objects that must become `Ready`.
+    #[must_use]
+    pub fn secret_objects(mut self, objects: Vec<serde_json::Value>) -> Self {
+        self.secret_objects = objects;
+        self
+    }
+
+    /// With runner scale sets or without.
+    #[must_use]
+    pub fn runners(mut self, deployed: bool) -> Self {
+        self.runners = deployed;
+        self
+    }
 }
 
 fn crd(name: &str) -> Check {
@@ -251,15 +314,13 @@ mod tests {
     use super::*;
 
     fn spec(external_secrets: bool, runners: bool) -> PlatformSpec {
-        PlatformSpec {
-            ingress_ip: Ipv4Addr::new(192, 168, 122, 100),
-            argocd_ip: Ipv4Addr::new(192, 168, 122, 102),
-            harbor_url: "https://192.168.122.101/".into(),
-            harbor_address: None,
-            external_secrets,
-            secret_objects: Vec::new(),
-            runners,
-        }
+        PlatformSpec::new(
+            Ipv4Addr::new(192, 168, 122, 100),
+            Ipv4Addr::new(192, 168, 122, 102),
+            "https://192.168.122.101/",
+        )
+        .external_secrets(external_secrets)
+        .runners(runners)
     }
 
     #[test]

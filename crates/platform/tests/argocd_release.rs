@@ -221,15 +221,13 @@ fn generated_custom_resources() -> (Vec<kube::api::DynamicObject>, usize) {
             }
         }
     }
-    let spec = platform::components::PlatformSpec {
-        ingress_ip: "192.168.122.100".parse().unwrap(),
-        argocd_ip: "192.168.122.102".parse().unwrap(),
-        harbor_url: "https://192.168.122.101".into(),
-        harbor_address: None,
-        external_secrets: true,
-        secret_objects: Vec::new(),
-        runners: true,
-    };
+    let spec = platform::components::PlatformSpec::new(
+        "192.168.122.100".parse().unwrap(),
+        "192.168.122.102".parse().unwrap(),
+        "https://192.168.122.101",
+    )
+    .external_secrets(true)
+    .runners(true);
     let mut probes = 0;
     for component in platform::components::components(&spec) {
         for check in component.checks {
