@@ -293,6 +293,22 @@ pub async fn sync(
 }
 
 /// Where External Secrets finds ESC and its token.
+///
+/// ```
+/// use esc_secrets::EnvRef;
+/// use esc_secrets::declared::{Needs, declared};
+/// use esc_secrets::deliver::{Store, cluster_secret_store, external_secret};
+///
+/// let store = Store::new(EnvRef::new("my-org", "homelab", "dev"), "https://api.pulumi.com/");
+/// let css = cluster_secret_store(&store);
+/// assert_eq!(css["kind"], "ClusterSecretStore");
+/// assert_eq!(css["spec"]["provider"]["pulumi"]["apiUrl"], "https://api.pulumi.com/api/esc");
+/// // One ExternalSecret per declared secret, in the namespace its Secret belongs in.
+/// let needs = Needs { monitoring: true, ..Needs::default() };
+/// let grafana = declared(&needs).into_iter().find(|d| d.name == "grafana-admin").unwrap();
+/// let es = external_secret(&grafana, &store);
+/// assert_eq!((es["kind"].as_str(), es["metadata"]["namespace"].as_str()), (Some("ExternalSecret"), Some("monitoring")));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Store {
     /// The ClusterSecretStore's name.

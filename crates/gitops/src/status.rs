@@ -126,6 +126,40 @@ pub enum StatusError {
 /// Builds the tree under `root` from a set of Applications (by name). Children are the
 /// Applications listed in a parent's `status.resources`; a child listed but absent shows as
 /// `Missing`.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use gitops::status::build_tree;
+/// use gitops::types::Application;
+///
+/// let app = |yaml: &str| -> Application { serde_norway::from_str(yaml).unwrap() };
+/// let root = app(r#"
+/// apiVersion: argoproj.io/v1alpha1
+/// kind: Application
+/// metadata: { name: root, namespace: argocd }
+/// spec: { project: default, destination: { namespace: argocd } }
+/// status:
+///   sync: { status: Synced }
+///   health: { status: Healthy }
+///   resources:
+///     - { group: argoproj.io, kind: Application, name: metallb }
+///     - { group: argoproj.io, kind: Application, name: harbor }
+/// "#);
+/// let metallb = app(r#"
+/// apiVersion: argoproj.io/v1alpha1
+/// kind: Application
+/// metadata: { name: metallb, namespace: argocd }
+/// spec: { project: default, destination: { namespace: metallb-system } }
+/// status: { sync: { status: Synced }, health: { status: Healthy } }
+/// "#);
+/// let apps: BTreeMap<String, Application> =
+///     [("root".to_owned(), root), ("metallb".to_owned(), metallb)].into();
+/// let tree = build_tree(&apps, "root").unwrap();
+/// // harbor is listed by root but does not exist yet: the whole tree is not ready.
+/// assert!(!tree.ready);
+/// assert_eq!(tree.problems(), ["harbor: Unknown/Missing: the Application does not exist yet"]);
+/// println!("{}", tree.render());
+/// ```
 pub fn build_tree(apps: &BTreeMap<String, Application>, root: &str) -> Option<AppNode> {
     fn node(
         apps: &BTreeMap<String, Application>,

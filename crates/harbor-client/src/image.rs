@@ -781,6 +781,16 @@ async fn copy_manifest(
 
 /// The reference an image gets in a mirror: `to_host/prefix/<source repository>`, same tag
 /// or digest.
+///
+/// ```
+/// use harbor_client::image::mirrored;
+/// use harbor_client::reference::Reference;
+///
+/// let source: Reference = "registry.k8s.io/coredns/coredns:v1.12.0".parse()?;
+/// let target = mirrored(&source, "harbor.homelab.lan", "mirror/");
+/// assert_eq!(target.to_string(), "harbor.homelab.lan/mirror/coredns/coredns:v1.12.0");
+/// # Ok::<(), harbor_client::reference::ReferenceError>(())
+/// ```
 pub fn mirrored(source: &Reference, to_host: &str, prefix: &str) -> Reference {
     let prefix = prefix.trim_matches('/');
     Reference {

@@ -15,6 +15,20 @@ pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 
 /// Pull Secrets named `name`, one per namespace, holding `username`/`password` for
 /// `registry` (`host[:port]`).
+///
+/// ```
+/// use harbor_client::node::{DOCKER_CONFIG_JSON, pull_secrets};
+///
+/// let password = "robot-secret".to_owned().into();
+/// let secrets = pull_secrets("harbor-pull", &["shop", "ci"], "harbor.homelab.lan", "robot$homelab+pull", &password);
+/// assert_eq!(secrets.len(), 2);
+/// assert_eq!(secrets[1].metadata.namespace.as_deref(), Some("ci"));
+/// assert_eq!(secrets[0].type_.as_deref(), Some(DOCKER_CONFIG_JSON));
+/// // The password is in the data, as kubelets read it; a Secret's Debug shows its bytes, so
+/// // keep Secrets out of logs.
+/// let config = &secrets[0].data.as_ref().unwrap()[".dockerconfigjson"].0;
+/// assert!(String::from_utf8_lossy(config).contains("harbor.homelab.lan"));
+/// ```
 pub fn pull_secrets(
     name: &str,
     namespaces: &[&str],
@@ -68,6 +82,16 @@ pub fn hosts_toml_path(registry: &str) -> String {
 
 /// containerd's `hosts.toml` sending pulls of `registry` to `mirror` (a URL) first, then to
 /// the registry itself.
+///
+/// ```
+/// use harbor_client::node::{MirrorTls, hosts_toml, hosts_toml_path};
+///
+/// let tls = MirrorTls::CaFile("/etc/containerd/certs.d/homelab-ca.crt".into());
+/// let toml = hosts_toml("docker.io", "https://harbor.homelab.lan/v2/dockerhub", &tls);
+/// assert!(toml.contains(r#"server = "https://registry-1.docker.io""#));
+/// assert!(toml.contains(r#"ca = "/etc/containerd/certs.d/homelab-ca.crt""#));
+/// assert_eq!(hosts_toml_path("docker.io"), "/etc/containerd/certs.d/docker.io/hosts.toml");
+/// ```
 pub fn hosts_toml(registry: &str, mirror: &str, tls: &MirrorTls) -> String {
     let mut host = toml::Table::new();
     host.insert(

@@ -32,6 +32,27 @@ pub enum HostKeyPolicy {
 }
 
 /// How a server's host key is checked.
+///
+/// ```
+/// use homelab_ssh::{HostKeyPolicy, HostKeys, PublicKey, fingerprint};
+///
+/// let first = PublicKey::from_openssh("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4XATLyBZj/Nqb0TKJOhcKIXxRB5XnDxUkIh72xaIi7")?;
+/// let other = PublicKey::from_openssh("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICjn3/F0rQGZ/gN6S4O8Ju7lvurphfx2POz1XRqkL464")?;
+/// assert_eq!(fingerprint(&first), "SHA256:xvFA8BJHGd60O2+whlbY3cHbSGDhoWZwcZjiaivIuTw");
+///
+/// let dir = tempfile::tempdir()?;
+/// let keys = HostKeys::KnownHosts {
+///     file: dir.path().join("known_hosts"),
+///     policy: HostKeyPolicy::TrustOnFirstUse,
+/// };
+/// // Trust on first use records the key; the same host with another key is refused.
+/// keys.verify("cp1", "192.168.122.10", 22, &first)?;
+/// keys.verify("cp1", "192.168.122.10", 22, &first)?;
+/// assert!(keys.verify("cp1", "192.168.122.10", 22, &other).is_err());
+/// // A pinned key reads no file.
+/// assert!(HostKeys::Pinned(first).verify("cp1", "192.168.122.10", 22, &other).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub enum HostKeys {
     /// Against a `known_hosts` file.

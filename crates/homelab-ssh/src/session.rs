@@ -108,6 +108,29 @@ impl client::Handler for Checker {
 }
 
 /// One authenticated connection.
+///
+/// ```no_run
+/// # async fn demo(options: homelab_ssh::SshOptions) -> Result<(), homelab_ssh::SshError> {
+/// use homelab_ssh::{Cmd, Session, Stream, Target, load_key};
+///
+/// let key = load_key(&options.private_key)?;
+/// let node = Target::new("cp1", "192.168.122.10", "debian");
+/// let session = Session::connect(&node, &options, &key).await?;
+/// // Output as it arrives; a non-zero exit is an answer here, not an error.
+/// let out = session
+///     .exec(&Cmd::new("journalctl -u kubelet -n 20"), &mut |stream, bytes| {
+///         if stream == Stream::Stdout {
+///             print!("{}", String::from_utf8_lossy(bytes));
+///         }
+///     })
+///     .await?;
+/// println!("exit {}", out.exit_status);
+/// // Files: written atomically with a mode, read back (`None` when absent).
+/// session.upload("/etc/motd", b"homelab\n", 0o644, None, true).await?;
+/// assert_eq!(session.read_file("/etc/motd", false).await?.as_deref(), Some(&b"homelab\n"[..]));
+/// session.disconnect().await;
+/// # Ok(()) }
+/// ```
 pub struct Session {
     target: Target,
     handle: client::Handle<Checker>,

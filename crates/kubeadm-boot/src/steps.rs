@@ -118,6 +118,25 @@ impl fmt::Debug for Change {
 }
 
 /// A unit of work on one host.
+///
+/// ```
+/// use kubeadm_boot::steps::{Change, Check, Step};
+///
+/// // Checked first (content and mode); written, then sysctl reloaded, only when it differs.
+/// let step = Step::file(
+///     "sysctl",
+///     "/etc/sysctl.d/99-kubernetes.conf",
+///     "net.ipv4.ip_forward = 1\n",
+///     0o644,
+///     Some(kubeadm_boot::ssh::Cmd::new("sysctl --system").sudo()),
+/// );
+/// assert_eq!(step.description, "write /etc/sysctl.d/99-kubernetes.conf (mode 0644)");
+/// assert!(matches!(step.check, Check::File { mode: 0o644, .. }));
+/// assert!(matches!(step.changes[..], [Change::Upload { .. }, Change::Run(_)]));
+/// // Or checked and applied by commands, both as root.
+/// let swap = Step::command("swap-off", "turn swap off", "! swapon --show | grep -q .", "swapoff -a");
+/// assert!(matches!(&swap.check, Check::Command(cmd) if cmd.sudo));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Step {
     /// Short name, e.g. `swap-off`.
@@ -256,6 +275,27 @@ pub struct RunError {
 }
 
 /// Runs steps on hosts.
+///
+/// ```no_run
+/// # async fn demo(pool: std::sync::Arc<kubeadm_boot::ssh::Pool>) -> Result<(), kubeadm_boot::steps::RunError> {
+/// use kubeadm_boot::ssh::Target;
+/// use kubeadm_boot::steps::{Outcome, Runner, Step};
+///
+/// let mut runner = Runner::new(pool);
+/// runner.dry_run = true; // check every host, change nothing
+/// let swap = Step::command("swap-off", "turn swap off", "! swapon --show | grep -q .", "swapoff -a");
+/// let work = ["cp1", "w1"]
+///     .iter()
+///     .zip(["192.168.122.10", "192.168.122.11"])
+///     .map(|(name, ip)| (Target::new(*name, ip, "debian"), vec![swap.clone()]))
+///     .collect();
+/// for report in runner.run(work, &|event| eprintln!("{event}")).await? {
+///     if report.outcome == Outcome::WouldChange {
+///         println!("{}: {}", report.host, report.description);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Runner {
     pool: Arc<Pool>,

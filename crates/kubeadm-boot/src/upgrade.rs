@@ -68,6 +68,32 @@ fn parse_kubelet(v: &str) -> Option<Version> {
 
 /// The pre-checks, on the nodes as the API reports them.
 ///
+/// ```
+/// use k8s_openapi::api::core::v1::Node;
+/// use kubeadm_boot::nodes::NodeState;
+/// use kubeadm_boot::upgrade::pre_check;
+///
+/// let node = |name: &str, kubelet: &str, ready: &str| -> NodeState {
+///     let node: Node = serde_json::from_value(serde_json::json!({
+///         "metadata": { "name": name },
+///         "status": {
+///             "conditions": [{ "type": "Ready", "status": ready }],
+///             "nodeInfo": { "kubeletVersion": kubelet },
+///         },
+///     }))
+///     .unwrap();
+///     NodeState::of(&node)
+/// };
+/// let nodes = [node("cp1", "v1.32.4", "True"), node("w1", "v1.32.4", "True")];
+/// assert!(pre_check(&nodes, &"1.33.2".parse()?).is_ok());
+/// // kubeadm upgrades one minor release at a time, and every node must be Ready first.
+/// let err = pre_check(&nodes, &"1.34.0".parse()?).unwrap_err().to_string();
+/// assert!(err.contains("at most v1.33.x"), "{err}");
+/// let err = pre_check(&[node("cp1", "v1.32.4", "False")], &"1.33.2".parse()?).unwrap_err();
+/// assert!(err.to_string().contains("not Ready: cp1"), "{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 /// [`UpgradeError::PreCheck`] saying which nodes and why.
 pub fn pre_check(nodes: &[NodeState], target: &Version) -> Result<(), UpgradeError> {

@@ -35,6 +35,28 @@ impl fmt::Display for Workload {
 }
 
 /// One thing that must hold for a component to work.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), kube::Error> {
+/// use platform::checks::{Check, Workload};
+///
+/// let checks = [
+///     Check::CrdEstablished { name: "ipaddresspools.metallb.io".into() },
+///     Check::RolledOut {
+///         workload: Workload::Deployment,
+///         namespace: "metallb-system".into(),
+///         name: "metallb-controller".into(),
+///     },
+/// ];
+/// let client = kube::Client::try_default().await?; // the cluster KUBECONFIG names
+/// let http = reqwest::Client::new();
+/// for check in &checks {
+///     // One evaluation, no waiting (`platform::wait` re-evaluates when objects change).
+///     let seen = check.evaluate(&client, &http).await;
+///     println!("{check}: {} ({})", if seen.ok { "ok" } else { "not yet" }, seen.detail);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "check", rename_all = "snake_case")]
 pub enum Check {

@@ -319,6 +319,23 @@ impl Watches {
 /// # Errors
 /// [`PlatformError::NotReady`] when the timeout passes: the component, its failing check
 /// and what it last saw.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use platform::components::{PlatformSpec, components};
+/// use platform::wait::{WaitOptions, wait};
+///
+/// let spec = PlatformSpec::new("192.168.122.100".parse()?, "192.168.122.102".parse()?, "https://harbor.homelab.lan");
+/// let client = kube::Client::try_default().await?;
+/// let options = WaitOptions::default().timeout(Duration::from_secs(20 * 60));
+/// // Prints each wave as it starts and each component as it becomes ready.
+/// let done = wait(&client, &reqwest::Client::new(), &components(&spec), &options, &|event| eprintln!("{event}")).await?;
+/// assert!(done.iter().all(|c| c.ready));
+/// # Ok(()) }
+/// ```
 pub async fn wait(
     client: &Client,
     http: &reqwest::Client,
