@@ -32,6 +32,18 @@ fn node(sshd: &Sshd) -> (Arc<Pool>, Target) {
 
 /// The etcd client of the loopback node: `etcd`'s endpoint and client certificate, the
 /// node's snapshots written under `work/backup`.
+/// Writes every `(key, value)`, failing with etcdctl's error output when one is refused.
+fn put_keys(etcd: &Etcd, keys: impl IntoIterator<Item = (String, String)>) {
+    for (key, value) in keys {
+        let out = etcd.etcdctl(&["put", &key, &value]).unwrap();
+        assert!(
+            out.status.success(),
+            "put {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn client_for(etcd: &Etcd, work: &std::path::Path) -> EtcdClient {
     EtcdClient {
         endpoint: etcd.endpoint.clone(),
@@ -46,16 +58,10 @@ fn client_for(etcd: &Etcd, work: &std::path::Path) -> EtcdClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_is_streamed_checked_and_restores_the_keys() {
     let etcd = Etcd::start().unwrap();
-    for i in 0..40 {
-        let out = etcd
-            .etcdctl(&["put", &format!("/registry/k{i:02}"), &format!("value-{i}")])
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    put_keys(
+        &etcd,
+        (0..40).map(|i| (format!("/registry/k{i:02}"), format!("value-{i}"))),
+    );
     let sshd = Sshd::start().unwrap();
     let (pool, target) = node(&sshd);
     let work = tempfile::tempdir().unwrap();
@@ -198,12 +204,10 @@ mv "$last.part" "$last"; rm -f "$last.whole"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_is_followed_while_etcd_writes_it() {
     let etcd = Etcd::start().unwrap();
-    for i in 0..200 {
-        let out = etcd
-            .etcdctl(&["put", &format!("/registry/f{i:03}"), &"x".repeat(2000)])
-            .unwrap();
-        assert!(out.status.success());
-    }
+    put_keys(
+        &etcd,
+        (0..200).map(|i| (format!("/registry/f{i:03}"), "x".repeat(2000))),
+    );
     let sshd = Sshd::start().unwrap();
     let (pool, target) = node(&sshd);
     let work = tempfile::tempdir().unwrap();
@@ -280,12 +284,10 @@ etcdctl "$@" "$last.whole" >&2 && mv "$last.whole" "$last"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_etcd_client_the_etcd_containers_own_is_used() {
     let etcd = Etcd::start().unwrap();
-    for i in 0..20 {
-        let out = etcd
-            .etcdctl(&["put", &format!("/registry/c{i:02}"), "in the container"])
-            .unwrap();
-        assert!(out.status.success());
-    }
+    put_keys(
+        &etcd,
+        (0..20).map(|i| (format!("/registry/c{i:02}"), "in the container".into())),
+    );
     let sshd = Sshd::start().unwrap();
     let (pool, target) = node(&sshd);
     let work = tempfile::tempdir().unwrap();
@@ -465,14 +467,10 @@ async fn a_restore_is_planned_done_once_and_the_data_serves_the_keys() {
     use kubeadm_boot::steps::{Outcome, Runner};
 
     let etcd = Etcd::start().unwrap();
-    for i in 0..10 {
-        assert!(
-            etcd.etcdctl(&["put", &format!("/registry/r{i}"), "kept"])
-                .unwrap()
-                .status
-                .success()
-        );
-    }
+    put_keys(
+        &etcd,
+        (0..10).map(|i| (format!("/registry/r{i}"), "kept".into())),
+    );
     let sshd = Sshd::start().unwrap();
     let (pool, target) = node(&sshd);
     let work = tempfile::tempdir().unwrap();
