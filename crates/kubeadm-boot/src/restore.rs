@@ -92,16 +92,16 @@ fn manifest_error(what: &str) -> BackupError {
     }
 }
 
+fn manifest_yaml(what: &'static str) -> impl FnOnce(serde_norway::Error) -> BackupError {
+    move |source| BackupError::ManifestYaml { what, source }
+}
+
 /// Reads the member's name, peer URLs and data directory from etcd's manifest.
 ///
 /// # Errors
 /// The manifest is not YAML or lacks one of them.
 pub fn member(manifest: &str) -> Result<Member, BackupError> {
-    let pod: Value =
-        serde_norway::from_str(manifest).map_err(|source| BackupError::ManifestYaml {
-            what: "is not YAML",
-            source,
-        })?;
+    let pod: Value = serde_norway::from_str(manifest).map_err(manifest_yaml("is not YAML"))?;
     let command: Vec<&str> = pod["spec"]["containers"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["name"] == "etcd"))
@@ -133,20 +133,13 @@ pub fn member(manifest: &str) -> Result<Member, BackupError> {
 /// # Errors
 /// The manifest is not YAML or has no such volume.
 pub fn pointed_at(manifest: &str, data_dir: &str) -> Result<String, BackupError> {
-    let mut pod: Value =
-        serde_norway::from_str(manifest).map_err(|source| BackupError::ManifestYaml {
-            what: "is not YAML",
-            source,
-        })?;
+    let mut pod: Value = serde_norway::from_str(manifest).map_err(manifest_yaml("is not YAML"))?;
     let volume = pod["spec"]["volumes"]
         .as_array_mut()
         .and_then(|v| v.iter_mut().find(|v| v["name"] == "etcd-data"))
         .ok_or_else(|| manifest_error("has no etcd-data hostPath volume"))?;
     volume["hostPath"]["path"] = Value::String(data_dir.to_owned());
-    serde_norway::to_string(&pod).map_err(|source| BackupError::ManifestYaml {
-        what: "cannot be written",
-        source,
-    })
+    serde_norway::to_string(&pod).map_err(manifest_yaml("cannot be written"))
 }
 
 /// The steps, given etcd's manifest as it is now on the node (in [`Restore::manifests`] or,
